@@ -1,0 +1,156 @@
+"""Generate the InferenceService CustomResourceDefinition from the pydantic models.
+
+Kubernetes wants a *structural* OpenAPI v3 schema: no $ref, no nullable unions, every node typed
+(or explicitly preserving unknown fields). pydantic emits JSON Schema with $defs and anyOf-null
+unions, so this module rewrites one into the other. `python -m gpufleet.api.crd` prints the YAML;
+`make crds` writes it to crds/ and a test fails when the file drifts from the models.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from gpufleet.api.models import (
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    InferenceServiceSpec,
+    InferenceServiceStatus,
+)
+
+_DROP_KEYS = {"title", "$defs"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    """Inline $ref, collapse Optional unions, and drop what a structural schema forbids."""
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    if node.get("x-kubernetes-int-or-string"):
+        # int-or-string: the union is described by the extension itself; values checked by CEL.
+        keep = {"x-kubernetes-int-or-string", "x-kubernetes-validations", "description", "default"}
+        return {k: v for k, v in node.items() if k in keep}
+    if "anyOf" in node:
+        branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+        if len(branches) == 1:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            return _resolve({**branches[0], **rest}, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS:
+            continue
+        if key == "additionalProperties" and isinstance(value, bool):
+            # false is the default (pruning); true is expressed with preserve-unknown-fields.
+            if value and "properties" not in node:
+                out["x-kubernetes-preserve-unknown-fields"] = True
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(sub, defs) for name, sub in value.items()}
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            continue
+        out[key] = _resolve(value, defs)
+    if out.get("type") == "object" and "properties" in out:
+        _default_nested_objects(out)
+    return out
+
+
+def _default_nested_objects(obj: dict[str, Any]) -> None:
+    """Give optional sub-objects `default: {}` so the API server fills their own defaults."""
+    required = set(obj.get("required", []))
+    for name, sub in obj["properties"].items():
+        if name in required or "default" in sub:
+            continue
+        if sub.get("type") == "object" and "properties" in sub:
+            sub["default"] = {}
+
+
+def openapi_schema(model: type[Any]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+    resolved: dict[str, Any] = _resolve(raw, raw.get("$defs", {}))
+    return resolved
+
+
+def crd() -> dict[str, Any]:
+    spec_schema = openapi_schema(InferenceServiceSpec)
+    status_schema = openapi_schema(InferenceServiceStatus)
+    status_schema.pop("description", None)
+    status_schema["description"] = "Observed state, written only by the gpufleet operator."
+    columns = [
+        ("Model", "string", ".spec.model.name", 1),
+        ("Mode", "string", ".spec.mode", 1),
+        ("Desired", "integer", ".status.replicas.desired", 0),
+        ("Serving", "integer", ".status.replicas.serving", 0),
+        ("Standby", "integer", ".status.replicas.standby", 0),
+        ("Starting", "integer", ".status.replicas.starting", 0),
+        ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', 0),
+        ("Reason", "string", ".status.lastDecision.reason", 0),
+        ("Cost/h", "number", ".status.costPerHour", 1),
+    ]
+    printer = [
+        {"name": n, "type": t, "jsonPath": p, **({"priority": prio} if prio else {})}
+        for n, t, p, prio in columns
+    ]
+    printer.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": SHORT_NAMES,
+                "categories": ["gpufleet"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": printer,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "An elastic fleet of GPU inference replicas (Triton / TensorRT-LLM) "
+                            "scaled on queue depth, latency and forecast load, with warm standbys and spot capacity.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `make crds` from gpufleet.api.models. Do not edit by hand.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

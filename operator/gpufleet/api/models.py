@@ -1,0 +1,350 @@
+"""The InferenceService API (gpufleet.io/v1alpha1) as pydantic models.
+
+These models are the source of truth: crds/ is generated from them (see gpufleet.api.crd), and
+the operator parses every object it reads through them. Field docstrings become `kubectl explain`
+text, so they are written for the platform engineer reading them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "gpufleet.io"
+VERSION = "v1alpha1"
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+SINGULAR = "inferenceservice"
+SHORT_NAMES = ["gfis", "gfisvc"]  # not "isvc": KServe uses it
+
+DURATION_PATTERN = r"^[0-9]+(s|m|h|d)$"
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+
+class Backend(str, Enum):
+    triton = "triton"
+    tensorrtllm = "tensorrtllm"
+
+
+class Mode(str, Enum):
+    active = "active"
+    recommend = "recommend"
+
+
+class CapacityClass(str, Enum):
+    on_demand = "on-demand"
+    spot = "spot"
+
+
+class ModelRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253)
+    """Model name as Triton knows it (the `model` label of nv_inference_* metrics)."""
+    backend: Backend = Backend.triton
+    """Serving backend: `triton` (any Triton backend) or `tensorrtllm` (adds TensorRT-LLM metrics)."""
+
+
+class Replicas(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.min <= self.max", "message": "replicas.min must be <= replicas.max",
+                 "fieldPath": ".min"}
+            ]
+        }
+    )
+    min: int = Field(default=1, ge=0, le=10000)
+    """Fewest serving replicas, whatever the load (0 allows scale to zero)."""
+    max: int = Field(default=8, ge=1, le=10000)
+    """Most replicas (serving + standby + starting) the service may ever run."""
+
+
+class Slo(ApiModel):
+    ttft_p95_ms: int | None = Field(default=None, ge=1)
+    """Target p95 time to first token (LLM) or first response, in milliseconds."""
+    latency_p95_ms: int | None = Field(default=None, ge=1)
+    """Target p95 end-to-end request latency, in milliseconds."""
+    queue_depth_per_replica: float = Field(default=8.0, gt=0)
+    """Target pending requests per serving replica (Triton's nv_inference_pending_request_count)."""
+    queue_time_ms: int | None = Field(default=None, ge=1)
+    """Target mean time a request waits in Triton's queue, in milliseconds."""
+
+
+class ScaleUp(ApiModel):
+    stabilization_seconds: int = Field(default=0, ge=0, le=3600)
+    """How long a higher recommendation must persist before scaling up (0: at once)."""
+    max_step_percent: int = Field(default=100, ge=1, le=1000)
+    """Most replicas added per step, as a percent of current replicas."""
+    max_step_replicas: int = Field(default=4, ge=1, le=1000)
+    """Most replicas added per step in absolute terms; the larger of the two limits applies."""
+
+
+class ScaleDown(ApiModel):
+    stabilization_seconds: int = Field(default=300, ge=0, le=86400)
+    """Scale down only to the highest recommendation seen over this window."""
+    max_step_percent: int = Field(default=20, ge=1, le=100)
+    """Most replicas removed per step, as a percent of current replicas (at least one)."""
+
+
+class Scaling(ApiModel):
+    interval_seconds: int = Field(default=10, ge=1, le=3600)
+    """How often the operator observes and decides for this service."""
+    target_rps_per_replica: float | None = Field(default=None, gt=0)
+    """Requests per second one replica serves within the SLO; learned from metrics when unset."""
+    scale_up: ScaleUp = Field(default_factory=ScaleUp)
+    """Scale-up behaviour: fast, bounded steps."""
+    scale_down: ScaleDown = Field(default_factory=ScaleDown)
+    """Scale-down behaviour: slow, stabilised steps."""
+
+
+class ForecastMethod(str, Enum):
+    auto = "auto"
+    seasonal_naive = "seasonal-naive"
+    holt_winters = "holt-winters"
+    none = "none"
+
+
+class Forecast(ApiModel):
+    enabled: bool = True
+    """Provision for forecast load over the time-to-ready horizon, not only current load."""
+    method: ForecastMethod = ForecastMethod.auto
+    """`auto` picks the method with the best rolling-origin backtest."""
+    seasonality: list[str] = Field(
+        default_factory=lambda: ["1d", "7d"],
+        max_length=4,
+        json_schema_extra={"items": {"type": "string", "pattern": DURATION_PATTERN}},
+    )
+    """Season lengths to model (e.g. 1d, 7d); a season is used once history covers two of it."""
+    quantile: float = Field(default=0.9, ge=0.5, le=0.999)
+    """Provision for this quantile of forecast load."""
+
+
+class WarmPool(ApiModel):
+    size: Annotated[int, Field(ge=0, le=1000)] | Literal["auto"] = Field(
+        default=0,
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "x-kubernetes-validations": [
+                {"rule": "type(self) == int ? self >= 0 : self == 'auto'",
+                 "message": "warmPool.size must be a non-negative integer or 'auto'"}
+            ],
+        },
+    )
+    """Ready standby replicas kept out of rotation: an integer, or `auto` to size from forecast uncertainty."""
+    max: int = Field(default=4, ge=0, le=1000)
+    """Most standbys when size is `auto`."""
+
+
+class ClassPlacement(ApiModel):
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels pods of this capacity class must match."""
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    )
+    """Tolerations added to pods of this capacity class (core/v1 Toleration objects)."""
+
+
+class OnDemand(ClassPlacement):
+    base: int = Field(default=1, ge=0, le=10000)
+    """Replicas that always run on on-demand capacity, never on spot."""
+
+
+class Spot(ClassPlacement):
+    enabled: bool = False
+    """Run part of the fleet on spot capacity."""
+    max_fraction: float = Field(default=0.7, ge=0.0, le=1.0)
+    """Largest share of replicas on spot."""
+    pending_timeout_seconds: int = Field(default=120, ge=10, le=3600)
+    """A spot pod Pending longer than this marks spot capacity unavailable."""
+
+
+class Prices(ApiModel):
+    on_demand: float = Field(default=4.10, ge=0)
+    """Price of one on-demand GPU hour."""
+    spot: float = Field(default=1.30, ge=0)
+    """Price of one spot GPU hour."""
+
+
+class Capacity(ApiModel):
+    gpus_per_replica: int = Field(default=1, ge=0, le=64)
+    """GPUs one replica uses (for cost); the pod template's nvidia.com/gpu limit should match."""
+    on_demand: OnDemand = Field(default_factory=OnDemand)
+    """On-demand placement and base."""
+    spot: Spot = Field(default_factory=Spot)
+    """Spot placement and share."""
+    price_per_gpu_hour: Prices = Field(default_factory=Prices)
+    """Prices used for cost reporting and the spot/on-demand split."""
+
+
+class Queries(ApiModel):
+    queue_depth: str | None = None
+    """PromQL for pending requests per pod; must return one series per pod with a `pod` label."""
+    queue_time_ms: str | None = None
+    """PromQL for mean queue time in ms."""
+    ttft_p95_ms: str | None = None
+    """PromQL for p95 time to first token in ms."""
+    latency_p95_ms: str | None = None
+    """PromQL for p95 request latency in ms."""
+    request_rate: str | None = None
+    """PromQL for requests per second across the service."""
+
+
+class Metrics(ApiModel):
+    prometheus_url: str | None = None
+    """Prometheus base URL; defaults to the operator's --prometheus-url."""
+    queries: Queries = Field(default_factory=Queries)
+    """Overrides of the built-in Triton / TensorRT-LLM queries; `$namespace` and `$service` are substituted."""
+    stale_after_seconds: int = Field(default=60, ge=5, le=3600)
+    """Samples older than this count as missing (safe mode: no scale-down)."""
+
+
+_TEMPLATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["spec"],
+    "properties": {
+        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "spec": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "required": ["containers"],
+            "properties": {
+                "containers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "image"],
+                        "x-kubernetes-preserve-unknown-fields": True,
+                        "properties": {"name": {"type": "string"}, "image": {"type": "string"}},
+                    },
+                }
+            },
+        },
+    },
+}
+
+
+class InferenceServiceSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.capacity.onDemand.base <= self.replicas.max",
+                 "message": "capacity.onDemand.base must be <= replicas.max", "fieldPath": ".capacity.onDemand.base"},
+                {"rule": "!has(self.warmPool) || !has(self.warmPool.max) || self.warmPool.max <= self.replicas.max",
+                 "message": "warmPool.max must be <= replicas.max", "fieldPath": ".warmPool.max"},
+            ]
+        }
+    )
+    model: ModelRef
+    """The model this service serves."""
+    template: dict[str, Any] = Field(json_schema_extra=_TEMPLATE_SCHEMA)
+    """Pod template (core/v1 PodTemplateSpec) of one Triton replica: image, args, nvidia.com/gpu limits."""
+    replicas: Replicas = Field(default_factory=Replicas)
+    """Bounds on the replica count."""
+    slo: Slo = Field(default_factory=Slo)
+    """Latency and queue targets the fleet is scaled to meet."""
+    scaling: Scaling = Field(default_factory=Scaling)
+    """How fast to scale up and down."""
+    forecast: Forecast = Field(default_factory=Forecast)
+    """Load forecasting used to provision ahead of demand."""
+    warm_pool: WarmPool = Field(default_factory=WarmPool)
+    """Ready standbys that join the Service in seconds instead of a cold start."""
+    capacity: Capacity = Field(default_factory=Capacity)
+    """On-demand and spot capacity classes and their prices."""
+    metrics: Metrics = Field(default_factory=Metrics)
+    """Where and how to read the fleet's metrics."""
+    mode: Mode = Mode.active
+    """`active` applies decisions; `recommend` decides and reports in status but changes nothing."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Status: written only by the operator.
+
+
+class Condition(ApiModel):
+    type: str
+    """Condition type: Ready, Scaling, MetricsAvailable, Degraded."""
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class ClassCounts(ApiModel):
+    desired: int = 0
+    """Replicas the Deployment of this class is asked for."""
+    ready: int = 0
+    """Pods Ready."""
+    starting: int = 0
+    """Pods created but not Ready (scheduling, pulling, loading the model)."""
+    pending: int = 0
+    """Pods not yet scheduled."""
+
+
+class ReplicaStatus(ApiModel):
+    desired: int = 0
+    """Total replicas asked for."""
+    serving: int = 0
+    """Ready pods receiving traffic (labelled serving)."""
+    standby: int = 0
+    """Ready pods held warm, out of rotation."""
+    starting: int = 0
+    """Pods not Ready yet."""
+    on_demand: ClassCounts = Field(default_factory=ClassCounts)
+    spot: ClassCounts = Field(default_factory=ClassCounts)
+
+
+class ObservedStatus(ApiModel):
+    queue_depth: float | None = None
+    queue_time_ms: float | None = None
+    ttft_p95_ms: float | None = None
+    latency_p95_ms: float | None = None
+    request_rate: float | None = None
+    time: str | None = None
+
+
+class ForecastStatus(ApiModel):
+    method: str | None = None
+    horizon_seconds: float | None = None
+    mean_rps: float | None = None
+    upper_rps: float | None = None
+    note: str | None = None
+
+
+class DecisionStatus(ApiModel):
+    time: str | None = None
+    desired: int = 0
+    standby: int = 0
+    on_demand: int = 0
+    spot: int = 0
+    reason: str = ""
+    message: str = ""
+    applied: bool = False
+
+
+class InferenceServiceStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    replicas: ReplicaStatus = Field(default_factory=ReplicaStatus)
+    observed: ObservedStatus = Field(default_factory=ObservedStatus)
+    forecast: ForecastStatus = Field(default_factory=ForecastStatus)
+    last_decision: DecisionStatus = Field(default_factory=DecisionStatus)
+    time_to_ready_seconds: dict[str, float] = Field(default_factory=dict)
+    """Measured p90 pod creation-to-Ready time per capacity class."""
+    cost_per_hour: float | None = None
+    """Current spend rate of the fleet (serving + standby + starting)."""

@@ -1,0 +1,67 @@
+"""One control step: observe -> forecast -> decide -> re-check -> apply.
+
+The operator calls this once per interval for each InferenceService; the simulator calls it on
+simulated time. Nothing here knows where the ports' data comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.control.ports import FleetPort, ForecastPort, MetricsPort, Policy
+from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
+
+
+@dataclass(frozen=True)
+class StepResult:
+    plan: Plan
+    observation: Observation
+    forecast: ForecastSummary | None
+    fleet: FleetState
+    memory: PolicyMemory
+    applied: bool
+
+
+def forecast_horizon_s(spec: InferenceServiceSpec, fleet: FleetState) -> float:
+    """Look ahead as far as a new replica needs to become Ready, plus one decision interval."""
+    ttr = max(fleet.time_to_ready_s.values(), default=0.0)
+    return ttr + spec.scaling.interval_seconds
+
+
+def revalidate(plan: Plan, fresh: FleetState) -> Plan:
+    """Drop promotions/retirements of replicas that vanished or changed state since the decision."""
+    by_name = {r.name: r for r in fresh.replicas}
+    promote = tuple(n for n in plan.promote if n in by_name and by_name[n].state.value == "standby")
+    retire = tuple(n for n in plan.retire if n in by_name)
+    return replace(plan, promote=promote, retire=retire)
+
+
+def step(
+    *,
+    spec: InferenceServiceSpec,
+    policy: Policy,
+    metrics: MetricsPort,
+    fleet: FleetPort,
+    forecaster: ForecastPort | None,
+    memory: PolicyMemory,
+    now: float,
+) -> StepResult:
+    observation = metrics.observe(now=now)
+    state = fleet.state(now=now)
+    forecast = None
+    if forecaster is not None and spec.forecast.enabled:
+        forecast = forecaster.forecast(
+            now=now, horizon_s=forecast_horizon_s(spec, state), quantile=spec.forecast.quantile
+        )
+    plan, memory = policy.decide(
+        spec=spec, observation=observation, forecast=forecast, fleet=state, memory=memory, now=now
+    )
+    applied = False
+    if plan.apply:
+        plan = revalidate(plan, fleet.state(now=now))
+        fleet.apply(plan, now=now)
+        applied = True
+    return StepResult(
+        plan=plan, observation=observation, forecast=forecast, fleet=state, memory=memory, applied=applied
+    )

@@ -1,0 +1,102 @@
+"""Plain values the decision core consumes and produces.
+
+Everything here is immutable and free of I/O: time is a float of seconds passed in by the
+caller (wall clock in the operator, simulated time in the simulator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class ReplicaState(str, Enum):
+    starting = "starting"  # created, not Ready (scheduling, image pull, model load)
+    standby = "standby"  # Ready, model loaded, not in the Service (warm pool)
+    serving = "serving"  # Ready and in the Service
+    draining = "draining"  # out of the Service, finishing in-flight work before it goes
+
+
+ON_DEMAND = "on-demand"
+SPOT = "spot"
+CAPACITY_CLASSES = (ON_DEMAND, SPOT)
+
+
+@dataclass(frozen=True)
+class Replica:
+    name: str
+    capacity_class: str  # ON_DEMAND or SPOT
+    state: ReplicaState
+    created_at: float
+    ready_at: float | None = None
+    in_flight: float | None = None  # requests pending + executing, when known
+    interrupted: bool = False  # its node has an interruption notice (spot reclaim, drain)
+
+
+@dataclass(frozen=True)
+class FleetState:
+    replicas: tuple[Replica, ...] = ()
+    # True while spot capacity is considered unavailable (pods Pending past the timeout).
+    spot_unavailable: bool = False
+    # Measured creation-to-Ready seconds per capacity class (robust statistic, e.g. p90).
+    time_to_ready_s: dict[str, float] = field(default_factory=dict)
+
+    def count(self, state: ReplicaState, capacity_class: str | None = None) -> int:
+        return sum(
+            1
+            for r in self.replicas
+            if r.state == state and (capacity_class is None or r.capacity_class == capacity_class)
+        )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Service-wide signals; None means missing (no data, NaN, or the source is down)."""
+
+    sampled_at: float | None = None  # when the newest sample was taken; None = no sample at all
+    queue_depth: float | None = None  # pending requests summed over serving replicas
+    queue_time_ms: float | None = None  # mean queue wait per request
+    ttft_p95_ms: float | None = None
+    latency_p95_ms: float | None = None
+    request_rate: float | None = None  # requests per second across the service
+
+
+@dataclass(frozen=True)
+class ForecastSummary:
+    """Load expected over the horizon (the time a new replica needs to become Ready)."""
+
+    horizon_s: float
+    mean_rps: float
+    upper_rps: float  # the configured quantile
+    method: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyMemory:
+    """What a policy remembers between steps. The caller stores it and passes it back."""
+
+    # (time, recommended total replicas) within the longest stabilisation window.
+    recommendations: tuple[tuple[float, int], ...] = ()
+    last_scale_up_at: float | None = None
+    last_scale_down_at: float | None = None
+    # Requests/s one replica was seen to serve at the queue target (learned when spec omits it).
+    learned_rps_per_replica: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    serving: int  # replicas that should be in the Service
+    standby: int  # warm replicas out of rotation
+    on_demand: int  # replicas (serving + standby + starting) wanted on on-demand capacity
+    spot: int  # replicas wanted on spot capacity
+    reason: str  # short machine-readable code, e.g. QueueDepth, ForecastLoad, SafeMode
+    message: str  # one human line: why
+    apply: bool = True  # False in recommend mode: decide and report only
+    safe_mode: bool = False
+    promote: tuple[str, ...] = ()  # standby replica names to move into the Service now
+    retire: tuple[str, ...] = ()  # replica names in the order they should go
+
+    @property
+    def total(self) -> int:
+        return self.on_demand + self.spot
