@@ -82,6 +82,15 @@ class PolicyMemory:
     last_scale_down_at: float | None = None
     # Requests/s one replica was seen to serve at the queue target (learned when spec omits it).
     learned_rps_per_replica: float | None = None
+    # The serving target of the previous plan: the "current" size scaling steps are measured
+    # from (like a Deployment's spec.replicas), so pods still starting are not planned twice.
+    last_serving: int | None = None
+    # When the previous decision was taken, and the raw need it computed (before stabilisation):
+    # together they give the recent burstiness that sizes an automatic warm pool.
+    last_decided_at: float | None = None
+    last_need: int | None = None
+    # Largest recent jump in raw need, in replicas, decaying with time (warmPool.size: auto).
+    burst_replicas: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,156 @@
+"""How many serving replicas the load needs, signal by signal.
+
+Each signal gives a need in replicas with its own reason and one-line explanation; the raw need
+is the worst (largest) of them, clamped to the configured bounds. Every function here is
+monotone in load: more queue, latency, rate or forecast never gives a smaller need.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.safety import LATENCY_SIGNALS
+from gpufleet.core.types import ForecastSummary, Observation
+
+# Reason codes (short CamelCase, stable: they appear in Events, status and dashboards).
+QUEUE_DEPTH = "QueueDepth"
+LATENCY = "Latency"
+FORECAST_LOAD = "ForecastLoad"
+REQUEST_RATE = "RequestRate"
+MIN_REPLICAS = "MinReplicas"
+MAX_REPLICAS = "MaxReplicas"
+
+# Float noise (e.g. 24.000000001 / 8) must not buy a GPU.
+_EPS = 1e-9
+
+# Learning replica throughput: only from samples where replicas were actually busy (queue per
+# replica near its target) and the latency SLO held; otherwise rate/replica measures idleness.
+LEARN_QUEUE_BAND = (0.5, 2.0)
+LEARN_ALPHA = 0.2
+
+
+@dataclass(frozen=True)
+class Need:
+    reason: str
+    replicas: int
+    message: str
+
+
+def ceil_replicas(x: float) -> int:
+    return max(0, math.ceil(x - _EPS))
+
+
+def bounds(spec: InferenceServiceSpec) -> tuple[int, int]:
+    """(min, max) serving replicas; min is capped by max should the CEL rule have been bypassed."""
+    hi = spec.replicas.max
+    return min(spec.replicas.min, hi), hi
+
+
+def rps_per_replica(spec: InferenceServiceSpec, learned: float | None) -> float | None:
+    return spec.scaling.target_rps_per_replica or learned
+
+
+def queue_need(spec: InferenceServiceSpec, obs: Observation, serving: int) -> Need | None:
+    if obs.queue_depth is None:
+        return None
+    per = spec.slo.queue_depth_per_replica
+    n = ceil_replicas(obs.queue_depth / per)
+    cmp = ">" if obs.queue_depth > per * serving else "<="
+    return Need(QUEUE_DEPTH, n, f"queue {obs.queue_depth:g} {cmp} {per:g}/replica x {serving} serving: need {n}")
+
+
+def latency_needs(spec: InferenceServiceSpec, obs: Observation, serving: int) -> list[Need]:
+    """A breached latency target asks for capacity in proportion to the breach.
+
+    Latency is not linear in replicas, but proportional is what HPA does for any metric and the
+    fast path re-evaluates every interval; the step limit keeps one bad sample from exploding.
+    Only `serving` replicas (those that produced the latency) are the base.
+    """
+    out: list[Need] = []
+    for obs_field, slo_field, label in LATENCY_SIGNALS:
+        target = getattr(spec.slo, slo_field)
+        value = getattr(obs, obs_field)
+        if target is None or value is None or value <= target:
+            continue
+        n = max(1, ceil_replicas(max(serving, 1) * value / target))
+        out.append(Need(LATENCY, n, f"{label} {value:.0f}ms > {target}ms target x {serving} serving: need {n}"))
+    return out
+
+
+def forecast_need(spec: InferenceServiceSpec, forecast: ForecastSummary | None, rps: float | None) -> Need | None:
+    if forecast is None or not spec.forecast.enabled or rps is None:
+        return None
+    upper = forecast.upper_rps
+    if not math.isfinite(upper) or upper < 0:
+        return None
+    n = ceil_replicas(upper / rps)
+    return Need(
+        FORECAST_LOAD,
+        n,
+        f"forecast {upper:.1f} rps (upper, {forecast.method}, {forecast.horizon_s:.0f}s ahead) "
+        f"/ {rps:.2f} rps/replica: need {n}",
+    )
+
+
+def rate_need(obs: Observation, rps: float | None) -> Need | None:
+    if obs.request_rate is None or rps is None:
+        return None
+    n = ceil_replicas(obs.request_rate / rps)
+    return Need(REQUEST_RATE, n, f"rate {obs.request_rate:.1f} rps / {rps:.2f} rps/replica: need {n}")
+
+
+def all_needs(
+    spec: InferenceServiceSpec,
+    obs: Observation,
+    forecast: ForecastSummary | None,
+    rps: float | None,
+    serving: int,
+) -> list[Need]:
+    """Every signal's need, in tie-break order (the first of equal needs names the reason)."""
+    needs: list[Need] = []
+    q = queue_need(spec, obs, serving)
+    if q is not None:
+        needs.append(q)
+    needs.extend(latency_needs(spec, obs, serving))
+    for n in (forecast_need(spec, forecast, rps), rate_need(obs, rps)):
+        if n is not None:
+            needs.append(n)
+    lo, _ = bounds(spec)
+    needs.append(Need(MIN_REPLICAS, lo, f"min replicas {lo}"))
+    return needs
+
+
+def worst(spec: InferenceServiceSpec, needs: list[Need]) -> Need:
+    """The largest need, clamped to [min, max]; the reason says which bound bit, if any."""
+    top = needs[0]
+    for n in needs[1:]:
+        if n.replicas > top.replicas:
+            top = n
+    lo, hi = bounds(spec)
+    if top.replicas > hi:
+        return Need(MAX_REPLICAS, hi, f"{top.message}; capped at max replicas {hi}")
+    if top.replicas < lo:  # cannot happen: the min need is always in the list; kept for safety
+        return Need(MIN_REPLICAS, lo, f"min replicas {lo}")
+    if top.reason == MIN_REPLICAS and len(needs) > 1:
+        load = max(n.replicas for n in needs if n.reason != MIN_REPLICAS)
+        return Need(MIN_REPLICAS, lo, f"load needs {load}; min replicas {lo}")
+    return top
+
+
+def learn_rps(
+    spec: InferenceServiceSpec, obs: Observation, serving: int, learned: float | None, latency_ok: bool
+) -> float | None:
+    """Update the learned requests/s per replica from a sample where replicas were busy."""
+    if spec.scaling.target_rps_per_replica is not None:
+        return learned
+    if obs.queue_depth is None or obs.request_rate is None or serving <= 0 or not latency_ok:
+        return learned
+    per_replica_queue = obs.queue_depth / serving / spec.slo.queue_depth_per_replica
+    if not (LEARN_QUEUE_BAND[0] <= per_replica_queue <= LEARN_QUEUE_BAND[1]) or obs.request_rate <= 0:
+        return learned
+    sample = obs.request_rate / serving
+    if learned is None:
+        return sample
+    return (1 - LEARN_ALPHA) * learned + LEARN_ALPHA * sample

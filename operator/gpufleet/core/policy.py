@@ -1,0 +1,182 @@
+"""gpufleet's scaling policy: one pure decision from spec, observation, forecast and fleet.
+
+    assess metrics (safe mode?) -> need per signal -> worst need -> stabilise (windows, steps)
+    -> warm pool -> total within replicas.max -> on-demand/spot split -> promotions, retirements
+
+The operator and the simulator both call `GpufleetPolicy.decide` through the control step, so
+every benchmark number is this code. No clock, no I/O: `now` and everything else are arguments,
+and the same arguments always give the same plan and memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpufleet.api.models import InferenceServiceSpec, Mode
+from gpufleet.core import capacity, split, stabilize, warmpool
+from gpufleet.core.capacity import Need
+from gpufleet.core.fleet import FleetView
+from gpufleet.core.safety import Health, assess
+from gpufleet.core.types import (
+    ON_DEMAND,
+    SPOT,
+    FleetState,
+    ForecastSummary,
+    Observation,
+    Plan,
+    PolicyMemory,
+)
+
+SAFE_MODE = "SafeMode"
+STABILIZING = "Stabilizing"
+SPOT_UNAVAILABLE = "SpotUnavailable"
+INTERRUPTION = "Interruption"
+
+REASONS = (
+    capacity.QUEUE_DEPTH,
+    capacity.LATENCY,
+    capacity.FORECAST_LOAD,
+    capacity.REQUEST_RATE,
+    capacity.MIN_REPLICAS,
+    capacity.MAX_REPLICAS,
+    SAFE_MODE,
+    STABILIZING,
+    SPOT_UNAVAILABLE,
+    INTERRUPTION,
+)
+
+
+def current_serving(view: FleetView, memory: PolicyMemory) -> int:
+    """The size steps are measured from: the previous target (pods still starting for it are
+    not asked for twice), or, without memory, what serves plus what is starting."""
+    if memory.last_serving is not None:
+        return max(memory.last_serving, view.serving)
+    return view.serving + view.starting
+
+
+def serving_target(
+    spec: InferenceServiceSpec, health: Health, top: Need, current: int, memory: PolicyMemory, now: float
+) -> tuple[int, stabilize.Stabilized, stabilize.Recommendations]:
+    lo, hi = capacity.bounds(spec)
+    # In safe mode the remembered recommendation is the held size, so the scale-down window
+    # restarts when metrics come back instead of trusting the blind period.
+    remembered = max(top.replicas, current) if health.safe_mode else top.replicas
+    recs = stabilize.record(memory.recommendations, now, remembered, stabilize.retention_s(spec))
+    st = stabilize.stabilize(
+        spec, current=current, raw=top.replicas, recs=recs, now=now, last_scale_down_at=memory.last_scale_down_at
+    )
+    target = st.target
+    if health.safe_mode:
+        target = max(target, current)
+    return min(max(target, lo), hi), st, recs
+
+
+def explain(
+    *, health: Health, top: Need, st: stabilize.Stabilized, target: int, current: int, spec: InferenceServiceSpec
+) -> tuple[str, str]:
+    """Reason code and one human line for the serving decision."""
+    if health.safe_mode:
+        what = ", ".join(health.missing)
+        if target > current:
+            return SAFE_MODE, f"safe mode ({what}): scale-up only; {top.message}; serving {current} -> {target}"
+        return SAFE_MODE, f"safe mode ({what}): holding {target} serving, no scale-down"
+    if st.how == stabilize.UP:
+        step = "" if target >= st.window_value else f" (step-limited from {st.window_value})"
+        return top.reason, f"{top.message}; serving {current} -> {target}{step}"
+    if st.how == stabilize.DOWN:
+        window = spec.scaling.scale_down.stabilization_seconds
+        return top.reason, f"{top.message}; highest need over {window}s is {st.window_value}: serving {current} -> {target}"
+    if st.how == stabilize.HOLD_UP_WINDOW:
+        window = spec.scaling.scale_up.stabilization_seconds
+        return STABILIZING, f"{top.message}; waiting for it to persist {window}s: holding {target}"
+    if st.how == stabilize.HOLD_DOWN_WINDOW:
+        window = spec.scaling.scale_down.stabilization_seconds
+        return STABILIZING, f"{top.message}; need was {st.window_value} within {window}s: holding {target}"
+    if st.how == stabilize.HOLD_COOLDOWN:
+        return STABILIZING, f"{top.message}; scaled down under {spec.scaling.interval_seconds}s ago: holding {target}"
+    return top.reason, f"{top.message}; holding {target}"
+
+
+@dataclass(frozen=True)
+class GpufleetPolicy:
+    """The Policy protocol's gpufleet implementation (stateless: memory is passed in and out)."""
+
+    name: str = "gpufleet"
+
+    def decide(
+        self,
+        *,
+        spec: InferenceServiceSpec,
+        observation: Observation,
+        forecast: ForecastSummary | None,
+        fleet: FleetState,
+        memory: PolicyMemory,
+        now: float,
+    ) -> tuple[Plan, PolicyMemory]:
+        view = FleetView.of(fleet)
+        health = assess(spec, observation, now)
+        obs = health.observation
+        forecast = forecast if spec.forecast.enabled else None
+        # This step uses what was learned before it, so the need is monotone in this sample.
+        rps = capacity.rps_per_replica(spec, memory.learned_rps_per_replica)
+        needs = capacity.all_needs(spec, obs, forecast, rps, view.serving_all)
+        top = capacity.worst(spec, needs)
+
+        current = current_serving(view, memory)
+        target, st, recs = serving_target(spec, health, top, current, memory, now)
+        reason, message = explain(health=health, top=top, st=st, target=target, current=current, spec=spec)
+
+        burst = warmpool.decay_burst(
+            memory.burst_replicas,
+            top.replicas - memory.last_need if memory.last_need is not None else 0,
+            now - memory.last_decided_at if memory.last_decided_at is not None else 0.0,
+        )
+        pool = warmpool.pool_size(spec, serving=target, forecast=forecast, rps=rps, burst=burst)
+        total = target + pool.standby
+
+        sp = split.make_before_break(spec, split.class_split(spec, total, fleet), view, total)
+        od, spot = sp.on_demand, sp.spot
+        if health.safe_mode:
+            # Never reduce capacity without metrics: every healthy Ready replica stays.
+            od = max(od, min(view.ready_by_class[ON_DEMAND], spec.replicas.max - spot))
+            spot = max(spot, min(view.ready_by_class[SPOT], spec.replicas.max - od))
+
+        promote = warmpool.promotions(fleet.replicas, target - view.serving)
+        retire = split.retirements(fleet, {ON_DEMAND: od, SPOT: spot}, frozenset(promote))
+
+        if not health.safe_mode and view.interrupted:
+            reason = INTERRUPTION
+            message = (
+                f"{view.interrupted} replica(s) on interrupted nodes: replacing "
+                f"(promote {len(promote)}); {message}"
+            )
+        elif not health.safe_mode and st.how not in (stabilize.UP, stabilize.DOWN) and sp.note.startswith("spot unavailable"):
+            reason = SPOT_UNAVAILABLE
+        details = [pool.message, f"{od} on-demand + {spot} spot"]
+        if sp.note:
+            details.append(sp.note)
+        plan = Plan(
+            serving=target,
+            standby=pool.standby,
+            on_demand=od,
+            spot=spot,
+            reason=reason,
+            message=f"{message}; {'; '.join(details)}",
+            apply=spec.mode == Mode.active,
+            safe_mode=health.safe_mode,
+            promote=promote,
+            retire=retire,
+        )
+        new_memory = PolicyMemory(
+            recommendations=recs,
+            last_scale_up_at=now if target > current else memory.last_scale_up_at,
+            last_scale_down_at=now if target < current else memory.last_scale_down_at,
+            learned_rps_per_replica=capacity.learn_rps(
+                spec, obs, view.serving_all, memory.learned_rps_per_replica, latency_ok=not capacity.latency_needs(spec, obs, view.serving_all)
+            ),
+            last_serving=target,
+            last_decided_at=now,
+            last_need=top.replicas,
+            burst_replicas=burst,
+        )
+        return plan, new_memory

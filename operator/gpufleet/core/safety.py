@@ -1,0 +1,67 @@
+"""Missing and stale metrics are values, not exceptions: they put the decision in safe mode.
+
+In safe mode the fleet never shrinks (a scrape outage looks exactly like zero load, and scaling
+down on it is how autoscalers cause outages); it may still grow on the signals that do exist.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.types import Observation
+
+# Observation field -> (SLO field, label used in messages). Only targets the user set count.
+LATENCY_SIGNALS: tuple[tuple[str, str, str], ...] = (
+    ("ttft_p95_ms", "ttft_p95_ms", "ttft p95"),
+    ("latency_p95_ms", "latency_p95_ms", "latency p95"),
+    ("queue_time_ms", "queue_time_ms", "queue time"),
+)
+
+_VALUE_FIELDS = ("queue_depth", "queue_time_ms", "ttft_p95_ms", "latency_p95_ms", "request_rate")
+
+
+@dataclass(frozen=True)
+class Health:
+    observation: Observation  # cleaned: NaN/inf/negative values and stale samples are None
+    missing: tuple[str, ...]  # what is missing, for the message; empty when healthy
+
+    @property
+    def safe_mode(self) -> bool:
+        return bool(self.missing)
+
+
+def _clean(value: float | None) -> float | None:
+    """Prometheus hands back NaN for 0/0 and +Inf for empty histograms: both mean 'unknown'."""
+    if value is None or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def clean(observation: Observation) -> Observation:
+    return replace(observation, **{f: _clean(getattr(observation, f)) for f in _VALUE_FIELDS})
+
+
+def key_signals(spec: InferenceServiceSpec) -> tuple[str, ...]:
+    """Signals without which a scale-down cannot be justified.
+
+    Queue depth is the primary signal; the request rate is what shows that capacity is unused
+    (the queue reads ~0 both at 10 % and at 90 % utilisation); each latency target the user set
+    must be observable, or we cannot tell whether it is met.
+    """
+    targets = tuple(obs_f for obs_f, slo_f, _ in LATENCY_SIGNALS if getattr(spec.slo, slo_f) is not None)
+    return ("queue_depth", "request_rate", *targets)
+
+
+def assess(spec: InferenceServiceSpec, observation: Observation, now: float) -> Health:
+    obs = clean(observation)
+    if obs.sampled_at is None:
+        return Health(Observation(), ("no metrics sample",))
+    age = now - obs.sampled_at
+    stale_after = spec.metrics.stale_after_seconds
+    if age > stale_after:
+        # Every value of a stale sample is stale: none of them may drive a decision.
+        return Health(Observation(sampled_at=obs.sampled_at), (f"metrics stale ({age:.0f}s old > {stale_after}s)",))
+    missing = tuple(name for name in key_signals(spec) if getattr(obs, name) is None)
+    return Health(obs, tuple(f"{name} missing" for name in missing))

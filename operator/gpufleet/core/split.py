@@ -1,0 +1,103 @@
+"""On-demand vs spot, and which replicas go first.
+
+The split is a function of the wanted total only (not of the fleet's history), so it cannot
+ping-pong by itself; returning to spot after an outage is paced by whoever sets
+FleetState.spot_unavailable (with hysteresis). Moving capacity between classes is make-before-
+break: Ready replicas of the class being shrunk stay until the other class has Ready
+replacements, as far as replicas.max allows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.fleet import FleetView, is_healthy
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Replica, ReplicaState
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Split:
+    on_demand: int
+    spot: int
+    note: str
+
+
+def spot_usable(spec: InferenceServiceSpec, fleet: FleetState) -> bool:
+    prices = spec.capacity.price_per_gpu_hour
+    # Spot is only worth its interruptions when it is cheaper.
+    return spec.capacity.spot.enabled and not fleet.spot_unavailable and prices.spot < prices.on_demand
+
+
+def spot_cap(spec: InferenceServiceSpec, total: int) -> int:
+    """Most spot replicas in a fleet of `total`: beyond the base and within maxFraction."""
+    base = min(spec.capacity.on_demand.base, total)
+    return max(0, min(total - base, math.floor(spec.capacity.spot.max_fraction * total + _EPS)))
+
+
+def class_split(spec: InferenceServiceSpec, total: int, fleet: FleetState) -> Split:
+    if not spot_usable(spec, fleet):
+        note = ""
+        if spec.capacity.spot.enabled and fleet.spot_unavailable:
+            note = f"spot unavailable: all beyond base {spec.capacity.on_demand.base} on on-demand"
+        return Split(total, 0, note)
+    spot = spot_cap(spec, total)
+    return Split(total - spot, spot, "")
+
+
+def make_before_break(spec: InferenceServiceSpec, split: Split, view: FleetView, total: int) -> Split:
+    """Keep Ready replicas of a shrinking class until the other class has caught up.
+
+    A class keeps min(its Ready replicas, total - Ready replicas of the other class): exactly what
+    keeps the Ready count at the total. At most one class can be short at a time, so the sum
+    stays within replicas.max.
+    """
+    hi = spec.replicas.max
+    ready_od = view.ready_by_class[ON_DEMAND]
+    ready_spot = view.ready_by_class[SPOT]
+    od = max(split.on_demand, min(ready_od, total - ready_spot, hi - split.spot))
+    spot = max(split.spot, min(ready_spot, total - ready_od, hi - split.on_demand))
+    note = split.note
+    if (od, spot) != (split.on_demand, split.spot):
+        kept = f"keeping {od - split.on_demand} on-demand" if od > split.on_demand else f"keeping {spot - split.spot} spot"
+        note = f"{note}; " if note else ""
+        note += f"{kept} until replacements are Ready"
+    return Split(od, spot, note)
+
+
+_STATE_RANK = {ReplicaState.starting: 0, ReplicaState.standby: 1, ReplicaState.serving: 2, ReplicaState.draining: 3}
+_CLASS_RANK = {SPOT: 0, ON_DEMAND: 1}
+
+
+def retirement_key(r: Replica) -> tuple[int, int, int, float, float, str]:
+    """Interrupted first, then not-yet-Ready, standby before serving, spot before on-demand,
+    least in-flight work, youngest first (it has warmed the least), and the name for ties."""
+    return (
+        0 if r.interrupted else 1,
+        _STATE_RANK[r.state],
+        _CLASS_RANK.get(r.capacity_class, 0),
+        r.in_flight if r.in_flight is not None else 0.0,
+        -r.created_at,
+        r.name,
+    )
+
+
+def retirements(fleet: FleetState, plan_by_class: dict[str, int], keep: frozenset[str]) -> tuple[str, ...]:
+    """Replicas to retire, in order: every interrupted one, then each class's excess.
+
+    Draining replicas are already leaving and are not listed again; `keep` (promotions) is never
+    picked.
+    """
+    victims = [r for r in fleet.replicas if r.interrupted and r.state != ReplicaState.draining]
+    for cls, wanted in plan_by_class.items():
+        candidates = sorted(
+            (r for r in fleet.replicas if is_healthy(r) and r.capacity_class == cls and r.name not in keep),
+            key=retirement_key,
+        )
+        healthy = sum(1 for r in fleet.replicas if is_healthy(r) and r.capacity_class == cls)
+        excess = max(0, healthy - wanted)
+        victims.extend(candidates[:excess])
+    return tuple(r.name for r in sorted(victims, key=retirement_key))

@@ -1,0 +1,88 @@
+"""Scale up fast, scale down slowly: stabilisation windows, step limits and the down cooldown.
+
+The algorithm is the HPA v2 behaviour, on the serving count:
+  * every raw recommendation is remembered with its time;
+  * scaling up goes to the *lowest* recommendation over the scale-up window (0 s: at once), so a
+    higher need must persist that long; the step is bounded by max(percent, replicas);
+  * scaling down goes to the *highest* recommendation over the scale-down window, so one quiet
+    sample among busy ones changes nothing, and removes at most maxStepPercent (>= 1) per step;
+  * two scale-downs are at least one interval apart, however often the policy is called.
+Under noise around a level, the up path follows the peaks and the down path waits for the whole
+window to be quiet: the count moves up at most once per new peak and never oscillates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gpufleet.api.models import InferenceServiceSpec
+
+Recommendations = tuple[tuple[float, int], ...]
+
+UP = "up"
+DOWN = "down"
+HOLD = "hold"  # raw need equals current
+HOLD_UP_WINDOW = "hold-up-window"  # a higher need has not persisted for the scale-up window yet
+HOLD_DOWN_WINDOW = "hold-down-window"  # a higher need was seen within the scale-down window
+HOLD_COOLDOWN = "hold-cooldown"  # scaled down less than one interval ago
+
+
+@dataclass(frozen=True)
+class Stabilized:
+    target: int
+    how: str  # UP, DOWN or one of the HOLD_* values
+    window_value: int  # the recommendation the window produced (before the step limit)
+
+
+def retention_s(spec: InferenceServiceSpec) -> float:
+    return float(max(spec.scaling.scale_up.stabilization_seconds, spec.scaling.scale_down.stabilization_seconds))
+
+
+def record(recs: Recommendations, now: float, value: int, keep_s: float) -> Recommendations:
+    """Append (now, value) and forget what no window can see any more.
+
+    Entries from the future (a caller's clock went back) are dropped so they cannot pin the fleet.
+    """
+    kept = tuple((t, v) for t, v in recs if now - keep_s <= t < now)
+    return (*kept, (now, value))
+
+
+def window(recs: Recommendations, now: float, seconds: float) -> list[int]:
+    return [v for t, v in recs if now - seconds <= t <= now]
+
+
+def max_up_step(spec: InferenceServiceSpec, current: int) -> int:
+    up = spec.scaling.scale_up
+    return max(math.ceil(current * up.max_step_percent / 100), up.max_step_replicas)
+
+
+def max_down_step(spec: InferenceServiceSpec, current: int) -> int:
+    return max(1, math.floor(current * spec.scaling.scale_down.max_step_percent / 100))
+
+
+def stabilize(
+    spec: InferenceServiceSpec,
+    *,
+    current: int,
+    raw: int,
+    recs: Recommendations,
+    now: float,
+    last_scale_down_at: float | None,
+) -> Stabilized:
+    """The serving target for this step. `recs` already holds (now, raw-or-held)."""
+    up_vals = window(recs, now, spec.scaling.scale_up.stabilization_seconds) or [raw]
+    down_vals = window(recs, now, spec.scaling.scale_down.stabilization_seconds) or [raw]
+    up_rec = min(up_vals)
+    down_rec = max(down_vals)
+    if up_rec > current:
+        return Stabilized(min(up_rec, current + max_up_step(spec, current)), UP, up_rec)
+    if raw > current:
+        return Stabilized(current, HOLD_UP_WINDOW, up_rec)
+    if down_rec < current:
+        if last_scale_down_at is not None and now - last_scale_down_at < spec.scaling.interval_seconds:
+            return Stabilized(current, HOLD_COOLDOWN, down_rec)
+        return Stabilized(max(down_rec, current - max_down_step(spec, current)), DOWN, down_rec)
+    if raw < current:
+        return Stabilized(current, HOLD_DOWN_WINDOW, down_rec)
+    return Stabilized(current, HOLD, raw)

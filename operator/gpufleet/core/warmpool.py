@@ -1,0 +1,72 @@
+"""Warm standbys: how many Ready, model-loaded replicas to hold out of rotation.
+
+A standby joins the Service with a label flip (seconds) instead of a cold start (minutes), so the
+pool should cover what the forecast cannot promise over the time-to-ready horizon (the spread
+between its upper quantile and its mean) and the bursts seen recently. Serving always has
+priority: the pool only gets what replicas.max leaves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.capacity import ceil_replicas
+from gpufleet.core.types import ForecastSummary, Replica, ReplicaState
+
+# Recent bursts are remembered with this half-life: long enough to span a daily pattern's
+# ramps, short enough that one spike does not pay for a standby all day.
+BURST_HALF_LIFE_S = 1800.0
+
+
+@dataclass(frozen=True)
+class PoolSize:
+    standby: int
+    message: str
+
+
+def decay_burst(burst: float, jump: int, dt: float) -> float:
+    """Decaying maximum of positive jumps in raw need between two decisions."""
+    decayed = burst * math.exp(-math.log(2.0) * max(dt, 0.0) / BURST_HALF_LIFE_S)
+    return max(float(max(jump, 0)), decayed)
+
+
+def forecast_spread(forecast: ForecastSummary | None, rps: float | None) -> float:
+    """Replicas between the forecast's upper quantile and its mean over the horizon."""
+    if forecast is None or rps is None:
+        return 0.0
+    spread = forecast.upper_rps - forecast.mean_rps
+    return max(spread, 0.0) / rps if math.isfinite(spread) else 0.0
+
+
+def pool_size(
+    spec: InferenceServiceSpec,
+    *,
+    serving: int,
+    forecast: ForecastSummary | None,
+    rps: float | None,
+    burst: float,
+) -> PoolSize:
+    room = max(0, spec.replicas.max - serving)
+    size = spec.warm_pool.size
+    if size != "auto":
+        n = min(size, room)
+        note = "" if n == size else f" (capped by max replicas {spec.replicas.max})"
+        return PoolSize(n, f"standby {n}{note}")
+    spread = forecast_spread(forecast if spec.forecast.enabled else None, rps)
+    # At least one standby: 'auto' means the user wants a pool; its size follows uncertainty.
+    wanted = max(1, ceil_replicas(spread), ceil_replicas(burst))
+    n = min(wanted, spec.warm_pool.max, room)
+    return PoolSize(n, f"standby {n} (auto: forecast spread {spread:.1f}, burst {burst:.1f}, max {spec.warm_pool.max})")
+
+
+def promotions(replicas: tuple[Replica, ...], count: int) -> tuple[str, ...]:
+    """Standbys to move into the Service now: the longest-Ready (fully warmed) first."""
+    if count <= 0:
+        return ()
+    ready = sorted(
+        (r for r in replicas if r.state == ReplicaState.standby and not r.interrupted),
+        key=lambda r: (r.ready_at if r.ready_at is not None else r.created_at, r.name),
+    )
+    return tuple(r.name for r in ready[:count])
