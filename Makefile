@@ -1,0 +1,62 @@
+# gpufleet: `make run` (the demo on a local real cluster) and `make test` (every test).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
+
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint bench bench-forecast clean
+
+help:
+	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
+	@echo "make test         all tests (unit, property, integration on the real local cluster)"
+	@echo "make cluster-up   start the local control plane with fake GPU nodes; cluster-down stops it"
+	@echo "make crds         regenerate crds/ from the pydantic models; check-crds fails on drift"
+	@echo "make bench        simulator benchmark report; bench-forecast: forecasting report"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+deps:
+	@hack/deps.sh
+
+bins:
+	@hack/build-cluster-bins.sh
+
+cluster-up: venv bins
+	@hack/cluster.sh up
+
+cluster-down:
+	@hack/cluster.sh down
+
+crds: venv
+	cd /tmp && $(CURDIR)/$(PY) -m gpufleet.api.crd > $(CURDIR)/crds/gpufleet.io_inferenceservices.yaml
+
+check-crds: venv
+	@cd /tmp && $(CURDIR)/$(PY) -m gpufleet.api.crd | diff -u $(CURDIR)/crds/gpufleet.io_inferenceservices.yaml - \
+	  && echo "crds/ matches the models" || (echo "crds/ drifted from gpufleet.api.models: run 'make crds'"; exit 1)
+
+lint: venv
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+integration: venv deps bins
+	$(VENV)/bin/pytest tests/integration
+
+test: venv deps bins
+	$(VENV)/bin/pytest tests
+
+run: venv deps bins
+	@hack/run-demo.sh
+
+clean:
+	rm -rf $(VENV) .run build *.egg-info operator/*.egg-info

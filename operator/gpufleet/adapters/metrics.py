@@ -1,0 +1,157 @@
+"""Metrics adapter: Triton / TensorRT-LLM signals from Prometheus, as an Observation.
+
+Built-in PromQL (overridable per service in spec.metrics.queries) selects the service's pods by
+namespace and pod-name prefix (`<service>-ondemand-…`, `<service>-spot-…`, the Deployments the
+operator owns) and the Triton `model` label. Every failure mode (Prometheus down, HTTP error, empty
+result, NaN, stale samples) becomes a *missing* value, never an exception and never a zero, so the
+core's safe mode can hold capacity instead of scaling down blindly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from string import Template
+
+from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from gpufleet.api.models import Backend, InferenceServiceSpec
+from gpufleet.core.types import Observation
+
+log = logging.getLogger(__name__)
+
+_SEL = 'namespace="$namespace",pod=~"$service-(ondemand|spot)-.*",model="$model"'
+
+# Built-in queries. Triton's nv_inference_*_duration_us are cumulative counters: per-request means
+# are rate(duration) / rate(request_success). nv_inference_pending_request_count is the honest
+# instantaneous queue gauge.
+TRITON_QUERIES: dict[str, str] = {
+    "queue_depth": f"sum(nv_inference_pending_request_count{{{_SEL}}})",
+    "queue_time_ms": (
+        f"sum(rate(nv_inference_queue_duration_us{{{_SEL}}}[1m]))"
+        f" / clamp_min(sum(rate(nv_inference_request_success{{{_SEL}}}[1m])), 1e-9) / 1000"
+    ),
+    "latency_p95_ms": (
+        # Mean end-to-end latency; Triton exposes no latency histogram by default.
+        f"sum(rate(nv_inference_request_duration_us{{{_SEL}}}[1m]))"
+        f" / clamp_min(sum(rate(nv_inference_request_success{{{_SEL}}}[1m])), 1e-9) / 1000"
+    ),
+    "ttft_p95_ms": (
+        f"histogram_quantile(0.95, sum by (le) (rate(nv_inference_first_response_histogram_ms_bucket{{{_SEL}}}[1m])))"
+    ),
+    "request_rate": f"sum(rate(nv_inference_request_success{{{_SEL}}}[1m]))",
+    # Time of the newest queue-gauge sample: older than staleAfterSeconds means "stale".
+    "sampled_at": f"max(timestamp(nv_inference_pending_request_count{{{_SEL}}}))",
+}
+
+# TensorRT-LLM backend: requests waiting for a slot in the in-flight batcher count as queue.
+TRTLLM_QUERIES: dict[str, str] = {
+    **TRITON_QUERIES,
+    "queue_depth": (
+        f"sum(nv_inference_pending_request_count{{{_SEL}}})"
+        f' + sum(nv_trt_llm_request_metrics{{{_SEL},request_type="waiting"}})'
+    ),
+    "kv_cache_fraction": f'avg(nv_trt_llm_kv_cache_block_metrics{{{_SEL},kv_cache_block_type="fraction"}})',
+}
+
+
+def queries_for(spec: InferenceServiceSpec, *, namespace: str, name: str) -> dict[str, str]:
+    base = TRTLLM_QUERIES if spec.model.backend == Backend.tensorrtllm else TRITON_QUERIES
+    overrides = {k: v for k, v in spec.metrics.queries.model_dump().items() if v}
+    # Percentile signals are read only when an SLO uses them (or the user supplied a query).
+    unused = {"ttft_p95_ms": spec.slo.ttft_p95_ms, "latency_p95_ms": spec.slo.latency_p95_ms}
+    base = {k: q for k, q in base.items() if unused.get(k, True) is not None or k in overrides}
+    values = {"namespace": namespace, "service": name, "model": spec.model.name}
+    return {k: Template(q).safe_substitute(values) for k, q in {**base, **overrides}.items()}
+
+
+def scalar(result: list[dict[str, object]]) -> float | None:
+    """One finite number from an instant-vector result, else None (empty, NaN, Inf, many series)."""
+    if len(result) != 1:
+        return None
+    value = result[0].get("value")
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    try:
+        number = float(value[1])
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass
+class PrometheusMetrics:
+    """MetricsPort reading one InferenceService's signals from Prometheus."""
+
+    url: str
+    queries: dict[str, str]
+    stale_after_s: float
+    timeout_s: float = 5.0
+    available: bool = False  # did the last observe() reach Prometheus and find the service?
+    errors: dict[str, str] = field(default_factory=dict)  # per query: why it is missing
+    _client: PrometheusConnect | None = None
+
+    def _prom(self) -> PrometheusConnect:
+        if self._client is None:
+            # One quick retry only: a slow Prometheus must not stall the control loop.
+            self._client = PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s,
+                                             retry=Retry(total=1, backoff_factor=0.2))
+        return self._client
+
+    def _query(self, key: str) -> float | None:
+        try:
+            value = scalar(self._prom().custom_query(self.queries[key]))
+        except Exception as exc:  # noqa: BLE001 - connection errors, HTTP errors, bad PromQL
+            self.errors[key] = f"{type(exc).__name__}: {exc}"[:200]
+            return None
+        if value is None:
+            self.errors[key] = "no data"
+        return value
+
+    def observe(self, *, now: float) -> Observation:
+        self.errors = {}
+        sampled_at = self._query("sampled_at")
+        if sampled_at is None or now - sampled_at > self.stale_after_s:
+            # Nothing fresh: report all signals missing rather than trusting old rates.
+            self.available = False
+            if sampled_at is not None:
+                self.errors["sampled_at"] = f"newest sample {now - sampled_at:.0f}s old"
+            return Observation(sampled_at=sampled_at)
+        self.available = True
+        return Observation(
+            sampled_at=sampled_at,
+            queue_depth=self._query("queue_depth"),
+            queue_time_ms=self._query("queue_time_ms"),
+            ttft_p95_ms=self._query("ttft_p95_ms") if "ttft_p95_ms" in self.queries else None,
+            latency_p95_ms=self._query("latency_p95_ms") if "latency_p95_ms" in self.queries else None,
+            request_rate=self._query("request_rate"),
+        )
+
+    def summary(self) -> str:
+        if not self.errors:
+            return "all signals read"
+        return "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
+
+
+@dataclass
+class NoMetrics:
+    """MetricsPort when no Prometheus is configured: every signal missing (safe mode)."""
+
+    available: bool = False
+
+    def observe(self, *, now: float) -> Observation:
+        return Observation()
+
+    def summary(self) -> str:
+        return "no Prometheus URL configured (spec.metrics.prometheusUrl or --prometheus-url)"
+
+
+def metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str,
+                 default_url: str | None) -> PrometheusMetrics | NoMetrics:
+    url = spec.metrics.prometheus_url or default_url
+    if not url:
+        return NoMetrics()
+    return PrometheusMetrics(url=url.rstrip("/"), queries=queries_for(spec, namespace=namespace, name=name),
+                             stale_after_s=float(spec.metrics.stale_after_seconds))

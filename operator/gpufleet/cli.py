@@ -1,0 +1,53 @@
+"""Command line: `gpufleet operator` runs the operator; other subcommands come from their modules."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+    from kubernetes import config as kube_config
+
+    from gpufleet import kopf_app
+
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config(config_file=args.kubeconfig)
+    kopf_app.CONFIG.prometheus_url = args.prometheus_url
+    kopf_app.CONFIG.min_interval_seconds = args.min_interval
+    namespaces = args.namespace or []
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=f"http://{args.health}/healthz" if args.health else None,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpufleet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    op = sub.add_parser("operator", help="run the operator against the current kubeconfig (or in-cluster)")
+    op.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    op.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
+    op.add_argument("--prometheus-url", default=None, help="default Prometheus for services that set none")
+    op.add_argument("--health", default=None, metavar="HOST:PORT", help="serve kopf's liveness probe here")
+    op.add_argument("--peering", default=None, help="kopf peering object name for HA (default: standalone)")
+    op.add_argument("--min-interval", type=float, default=1.0, help="floor on any service's loop interval (s)")
+    op.add_argument("--verbose", action="store_true")
+    op.set_defaults(func=_operator)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The kopf layer: handlers that wire Kubernetes events to the control step.
+
+- create/update/resume: render and apply the children (Deployments per class, Service, PDB).
+- one daemon per InferenceService: every spec.scaling.intervalSeconds run `control.step` with the
+  Kubernetes fleet port, the configured metrics port and the gpufleet policy, then write status
+  and Events.
+The operator never writes `spec` of an InferenceService (GitOps tools own it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from gpufleet.adapters import manifests
+from gpufleet.adapters.kube import Kube, KubeFleet, adopt
+from gpufleet.adapters.metrics import metrics_port
+from gpufleet.api.models import GROUP, PLURAL, VERSION, Condition, InferenceServiceSpec, InferenceServiceStatus
+from gpufleet.control import status as render
+from gpufleet.control.step import StepResult, step
+from gpufleet.core.policy import GpufleetPolicy
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Observation, PolicyMemory, ReplicaState
+
+log = logging.getLogger("gpufleet")
+
+
+@dataclass
+class Config:
+    """Operator-wide settings, set once by the CLI before kopf starts."""
+
+    prometheus_url: str | None = None
+    min_interval_seconds: float = 1.0
+
+
+CONFIG = Config()
+_kube_lock = threading.Lock()
+_kube: Kube | None = None
+
+
+def kube() -> Kube:
+    global _kube
+    with _kube_lock:
+        if _kube is None:
+            _kube = Kube()
+        return _kube
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Keep kopf's bookkeeping in annotations: status is ours and schema-pruned.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gpufleet.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="gpufleet.io", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "gpufleet.io/operator"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 60
+
+
+def parse_spec(spec: dict[str, Any]) -> InferenceServiceSpec | str:
+    """The typed spec, or a one-line error naming the field(s) and reason(s)."""
+    try:
+        return InferenceServiceSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        parts = [f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return "; ".join(parts)
+
+
+def invalid_spec_status(body: kopf.Body, message: str, now: float) -> dict[str, Any]:
+    old = InferenceServiceStatus.model_validate(dict(body.get("status") or {}))
+    conditions = render.set_condition(
+        old.conditions, type="Ready", status=False, reason="InvalidSpec", message=message,
+        now=now, generation=body.metadata.get("generation"),
+    )
+    return {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]}
+
+
+def initial_replicas(spec: InferenceServiceSpec) -> dict[str, int]:
+    """Sizes for brand-new Deployments: the floor, split as the policy would with no load."""
+    plan, _ = GpufleetPolicy().decide(
+        spec=spec, observation=Observation(), forecast=None, fleet=FleetState(),
+        memory=PolicyMemory(), now=0.0,
+    )
+    return {ON_DEMAND: plan.on_demand, SPOT: plan.spot}
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str,
+                       patch: kopf.Patch, **_: Any) -> None:
+    parsed = parse_spec(spec)
+    if isinstance(parsed, str):
+        # Reported, not raised: retrying cannot fix a spec, and existing children stay untouched.
+        kopf.warn(body, reason="InvalidSpec", message=parsed)
+        patch.status.update(invalid_spec_status(body, parsed, time.time()))
+        return
+    children = manifests.children(name, parsed)
+    adopt(children, dict(body))
+    sizes = initial_replicas(parsed)
+    for child in children:
+        replicas = sizes.get(child["metadata"]["labels"].get(manifests.LABEL_CLASS, ""))
+        result = kube().apply_child(namespace, child, replicas=replicas)
+        if result != "unchanged":
+            kopf.info(body, reason=result.capitalize(),
+                      message=f"{child['kind']} {child['metadata']['name']} {result}")
+    patch.status["observedGeneration"] = body.metadata.get("generation")
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str,
+               **_: Any) -> None:
+    """One loop per InferenceService: observe, forecast, decide, apply, report."""
+    memory = PolicyMemory()
+    policy = GpufleetPolicy()
+    forecaster = None
+    fleet: KubeFleet | None = None
+    while not stopped:
+        parsed = parse_spec(body.spec)
+        interval = CONFIG.min_interval_seconds
+        if isinstance(parsed, InferenceServiceSpec):
+            interval = max(interval, float(parsed.scaling.interval_seconds))
+            if fleet is None:
+                fleet = KubeFleet(kube(), namespace=namespace, name=name, spec=parsed)
+            fleet.spec = parsed
+            try:
+                memory = tick(body, parsed, policy, fleet, forecaster, memory)
+            except Exception as exc:  # noqa: BLE001 - the loop must survive a failing API call
+                log.exception("tick failed for %s/%s", namespace, name)
+                kopf.warn(body, reason="TickFailed", message=f"{type(exc).__name__}: {exc}"[:500])
+        stopped.wait(interval)
+
+
+def tick(body: kopf.Body, spec: InferenceServiceSpec, policy: GpufleetPolicy, fleet: KubeFleet,
+         forecaster: Any, memory: PolicyMemory) -> PolicyMemory:
+    now = time.time()
+    metrics = metrics_port(spec, namespace=body.metadata.namespace, name=body.metadata.name,
+                           default_url=CONFIG.prometheus_url)
+    result = step(spec=spec, policy=policy, metrics=metrics, fleet=fleet, forecaster=forecaster,
+                  memory=memory, now=now)
+    if forecaster is not None and result.observation.request_rate is not None:
+        forecaster.observe(now, result.observation.request_rate)
+    for reason, message in fleet.events if result.applied else []:
+        kopf.info(body, reason=reason, message=message)
+    write_status(body, spec, result, now, metrics_ok=metrics.available)
+    return result.memory
+
+
+def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult, now: float,
+                 *, metrics_ok: bool) -> None:
+    old = InferenceServiceStatus.model_validate(dict(body.get("status") or {}))
+    generation = body.metadata.get("generation")
+    fresh = result.fleet
+    desired = {ON_DEMAND: result.plan.on_demand, SPOT: result.plan.spot}
+    conditions: list[Condition] = old.conditions
+    ready, reason, message = render.ready_condition(fresh, spec)
+    conditions = render.set_condition(conditions, type="Ready", status=ready, reason=reason,
+                                      message=message, now=now, generation=generation)
+    conditions = render.set_condition(
+        conditions, type="MetricsAvailable", status=metrics_ok,
+        reason="MetricsOK" if metrics_ok else "MetricsUnavailable",
+        message="metrics read" if metrics_ok else result.plan.message if result.plan.safe_mode else "no metrics source",
+        now=now, generation=generation)
+    live = [r for r in fresh.replicas if r.state != ReplicaState.draining]
+    scaling = result.plan.total != len(live) or fresh.count(ReplicaState.starting) > 0
+    conditions = render.set_condition(
+        conditions, type="Scaling", status=scaling, reason=result.plan.reason, message=result.plan.message,
+        now=now, generation=generation)
+    new = InferenceServiceStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        replicas=render.replica_status(fresh, desired),
+        observed=render.observed_status(result.observation),
+        forecast=render.forecast_status(result.forecast),
+        last_decision=render.decision_status(result.plan, now, result.applied),
+        time_to_ready_seconds={k: round(v, 1) for k, v in fresh.time_to_ready_s.items()},
+        cost_per_hour=render.cost_per_hour(spec, fresh),
+    )
+    patch = new.model_dump(by_alias=True, exclude_none=True)
+    kube().custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, body.metadata.namespace, PLURAL, body.metadata.name, {"status": patch}
+    )
