@@ -31,6 +31,29 @@ LEARN_QUEUE_BAND = (0.5, 2.0)
 LEARN_ALPHA = 0.2
 
 
+# Latency percentiles are computed over a window (PromQL rate/histogram_quantile over ~1 min):
+# a serving count is "settled" (reflected in them) once unchanged this long.
+LATENCY_SETTLE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Settled:
+    serving_seen: int
+    since: float
+    settled: int  # the serving count latency percentiles describe
+
+
+def settle(
+    serving: int, now: float, seen: int | None, since: float | None, settled: int | None
+) -> Settled:
+    """Track how long the serving count has been unchanged, and the last settled count."""
+    if seen != serving or since is None or since > now:
+        since = now
+    if settled is None or now - since >= LATENCY_SETTLE_S:
+        settled = serving
+    return Settled(serving, since, settled)
+
+
 @dataclass(frozen=True)
 class Need:
     reason: str
@@ -66,7 +89,8 @@ def latency_needs(spec: InferenceServiceSpec, obs: Observation, serving: int) ->
 
     Latency is not linear in replicas, but proportional is what HPA does for any metric and the
     fast path re-evaluates every interval; the step limit keeps one bad sample from exploding.
-    Only `serving` replicas (those that produced the latency) are the base.
+    The base is the *settled* serving count (see `settle`): replicas added a moment ago are
+    not in the percentiles yet, and scaling them by the same breach again would compound.
     """
     out: list[Need] = []
     for obs_field, slo_field, label in LATENCY_SIGNALS:
@@ -107,13 +131,14 @@ def all_needs(
     forecast: ForecastSummary | None,
     rps: float | None,
     serving: int,
+    latency_base: int,
 ) -> list[Need]:
     """Every signal's need, in tie-break order (the first of equal needs names the reason)."""
     needs: list[Need] = []
     q = queue_need(spec, obs, serving)
     if q is not None:
         needs.append(q)
-    needs.extend(latency_needs(spec, obs, serving))
+    needs.extend(latency_needs(spec, obs, latency_base))
     for n in (forecast_need(spec, forecast, rps), rate_need(obs, rps)):
         if n is not None:
             needs.append(n)

@@ -47,15 +47,25 @@ REASONS = (
 
 
 def current_serving(view: FleetView, memory: PolicyMemory) -> int:
-    """The size steps are measured from: the previous target (pods still starting for it are
-    not asked for twice), or, without memory, what serves plus what is starting."""
+    """The size steps are measured from, like a Deployment's spec.replicas: the previous target.
+
+    Not the Ready count: pods still starting for that target must not be asked for twice, and
+    replicas an adapter has not demoted yet must not undo the previous scale-down. Without
+    memory (first decision), what serves plus what is starting.
+    """
     if memory.last_serving is not None:
-        return max(memory.last_serving, view.serving)
+        return memory.last_serving
     return view.serving + view.starting
 
 
 def serving_target(
-    spec: InferenceServiceSpec, health: Health, top: Need, current: int, memory: PolicyMemory, now: float
+    spec: InferenceServiceSpec,
+    health: Health,
+    top: Need,
+    current: int,
+    serving_now: int,
+    memory: PolicyMemory,
+    now: float,
 ) -> tuple[int, stabilize.Stabilized, stabilize.Recommendations]:
     lo, hi = capacity.bounds(spec)
     # In safe mode the remembered recommendation is the held size, so the scale-down window
@@ -63,11 +73,18 @@ def serving_target(
     remembered = max(top.replicas, current) if health.safe_mode else top.replicas
     recs = stabilize.record(memory.recommendations, now, remembered, stabilize.retention_s(spec))
     st = stabilize.stabilize(
-        spec, current=current, raw=top.replicas, recs=recs, now=now, last_scale_down_at=memory.last_scale_down_at
+        spec,
+        current=current,
+        raw=top.replicas,
+        recs=recs,
+        now=now,
+        last_scale_down_at=memory.last_scale_down_at,
+        history_since=memory.started_at if memory.started_at is not None else now,
     )
     target = st.target
     if health.safe_mode:
-        target = max(target, current)
+        # Blind: shrink nothing, neither the previous target nor what serves right now.
+        target = max(target, current, serving_now)
     return min(max(target, lo), hi), st, recs
 
 
@@ -92,6 +109,9 @@ def explain(
     if st.how == stabilize.HOLD_DOWN_WINDOW:
         window = spec.scaling.scale_down.stabilization_seconds
         return STABILIZING, f"{top.message}; need was {st.window_value} within {window}s: holding {target}"
+    if st.how == stabilize.HOLD_HISTORY:
+        window = spec.scaling.scale_down.stabilization_seconds
+        return STABILIZING, f"{top.message}; no scale-down before {window}s of history: holding {target}"
     if st.how == stabilize.HOLD_COOLDOWN:
         return STABILIZING, f"{top.message}; scaled down under {spec.scaling.interval_seconds}s ago: holding {target}"
     return top.reason, f"{top.message}; holding {target}"
@@ -119,16 +139,23 @@ class GpufleetPolicy:
         forecast = forecast if spec.forecast.enabled else None
         # This step uses what was learned before it, so the need is monotone in this sample.
         rps = capacity.rps_per_replica(spec, memory.learned_rps_per_replica)
-        needs = capacity.all_needs(spec, obs, forecast, rps, view.serving_all)
+        seen = capacity.settle(
+            view.serving_all, now, memory.serving_seen, memory.serving_seen_since, memory.settled_serving
+        )
+        needs = capacity.all_needs(spec, obs, forecast, rps, view.serving_all, seen.settled)
         top = capacity.worst(spec, needs)
 
         current = current_serving(view, memory)
-        target, st, recs = serving_target(spec, health, top, current, memory, now)
+        target, st, recs = serving_target(spec, health, top, current, view.serving, memory, now)
         reason, message = explain(health=health, top=top, st=st, target=target, current=current, spec=spec)
 
+        # A need computed blind (safe mode) is not load: it must not register as a burst, neither
+        # when metrics vanish nor when they come back.
+        last_need = memory.last_need if health.safe_mode else top.replicas
+        jump = top.replicas - memory.last_need if memory.last_need is not None and not health.safe_mode else 0
         burst = warmpool.decay_burst(
             memory.burst_replicas,
-            top.replicas - memory.last_need if memory.last_need is not None else 0,
+            jump,
             now - memory.last_decided_at if memory.last_decided_at is not None else 0.0,
         )
         pool = warmpool.pool_size(spec, serving=target, forecast=forecast, rps=rps, burst=burst)
@@ -172,11 +199,19 @@ class GpufleetPolicy:
             last_scale_up_at=now if target > current else memory.last_scale_up_at,
             last_scale_down_at=now if target < current else memory.last_scale_down_at,
             learned_rps_per_replica=capacity.learn_rps(
-                spec, obs, view.serving_all, memory.learned_rps_per_replica, latency_ok=not capacity.latency_needs(spec, obs, view.serving_all)
+                spec,
+                obs,
+                view.serving_all,
+                memory.learned_rps_per_replica,
+                latency_ok=not capacity.latency_needs(spec, obs, view.serving_all),
             ),
+            started_at=memory.started_at if memory.started_at is not None else now,
             last_serving=target,
             last_decided_at=now,
-            last_need=top.replicas,
+            last_need=last_need,
             burst_replicas=burst,
+            serving_seen=seen.serving_seen,
+            serving_seen_since=seen.since,
+            settled_serving=seen.settled,
         )
         return plan, new_memory

@@ -6,7 +6,8 @@ The algorithm is the HPA v2 behaviour, on the serving count:
     higher need must persist that long; the step is bounded by max(percent, replicas);
   * scaling down goes to the *highest* recommendation over the scale-down window, so one quiet
     sample among busy ones changes nothing, and removes at most maxStepPercent (>= 1) per step;
-  * two scale-downs are at least one interval apart, however often the policy is called.
+  * two scale-downs are at least one interval apart, however often the policy is called;
+  * no scale-down before the policy has a full scale-down window of history (after a restart).
 Under noise around a level, the up path follows the peaks and the down path waits for the whole
 window to be quiet: the count moves up at most once per new peak and never oscillates.
 """
@@ -26,6 +27,7 @@ HOLD = "hold"  # raw need equals current
 HOLD_UP_WINDOW = "hold-up-window"  # a higher need has not persisted for the scale-up window yet
 HOLD_DOWN_WINDOW = "hold-down-window"  # a higher need was seen within the scale-down window
 HOLD_COOLDOWN = "hold-cooldown"  # scaled down less than one interval ago
+HOLD_HISTORY = "hold-history"  # less history than the scale-down window (e.g. just restarted)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ def stabilize(
     recs: Recommendations,
     now: float,
     last_scale_down_at: float | None,
+    history_since: float,
 ) -> Stabilized:
     """The serving target for this step. `recs` already holds (now, raw-or-held)."""
     up_vals = window(recs, now, spec.scaling.scale_up.stabilization_seconds) or [raw]
@@ -80,6 +83,8 @@ def stabilize(
     if raw > current:
         return Stabilized(current, HOLD_UP_WINDOW, up_rec)
     if down_rec < current:
+        if now - history_since < spec.scaling.scale_down.stabilization_seconds:
+            return Stabilized(current, HOLD_HISTORY, down_rec)
         if last_scale_down_at is not None and now - last_scale_down_at < spec.scaling.interval_seconds:
             return Stabilized(current, HOLD_COOLDOWN, down_rec)
         return Stabilized(max(down_rec, current - max_down_step(spec, current)), DOWN, down_rec)

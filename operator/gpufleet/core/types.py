@@ -82,6 +82,9 @@ class PolicyMemory:
     last_scale_down_at: float | None = None
     # Requests/s one replica was seen to serve at the queue target (learned when spec omits it).
     learned_rps_per_replica: float | None = None
+    # When this memory began (first decision): a scale-down needs a full window of history, so
+    # an operator restart never shrinks the fleet on its first sample.
+    started_at: float | None = None
     # The serving target of the previous plan: the "current" size scaling steps are measured
     # from (like a Deployment's spec.replicas), so pods still starting are not planned twice.
     last_serving: int | None = None
@@ -91,6 +94,12 @@ class PolicyMemory:
     last_need: int | None = None
     # Largest recent jump in raw need, in replicas, decaying with time (warmPool.size: auto).
     burst_replicas: float = 0.0
+    # The serving count and since when it has been unchanged; a count unchanged for a latency
+    # window is "settled": latency percentiles (windowed, lagging) describe it, so a latency
+    # breach is scaled from it and not from replicas promoted a moment ago (no compounding).
+    serving_seen: int | None = None
+    serving_seen_since: float | None = None
+    settled_serving: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,453 @@
+"""Table-driven cases for each rule of the gpufleet decision core."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.policy import REASONS, GpufleetPolicy
+from gpufleet.core.types import (
+    ON_DEMAND,
+    SPOT,
+    FleetState,
+    ForecastSummary,
+    Observation,
+    Plan,
+    PolicyMemory,
+    Replica,
+    ReplicaState,
+)
+
+NOW = 10_000.0
+POLICY = GpufleetPolicy()
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_spec(**overrides: Any) -> InferenceServiceSpec:
+    base: dict[str, Any] = {
+        "model": {"name": "chat"},
+        "template": {"spec": {"containers": [{"name": "triton", "image": "triton"}]}},
+        "replicas": {"min": 1, "max": 32},
+        "capacity": {"onDemand": {"base": 0}},
+        "scaling": {"targetRpsPerReplica": 10},
+    }
+    return InferenceServiceSpec.model_validate(deep_merge(base, overrides))
+
+
+def rep(
+    name: str,
+    state: ReplicaState = ReplicaState.serving,
+    cls: str = ON_DEMAND,
+    created: float = 0.0,
+    in_flight: float | None = None,
+    interrupted: bool = False,
+) -> Replica:
+    ready = None if state == ReplicaState.starting else created + 60
+    return Replica(name, cls, state, created, ready, in_flight, interrupted)
+
+
+def serving_fleet(n: int, cls: str = ON_DEMAND, **kw: Any) -> FleetState:
+    return FleetState(replicas=tuple(rep(f"s{i}", cls=cls, created=float(i)) for i in range(n)), **kw)
+
+
+def obs(**kw: Any) -> Observation:
+    values: dict[str, Any] = {"sampled_at": NOW, "queue_depth": 0.0, "request_rate": 0.0}
+    values.update(kw)
+    return Observation(**values)
+
+
+def decide(
+    spec: InferenceServiceSpec,
+    observation: Observation,
+    fleet: FleetState,
+    memory: PolicyMemory = PolicyMemory(),
+    forecast: ForecastSummary | None = None,
+    now: float = NOW,
+) -> tuple[Plan, PolicyMemory]:
+    return POLICY.decide(spec=spec, observation=observation, forecast=forecast, fleet=fleet, memory=memory, now=now)
+
+
+# ---------------------------------------------------------------------------------------------
+# Capacity: the worst of the signals.
+
+FAST_UP = {"scaling": {"scaleUp": {"maxStepPercent": 1000, "maxStepReplicas": 100}}}
+
+
+@pytest.mark.parametrize(
+    ("case", "spec_extra", "observation", "forecast", "serving", "reason", "text"),
+    [
+        ("queue", {}, obs(queue_depth=42), None, 6, "QueueDepth", "queue 42 > 8/replica x 4 serving: need 6"),
+        ("queue under target holds", {"replicas": {"min": 4}}, obs(queue_depth=10), None, 4, "MinReplicas", "min replicas 4"),
+        ("ttft", {"slo": {"ttftP95Ms": 800}}, obs(ttft_p95_ms=1200), None, 6, "Latency", "ttft p95 1200ms > 800ms target x 4 serving: need 6"),
+        ("latency", {"slo": {"latencyP95Ms": 1000}}, obs(latency_p95_ms=2500), None, 10, "Latency", "latency p95 2500ms > 1000ms"),
+        ("queue time", {"slo": {"queueTimeMs": 50}}, obs(queue_time_ms=100), None, 8, "Latency", "queue time 100ms > 50ms"),
+        ("latency within target", {"slo": {"ttftP95Ms": 800}, "replicas": {"min": 4}}, obs(ttft_p95_ms=700), None, 4, "MinReplicas", ""),
+        ("rate", {}, obs(request_rate=55), None, 6, "RequestRate", "rate 55.0 rps / 10.00 rps/replica: need 6"),
+        ("forecast", {}, obs(), ForecastSummary(95, 100, 120, "holt-winters"), 12, "ForecastLoad", "forecast 120.0 rps"),
+        ("forecast disabled", {"forecast": {"enabled": False}, "replicas": {"min": 4}}, obs(), ForecastSummary(95, 100, 120, "hw"), 4, "MinReplicas", ""),
+        ("min", {"replicas": {"min": 5}}, obs(), None, 5, "MinReplicas", "load needs 0; min replicas 5"),
+        ("max", {"replicas": {"max": 10}}, obs(queue_depth=1000), None, 10, "MaxReplicas", "capped at max replicas 10"),
+        ("worst wins", {"slo": {"ttftP95Ms": 800}}, obs(queue_depth=40, ttft_p95_ms=1600, request_rate=30), None, 8, "Latency", ""),
+    ],
+)
+def test_capacity_signals(
+    case: str,
+    spec_extra: dict[str, Any],
+    observation: Observation,
+    forecast: ForecastSummary | None,
+    serving: int,
+    reason: str,
+    text: str,
+) -> None:
+    spec = make_spec(**deep_merge(FAST_UP, spec_extra))
+    plan, _ = decide(spec, observation, serving_fleet(4), PolicyMemory(last_serving=4), forecast)
+    assert (plan.serving, plan.reason) == (serving, reason), plan.message
+    assert text in plan.message
+    assert plan.reason in REASONS
+    assert "\n" not in plan.message
+
+
+def test_rps_per_replica_is_learned_near_the_queue_target() -> None:
+    spec = make_spec(scaling={"targetRpsPerReplica": None})
+    fleet = serving_fleet(4)
+    # Queue at 7/replica (target 8): replicas are busy, 40 rps / 4 = 10 rps per replica.
+    _, mem = decide(spec, obs(queue_depth=28, request_rate=40), fleet, PolicyMemory(last_serving=4))
+    assert mem.learned_rps_per_replica == pytest.approx(10.0)
+    # An idle sample (queue ~0) teaches nothing: rate/replica there measures idleness.
+    _, mem2 = decide(spec, obs(queue_depth=0, request_rate=4), fleet, mem, now=NOW + 10)
+    assert mem2.learned_rps_per_replica == pytest.approx(10.0)
+    # The learned rate then turns a forecast into replicas.
+    plan, _ = decide(spec, obs(), fleet, mem, ForecastSummary(95, 50, 60, "hw"), now=NOW + 10)
+    assert (plan.serving, plan.reason) == (6, "ForecastLoad")
+
+
+def test_without_rps_the_forecast_is_unused_but_queue_still_works() -> None:
+    spec = make_spec(scaling={"targetRpsPerReplica": None})
+    plan, _ = decide(spec, obs(queue_depth=0, request_rate=100), serving_fleet(2), PolicyMemory(last_serving=2),
+                     ForecastSummary(95, 100, 200, "hw"))
+    assert plan.serving == 2  # holding (scale-down window), nothing known to size the forecast
+    plan, _ = decide(spec, obs(queue_depth=40), serving_fleet(2), PolicyMemory(last_serving=2))
+    assert plan.serving == 5
+
+
+def test_latency_breach_does_not_compound_while_new_replicas_settle() -> None:
+    spec = make_spec(slo={"ttftP95Ms": 1000}, **FAST_UP)
+    plan, mem = decide(spec, obs(ttft_p95_ms=2000), serving_fleet(4), PolicyMemory(last_serving=4))
+    assert plan.serving == 8
+    # 10 s later 8 serve (standbys promoted) but the p95 window still shows the old breach.
+    plan, mem = decide(spec, obs(ttft_p95_ms=2000, sampled_at=NOW + 10), serving_fleet(8), mem, now=NOW + 10)
+    assert plan.serving == 8
+    # Once 8 have served for a full latency window and the breach persists, it is real.
+    plan, mem = decide(spec, obs(ttft_p95_ms=2000, sampled_at=NOW + 80), serving_fleet(8), mem, now=NOW + 80)
+    assert plan.serving == 16
+
+
+def test_nan_and_negative_values_are_missing() -> None:
+    spec = make_spec()
+    plan, _ = decide(spec, obs(queue_depth=math.nan, request_rate=-1), serving_fleet(4), PolicyMemory(last_serving=4))
+    assert plan.safe_mode and plan.reason == "SafeMode"
+    assert "queue_depth missing" in plan.message and "request_rate missing" in plan.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Stabilisation: fast bounded up, slow stabilised down, cooldown.
+
+
+def test_scale_up_step_is_bounded_by_percent_or_replicas() -> None:
+    spec = make_spec(scaling={"scaleUp": {"maxStepPercent": 50, "maxStepReplicas": 3}})
+    plan, _ = decide(spec, obs(queue_depth=800), serving_fleet(4), PolicyMemory(last_serving=4))
+    assert plan.serving == 7 and "step-limited from 32" in plan.message  # max(50% of 4, 3) = 3
+    plan, _ = decide(spec, obs(queue_depth=800), serving_fleet(10), PolicyMemory(last_serving=10))
+    assert plan.serving == 15  # max(50% of 10, 3) = 5
+
+
+def test_scale_up_stabilisation_waits_for_the_need_to_persist() -> None:
+    spec = make_spec(scaling={"scaleUp": {"stabilizationSeconds": 30}})
+    fleet = serving_fleet(4)
+    mem = PolicyMemory(last_serving=4, recommendations=((NOW - 10, 4),))
+    plan, mem = decide(spec, obs(queue_depth=48), fleet, mem)
+    assert (plan.serving, plan.reason) == (4, "Stabilizing") and "persist 30s" in plan.message
+    plan, mem = decide(spec, obs(queue_depth=48, sampled_at=NOW + 10), fleet, mem, now=NOW + 10)
+    plan, mem = decide(spec, obs(queue_depth=48, sampled_at=NOW + 20), fleet, mem, now=NOW + 20)
+    assert plan.serving == 4  # (NOW - 10, 4) is still inside the window
+    plan, mem = decide(spec, obs(queue_depth=48, sampled_at=NOW + 30), fleet, mem, now=NOW + 30)
+    assert (plan.serving, plan.reason) == (6, "QueueDepth")
+
+
+def test_scale_down_waits_for_the_window_then_steps_slowly() -> None:
+    spec = make_spec(scaling={"scaleDown": {"stabilizationSeconds": 300, "maxStepPercent": 20}}, replicas={"max": 40})
+    fleet = serving_fleet(20)
+    mem = PolicyMemory(last_serving=20, recommendations=((NOW, 20),))
+    plan, mem = decide(spec, obs(request_rate=200), fleet, mem)
+    servings = []
+    for t in range(10, 601, 10):
+        plan, mem = decide(spec, obs(request_rate=50, sampled_at=NOW + t), fleet, mem, now=NOW + t)
+        servings.append((t, plan.serving, plan.reason))
+    held = [s for t, s, _ in servings if t <= 300]
+    assert set(held) == {20}
+    assert servings[0][2] == "Stabilizing"
+    after = [s for t, s, _ in servings if t > 300]
+    assert after[:4] == [16, 13, 11, 9]  # 20 % (at least one) per step
+    assert after[-1] == 5  # 50 rps / 10
+    assert all(a >= b for a, b in zip(after, after[1:]))
+
+
+def test_scale_down_cooldown_between_two_calls_within_one_interval() -> None:
+    spec = make_spec(scaling={"scaleDown": {"stabilizationSeconds": 0}})
+    plan, mem = decide(spec, obs(request_rate=10), serving_fleet(10), PolicyMemory(last_serving=10))
+    assert plan.serving == 8
+    plan, _ = decide(spec, obs(request_rate=10, sampled_at=NOW + 2), serving_fleet(10), mem, now=NOW + 2)
+    assert plan.serving == 8 and plan.reason == "Stabilizing" and "scaled down under 10s ago" in plan.message
+
+
+def test_noise_around_a_level_does_not_flap() -> None:
+    spec = make_spec()
+    fleet = serving_fleet(5)
+    mem = PolicyMemory(last_serving=5)
+    seen = []
+    for i in range(200):
+        q = 33 if i % 2 else 39  # need 5 then 5; and 4 vs 5 on the rate signal below
+        rate = 38 if i % 3 else 45
+        plan, mem = decide(spec, obs(queue_depth=q, request_rate=rate, sampled_at=NOW + 10 * i), fleet, mem, now=NOW + 10 * i)
+        seen.append(plan.serving)
+    assert set(seen) == {5}
+
+
+def test_identical_inputs_give_identical_plans() -> None:
+    spec = make_spec(warmPool={"size": "auto"}, capacity={"spot": {"enabled": True}})
+    args = (spec, obs(queue_depth=50, request_rate=30), serving_fleet(3, cls=SPOT), PolicyMemory(last_serving=3),
+            ForecastSummary(95, 30, 45, "hw"))
+    assert decide(*args) == decide(*args)
+
+
+def test_deciding_twice_at_the_same_instant_is_idempotent() -> None:
+    spec = make_spec()
+    p1, m1 = decide(spec, obs(request_rate=20), serving_fleet(4), PolicyMemory(last_serving=4, recommendations=((NOW - 100, 4),)))
+    p2, m2 = decide(spec, obs(request_rate=20), serving_fleet(4), m1)
+    assert (p1.serving, p1.standby, p1.total) == (p2.serving, p2.standby, p2.total)
+    assert m2.recommendations == m1.recommendations
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe mode.
+
+
+@pytest.mark.parametrize(
+    ("case", "observation", "spec_extra", "missing"),
+    [
+        ("no sample", Observation(), {}, "no metrics sample"),
+        ("stale", obs(sampled_at=NOW - 61), {}, "metrics stale (61s old > 60s)"),
+        ("stale per spec", obs(sampled_at=NOW - 20), {"metrics": {"staleAfterSeconds": 15}}, "metrics stale"),
+        ("queue missing", obs(queue_depth=None), {}, "queue_depth missing"),
+        ("rate missing", obs(request_rate=None), {}, "request_rate missing"),
+        ("configured ttft missing", obs(), {"slo": {"ttftP95Ms": 500}}, "ttft_p95_ms missing"),
+    ],
+)
+def test_safe_mode_never_scales_down(case: str, observation: Observation, spec_extra: dict[str, Any], missing: str) -> None:
+    spec = make_spec(**spec_extra)
+    fleet = FleetState(
+        replicas=(*serving_fleet(6).replicas, rep("b0", ReplicaState.standby), rep("b1", ReplicaState.standby, SPOT))
+    )
+    plan, mem = decide(spec, observation, fleet, PolicyMemory(last_serving=6))
+    assert plan.safe_mode and plan.reason == "SafeMode"
+    assert missing in plan.message and "no scale-down" in plan.message
+    assert plan.serving == 6
+    assert plan.retire == ()
+    assert plan.on_demand >= 7 and plan.spot >= 1
+    # The blind period is remembered at the held size: no scale-down right after it either.
+    recovered = obs(sampled_at=NOW + 10, ttft_p95_ms=100.0)
+    plan, _ = decide(spec, recovered, fleet, mem, now=NOW + 10)
+    assert plan.serving == 6 and plan.reason == "Stabilizing"
+
+
+def test_safe_mode_scales_up_on_the_signals_that_exist() -> None:
+    spec = make_spec(**FAST_UP)
+    plan, _ = decide(spec, obs(request_rate=None, queue_depth=80), serving_fleet(4), PolicyMemory(last_serving=4))
+    assert plan.safe_mode and plan.serving == 10 and plan.reason == "SafeMode"
+    assert "request_rate missing" in plan.message and "queue 80" in plan.message
+    # Stale: the forecast is still a signal that exists.
+    plan, _ = decide(spec, Observation(), serving_fleet(4), PolicyMemory(last_serving=4), ForecastSummary(95, 60, 70, "hw"))
+    assert plan.safe_mode and plan.serving == 7
+
+
+def test_safe_mode_keeps_what_serves_even_above_the_previous_target() -> None:
+    plan, _ = decide(make_spec(), Observation(), serving_fleet(9), PolicyMemory(last_serving=6))
+    assert plan.serving == 9 and plan.retire == ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Warm pool and promotion.
+
+
+def test_fixed_pool_and_promotion_on_a_step() -> None:
+    spec = make_spec(warmPool={"size": 2}, **FAST_UP)
+    fleet = FleetState(
+        replicas=(
+            *serving_fleet(4).replicas,
+            Replica("b-old", ON_DEMAND, ReplicaState.standby, 0, ready_at=100),
+            Replica("b-new", ON_DEMAND, ReplicaState.standby, 0, ready_at=200),
+        )
+    )
+    plan, _ = decide(spec, obs(queue_depth=40, request_rate=40), fleet, PolicyMemory(last_serving=4))
+    assert plan.serving == 5 and plan.standby == 2
+    assert plan.promote == ("b-old",)  # the longest-Ready first
+    assert plan.total == 7 and plan.retire == ()  # the pool backfills one
+    plan, _ = decide(spec, obs(queue_depth=80, request_rate=40), fleet, PolicyMemory(last_serving=4))
+    assert plan.serving == 10 and set(plan.promote) == {"b-old", "b-new"}
+
+
+def test_pool_yields_to_serving_at_max_replicas() -> None:
+    spec = make_spec(warmPool={"size": 3}, replicas={"max": 8}, **FAST_UP)
+    plan, _ = decide(spec, obs(queue_depth=56, request_rate=10), serving_fleet(4), PolicyMemory(last_serving=4))
+    assert (plan.serving, plan.standby, plan.total) == (7, 1, 8)
+    assert "capped by max replicas 8" in plan.message
+
+
+def test_auto_pool_follows_forecast_spread_and_bursts() -> None:
+    spec = make_spec(warmPool={"size": "auto", "max": 4}, **FAST_UP)
+    fleet = serving_fleet(4)
+    plan, _ = decide(spec, obs(request_rate=30), fleet, PolicyMemory(last_serving=4), ForecastSummary(95, 30, 40, "hw"))
+    assert plan.standby == 1  # spread 10 rps = 1 replica; never below one with auto
+    plan, _ = decide(spec, obs(request_rate=30), fleet, PolicyMemory(last_serving=4), ForecastSummary(95, 30, 55, "hw"))
+    assert plan.standby == 3  # spread 25 rps = 2.5 -> 3
+    plan, _ = decide(spec, obs(request_rate=30), fleet, PolicyMemory(last_serving=4), ForecastSummary(95, 30, 130, "hw"))
+    assert plan.standby == 4  # warmPool.max
+    # A recent jump of 3 replicas in need keeps 3 warm, decaying over time.
+    mem = PolicyMemory(last_serving=4, last_need=4, last_decided_at=NOW - 10)
+    plan, mem = decide(spec, obs(request_rate=70), fleet, mem)
+    assert plan.standby == 3 and mem.burst_replicas == 3
+    plan, mem = decide(spec, obs(request_rate=70, sampled_at=NOW + 7200), fleet, mem, now=NOW + 7200)
+    assert plan.standby == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Spot / on-demand split, interruption, retirement order.
+
+
+def spot_spec(**extra: Any) -> InferenceServiceSpec:
+    return make_spec(**deep_merge({"capacity": {"spot": {"enabled": True, "maxFraction": 0.7}, "onDemand": {"base": 2}}}, extra))
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "fleet_kw", "od", "spot", "reason"),
+    [
+        ("spot share", spot_spec(), {}, 3, 7, "RequestRate"),
+        ("base bounds spot", spot_spec(capacity={"onDemand": {"base": 5}}), {}, 5, 5, "RequestRate"),
+        ("fraction bounds spot", spot_spec(capacity={"spot": {"maxFraction": 0.25}}), {}, 8, 2, "RequestRate"),
+        ("spot disabled", make_spec(), {}, 10, 0, "RequestRate"),
+        ("spot unavailable", spot_spec(), {"spot_unavailable": True}, 10, 0, "SpotUnavailable"),
+        ("spot not cheaper", spot_spec(capacity={"pricePerGpuHour": {"spot": 5.0, "onDemand": 4.0}}), {}, 10, 0, "RequestRate"),
+    ],
+)
+def test_class_split(case: str, spec: InferenceServiceSpec, fleet_kw: dict[str, Any], od: int, spot: int, reason: str) -> None:
+    # Replicas still starting: nothing Ready to keep while moving between classes.
+    fleet = FleetState(replicas=tuple(rep(f"n{i}", ReplicaState.starting) for i in range(10)), **fleet_kw)
+    plan, _ = decide(spec, obs(request_rate=100), fleet, PolicyMemory(last_serving=10))
+    assert (plan.on_demand, plan.spot, plan.reason) == (od, spot, reason), plan.message
+    assert f"{od} on-demand + {spot} spot" in plan.message
+
+
+def test_moving_to_spot_keeps_on_demand_until_spot_is_ready() -> None:
+    spec = spot_spec(replicas={"max": 16})
+    fleet = serving_fleet(10, cls=ON_DEMAND)
+    plan, _ = decide(spec, obs(request_rate=100), fleet, PolicyMemory(last_serving=10))
+    # Target 3 on-demand + 7 spot, but the 10 Ready on-demand stay as far as max (16) allows.
+    assert (plan.spot, plan.on_demand) == (7, 9) and plan.total <= 16
+    assert "until replacements are Ready" in plan.message
+    ready_spot = FleetState(replicas=(*fleet.replicas, *(rep(f"p{i}", cls=SPOT) for i in range(7))))
+    plan, _ = decide(spec, obs(request_rate=100), ready_spot, PolicyMemory(last_serving=10))
+    assert (plan.on_demand, plan.spot) == (3, 7)
+    assert len(plan.retire) == 7 and all(n.startswith("s") for n in plan.retire)
+
+
+def test_spot_unavailable_keeps_running_spot_until_on_demand_is_ready() -> None:
+    spec = spot_spec()
+    fleet = FleetState(
+        replicas=(*serving_fleet(3, cls=ON_DEMAND).replicas, *(rep(f"p{i}", cls=SPOT) for i in range(7)),
+                  rep("pending", ReplicaState.starting, SPOT)),
+        spot_unavailable=True,
+    )
+    plan, _ = decide(spec, obs(request_rate=100), fleet, PolicyMemory(last_serving=10))
+    assert plan.on_demand == 10 and plan.spot == 7  # on-demand starts; running spot stays meanwhile
+    assert plan.retire == ("pending",)  # the Pending spot pod goes
+
+
+def test_interrupted_replicas_are_replaced_at_once() -> None:
+    spec = spot_spec(warmPool={"size": 1})
+    fleet = FleetState(
+        replicas=(
+            rep("od0"), rep("od1"), rep("od2"),
+            rep("sp0", cls=SPOT, interrupted=True, in_flight=3),
+            rep("sp1", cls=SPOT, interrupted=True, in_flight=1),
+            *(rep(f"sp{i}", cls=SPOT) for i in range(2, 7)),
+            rep("warm", ReplicaState.standby, SPOT, created=50),
+        )
+    )
+    plan, _ = decide(spec, obs(request_rate=100), fleet, PolicyMemory(last_serving=10))
+    assert plan.reason == "Interruption" and "2 replica(s) on interrupted nodes" in plan.message
+    assert plan.serving == 10 and plan.promote == ("warm",)
+    assert plan.retire[:2] == ("sp1", "sp0")  # interrupted first, least in-flight first
+    assert len(plan.retire) == 2
+    assert plan.total == 11  # 10 serving + 1 standby, none of them the interrupted two
+
+
+def test_retirement_order() -> None:
+    spec = spot_spec(capacity={"onDemand": {"base": 0}, "spot": {"maxFraction": 1.0}}, replicas={"min": 0},
+                     scaling={"scaleDown": {"stabilizationSeconds": 0, "maxStepPercent": 100}})
+    fleet = FleetState(
+        replicas=(
+            rep("serve-od-busy", cls=ON_DEMAND, in_flight=5),
+            rep("serve-od-idle", cls=ON_DEMAND, in_flight=0),
+            rep("serve-spot-old", cls=SPOT, created=1, in_flight=0),
+            rep("serve-spot-young", cls=SPOT, created=9, in_flight=0),
+            rep("standby-od", ReplicaState.standby, ON_DEMAND),
+            rep("standby-spot", ReplicaState.standby, SPOT),
+            rep("starting-od", ReplicaState.starting, ON_DEMAND),
+            rep("interrupted-od", ReplicaState.serving, ON_DEMAND, interrupted=True, in_flight=9),
+            rep("draining", ReplicaState.draining, SPOT),
+        )
+    )
+    plan, _ = decide(spec, obs(), fleet, PolicyMemory(last_serving=4))
+    assert plan.total == 0
+    assert plan.retire == (
+        "interrupted-od",
+        "starting-od",
+        "standby-spot",
+        "standby-od",
+        "serve-spot-young",
+        "serve-spot-old",
+        "serve-od-idle",
+        "serve-od-busy",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Recommend mode.
+
+
+def test_recommend_mode_gives_the_same_plan_not_applied() -> None:
+    args = (obs(queue_depth=42, request_rate=10), serving_fleet(4), PolicyMemory(last_serving=4))
+    active, mem_a = decide(make_spec(), *args)
+    recommend, mem_r = decide(make_spec(mode="recommend"), *args)
+    assert active.apply and not recommend.apply
+    assert replace(recommend, apply=True) == active
+    assert mem_a == mem_r
+
+
+def test_no_scale_down_before_a_full_window_of_history() -> None:
+    spec = make_spec()
+    plan, mem = decide(spec, obs(request_rate=10), serving_fleet(8), PolicyMemory())
+    assert plan.serving == 8 and plan.reason == "Stabilizing" and "300s of history" in plan.message
+    for t in range(10, 301, 10):
+        plan, mem = decide(spec, obs(request_rate=10, sampled_at=NOW + t), serving_fleet(8), mem, now=NOW + t)
+    assert plan.serving == 7  # first step down once 300 s of history exist
