@@ -11,5 +11,15 @@ from gpufleet.forecasting.api import (
     fit,
     smape,
 )
+from gpufleet.forecasting.rate import RateForecast, RateForecaster
 
-__all__ = ["METHODS", "Backtest", "FittedForecaster", "Forecast", "fit", "smape"]
+__all__ = [
+    "METHODS",
+    "Backtest",
+    "FittedForecaster",
+    "Forecast",
+    "RateForecast",
+    "RateForecaster",
+    "fit",
+    "smape",
+]
