@@ -1,0 +1,378 @@
+"""The simulation loop: trace -> fluid service model -> metrics -> `control.step` -> SimFleet.
+
+Time advances in 1 s ticks. Each tick:
+1. fleet events (replicas become Ready, spot notices and reclaims);
+2. arrivals join a FIFO prompt queue (rejected at once if the predicted wait exceeds the
+   request timeout, like Triton's queue policy; with no serving replica at all they fail);
+3. the serving replicas, pooled (the Service balances load), process prompt tokens in chunks that
+   share iterations with decoding (see model.ReplicaModel); decode advances every in-flight
+   sequence; departures follow from the remaining decode tokens (fluid);
+4. each cohort's fluid FIFO wait is known exactly from cumulative arrival/service curves; the
+   sub-second queueing a fluid model cannot see is added analytically (model.LatencyBook);
+5. every `interval_s` of the policy, `gpufleet.control.step.step` runs with SimMetrics (what
+   Prometheus would report, scraped every 15 s), SimFleet and a forecaster port.
+
+Approximations (documented in reports/bench/README.md): pooled replicas (join-shortest-queue
+across replicas is close to one pooled queue), 1 s fluid dynamics with M/G/c waiting inside the
+second, token lengths per second replaced by the second's means for the fluid part (the full
+per-request distribution is used for latencies), and instant drains.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.control.ports import ForecastPort, Policy
+from gpufleet.control.step import step
+from gpufleet.core.types import ForecastSummary, Observation, PolicyMemory
+from gpufleet.sim.fleet import SimFleet
+from gpufleet.sim.model import ColdStart, LatencyBook, ReplicaModel, hist_percentile
+from gpufleet.sim.spot import SpotTrace
+from gpufleet.sim.traces import Trace
+
+SCRAPE_S = 15  # Prometheus scrape interval
+RATE_WINDOW_S = 30  # rate()/histogram_quantile window of the default queries
+VIOLATION_SHARE = 0.95  # a second is "in violation" when < 95 % of its requests meet the SLO
+
+
+@dataclass
+class SimConfig:
+    model: ReplicaModel = field(default_factory=ReplicaModel)
+    cold: ColdStart = field(default_factory=ColdStart)
+    target_ttft_s: float = 1.0
+    timeout_s: float = 60.0  # requests predicted to wait longer are rejected (dropped)
+    seed: int = 0
+    initial_serving: int | None = None  # None: what the first minute's load needs
+    drain_tail_s: int = 900  # after the trace, run on without arrivals to finish the backlog
+    record_every_s: int = 60  # resolution of the time series kept for plots
+
+
+@dataclass
+class SimResult:
+    policy: str
+    trace: str
+    seconds: int
+    arrived: float
+    served: float
+    dropped: float
+    rejected: float
+    lost_in_flight: float
+    met_slo: float
+    attainment: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    ttft_p99_ms: float
+    gpu_hours: float
+    gpu_hours_spot: float
+    cost: float
+    cost_per_1m: float
+    scale_events: int
+    violation_s: int
+    violation_after_step_s: int | None
+    preemptions: int
+    wall_s: float
+    t: np.ndarray  # time series (record_every_s): start of each bucket
+    load_rps: np.ndarray
+    serving: np.ndarray
+    total: np.ndarray
+    hist: np.ndarray  # TTFT histogram over model.HIST_EDGES
+
+    def row(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in (
+            "policy", "attainment", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "gpu_hours", "cost",
+            "cost_per_1m", "scale_events", "violation_s", "violation_after_step_s", "dropped", "arrived",
+            "preemptions", "wall_s")}
+
+
+class SimMetrics:
+    """The MetricsPort: what the default Prometheus queries would return at the last scrape."""
+
+    def __init__(self, n: int) -> None:
+        self.arrivals = np.zeros(n)
+        self.queue = np.zeros(n)  # waiting requests at the end of each second
+        self.wait_ms = np.zeros(n)  # mean queue wait of the second's arrivals
+        self.p95_ms = np.zeros(n)  # TTFT p95 of the second's arrivals (estimated)
+        self.n = n
+        self.last: Observation | None = None
+
+    def observe(self, *, now: float) -> Observation:
+        ts = int(now // SCRAPE_S) * SCRAPE_S
+        hi = min(ts, self.n)
+        lo = max(0, hi - RATE_WINDOW_S)
+        if hi <= 0:
+            self.last = Observation(sampled_at=None)
+            return self.last
+        arr = self.arrivals[lo:hi]
+        total = float(arr.sum())
+        rate = total / (hi - lo)
+        if total > 0:
+            p95 = float(np.dot(arr, self.p95_ms[lo:hi]) / total)
+            qt = float(np.dot(arr, self.wait_ms[lo:hi]) / total)
+        else:  # histogram_quantile over an empty window is NaN: the core treats it as missing
+            p95 = qt = float("nan")
+        self.last = Observation(sampled_at=float(ts), queue_depth=float(self.queue[hi - 1]), queue_time_ms=qt,
+                                ttft_p95_ms=p95, latency_p95_ms=None, request_rate=rate)
+        return self.last
+
+
+class RateForecastPort:
+    """ForecastPort over gpufleet.forecasting.RateForecaster, fed with the observed request rate only."""
+
+    def __init__(self, metrics: SimMetrics, step_s: float = 300.0, method: str = "auto") -> None:
+        from gpufleet.forecasting.rate import RateForecaster
+
+        self.metrics = metrics
+        self.rf = RateForecaster(step_s=step_s, method=method)
+        self._last_fed: float | None = None
+
+    def forecast(self, *, now: float, horizon_s: float, quantile: float) -> ForecastSummary | None:
+        obs = self.metrics.last
+        if obs is not None and obs.sampled_at is not None and obs.request_rate is not None \
+                and obs.sampled_at != self._last_fed and math.isfinite(obs.request_rate):
+            self.rf.observe(obs.sampled_at, obs.request_rate)
+            self._last_fed = obs.sampled_at
+        f = self.rf.forecast(now, horizon_s, quantile)
+        if f is None:
+            return None
+        return ForecastSummary(horizon_s=horizon_s, mean_rps=f.mean_rps, upper_rps=f.upper_rps, method=f.method,
+                               note=f.note)
+
+
+def _initial_serving(trace: Trace, rps_per_replica: float) -> int:
+    first = float(trace.counts[:60].mean()) if trace.seconds else 0.0
+    return max(1, math.ceil(first / max(rps_per_replica, 1e-9)))
+
+
+def simulate(
+    trace: Trace,
+    policy: Policy,
+    spec: InferenceServiceSpec,
+    cfg: SimConfig,
+    *,
+    spot: SpotTrace | None = None,
+    forecaster: Callable[[SimMetrics], ForecastPort] | None = RateForecastPort,
+    instant_start: bool = False,
+    step_at_s: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SimResult:
+    import time as _time
+
+    wall0 = _time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    model = cfg.model
+    n_trace = trace.seconds
+    horizon = n_trace + cfg.drain_tail_s
+    book = LatencyBook(model, trace.in_sample, cfg.target_ttft_s)
+    metrics = SimMetrics(horizon)
+    fore = forecaster(metrics) if forecaster is not None else None
+    fleet = SimFleet(cold=cfg.cold, rng=rng, spot=spot, gpus_per_replica=spec.capacity.gpus_per_replica,
+                     pending_timeout_s=spec.capacity.spot.pending_timeout_seconds, instant_start=instant_start)
+    rps0 = spec.scaling.target_rps_per_replica or 1.0
+    init = cfg.initial_serving or _initial_serving(trace, rps0)
+    fleet.bootstrap(max(init, spec.replicas.min))
+    fleet.schedule_preemptions(horizon)
+    interval = int(getattr(policy, "interval_s", spec.scaling.interval_seconds))
+    offset = int(getattr(policy, "phase_s", 0))
+    memory = PolicyMemory()
+
+    counts = trace.counts.tolist()
+    ins = trace.in_tokens.tolist()
+    outs = trace.out_tokens.tolist()
+    ca2s = trace.ca2.tolist()
+    mean_in_g = float(np.mean(trace.in_sample)) or 1.0
+    mean_out_g = float(np.mean(trace.out_sample)) or 1.0
+    B = model.max_batch
+    K = model.chunk_tokens
+    P = model.prefill_tps
+    itl_tab = model.itl_table
+    timeout = cfg.timeout_s
+
+    # fluid state
+    wq = 0.0  # prompt tokens queued (not yet prefilled)
+    qn = 0.0  # requests queued
+    d = 0.0  # sequences decoding
+    r_tok = 0.0  # decode tokens remaining
+    cum_a = 0.0  # cumulative prompt tokens arrived (accepted)
+    cum_s = 0.0  # cumulative prompt tokens processed
+    tok_rate = 0.0  # EWMA (10 s) of offered prompt tokens/s: the utilisation the M/G/c part uses
+    cohorts: deque[list[float]] = deque()  # [mid position, arrival time, requests, ca2]
+    arrived = served = rejected = 0.0
+    violation = 0
+    viol_after = 0
+    gpu_s_od = gpu_s_sp = 0.0
+    od_now = sp_now = 0
+    fleet_version = -1
+    rec = cfg.record_every_s
+    nrec = horizon // rec + 1
+    rec_load = np.zeros(nrec)
+    rec_serv = np.zeros(nrec)
+    rec_total = np.zeros(nrec)
+    arr_m, queue_m, wait_m, p95_m = metrics.arrivals, metrics.queue, metrics.wait_ms, metrics.p95_ms
+    stat_cache: dict[tuple[int, int, int, int], tuple[float, float]] = {}
+
+    def stats_of(k: tuple[int, int, int, int]) -> tuple[float, float]:
+        """(TTFT p95 ms, mean queue wait s) of a state, for the metrics the policies see."""
+        v = stat_cache.get(k)
+        if v is None:
+            fw, pc, m = book._params(k)
+            u = (np.arange(16) + 0.5) / 16
+            w = np.where(u < 1 - pc, 0.0, -m * np.log(np.clip((1 - u) / max(pc, 1e-12), 1e-12, 1.0)))
+            p95 = float(np.quantile((fw + book.s[::8, None] + w[None, :]).ravel(), 0.95)) * 1000.0
+            v = (p95, fw + pc * m)
+            stat_cache[k] = v
+        return v
+
+    for t in range(horizon):
+        fleet.advance(float(t))
+        if fleet.version != fleet_version:
+            od_now, sp_now = fleet.gpus_running()
+            fleet_version = fleet.version
+        gpu_s_od += od_now
+        gpu_s_sp += sp_now
+        n = fleet.n_serving
+        if fleet.lost_in_flight_share > 0:  # reclaimed serving pods lose their in-flight share
+            share = min(fleet.lost_in_flight_share, 1.0)
+            lost = d * share
+            r_tok -= r_tok * share
+            d -= lost
+            book.unserved_ok += lost
+            fleet.lost_in_flight_share = 0.0
+
+        a = counts[t] if t < n_trace else 0.0
+        a_in = ins[t] if t < n_trace else 0.0
+        a_out = outs[t] if t < n_trace else 0.0
+        ca2 = ca2s[t] if t < n_trace else 1.0
+        arrived += a
+        b = d / n if n > 0 else 0.0
+        itl = itl_tab[int(b) if b < B else B]
+        tchunk = itl + K / P
+        peff = K / tchunk
+        cap = n * peff  # prompt tokens/s the pool can prefill this second
+        # Admission (Triton queue policy): reject when the predicted wait exceeds the timeout.
+        if a > 0:
+            if n == 0 or (wq / cap if cap > 0 else math.inf) > timeout:
+                rejected += a
+                violation += 1
+                if step_at_s is not None and step_at_s <= t < step_at_s + 600:
+                    viol_after += 1
+                a = a_in = a_out = 0.0
+        # Slots: prompts are admitted only while sequences fit in the batch (KV cache).
+        mean_in = (a_in / a) if a > 0 else (wq / qn if qn > 1e-9 else mean_in_g)
+        free = n * B - d
+        demand = wq + a_in
+        slot_cap = max(free, 0.0) * mean_in + (d * 0.5 * mean_in if d > 0 else 0.0)
+        proc = min(demand, cap, slot_cap) if n > 0 else 0.0
+        u = proc / cap if cap > 0 else 0.0  # share of the second spent in prompt-carrying iterations
+        rho = (a_in + (wq if wq > 0 else 0.0)) / cap if cap > 0 else 1.0
+        # Sub-second queueing is a steady-state effect of the recent utilisation (EWMA), not of one
+        # second's count (whose excess the fluid queue already carries).
+        tok_rate += (a_in - tok_rate) * 0.1
+        rho_s = tok_rate / cap if cap > 0 else 1.0
+        # FIFO cohort bookkeeping
+        s0 = cum_s
+        lq = 0.0
+        if a > 0:
+            mid = cum_a + a_in * 0.5
+            cum_a += a_in
+            if wq <= 1e-9 and demand <= cap and a_in <= slot_cap:
+                # No backlog and the second's load fits: only sub-second (M/G/c) queueing.
+                k = book.key(n, min(rho_s, 0.98), ca2, 0.0)
+                share_ok = book.add(k, a)
+                arr_m[t] = a
+                p95_m[t], wmean = stats_of(k)
+                wait_m[t] = wmean * 1000.0
+                lq = a * wmean
+                if share_ok < VIOLATION_SHARE:
+                    violation += 1
+                    if step_at_s is not None and step_at_s <= t < step_at_s + 600:
+                        viol_after += 1
+            else:
+                cohorts.append([mid, t + 0.5, a, ca2])
+                arr_m[t] = a
+        wq = demand - proc
+        cum_s += proc
+        # Cohorts whose midpoint is processed this second get their fluid wait.
+        if cohorts:
+            rate = proc if proc > 0 else 0.0
+            while cohorts and cohorts[0][0] <= cum_s + 1e-9:
+                mid_c, t_arr, cnt, c2 = cohorts.popleft()
+                t_reach = t + ((mid_c - s0) / rate if rate > 0 else 1.0)
+                fw = max(0.0, t_reach - t_arr)
+                # In a fluid backlog the server never idles: the wait is the work ahead (fw).
+                k = book.key(n, 0.0, c2, fw)
+                share_ok = book.add(k, cnt)
+                ti = int(t_arr)
+                p95_m[ti], wmean = stats_of(k)
+                wait_m[ti] = wmean * 1000.0
+                if share_ok < VIOLATION_SHARE:
+                    violation += 1
+                    if step_at_s is not None and step_at_s <= ti < step_at_s + 600:
+                        viol_after += 1
+        # Requests leave the queue in proportion to the tokens processed (exact conservation).
+        queued = qn + a
+        admitted = queued * (proc / demand) if demand > 0 else 0.0
+        qn = queued - admitted
+        if wq <= 1e-6:
+            admitted += qn
+            wq, qn = 0.0, 0.0
+        # Decode: iterations this second (prompt-carrying ones are longer).
+        if n > 0 and d > 0:
+            n_iter = u / tchunk + (1.0 - u) / itl
+            produced = min(r_tok, d * n_iter)
+            mean_rem = r_tok / d if d > 0 else mean_out_g
+            done = min(d, produced / max(mean_rem, 1.0))
+            r_tok -= produced
+            d -= done
+            served += done
+        d += admitted
+        r_tok += admitted * ((a_out / a) if a > 0 else mean_out_g)
+        if d < 1e-9:
+            d, r_tok = 0.0, 0.0
+        queue_m[t] = qn + lq  # Little's law for the sub-second queue
+        fleet.in_flight_per_serving = (d + qn) / n if n > 0 else qn
+        if t % rec == 0:
+            i = t // rec
+            rec_serv[i] = n
+            rec_total[i] = len(fleet.replicas)
+        rec_load[t // rec] += a
+
+        if t >= offset and (t - offset) % interval == 0 and t < n_trace:
+            res = step(spec=spec, policy=policy, metrics=metrics, fleet=fleet, forecaster=fore, memory=memory,
+                       now=float(t))
+            memory = res.memory
+        if progress is not None and t % 86400 == 0:
+            progress(t)
+        if t >= n_trace and wq <= 0 and d <= 1e-6 and not cohorts:
+            break
+
+    unfinished = d + qn
+    lost = book.unserved_ok
+    dropped = rejected + lost + unfinished
+    # Lost and still-decoding requests had their TTFT recorded: they do not count as met.
+    met = max(0.0, book.met() - lost - d)
+    hist = book.histogram()
+    gpu_h_od = gpu_s_od / 3600.0
+    gpu_h_sp = gpu_s_sp / 3600.0
+    price = spec.capacity.price_per_gpu_hour
+    cost = gpu_h_od * price.on_demand + gpu_h_sp * price.spot
+    rec_load = rec_load / rec
+    t_axis = np.arange(nrec) * rec
+    return SimResult(
+        policy=policy.name, trace=trace.name, seconds=n_trace, arrived=arrived, served=served, dropped=dropped,
+        rejected=rejected, lost_in_flight=lost + unfinished, met_slo=met,
+        attainment=met / arrived if arrived > 0 else 1.0,
+        ttft_p50_ms=hist_percentile(hist, 0.50) * 1000, ttft_p95_ms=hist_percentile(hist, 0.95) * 1000,
+        ttft_p99_ms=hist_percentile(hist, 0.99) * 1000,
+        gpu_hours=gpu_h_od + gpu_h_sp, gpu_hours_spot=gpu_h_sp, cost=cost,
+        cost_per_1m=cost / arrived * 1e6 if arrived > 0 else float("nan"), scale_events=fleet.scale_events,
+        violation_s=violation, violation_after_step_s=viol_after if step_at_s is not None else None,
+        preemptions=fleet.preemptions, wall_s=_time.perf_counter() - wall0,
+        t=t_axis[: n_trace // rec + 1], load_rps=rec_load[: n_trace // rec + 1],
+        serving=rec_serv[: n_trace // rec + 1], total=rec_total[: n_trace // rec + 1], hist=hist,
+    )

@@ -1,0 +1,230 @@
+"""SimFleet: the FleetPort of the simulator (replicas, cold starts, spot interruptions, cost).
+
+Semantics follow the operator's adapter: one "Deployment" per capacity class whose size is the
+plan's class count; surplus pods go in `plan.retire` order (pod-deletion-cost), then by the core's
+retirement order; a Ready pod joins the Service while serving < plan.serving, otherwise waits as a
+standby; standbys are promoted and surplus serving pods demoted to reach plan.serving. A pod
+killed by a spot reclaim is replaced by its ReplicaSet (the class count is unchanged).
+Simplification: a pod leaving the Service drains at once (its in-flight requests finish on the
+pooled capacity), except a spot pod still serving when its node is reclaimed: its share of the
+in-flight requests is lost (counted as dropped).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
+from gpufleet.sim.model import ColdStart
+from gpufleet.sim.spot import SpotTrace
+
+_STATE_RANK = {ReplicaState.starting: 0, ReplicaState.standby: 1, ReplicaState.serving: 2, ReplicaState.draining: 3}
+
+
+@dataclass
+class SimReplica:
+    name: str
+    cls: str
+    state: ReplicaState
+    created_at: float
+    ready_at: float | None  # scheduled (starting) or actual (Ready)
+    pending: bool = False  # spot pod waiting for capacity (no node, no cost)
+    pending_since: float = 0.0
+    interrupted: bool = False
+    terminate_at: float | None = None
+
+
+class SimFleet:
+    def __init__(self, *, cold: ColdStart, rng: np.random.Generator, spot: SpotTrace | None = None,
+                 gpus_per_replica: int = 1, pending_timeout_s: float = 120.0, instant_start: bool = False) -> None:
+        self.cold = cold
+        self.rng = rng
+        self.spot = spot
+        self.gpus = gpus_per_replica
+        self.pending_timeout_s = pending_timeout_s
+        self.instant = instant_start
+        self.replicas: dict[str, SimReplica] = {}
+        self.serving_target = 0
+        self.class_target = {ON_DEMAND: 0, SPOT: 0}
+        self._seq = 0
+        self._ready_heap: list[tuple[float, str]] = []
+        self._term_heap: list[tuple[float, str]] = []
+        self._preempt_times: list[float] = []
+        self.n_serving = 0
+        self.version = 0
+        self._cached: tuple[int, float, FleetState] | None = None
+        self.in_flight_per_serving = 0.0
+        self.starts: dict[str, list[float]] = {ON_DEMAND: [], SPOT: []}
+        self.scale_events = 0
+        self.created = 0
+        self.lost_in_flight_share = 0.0  # sum over reclaimed serving pods of 1/n_serving at that time
+        self.preemptions = 0
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def bootstrap(self, serving: int, now: float = 0.0) -> None:
+        """Start with `serving` on-demand replicas already Ready and serving (a warm fleet)."""
+        for _ in range(serving):
+            r = self._new(ON_DEMAND, now)
+            r.state, r.ready_at = ReplicaState.serving, now
+            self.n_serving += 1
+        self.serving_target = serving
+        self.class_target[ON_DEMAND] = serving
+        self._ready_heap.clear()
+
+    def schedule_preemptions(self, duration_s: float) -> None:
+        if self.spot is not None:
+            self._preempt_times = sorted(float(t) for t in self.spot.preemption_times(duration_s))
+
+    # -- FleetPort ---------------------------------------------------------------------------
+
+    def state(self, *, now: float) -> FleetState:
+        if self._cached is not None and self._cached[0] == self.version and self._cached[1] == now:
+            return self._cached[2]
+        inflight = self.in_flight_per_serving
+        reps = tuple(
+            Replica(name=r.name, capacity_class=r.cls, state=r.state, created_at=r.created_at,
+                    ready_at=r.ready_at if r.state != ReplicaState.starting else None,
+                    in_flight=inflight if r.state == ReplicaState.serving else 0.0, interrupted=r.interrupted)
+            for r in self.replicas.values()
+        )
+        spot_unavailable = any(
+            r.pending and now - r.pending_since > self.pending_timeout_s for r in self.replicas.values()
+        )
+        fs = FleetState(replicas=reps, spot_unavailable=spot_unavailable, time_to_ready_s=self.time_to_ready())
+        self._cached = (self.version, now, fs)
+        return fs
+
+    def time_to_ready(self) -> dict[str, float]:
+        """Robust measured creation-to-Ready time (p90 of the last 20 starts), with a prior."""
+        out = {}
+        for cls, xs in self.starts.items():
+            recent = xs[-20:]
+            out[cls] = float(np.percentile(recent, 90)) if len(recent) >= 3 else self.cold.p90
+        return out
+
+    def apply(self, plan: Plan, *, now: float) -> None:
+        before = (self.class_target[ON_DEMAND], self.class_target[SPOT], self.serving_target)
+        self.serving_target = plan.serving
+        order = {n: i for i, n in enumerate(plan.retire)}
+        for cls, want in ((ON_DEMAND, plan.on_demand), (SPOT, plan.spot)):
+            self.class_target[cls] = want
+            mine = [r for r in self.replicas.values() if r.cls == cls and r.state != ReplicaState.draining]
+            if len(mine) > want:
+                mine.sort(key=lambda r: (order.get(r.name, len(order)), not r.interrupted, _STATE_RANK[r.state],
+                                         -r.created_at))
+                for r in mine[: len(mine) - want]:
+                    self._remove(r, now, lost=False)
+            else:
+                for _ in range(want - len(mine)):
+                    self._new(cls, now)
+        for name in plan.promote:
+            r = self.replicas.get(name)
+            if r is not None and r.state == ReplicaState.standby and self.n_serving < plan.serving:
+                self._set_state(r, ReplicaState.serving)
+        self._route(plan.retire)
+        if (self.class_target[ON_DEMAND], self.class_target[SPOT], self.serving_target) != before:
+            self.scale_events += 1
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _new(self, cls: str, now: float) -> SimReplica:
+        self._seq += 1
+        self.created += 1
+        r = SimReplica(name=f"{cls}-{self._seq}", cls=cls, state=ReplicaState.starting, created_at=now, ready_at=None)
+        self.replicas[r.name] = r
+        if cls == SPOT and self.spot is not None and not self.spot.is_available(now):
+            r.pending, r.pending_since = True, now
+        else:
+            self._schedule_ready(r, now)
+        self.version += 1
+        return r
+
+    def _schedule_ready(self, r: SimReplica, now: float) -> None:
+        r.pending = False
+        r.ready_at = now if self.instant else now + self.cold.sample(self.rng)
+        heapq.heappush(self._ready_heap, (r.ready_at, r.name))
+
+    def _set_state(self, r: SimReplica, state: ReplicaState) -> None:
+        if r.state == ReplicaState.serving:
+            self.n_serving -= 1
+        if state == ReplicaState.serving:
+            self.n_serving += 1
+        r.state = state
+        self.version += 1
+
+    def _remove(self, r: SimReplica, now: float, lost: bool) -> None:
+        if r.state == ReplicaState.serving:
+            if lost and self.n_serving > 0:
+                self.lost_in_flight_share += 1.0 / self.n_serving
+            self.n_serving -= 1
+        del self.replicas[r.name]
+        self.version += 1
+
+    def _route(self, retire: tuple[str, ...] = ()) -> None:
+        """Promote standbys (healthy, oldest on-demand first) or demote surplus serving pods."""
+        if self.n_serving < self.serving_target:
+            cands = sorted((r for r in self.replicas.values() if r.state == ReplicaState.standby and not r.interrupted),
+                           key=lambda r: (r.cls != ON_DEMAND, r.ready_at or 0.0))
+            for r in cands[: self.serving_target - self.n_serving]:
+                self._set_state(r, ReplicaState.serving)
+        elif self.n_serving > self.serving_target:
+            order = {n: i for i, n in enumerate(retire)}
+            serving = sorted((r for r in self.replicas.values() if r.state == ReplicaState.serving),
+                             key=lambda r: (order.get(r.name, len(order)), not r.interrupted, r.cls == ON_DEMAND,
+                                            -r.created_at))
+            for r in serving[: self.n_serving - self.serving_target]:
+                self._set_state(r, ReplicaState.standby)
+
+    def advance(self, now: float) -> None:
+        """Apply every event due by `now`: readiness, spot availability, notices, terminations."""
+        heap = self._ready_heap
+        while heap and heap[0][0] <= now:
+            t, name = heapq.heappop(heap)
+            r = self.replicas.get(name)
+            if r is None or r.state != ReplicaState.starting or r.ready_at != t:
+                continue
+            self.starts[r.cls].append(t - r.created_at)
+            self._set_state(r, ReplicaState.serving if self.n_serving < self.serving_target and not r.interrupted
+                            else ReplicaState.standby)
+        if self.spot is None:
+            return
+        pt = self._preempt_times
+        while pt and pt[0] <= now:
+            t = pt.pop(0)
+            for r in list(self.replicas.values()):
+                if r.cls == SPOT and not r.pending and not r.interrupted:
+                    r.interrupted, r.terminate_at = True, t + self.spot.notice_s
+                    heapq.heappush(self._term_heap, (r.terminate_at, r.name))
+                    self.preemptions += 1
+            self.version += 1
+        th = self._term_heap
+        while th and th[0][0] <= now:
+            _, name = heapq.heappop(th)
+            r = self.replicas.get(name)
+            if r is not None:
+                self._remove(r, now, lost=True)
+                # The ReplicaSet replaces a reclaimed pod: the class count is unchanged.
+                live = sum(1 for x in self.replicas.values() if x.cls == r.cls)
+                if live < self.class_target[r.cls]:
+                    self._new(r.cls, now)
+        if int(now) % 5 == 0 and self.spot.is_available(now):
+            for r in self.replicas.values():
+                if r.pending:
+                    self._schedule_ready(r, now)
+                    self.version += 1
+
+    def gpus_running(self) -> tuple[int, int]:
+        """GPUs billed now per class (every pod with a node: starting, standby, serving)."""
+        od = sp = 0
+        for r in self.replicas.values():
+            if r.pending:
+                continue
+            if r.cls == ON_DEMAND:
+                od += self.gpus
+            else:
+                sp += self.gpus
+        return od, sp
