@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System packages the tests and the demo need (Debian): Prometheus. Idempotent and quiet when present.
+# What the tests and the demo need outside the project venv: Debian's Prometheus, and the Triton
+# runtime venv. Idempotent and quiet when present.
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
@@ -8,4 +9,14 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The real Triton server for the metric-shape tests and the demo: its own small venv (numpy<2 for the
+# wheel's Python backend stub, see operator/gpufleet/devenv/triton.py). Needs the project venv first.
+cd "$(dirname "$0")/.."
+if [ -x .venv/bin/python ]; then
+  .venv/bin/python -m gpufleet.devenv.triton >/dev/null 2>&1 || {
+    echo "[deps] creating the Triton runtime venv (nvidia-pytriton, numpy<2)" >&2
+    .venv/bin/python -m gpufleet.devenv.triton --ensure >/dev/null
+  }
 fi
