@@ -308,3 +308,4 @@ def fit_ets(y: FloatArray, period: int | None, label: str, keep: int) -> Ets:
         last_y=float(y[-1]),
         n_total=n,
     )
+

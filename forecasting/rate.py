@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,6 +29,7 @@ class RateForecast:
     note: str
     steps: int  # buckets of step_s covered
     history_points: int  # complete buckets of history used (including gaps)
+    horizon_s: float = 0.0  # as asked (maps onto core's ForecastSummary field for field)
 
 
 class RateForecaster:
@@ -68,7 +69,10 @@ class RateForecaster:
         self.appends = 0  # cheap state updates done
 
     def observe(self, t: float, rps: float) -> None:
-        """Record a rate sample at time `t` (seconds); non-finite or negative samples are ignored."""
+        """Record a rate sample at time `t` (seconds); non-finite or negative samples are ignored.
+
+        A late sample for a bucket the fitted state has already consumed is kept, and counts
+        from the next full fit on (undoing a filter step would cost a refit each time)."""
         if not (math.isfinite(t) and math.isfinite(rps)) or rps < 0:
             return
         k = int(t // self.step_s)
@@ -105,6 +109,7 @@ class RateForecaster:
             result = self._forecast(first, last_complete, steps, quantile)
         except Exception as exc:  # noqa: BLE001 - the control loop must always get an answer
             result = self._fallback(first, last_complete, steps, f"forecast failed ({exc})")
+        result = replace(result, horizon_s=horizon_s)
         if len(self._cache) > 64:
             self._cache.clear()
         self._cache[key] = result
