@@ -14,6 +14,8 @@ from typing import Any
 import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from gpufleet.adapters import manifests
 from gpufleet.api.models import InferenceServiceSpec
@@ -85,18 +87,20 @@ class Kube:
         self.apps = client.AppsV1Api(self.api)
         self.policy = client.PolicyV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self._dynamic: DynamicClient | None = None
 
     def plain(self, obj: Any) -> Any:
         return self.api.sanitize_for_serialization(obj)
 
     # -- children -------------------------------------------------------------------------
 
-    def _api_for(self, kind: str) -> tuple[Any, str]:
-        return {
-            "Deployment": (self.apps, "namespaced_deployment"),
-            "Service": (self.core, "namespaced_service"),
-            "PodDisruptionBudget": (self.policy, "namespaced_pod_disruption_budget"),
-        }[kind]
+    @property
+    def dynamic(self) -> DynamicClient:
+        # Raw dicts through the dynamic client: the typed client's models reject valid user
+        # templates (e.g. an integer `nvidia.com/gpu: 1` where its model wants a string).
+        if self._dynamic is None:
+            self._dynamic = DynamicClient(self.api)
+        return self._dynamic
 
     def apply_child(self, namespace: str, body: dict[str, Any], *, replicas: int | None = None) -> str:
         """Create the child, or server-side apply it. Returns "created", "updated" or "unchanged".
@@ -104,27 +108,19 @@ class Kube:
         Deployments are applied without `replicas`: that field is written only through /scale,
         so a template change never resets the fleet size.
         """
-        api, suffix = self._api_for(body["kind"])
+        resource = self.dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])
         name = body["metadata"]["name"]
         try:
-            current = self.plain(getattr(api, f"read_{suffix}")(name, namespace))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+            current = resource.get(name=name, namespace=namespace).to_dict()
+        except NotFoundError:
             create_body = body
             if replicas is not None:
                 create_body = {**body, "spec": {**body["spec"], "replicas": replicas}}
-            getattr(api, f"create_{suffix}")(namespace, create_body, field_manager=FIELD_MANAGER)
+            resource.create(body=create_body, namespace=namespace, field_manager=FIELD_MANAGER)
             return "created"
-        getattr(api, f"patch_{suffix}")(
-            name,
-            namespace,
-            body,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
-        after = self.plain(getattr(api, f"read_{suffix}")(name, namespace))
+        after = resource.server_side_apply(
+            body=body, name=name, namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=True
+        ).to_dict()
         changed = current["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion")
         return "updated" if changed else "unchanged"
 
@@ -138,8 +134,10 @@ class Kube:
         return int(scale.spec.replicas or 0)
 
     def scale(self, namespace: str, name: str, replicas: int) -> bool:
-        """Set a Deployment's size through its /scale subresource; False when already there."""
-        if self.deployment_replicas(namespace, name) == replicas:
+        """Set a Deployment's size through its /scale subresource; False when already there
+        or when the Deployment does not exist yet (the create/update handler makes it)."""
+        current = self.deployment_replicas(namespace, name)
+        if current is None or current == replicas:
             return False
         self.apps.patch_namespaced_deployment_scale(
             name, namespace, {"spec": {"replicas": replicas}}, field_manager=FIELD_MANAGER

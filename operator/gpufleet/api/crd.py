@@ -61,6 +61,11 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         if key == "const":
             out["enum"] = [value]
             continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema 2020 (pydantic) uses a number; OpenAPI v3.0 (Kubernetes) a flag.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+            continue
         out[key] = _resolve(value, defs)
     if out.get("type") == "object" and "properties" in out:
         _default_nested_objects(out)

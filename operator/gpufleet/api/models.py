@@ -60,7 +60,7 @@ class Replicas(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "self.min <= self.max", "message": "replicas.min must be <= replicas.max",
+                {"rule": "!has(self.min) || !has(self.max) || self.min <= self.max", "message": "replicas.min must be <= replicas.max",
                  "fieldPath": ".min"}
             ]
         }
@@ -241,9 +241,12 @@ class InferenceServiceSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "self.capacity.onDemand.base <= self.replicas.max",
+                {"rule": "!has(self.capacity) || !has(self.capacity.onDemand) || !has(self.capacity.onDemand.base)"
+                         " || !has(self.replicas) || !has(self.replicas.max)"
+                         " || self.capacity.onDemand.base <= self.replicas.max",
                  "message": "capacity.onDemand.base must be <= replicas.max", "fieldPath": ".capacity.onDemand.base"},
-                {"rule": "!has(self.warmPool) || !has(self.warmPool.max) || self.warmPool.max <= self.replicas.max",
+                {"rule": "!has(self.warmPool) || !has(self.warmPool.max) || !has(self.replicas) || !has(self.replicas.max)"
+                         " || self.warmPool.max <= self.replicas.max",
                  "message": "warmPool.max must be <= replicas.max", "fieldPath": ".warmPool.max"},
             ]
         }

@@ -1,0 +1,242 @@
+"""Fleet emulator for the local KWOK cluster: per-pod Triton `/metrics` from an offered load.
+
+KWOK pods run no containers, so something must play the Triton servers. This process watches the
+pods of every InferenceService, splits each service's offered load (a step function or a trace)
+over the pods that are Ready *and* labelled serving, runs a fluid queue per pod each tick, and
+serves per-pod cumulative Triton counters and gauges at /metrics/<namespace>/<pod>. A file_sd
+JSON lists one Prometheus target per pod (labels namespace, pod, capacity_class), so a real
+Prometheus scrapes realistic per-pod series and the operator reads them through its normal
+queries. Everything listens on 127.0.0.1.
+
+    python -m gpufleet.emulator --kubeconfig K --file-sd DIR --port 9400 \
+        --load default/chat=step:0=20,60=100,300=20 --rps-per-replica 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from kubernetes import client, config
+
+from gpufleet.adapters.kube import Kube, replica_from_pod
+from gpufleet.adapters.manifests import LABEL_SERVICE
+from gpufleet.core.types import ReplicaState
+
+log = logging.getLogger("gpufleet.emulator")
+
+
+@dataclass(frozen=True)
+class LoadProfile:
+    """Piecewise-constant offered load: rates[i] requests/s from times[i] seconds on; loops."""
+
+    times: np.ndarray
+    rates: np.ndarray
+    period: float | None = None  # repeat after this many seconds (a replayed trace)
+
+    def rate(self, t: float) -> float:
+        if self.period:
+            t = t % self.period
+        i = int(np.searchsorted(self.times, t, side="right")) - 1
+        return float(self.rates[max(i, 0)])
+
+
+def parse_load(text: str) -> tuple[str, LoadProfile]:
+    """`ns/svc=step:0=20,60=100` or `ns/svc=trace:FILE[:speedup[:peak]]` (ServeGen aggregate CSV)."""
+    service, _, profile = text.partition("=")
+    kind, _, rest = profile.partition(":")
+    if kind == "step":
+        points = sorted((float(a), float(b)) for a, b in (p.split("=") for p in rest.split(",")))
+        return service, LoadProfile(np.array([p[0] for p in points]), np.array([p[1] for p in points]))
+    if kind == "trace":
+        path, *opts = rest.split(":")
+        speedup = float(opts[0]) if opts else 60.0
+        with open(path) as f:
+            rows = [(float(r["window_start_s"]), float(r["total_rate_rps"])) for r in csv.DictReader(f)]
+        times = np.array([t for t, _ in rows]) / speedup
+        rates = np.array([r for _, r in rows])
+        if len(opts) > 1:  # rescale so the trace's peak equals the requested rate
+            rates = rates * float(opts[1]) / max(rates.max(), 1e-9)
+        period = float(times[-1] + (times[1] - times[0])) if len(times) > 1 else None
+        return service, LoadProfile(times - times[0], rates, period)
+    raise ValueError(f"unknown load profile {profile!r}: use step:... or trace:...")
+
+
+@dataclass
+class PodCounters:
+    """Cumulative Triton counters of one emulated pod (microseconds, like Triton)."""
+
+    capacity_class: str
+    pending: float = 0.0
+    success: float = 0.0
+    queue_us: float = 0.0
+    compute_us: float = 0.0
+    request_us: float = 0.0
+
+
+@dataclass
+class Emulator:
+    loads: dict[str, LoadProfile]  # "namespace/service" -> offered requests/s over time
+    rps_per_replica: float  # service rate of one pod at full batch
+    service_time_s: float  # compute time per request at that rate
+    model: str = "chat"
+    pods: dict[str, PodCounters] = field(default_factory=dict)  # "namespace/pod" -> counters
+    serving: dict[str, list[str]] = field(default_factory=dict)  # service -> serving pod keys
+    started: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sync_pods(self, kube: Kube) -> bool:
+        """Refresh the pod set from the API server; True when the scrape targets changed."""
+        pods = kube.plain(kube.core.list_pod_for_all_namespaces(label_selector=LABEL_SERVICE).items)
+        seen: dict[str, PodCounters] = {}
+        serving: dict[str, list[str]] = {}
+        with self.lock:
+            for pod in pods:
+                meta = pod["metadata"]
+                key = f"{meta['namespace']}/{meta['name']}"
+                replica = replica_from_pod(pod, set())
+                if replica.state == ReplicaState.draining:
+                    continue
+                seen[key] = self.pods.get(key) or PodCounters(capacity_class=replica.capacity_class)
+                if replica.state == ReplicaState.serving:
+                    service = f"{meta['namespace']}/{meta['labels'][LABEL_SERVICE]}"
+                    serving.setdefault(service, []).append(key)
+            changed = set(seen) != set(self.pods)
+            self.pods, self.serving = seen, serving
+        return changed
+
+    def advance(self, now: float, dt: float) -> None:
+        """One fluid step: arrivals spread over serving pods, each drains at its service rate."""
+        with self.lock:
+            for service, load in self.loads.items():
+                keys = self.serving.get(service, [])
+                if not keys:
+                    continue  # no serving pod: the load is refused upstream, nothing to count here
+                arrivals = load.rate(now - self.started) * dt / len(keys)
+                for key in keys:
+                    pod = self.pods[key]
+                    pod.pending += arrivals
+                    done = min(pod.pending, self.rps_per_replica * dt)
+                    # Little's law: requests waiting during dt accumulate pending x dt of queue time.
+                    waiting = max(pod.pending - done, 0.0)
+                    pod.queue_us += waiting * dt * 1e6
+                    pod.pending -= done
+                    pod.success += done
+                    pod.compute_us += done * self.service_time_s * 1e6
+                    pod.request_us = pod.queue_us + pod.compute_us
+
+    def render(self, key: str) -> str | None:
+        with self.lock:
+            pod = self.pods.get(key)
+            if pod is None:
+                return None
+            labels = f'model="{self.model}",version="1"'
+            lines = [
+                "# HELP nv_inference_request_success Number of successful inference requests, all batch sizes",
+                "# TYPE nv_inference_request_success counter",
+                f"nv_inference_request_success{{{labels}}} {int(pod.success)}",
+                "# HELP nv_inference_count Number of inferences performed",
+                "# TYPE nv_inference_count counter",
+                f"nv_inference_count{{{labels}}} {int(pod.success)}",
+                "# HELP nv_inference_pending_request_count Instantaneous number of pending requests",
+                "# TYPE nv_inference_pending_request_count gauge",
+                f"nv_inference_pending_request_count{{{labels}}} {int(round(pod.pending))}",
+                "# HELP nv_inference_queue_duration_us Cumulative inference queuing duration in microseconds",
+                "# TYPE nv_inference_queue_duration_us counter",
+                f"nv_inference_queue_duration_us{{{labels}}} {int(pod.queue_us)}",
+                "# HELP nv_inference_compute_infer_duration_us Cumulative compute inference duration in microseconds",
+                "# TYPE nv_inference_compute_infer_duration_us counter",
+                f"nv_inference_compute_infer_duration_us{{{labels}}} {int(pod.compute_us)}",
+                "# HELP nv_inference_request_duration_us Cumulative inference request duration in microseconds",
+                "# TYPE nv_inference_request_duration_us counter",
+                f"nv_inference_request_duration_us{{{labels}}} {int(pod.request_us)}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def targets(self, address: str) -> list[dict[str, object]]:
+        with self.lock:
+            return [
+                {"targets": [address],
+                 "labels": {"__metrics_path__": f"/metrics/{key}", "namespace": key.split("/")[0],
+                            "pod": key.split("/")[1], "capacity_class": pod.capacity_class}}
+                for key, pod in sorted(self.pods.items())
+            ]
+
+
+def serve(emulator: Emulator, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            key = self.path.removeprefix("/metrics/")
+            body = emulator.render(key) if self.path.startswith("/metrics/") else None
+            if body is None:
+                self.send_error(404)
+                return
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def write_targets(path: Path, targets: list[dict[str, object]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(targets, indent=1))
+    tmp.replace(path)  # atomic: Prometheus never reads half a file
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpufleet-emulator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument("--port", type=int, default=9400)
+    parser.add_argument("--file-sd", type=Path, required=True, help="directory for Prometheus file_sd JSON")
+    parser.add_argument("--load", action="append", default=[], metavar="NS/SERVICE=PROFILE",
+                        help="offered load, e.g. default/chat=step:0=20,60=100 or default/chat=trace:FILE:speedup")
+    parser.add_argument("--rps-per-replica", type=float, default=25.0)
+    parser.add_argument("--service-time", type=float, default=0.2, help="seconds of compute per request")
+    parser.add_argument("--model", default="chat")
+    parser.add_argument("--tick", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config.load_kube_config(config_file=args.kubeconfig)
+    loads = dict(parse_load(spec) for spec in args.load)
+    emulator = Emulator(loads=loads, rps_per_replica=args.rps_per_replica, service_time_s=args.service_time,
+                        model=args.model)
+    server = serve(emulator, args.port)
+    address = f"127.0.0.1:{server.server_address[1]}"
+    args.file_sd.mkdir(parents=True, exist_ok=True)
+    targets_file = args.file_sd / "gpufleet-emulator.json"
+    kube = Kube(client.ApiClient())
+    log.info("serving per-pod metrics on %s, targets in %s", address, targets_file)
+    last = time.monotonic()
+    write_targets(targets_file, [])
+    while True:
+        try:
+            if emulator.sync_pods(kube):
+                write_targets(targets_file, emulator.targets(address))
+        except Exception:  # noqa: BLE001 - an API hiccup must not stop the metrics
+            log.exception("pod sync failed")
+        now = time.monotonic()
+        emulator.advance(time.time(), now - last)
+        last = now
+        time.sleep(max(0.0, args.tick - (time.monotonic() - now)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
