@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.types import Observation
 from gpufleet.devenv import prometheus as devprom
 from gpufleet.devenv import triton as devtriton
-from gpufleet.devenv._proc import free_port
+from gpufleet.devenv._proc import free_port, http_ok
 from tests.support import ROOT, wait_for
 
 NAMESPACE, SERVICE, POD = "default", "chat", "chat-ondemand-0"
@@ -99,6 +101,11 @@ def promql(url: str, query: str) -> list[dict[str, Any]]:
                                 timeout=5) as resp:
         result: list[dict[str, Any]] = json.load(resp)["data"]["result"]
         return result
+
+
+def target_pods(url: str) -> list[str]:
+    with urllib.request.urlopen(f"{url}/api/v1/targets?state=active", timeout=5) as resp:
+        return [t["labels"].get("pod", "") for t in json.load(resp)["data"]["activeTargets"]]
 
 
 def prom_value(url: str, query: str) -> float | None:
@@ -324,3 +331,31 @@ def test_built_in_queries_select_the_labelled_pod(prometheus: devprom.Prometheus
         assert len(promql(prometheus.url, query)) == 1, (key, query)
     other = queries_for(spec_for(FAST.name), namespace="elsewhere", name=SERVICE)
     assert promql(prometheus.url, other["queue_depth"]) == []
+
+
+@pytest.mark.triton
+@pytest.mark.prometheus
+def test_cli_prometheus_picks_up_file_sd_targets(triton: devtriton.TritonServer, prometheus_binary: None,
+                                                 tmp_path: Path) -> None:
+    """The demo's entry point: targets written to the file_sd dir (as the pod emulator does) get
+    scraped with their labels, and go away when their file is removed; SIGTERM stops Prometheus."""
+    sd = tmp_path / "file_sd"
+    port = free_port()
+    cli = subprocess.Popen([sys.executable, "-m", "gpufleet.devenv.prometheus", "--port", str(port),
+                            "--file-sd", str(sd), "--scrape-interval", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        assert cli.stdout is not None
+        url = cli.stdout.readline().strip()  # printed once Prometheus is ready
+        assert url == f"http://127.0.0.1:{port}", url
+        labels = {"namespace": "team-a", "pod": "chat-spot-7", "capacity_class": "spot"}
+        devprom.write_file_sd(sd, "chat-spot-7", [devprom.Target(triton.metrics_address, labels)])
+        query = 'nv_inference_pending_request_count{namespace="team-a",pod="chat-spot-7",capacity_class="spot"}'
+        wait_for(lambda: len(promql(url, query)) == 2, timeout=20, what="both models scraped via file_sd")
+        devprom.remove_file_sd(sd, "chat-spot-7")
+        wait_for(lambda: "chat-spot-7" not in target_pods(url), timeout=20, what="the removed target to be dropped")
+    finally:
+        cli.terminate()
+        cli.wait(timeout=30)
+    assert cli.returncode == 0
+    assert not http_ok(f"http://127.0.0.1:{port}/-/ready")  # the child went with it
