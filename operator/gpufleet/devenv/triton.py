@@ -18,6 +18,7 @@ API) and numpy<2; the project's venv only needs tritonclient.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -89,12 +90,19 @@ def ensure_runtime(venv: Path | None = None, *, quiet: bool = True) -> TritonRun
     found = find_runtime(venv)
     if found is not None:
         return found
-    # `python -m venv` run from a venv bases the new one on the base interpreter: same version,
-    # so the wheel's stub for this Python version matches.
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    pip += ["-q"] if quiet else []
-    subprocess.run([*pip, "--no-deps", f"nvidia-pytriton=={PYTRITON_VERSION}", "numpy>=1.21,<2"], check=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # Several test sessions may start at once: one creates the venv, the others wait and reuse it.
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = find_runtime(venv)
+        if found is not None:
+            return found
+        # `python -m venv` run from a venv bases the new one on the base interpreter: same version,
+        # so the wheel's stub for this Python version matches.
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+        pip += ["-q"] if quiet else []
+        subprocess.run([*pip, "--no-deps", f"nvidia-pytriton=={PYTRITON_VERSION}", "numpy>=1.21,<2"], check=True)
     found = find_runtime(venv)
     if found is None:
         raise RuntimeError(f"installed nvidia-pytriton=={PYTRITON_VERSION} into {venv} but found no "
