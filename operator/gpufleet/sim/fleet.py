@@ -13,6 +13,7 @@ in-flight requests is lost (counted as dropped).
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,12 @@ class SimFleet:
         self.created = 0
         self.lost_in_flight_share = 0.0  # sum over reclaimed serving pods of 1/n_serving at that time
         self.preemptions = 0
+        self._ttr: tuple[tuple[int, int], dict[str, float]] | None = None
+        self.next_due = 0.0  # the engine calls advance() only from this time on
+
+    def _due(self, t: float) -> None:
+        if t < self.next_due:
+            self.next_due = t
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -78,6 +85,8 @@ class SimFleet:
     def schedule_preemptions(self, duration_s: float) -> None:
         if self.spot is not None:
             self._preempt_times = sorted(float(t) for t in self.spot.preemption_times(duration_s))
+            if self._preempt_times:
+                self._due(self._preempt_times[0])
 
     # -- FleetPort ---------------------------------------------------------------------------
 
@@ -100,10 +109,14 @@ class SimFleet:
 
     def time_to_ready(self) -> dict[str, float]:
         """Robust measured creation-to-Ready time (p90 of the last 20 starts), with a prior."""
+        key = (len(self.starts[ON_DEMAND]), len(self.starts[SPOT]))
+        if self._ttr is not None and self._ttr[0] == key:
+            return self._ttr[1]
         out = {}
         for cls, xs in self.starts.items():
             recent = xs[-20:]
             out[cls] = float(np.percentile(recent, 90)) if len(recent) >= 3 else self.cold.p90
+        self._ttr = (key, out)
         return out
 
     def apply(self, plan: Plan, *, now: float) -> None:
@@ -138,6 +151,7 @@ class SimFleet:
         self.replicas[r.name] = r
         if cls == SPOT and self.spot is not None and not self.spot.is_available(now):
             r.pending, r.pending_since = True, now
+            self._due(now + 1)
         else:
             self._schedule_ready(r, now)
         self.version += 1
@@ -147,6 +161,7 @@ class SimFleet:
         r.pending = False
         r.ready_at = now if self.instant else now + self.cold.sample(self.rng)
         heapq.heappush(self._ready_heap, (r.ready_at, r.name))
+        self._due(r.ready_at)
 
     def _set_state(self, r: SimReplica, state: ReplicaState) -> None:
         if r.state == ReplicaState.serving:
@@ -181,6 +196,19 @@ class SimFleet:
 
     def advance(self, now: float) -> None:
         """Apply every event due by `now`: readiness, spot availability, notices, terminations."""
+        self._advance(now)
+        nxt = [math.inf]
+        if self._ready_heap:
+            nxt.append(self._ready_heap[0][0])
+        if self._preempt_times:
+            nxt.append(self._preempt_times[0])
+        if self._term_heap:
+            nxt.append(self._term_heap[0][0])
+        if any(r.pending for r in self.replicas.values()):
+            nxt.append(now + 1)
+        self.next_due = max(min(nxt), now + 1e-9) if min(nxt) > now else now + 1
+
+    def _advance(self, now: float) -> None:
         heap = self._ready_heap
         while heap and heap[0][0] <= now:
             t, name = heapq.heappop(heap)
@@ -199,6 +227,7 @@ class SimFleet:
                 if r.cls == SPOT and not r.pending and not r.interrupted:
                     r.interrupted, r.terminate_at = True, t + self.spot.notice_s
                     heapq.heappush(self._term_heap, (r.terminate_at, r.name))
+                    self._due(r.terminate_at)
                     self.preemptions += 1
             self.version += 1
         th = self._term_heap

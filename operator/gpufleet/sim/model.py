@@ -141,21 +141,26 @@ class LatencyBook:
 
     @staticmethod
     def key(c: int, rho: float, ca2: float, fw: float) -> tuple[int, int, int, int]:
-        r = int(min(rho, 0.995) * 200.0)
-        a = int(round(min(ca2, 50.0) * 4.0))
-        f = 0 if fw < 0.002 else 1 + int(math.log(fw / 0.002) / 0.02)
+        # rho in 0.005 steps (rounded up: pessimistic), ca2 in ~19 % steps, fw in ~4 % steps
+        r = int(rho * 200.0) if rho < 0.995 else 199
+        a = 0 if ca2 <= 1.0 else int(math.log2(ca2) * 4.0 + 0.999)
+        f = 0 if fw < 0.002 else 1 + int(math.log(fw / 0.002) * 25.0)
         return (c, r, a, f)
+
+    @staticmethod
+    def _ca2_of(a: int) -> float:
+        return 1.0 if a == 0 else 2.0 ** (a / 4.0)
 
     def _params(self, k: tuple[int, int, int, int]) -> tuple[float, float, float]:
         c, r, a, f = k
-        rho = (r + 0.5) / 200.0
-        fw = 0.0 if f == 0 else 0.002 * math.exp((f - 0.5) * 0.02)
+        rho = (r + 1) / 200.0
+        fw = 0.0 if f == 0 else 0.002 * math.exp((f - 0.5) / 25.0)
         ek = (c, r)
         pc = self._erlang.get(ek)
         if pc is None:
             pc = erlang_c(c, rho)
             self._erlang[ek] = pc
-        mean_w = (a / 4.0 + self.cs2) / 2.0 * self.es / (max(c, 1) * (1.0 - rho))
+        mean_w = (self._ca2_of(a) + self.cs2) / 2.0 * self.es / (max(c, 1) * max(1.0 - rho, 0.005))
         return fw, pc, mean_w
 
     def attainment(self, k: tuple[int, int, int, int]) -> float:
@@ -177,11 +182,12 @@ class LatencyBook:
     def histogram(self) -> np.ndarray:
         """TTFT histogram (counts per HIST_EDGES bin) over everything recorded."""
         hist = np.zeros(HIST_EDGES.size - 1)
-        u = (np.arange(32) + 0.5) / 32
+        u = (np.arange(16) + 0.5) / 16
+        s = self.s[::2]
         for k, n in self.counts.items():
             fw, pc, m = self._params(k)
             w = np.where(u < 1 - pc, 0.0, -m * np.log(np.clip((1 - u) / max(pc, 1e-12), 1e-12, 1.0)))
-            grid = (fw + self.s[:, None] + w[None, :]).ravel()
+            grid = (fw + s[:, None] + w[None, :]).ravel()
             idx = np.clip(np.searchsorted(HIST_EDGES, grid) - 1, 0, hist.size - 1)
             hist += np.bincount(idx, minlength=hist.size) * (n / grid.size)
         return hist
