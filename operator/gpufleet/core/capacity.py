@@ -61,8 +61,17 @@ class Need:
     message: str
 
 
+# Far beyond any replicas.max (<= 10000): huge or infinite ratios are clamped before ceil.
+_HUGE = 1e6
+
+# Below this, a learned throughput is noise (a near-zero rate over a busy queue), not capacity.
+MIN_LEARNED_RPS = 1e-3
+
+
 def ceil_replicas(x: float) -> int:
-    return max(0, math.ceil(x - _EPS))
+    if math.isnan(x) or x <= 0:
+        return 0
+    return math.ceil(min(x, _HUGE) - _EPS)
 
 
 def bounds(spec: InferenceServiceSpec) -> tuple[int, int]:
@@ -72,7 +81,11 @@ def bounds(spec: InferenceServiceSpec) -> tuple[int, int]:
 
 
 def rps_per_replica(spec: InferenceServiceSpec, learned: float | None) -> float | None:
-    return spec.scaling.target_rps_per_replica or learned
+    if spec.scaling.target_rps_per_replica is not None:
+        return spec.scaling.target_rps_per_replica
+    if learned is None or not math.isfinite(learned) or learned < MIN_LEARNED_RPS:
+        return None
+    return learned
 
 
 def queue_need(spec: InferenceServiceSpec, obs: Observation, serving: int) -> Need | None:
@@ -176,6 +189,8 @@ def learn_rps(
     if not (LEARN_QUEUE_BAND[0] <= per_replica_queue <= LEARN_QUEUE_BAND[1]) or obs.request_rate <= 0:
         return learned
     sample = obs.request_rate / serving
+    if sample < MIN_LEARNED_RPS:
+        return learned
     if learned is None:
         return sample
     return (1 - LEARN_ALPHA) * learned + LEARN_ALPHA * sample

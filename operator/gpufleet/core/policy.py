@@ -162,14 +162,17 @@ class GpufleetPolicy:
         total = target + pool.standby
 
         sp = split.make_before_break(spec, split.class_split(spec, total, fleet), view, total)
-        od, spot = sp.on_demand, sp.spot
         if health.safe_mode:
             # Never reduce capacity without metrics: every healthy Ready replica stays.
-            od = max(od, min(view.ready_by_class[ON_DEMAND], spec.replicas.max - spot))
-            spot = max(spot, min(view.ready_by_class[SPOT], spec.replicas.max - od))
+            sp = split.keep_ready(sp, view, spec.replicas.max)
+        od, spot = sp.on_demand, sp.spot
 
-        promote = warmpool.promotions(fleet.replicas, target - view.serving)
-        retire = split.retirements(fleet, {ON_DEMAND: od, SPOT: spot}, frozenset(promote))
+        # Retire first, then promote among the standbys that stay: a standby of a class being
+        # shrunk must not be put into the Service only to be drained again.
+        retire = split.retirements(fleet, {ON_DEMAND: od, SPOT: spot})
+        leaving = frozenset(retire)
+        staying = tuple(r for r in fleet.replicas if r.name not in leaving)
+        promote = warmpool.promotions(staying, target - view.serving)
 
         if not health.safe_mode and view.interrupted:
             reason = INTERRUPTION

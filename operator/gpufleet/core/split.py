@@ -68,6 +68,23 @@ def make_before_break(spec: InferenceServiceSpec, split: Split, view: FleetView,
     return Split(od, spot, note)
 
 
+def keep_ready(split: Split, view: FleetView, hi: int) -> Split:
+    """Safe mode: every healthy Ready replica stays (as far as replicas.max allows); what the
+    split adds on top of them gives way first, new spot before new on-demand."""
+    od_floor = min(view.ready_by_class[ON_DEMAND], hi)
+    spot_floor = min(view.ready_by_class[SPOT], hi - od_floor)
+    od = max(split.on_demand, od_floor)
+    spot = max(split.spot, spot_floor)
+    excess = od + spot - hi
+    if excess > 0:
+        cut = min(excess, spot - spot_floor)
+        spot -= cut
+        excess -= cut
+    if excess > 0:
+        od -= min(excess, od - od_floor)
+    return Split(od, spot, split.note)
+
+
 _STATE_RANK = {ReplicaState.starting: 0, ReplicaState.standby: 1, ReplicaState.serving: 2, ReplicaState.draining: 3}
 _CLASS_RANK = {SPOT: 0, ON_DEMAND: 1}
 
@@ -85,16 +102,15 @@ def retirement_key(r: Replica) -> tuple[int, int, int, float, float, str]:
     )
 
 
-def retirements(fleet: FleetState, plan_by_class: dict[str, int], keep: frozenset[str]) -> tuple[str, ...]:
+def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, ...]:
     """Replicas to retire, in order: every interrupted one, then each class's excess.
 
-    Draining replicas are already leaving and are not listed again; `keep` (promotions) is never
-    picked.
+    Draining replicas are already leaving and are not listed again.
     """
     victims = [r for r in fleet.replicas if r.interrupted and r.state != ReplicaState.draining]
     for cls, wanted in plan_by_class.items():
         candidates = sorted(
-            (r for r in fleet.replicas if is_healthy(r) and r.capacity_class == cls and r.name not in keep),
+            (r for r in fleet.replicas if is_healthy(r) and r.capacity_class == cls),
             key=retirement_key,
         )
         healthy = sum(1 for r in fleet.replicas if is_healthy(r) and r.capacity_class == cls)

@@ -1,0 +1,367 @@
+"""Hypothesis properties of the decision core: bounds, monotonicity, safe mode, determinism,
+stability, cooldowns. Pure functions, no clock: every run is deterministic per example."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.capacity import bounds
+from gpufleet.core.fleet import FleetView, is_healthy
+from gpufleet.core.policy import REASONS, GpufleetPolicy
+from gpufleet.core.split import spot_cap, spot_usable
+from gpufleet.core.stabilize import max_down_step, max_up_step
+from gpufleet.core.types import (
+    ON_DEMAND,
+    SPOT,
+    FleetState,
+    ForecastSummary,
+    Observation,
+    Plan,
+    PolicyMemory,
+    Replica,
+    ReplicaState,
+)
+
+NOW = 100_000.0
+POLICY = GpufleetPolicy()
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies.
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> InferenceServiceSpec:
+    hi = draw(st.integers(1, 40))
+    lo = draw(st.integers(0, hi))
+    size: int | str = draw(st.one_of(st.integers(0, 6), st.just("auto")))
+    doc: dict[str, Any] = {
+        "model": {"name": "m"},
+        "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
+        "replicas": {"min": lo, "max": hi},
+        "slo": {
+            "queueDepthPerReplica": draw(st.sampled_from([1.0, 4.0, 8.0, 12.5])),
+            "ttftP95Ms": draw(st.sampled_from([None, 500, 800])),
+            "queueTimeMs": draw(st.sampled_from([None, 50])),
+        },
+        "scaling": {
+            "intervalSeconds": draw(st.sampled_from([5, 10, 30])),
+            "targetRpsPerReplica": draw(st.sampled_from([None, 2.5, 10.0, 40.0])),
+            "scaleUp": {
+                "stabilizationSeconds": draw(st.sampled_from([0, 0, 30])),
+                "maxStepPercent": draw(st.integers(1, 300)),
+                "maxStepReplicas": draw(st.integers(1, 8)),
+            },
+            "scaleDown": {
+                "stabilizationSeconds": draw(st.sampled_from([0, 60, 300])),
+                "maxStepPercent": draw(st.integers(1, 100)),
+            },
+        },
+        "forecast": {"enabled": draw(st.booleans())},
+        "warmPool": {"size": size, "max": draw(st.integers(0, hi))},
+        "capacity": {
+            "onDemand": {"base": draw(st.integers(0, hi))},
+            "spot": {"enabled": draw(st.booleans()), "maxFraction": draw(st.sampled_from([0.0, 0.3, 0.5, 0.7, 1.0]))},
+        },
+        "mode": draw(st.sampled_from(["active", "recommend"])),
+    }
+    return InferenceServiceSpec.model_validate(doc)
+
+
+@st.composite
+def fleets(draw: st.DrawFn, max_size: int = 24) -> FleetState:
+    n = draw(st.integers(0, max_size))
+    reps = []
+    for i in range(n):
+        state = draw(st.sampled_from(list(ReplicaState)))
+        created = draw(st.floats(0, NOW - 100))
+        reps.append(
+            Replica(
+                name=f"r{i}",
+                capacity_class=draw(st.sampled_from([ON_DEMAND, SPOT])),
+                state=state,
+                created_at=created,
+                ready_at=None if state == ReplicaState.starting else created + 30,
+                in_flight=draw(st.one_of(st.none(), st.floats(0, 50))),
+                interrupted=draw(st.booleans()) and draw(st.booleans()),  # ~25 %
+            )
+        )
+    return FleetState(replicas=tuple(reps), spot_unavailable=draw(st.booleans()))
+
+
+def maybe(x: st.SearchStrategy[float]) -> st.SearchStrategy[float | None]:
+    return st.one_of(st.none(), x, x, x)
+
+
+@st.composite
+def observations(draw: st.DrawFn) -> Observation:
+    return Observation(
+        sampled_at=draw(st.one_of(st.none(), st.floats(NOW - 200, NOW), st.just(NOW))),
+        queue_depth=draw(maybe(st.floats(0, 500))),
+        queue_time_ms=draw(maybe(st.floats(0, 200))),
+        ttft_p95_ms=draw(maybe(st.floats(0, 3000))),
+        latency_p95_ms=draw(maybe(st.floats(0, 5000))),
+        request_rate=draw(maybe(st.floats(0, 500))),
+    )
+
+
+@st.composite
+def forecasts(draw: st.DrawFn) -> ForecastSummary | None:
+    if draw(st.booleans()):
+        return None
+    mean = draw(st.floats(0, 400))
+    return ForecastSummary(horizon_s=90, mean_rps=mean, upper_rps=mean + draw(st.floats(0, 200)), method="hw")
+
+
+@st.composite
+def memories(draw: st.DrawFn) -> PolicyMemory:
+    if draw(st.booleans()):
+        return PolicyMemory()
+    recs = tuple(sorted((NOW - draw(st.floats(1, 400)), draw(st.integers(0, 45))) for _ in range(draw(st.integers(0, 6)))))
+    last_down = draw(st.one_of(st.none(), st.floats(NOW - 100, NOW - 1)))
+    return PolicyMemory(
+        recommendations=recs,
+        last_scale_down_at=last_down,
+        learned_rps_per_replica=draw(st.one_of(st.none(), st.floats(0.5, 50))),
+        started_at=draw(st.one_of(st.none(), st.floats(NOW - 1000, NOW))),
+        last_serving=draw(st.one_of(st.none(), st.integers(0, 45))),
+        last_decided_at=NOW - 10,
+        last_need=draw(st.one_of(st.none(), st.integers(0, 45))),
+        burst_replicas=draw(st.floats(0, 10)),
+    )
+
+
+def decide(
+    spec: InferenceServiceSpec,
+    observation: Observation,
+    fleet: FleetState,
+    memory: PolicyMemory,
+    forecast: ForecastSummary | None = None,
+    now: float = NOW,
+) -> tuple[Plan, PolicyMemory]:
+    return POLICY.decide(spec=spec, observation=observation, forecast=forecast, fleet=fleet, memory=memory, now=now)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds.
+
+
+@SETTINGS
+@given(spec=specs(), observation=observations(), fleet=fleets(), memory=memories(), forecast=forecasts())
+def test_bounds_always_hold(
+    spec: InferenceServiceSpec, observation: Observation, fleet: FleetState, memory: PolicyMemory,
+    forecast: ForecastSummary | None,
+) -> None:
+    plan, _ = decide(spec, observation, fleet, memory, forecast)
+    lo, hi = bounds(spec)
+    view = FleetView.of(fleet)
+    wanted = plan.serving + plan.standby
+    assert lo <= plan.serving <= hi
+    assert plan.standby >= 0 and wanted <= hi
+    assert wanted <= plan.total <= hi
+    assert plan.on_demand >= 0 and plan.spot >= 0
+    # The on-demand base (safe mode may keep Ready spot replicas in its way).
+    keep_spot = view.ready_by_class[SPOT] if plan.safe_mode else 0
+    assert plan.on_demand >= min(spec.capacity.on_demand.base, wanted, hi - keep_spot)
+    # Spot share: within maxFraction beyond the base, except Ready spot replicas kept until
+    # their replacements are Ready.
+    cap = spot_cap(spec, wanted) if spot_usable(spec, fleet) else 0
+    assert plan.spot <= max(cap, view.ready_by_class[SPOT])
+    assert plan.reason in REASONS and "\n" not in plan.message
+    assert plan.apply == (spec.mode.value == "active")
+
+
+@SETTINGS
+@given(spec=specs(), observation=observations(), fleet=fleets(), memory=memories(), forecast=forecasts())
+def test_promotions_and_retirements_are_consistent(
+    spec: InferenceServiceSpec, observation: Observation, fleet: FleetState, memory: PolicyMemory,
+    forecast: ForecastSummary | None,
+) -> None:
+    plan, _ = decide(spec, observation, fleet, memory, forecast)
+    by_name = {r.name: r for r in fleet.replicas}
+    view = FleetView.of(fleet)
+    assert len(set(plan.promote)) == len(plan.promote)
+    assert all(by_name[n].state == ReplicaState.standby and is_healthy(by_name[n]) for n in plan.promote)
+    assert len(plan.promote) <= max(0, plan.serving - view.serving)
+    assert len(set(plan.retire)) == len(plan.retire)
+    assert not set(plan.retire) & set(plan.promote)
+    assert all(by_name[n].state != ReplicaState.draining for n in plan.retire)
+    interrupted = [r.name for r in fleet.replicas if r.interrupted and r.state != ReplicaState.draining]
+    assert set(plan.retire[: len(interrupted)]) == set(interrupted)
+    # After retirements, each class has at least what the plan asks... no more than needed go.
+    for cls, wanted in ((ON_DEMAND, plan.on_demand), (SPOT, plan.spot)):
+        healthy = [r for r in fleet.replicas if is_healthy(r) and r.capacity_class == cls]
+        gone = [n for n in plan.retire if by_name[n].capacity_class == cls and is_healthy(by_name[n])]
+        assert len(healthy) - len(gone) == min(len(healthy), wanted)
+
+
+# ---------------------------------------------------------------------------------------------
+# Monotone in load.
+
+LOAD_FIELDS = ("queue_depth", "request_rate", "ttft_p95_ms", "latency_p95_ms", "queue_time_ms")
+
+
+@SETTINGS
+@given(
+    spec=specs(), observation=observations(), fleet=fleets(), memory=memories(), forecast=forecasts(),
+    field=st.sampled_from(LOAD_FIELDS), a=st.floats(0, 1000), b=st.floats(0, 1000),
+)
+def test_desired_capacity_is_monotone_in_load(
+    spec: InferenceServiceSpec, observation: Observation, fleet: FleetState, memory: PolicyMemory,
+    forecast: ForecastSummary | None, field: str, a: float, b: float,
+) -> None:
+    lo_v, hi_v = sorted((a, b))
+    low, _ = decide(spec, replace(observation, **{field: lo_v}), fleet, memory, forecast)
+    high, _ = decide(spec, replace(observation, **{field: hi_v}), fleet, memory, forecast)
+    assert low.serving <= high.serving
+    assert low.serving + low.standby <= high.serving + high.standby or high.serving + high.standby == bounds(spec)[1]
+
+
+@SETTINGS
+@given(
+    spec=specs(), observation=observations(), fleet=fleets(), memory=memories(),
+    mean=st.floats(0, 300), a=st.floats(0, 500), b=st.floats(0, 500),
+)
+def test_desired_capacity_is_monotone_in_forecast(
+    spec: InferenceServiceSpec, observation: Observation, fleet: FleetState, memory: PolicyMemory,
+    mean: float, a: float, b: float,
+) -> None:
+    lo_v, hi_v = sorted((a, b))
+    low, _ = decide(spec, observation, fleet, memory, ForecastSummary(90, mean, mean + lo_v, "hw"))
+    high, _ = decide(spec, observation, fleet, memory, ForecastSummary(90, mean, mean + hi_v, "hw"))
+    assert low.serving <= high.serving
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe mode.
+
+
+@st.composite
+def blind_observations(draw: st.DrawFn) -> Observation:
+    kind = draw(st.sampled_from(["none", "stale", "queue", "rate"]))
+    if kind == "none":
+        return Observation()
+    if kind == "stale":
+        return Observation(sampled_at=NOW - draw(st.floats(3601, 10_000)), queue_depth=0.0, request_rate=0.0)
+    base = draw(observations())
+    base = replace(base, sampled_at=NOW)
+    return replace(base, **{"queue_depth" if kind == "queue" else "request_rate": None})
+
+
+@SETTINGS
+@given(spec=specs(), observation=blind_observations(), fleet=fleets(), memory=memories(), forecast=forecasts())
+def test_safe_mode_never_reduces_capacity(
+    spec: InferenceServiceSpec, observation: Observation, fleet: FleetState, memory: PolicyMemory,
+    forecast: ForecastSummary | None,
+) -> None:
+    plan, _ = decide(spec, observation, fleet, memory, forecast)
+    view = FleetView.of(fleet)
+    hi = spec.replicas.max
+    assert plan.safe_mode and plan.reason == "SafeMode"
+    current = memory.last_serving if memory.last_serving is not None else view.serving + view.starting
+    assert plan.serving >= min(max(current, view.serving), hi)
+    by_name = {r.name: r for r in fleet.replicas}
+    ready = [r for r in fleet.replicas if is_healthy(r) and r.state in (ReplicaState.serving, ReplicaState.standby)]
+    if len(ready) <= hi:
+        assert not [n for n in plan.retire if by_name[n] in ready]
+        assert plan.on_demand >= view.ready_by_class[ON_DEMAND]
+        assert plan.spot >= view.ready_by_class[SPOT]
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism and stability.
+
+
+@SETTINGS
+@given(spec=specs(), observation=observations(), fleet=fleets(), memory=memories(), forecast=forecasts())
+def test_same_inputs_same_plan(
+    spec: InferenceServiceSpec, observation: Observation, fleet: FleetState, memory: PolicyMemory,
+    forecast: ForecastSummary | None,
+) -> None:
+    assert decide(spec, observation, fleet, memory, forecast) == decide(spec, observation, fleet, memory, forecast)
+
+
+def reversals(xs: list[int]) -> int:
+    steps = [b - a for a, b in zip(xs, xs[1:]) if b != a]
+    return sum(1 for s1, s2 in zip(steps, steps[1:]) if (s1 > 0) != (s2 > 0))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=specs(), observation=observations(), fleet=fleets(max_size=20), forecast=forecasts())
+def test_repeated_identical_observation_gives_a_stable_plan(
+    spec: InferenceServiceSpec, observation: Observation, fleet: FleetState, forecast: ForecastSummary | None,
+) -> None:
+    memory = PolicyMemory()
+    dt = float(spec.scaling.interval_seconds)
+    plans = []
+    for i in range(300):
+        now = NOW + i * dt
+        obs = replace(observation, sampled_at=now) if observation.sampled_at is not None else observation
+        plan, memory = decide(spec, obs, fleet, memory, forecast, now=now)
+        plans.append(plan)
+    serving = [p.serving for p in plans]
+    assert reversals(serving) == 0
+    tail = plans[-20:]
+    assert all(p == tail[0] for p in tail)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cooldowns and windows, on a closed loop where the fleet follows the plan.
+
+
+def fleet_of(n: int) -> FleetState:
+    return FleetState(replicas=tuple(Replica(f"r{i}", ON_DEMAND, ReplicaState.serving, 0.0, 1.0) for i in range(n)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=specs(), loads=st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300)), min_size=5, max_size=120))
+def test_cooldowns_and_windows_are_honoured(spec: InferenceServiceSpec, loads: list[tuple[float, float]]) -> None:
+    dt = float(spec.scaling.interval_seconds)
+    down_window = spec.scaling.scale_down.stabilization_seconds
+    memory = PolicyMemory()
+    serving = spec.replicas.min
+    needs: list[tuple[float, int]] = []
+    last_down: float | None = None
+    started = NOW
+    for i, (queue, rate) in enumerate(loads):
+        now = NOW + i * dt
+        plan, memory = decide(spec, Observation(now, queue, 0.0, 0.0, 0.0, rate), fleet_of(serving), memory, now=now)
+        assert memory.last_need is not None
+        needs.append((now, memory.last_need))
+        lo, hi = bounds(spec)
+        if plan.serving > serving:
+            assert plan.serving <= max(serving + max_up_step(spec, serving), lo)
+        if plan.serving < serving:
+            assert plan.serving >= min(serving - max_down_step(spec, serving), hi)
+            if plan.serving < hi:  # not forced by replicas.max
+                assert now - started >= down_window
+                assert last_down is None or now - last_down >= spec.scaling.interval_seconds
+                in_window = [n for t, n in needs if now - down_window <= t]
+                assert plan.serving >= min(max(in_window), hi)
+            last_down = now
+        serving = plan.serving
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(noise=st.lists(st.floats(0, 1), min_size=60, max_size=60), level=st.floats(10, 200))
+def test_noise_below_a_recurring_peak_never_scales_down(noise: list[float], level: float) -> None:
+    spec = InferenceServiceSpec.model_validate(
+        {"model": {"name": "m"}, "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
+         "replicas": {"min": 1, "max": 64}, "scaling": {"targetRpsPerReplica": 10}}
+    )
+    peak = math.ceil(level / 10 - 1e-9)
+    memory = PolicyMemory()
+    history = []
+    for i, x in enumerate(noise):
+        now = NOW + 10 * i
+        rate = level if i % 25 == 0 else level * (0.5 + 0.5 * x)  # peak every 250 s < 300 s window
+        plan, memory = decide(spec, Observation(now, 0.0, None, None, None, rate), fleet_of(peak), memory, now=now)
+        history.append(plan.serving)
+    assert set(history) == {peak}
