@@ -37,7 +37,7 @@ from gpufleet.sim.spot import SpotTrace
 from gpufleet.sim.traces import Trace
 
 SCRAPE_S = 15  # Prometheus scrape interval
-RATE_WINDOW_S = 30  # rate()/histogram_quantile window of the default queries
+RATE_WINDOW_S = 60  # rate()/histogram_quantile window of the operator's default queries ([1m])
 VIOLATION_SHARE = 0.95  # a second is "in violation" when < 95 % of its requests meet the SLO
 
 
@@ -122,26 +122,19 @@ class SimMetrics:
 
 
 class RateForecastPort:
-    """ForecastPort over gpufleet.forecasting.RateForecaster, fed with the observed request rate only."""
+    """The operator's own forecast port (gpufleet.control.forecast.ForecastAdapter), fed the same way:
+    after each control step, with the observed request rate at that time; nothing else."""
 
-    def __init__(self, metrics: SimMetrics, step_s: float = 300.0, method: str = "auto") -> None:
-        from gpufleet.forecasting.rate import RateForecaster
+    def __init__(self, spec: InferenceServiceSpec, step_s: float = 60.0) -> None:
+        from gpufleet.control.forecast import ForecastAdapter
 
-        self.metrics = metrics
-        self.rf = RateForecaster(step_s=step_s, method=method)
-        self._last_fed: float | None = None
+        self.adapter = ForecastAdapter(spec.forecast, step_s=step_s)
+
+    def observe(self, t: float, rps: float) -> None:
+        self.adapter.observe(t, rps)
 
     def forecast(self, *, now: float, horizon_s: float, quantile: float) -> ForecastSummary | None:
-        obs = self.metrics.last
-        if obs is not None and obs.sampled_at is not None and obs.request_rate is not None \
-                and obs.sampled_at != self._last_fed and math.isfinite(obs.request_rate):
-            self.rf.observe(obs.sampled_at, obs.request_rate)
-            self._last_fed = obs.sampled_at
-        f = self.rf.forecast(now, horizon_s, quantile)
-        if f is None:
-            return None
-        return ForecastSummary(horizon_s=horizon_s, mean_rps=f.mean_rps, upper_rps=f.upper_rps, method=f.method,
-                               note=f.note)
+        return self.adapter.forecast(now=now, horizon_s=horizon_s, quantile=quantile)
 
 
 def _initial_serving(trace: Trace, rps_per_replica: float) -> int:
@@ -156,7 +149,7 @@ def simulate(
     cfg: SimConfig,
     *,
     spot: SpotTrace | None = None,
-    forecaster: Callable[[SimMetrics], ForecastPort] | None = RateForecastPort,
+    forecaster: Callable[[InferenceServiceSpec], ForecastPort] | None = RateForecastPort,
     instant_start: bool = False,
     step_at_s: int | None = None,
     progress: Callable[[int], None] | None = None,
@@ -170,7 +163,7 @@ def simulate(
     horizon = n_trace + cfg.drain_tail_s
     book = LatencyBook(model, trace.in_sample, cfg.target_ttft_s)
     metrics = SimMetrics(horizon)
-    fore = forecaster(metrics) if forecaster is not None else None
+    fore = forecaster(spec) if forecaster is not None else None
     fleet = SimFleet(cold=cfg.cold, rng=rng, spot=spot, gpus_per_replica=spec.capacity.gpus_per_replica,
                      pending_timeout_s=spec.capacity.spot.pending_timeout_seconds, instant_start=instant_start)
     rps0 = spec.scaling.target_rps_per_replica or 1.0
@@ -350,6 +343,9 @@ def simulate(
             res = step(spec=spec, policy=policy, metrics=metrics, fleet=fleet, forecaster=fore, memory=memory,
                        now=float(t))
             memory = res.memory
+            rate_obs = res.observation.request_rate
+            if fore is not None and rate_obs is not None and math.isfinite(rate_obs) and hasattr(fore, "observe"):
+                fore.observe(float(t), rate_obs)  # as the operator does after each tick
         if progress is not None and t % 86400 == 0:
             progress(t)
         if t >= n_trace and wq <= 0 and d <= 1e-6 and not cohorts:

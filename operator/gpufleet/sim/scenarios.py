@@ -86,11 +86,10 @@ class Scenario:
     def run(self, name: str, progress: Callable[[int], None] | None = None) -> SimResult:
         from gpufleet.sim.engine import RateForecastPort
 
-        step = 60.0 if self.trace.seconds < 2 * 86400 else 300.0
         res = simulate(
             self.trace, self.policy(name), self.spec, self.cfg, spot=self.spot,
             # Only gpufleet reads forecasts; baselines skip the forecaster's cost.
-            forecaster=(lambda m: RateForecastPort(m, step_s=step)) if name == "gpufleet" else None,
+            forecaster=RateForecastPort if name == "gpufleet" else None,
             instant_start=(name == "oracle"), step_at_s=self.step_at_s, progress=progress,
         )
         res.policy = name
