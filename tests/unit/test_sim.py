@@ -83,7 +83,8 @@ def test_oracle_never_worse_on_gpu_hours() -> None:
 
 @dataclasses.dataclass
 class FixedWithStandby:
-    """Serves `serving`, keeps `standby` warm, promotes standbys when the rate passes `switch_rps`."""
+    """Serves `serving_lo` with `standby` warm; promotes them for good once a queue shows up (or the
+    rate passes `switch_rps`): the queue is a snapshot at the last scrape, the rate a 1 min average."""
 
     serving_lo: int
     serving_hi: int
@@ -94,7 +95,9 @@ class FixedWithStandby:
 
     def decide(self, *, spec, observation: Observation, forecast: ForecastSummary | None, fleet, memory: PolicyMemory,
                now: float) -> tuple[Plan, PolicyMemory]:
-        hi = (observation.request_rate or 0.0) > self.switch_rps
+        self.hi = getattr(self, "hi", False) or (observation.request_rate or 0.0) > self.switch_rps \
+            or (observation.queue_depth or 0.0) > 20.0
+        hi = self.hi
         serving = self.serving_hi if hi else self.serving_lo
         standby_names = tuple(r.name for r in fleet.replicas if r.state == ReplicaState.standby)
         total = max(serving + (0 if hi else self.standby), self.serving_lo + self.standby)
@@ -117,7 +120,8 @@ def test_cold_start_step_violates_for_reactive_policy_not_with_warm_standbys() -
     assert res.violation_after_step_s is not None and res.violation_after_step_s <= 30
     assert res.violation_after_step_s + 60 <= reactive.violation_after_step_s
     slow = dataclasses.replace(cfg, cold=ColdStart(fixed_s=300.0))
-    res_slow = simulate(tr, warm, sc.spec, slow, forecaster=None, step_at_s=900)
+    warm2 = FixedWithStandby(serving_lo=need_lo, serving_hi=need_hi, standby=need_hi - need_lo, switch_rps=40.0)
+    res_slow = simulate(tr, warm2, sc.spec, slow, forecaster=None, step_at_s=900)
     assert res_slow.violation_after_step_s == res.violation_after_step_s
     # and with the standbys already serving there is no violation at all
     always = FixedWithStandby(serving_lo=need_hi, serving_hi=need_hi, standby=0, switch_rps=0.0)
