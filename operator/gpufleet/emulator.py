@@ -9,14 +9,17 @@ Prometheus scrapes realistic per-pod series and the operator reads them through 
 queries. Everything listens on 127.0.0.1.
 
     python -m gpufleet.emulator --kubeconfig K --file-sd DIR --port 9400 \
-        --load default/chat=step:0=20,60=100,300=20 --rps-per-replica 25
+        --load default/chat=step:0=20,60=100,300=20
+
+Per-pod service follows the simulator's replica model (gpufleet.sim.model.ReplicaModel): batch
+slots and the time a request holds one, from the mean prompt/generated token counts.
+`PUT /load/<namespace>/<service>` with a profile body changes a service's load at run time.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import threading
 import time
@@ -30,8 +33,11 @@ from kubernetes import client, config
 from gpufleet.adapters.kube import Kube, replica_from_pod
 from gpufleet.adapters.manifests import LABEL_SERVICE
 from gpufleet.core.types import ReplicaState
+from gpufleet.devenv.prometheus import Target, write_file_sd
+from gpufleet.sim.model import ReplicaModel
 
 log = logging.getLogger("gpufleet.emulator")
+SD_NAME = "gpufleet-emulator"  # file_sd file this process owns
 
 
 @dataclass(frozen=True)
@@ -75,18 +81,25 @@ class PodCounters:
     """Cumulative Triton counters of one emulated pod (microseconds, like Triton)."""
 
     capacity_class: str
-    pending: float = 0.0
+    in_flight: float = 0.0  # requests holding a batch slot
+    pending: float = 0.0  # requests waiting for a slot (Triton's pending count)
     success: float = 0.0
     queue_us: float = 0.0
     compute_us: float = 0.0
     request_us: float = 0.0
 
 
+def replica_capacity(model: ReplicaModel, in_tokens: float, out_tokens: float) -> tuple[int, float]:
+    """Batch slots and per-request service time of one replica at full batch (the simulator's model)."""
+    service_time = in_tokens / model.prefill_rate(model.max_batch) + out_tokens * model.itl(model.max_batch)
+    return model.max_batch, service_time
+
+
 @dataclass
 class Emulator:
     loads: dict[str, LoadProfile]  # "namespace/service" -> offered requests/s over time
-    rps_per_replica: float  # service rate of one pod at full batch
-    service_time_s: float  # compute time per request at that rate
+    slots: int  # concurrent requests one replica batches
+    service_time_s: float  # time a request holds a slot
     model: str = "chat"
     pods: dict[str, PodCounters] = field(default_factory=dict)  # "namespace/pod" -> counters
     serving: dict[str, list[str]] = field(default_factory=dict)  # service -> serving pod keys
@@ -113,8 +126,14 @@ class Emulator:
             self.pods, self.serving = seen, serving
         return changed
 
+    def set_load(self, service: str, profile: LoadProfile) -> None:
+        with self.lock:
+            self.loads[service] = profile
+            self.started = time.time()
+
     def advance(self, now: float, dt: float) -> None:
-        """One fluid step: arrivals spread over serving pods, each drains at its service rate."""
+        """One fluid step: arrivals spread over serving pods; each pod batches up to `slots`
+        requests, completes in_flight / service_time per second, and queues the rest."""
         with self.lock:
             for service, load in self.loads.items():
                 keys = self.serving.get(service, [])
@@ -123,14 +142,16 @@ class Emulator:
                 arrivals = load.rate(now - self.started) * dt / len(keys)
                 for key in keys:
                     pod = self.pods[key]
+                    done = min(pod.in_flight, pod.in_flight * dt / self.service_time_s)
+                    pod.in_flight -= done
                     pod.pending += arrivals
-                    done = min(pod.pending, self.rps_per_replica * dt)
-                    # Little's law: requests waiting during dt accumulate pending x dt of queue time.
-                    waiting = max(pod.pending - done, 0.0)
-                    pod.queue_us += waiting * dt * 1e6
-                    pod.pending -= done
-                    pod.success += done
+                    admitted = min(pod.pending, self.slots - pod.in_flight)
+                    pod.pending -= admitted
+                    pod.in_flight += admitted
+                    # Little's law: the waiting requests accumulate pending x dt of queue time.
+                    pod.queue_us += pod.pending * dt * 1e6
                     pod.compute_us += done * self.service_time_s * 1e6
+                    pod.success += done
                     pod.request_us = pod.queue_us + pod.compute_us
 
     def render(self, key: str) -> str | None:
@@ -149,6 +170,9 @@ class Emulator:
                 "# HELP nv_inference_pending_request_count Instantaneous number of pending requests",
                 "# TYPE nv_inference_pending_request_count gauge",
                 f"nv_inference_pending_request_count{{{labels}}} {int(round(pod.pending))}",
+                "# HELP nv_inference_exec_count Number of model executions performed",
+                "# TYPE nv_inference_exec_count counter",
+                f"nv_inference_exec_count{{{labels}}} {int(pod.success)}",
                 "# HELP nv_inference_queue_duration_us Cumulative inference queuing duration in microseconds",
                 "# TYPE nv_inference_queue_duration_us counter",
                 f"nv_inference_queue_duration_us{{{labels}}} {int(pod.queue_us)}",
@@ -161,12 +185,12 @@ class Emulator:
             ]
         return "\n".join(lines) + "\n"
 
-    def targets(self, address: str) -> list[dict[str, object]]:
+    def targets(self, address: str) -> list[Target]:
         with self.lock:
             return [
-                {"targets": [address],
-                 "labels": {"__metrics_path__": f"/metrics/{key}", "namespace": key.split("/")[0],
-                            "pod": key.split("/")[1], "capacity_class": pod.capacity_class}}
+                Target(address=address, metrics_path=f"/metrics/{key}",
+                       labels={"namespace": key.split("/")[0], "pod": key.split("/")[1],
+                               "capacity_class": pod.capacity_class})
                 for key, pod in sorted(self.pods.items())
             ]
 
@@ -186,18 +210,27 @@ def serve(emulator: Emulator, port: int) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(data)
 
+        def do_PUT(self) -> None:  # noqa: N802
+            """PUT /load/<namespace>/<service> with a profile (e.g. `step:0=120`) changes the load now."""
+            if not self.path.startswith("/load/"):
+                self.send_error(404)
+                return
+            text = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            try:
+                service, profile = parse_load(f"{self.path.removeprefix('/load/')}={text}")
+            except (ValueError, OSError) as exc:
+                self.send_error(400, str(exc))
+                return
+            emulator.set_load(service, profile)
+            self.send_response(204)
+            self.end_headers()
+
         def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
-
-
-def write_targets(path: Path, targets: list[dict[str, object]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(targets, indent=1))
-    tmp.replace(path)  # atomic: Prometheus never reads half a file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,28 +241,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file-sd", type=Path, required=True, help="directory for Prometheus file_sd JSON")
     parser.add_argument("--load", action="append", default=[], metavar="NS/SERVICE=PROFILE",
                         help="offered load, e.g. default/chat=step:0=20,60=100 or default/chat=trace:FILE:speedup")
-    parser.add_argument("--rps-per-replica", type=float, default=25.0)
-    parser.add_argument("--service-time", type=float, default=0.2, help="seconds of compute per request")
+    parser.add_argument("--in-tokens", type=float, default=512, help="mean prompt tokens per request")
+    parser.add_argument("--out-tokens", type=float, default=128, help="mean generated tokens per request")
     parser.add_argument("--model", default="chat")
     parser.add_argument("--tick", type=float, default=1.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config.load_kube_config(config_file=args.kubeconfig)
     loads = dict(parse_load(spec) for spec in args.load)
-    emulator = Emulator(loads=loads, rps_per_replica=args.rps_per_replica, service_time_s=args.service_time,
-                        model=args.model)
+    slots, service_time = replica_capacity(ReplicaModel(), args.in_tokens, args.out_tokens)
+    emulator = Emulator(loads=loads, slots=slots, service_time_s=service_time, model=args.model)
+    log.info("replica model: %d slots x %.2fs per request = %.0f req/s at full batch",
+             slots, service_time, slots / service_time)
     server = serve(emulator, args.port)
     address = f"127.0.0.1:{server.server_address[1]}"
-    args.file_sd.mkdir(parents=True, exist_ok=True)
-    targets_file = args.file_sd / "gpufleet-emulator.json"
     kube = Kube(client.ApiClient())
-    log.info("serving per-pod metrics on %s, targets in %s", address, targets_file)
+    log.info("serving per-pod metrics on %s, targets in %s", address, args.file_sd)
     last = time.monotonic()
-    write_targets(targets_file, [])
+    write_file_sd(args.file_sd, SD_NAME, [])
     while True:
         try:
             if emulator.sync_pods(kube):
-                write_targets(targets_file, emulator.targets(address))
+                write_file_sd(args.file_sd, SD_NAME, emulator.targets(address))
         except Exception:  # noqa: BLE001 - an API hiccup must not stop the metrics
             log.exception("pod sync failed")
         now = time.monotonic()

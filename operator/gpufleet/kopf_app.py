@@ -20,9 +20,10 @@ from pydantic import ValidationError
 
 from gpufleet.adapters import manifests
 from gpufleet.adapters.kube import Kube, KubeFleet, adopt
-from gpufleet.adapters.metrics import metrics_port
+from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics, metrics_port
 from gpufleet.api.models import GROUP, PLURAL, VERSION, Condition, InferenceServiceSpec, InferenceServiceStatus
 from gpufleet.control import status as render
+from gpufleet.control.forecast import ForecastAdapter
 from gpufleet.control.step import StepResult, step
 from gpufleet.core.policy import GpufleetPolicy
 from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Observation, PolicyMemory, ReplicaState
@@ -36,6 +37,7 @@ class Config:
 
     prometheus_url: str | None = None
     min_interval_seconds: float = 1.0
+    backfill_seconds: float = 8 * 86400.0  # request-rate history read from Prometheus at start
 
 
 CONFIG = Config()
@@ -113,47 +115,77 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
     patch.status["observedGeneration"] = body.metadata.get("generation")
 
 
+class ServiceLoop:
+    """State one InferenceService's loop keeps between ticks: policy memory, forecaster, ports."""
+
+    def __init__(self, *, namespace: str, name: str) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.policy = GpufleetPolicy()
+        self.memory = PolicyMemory()
+        self.spec: InferenceServiceSpec | None = None
+        self.fleet: KubeFleet | None = None
+        self.metrics: PrometheusMetrics | NoMetrics = NoMetrics()
+        self.forecaster: ForecastAdapter | None = None
+
+    def configure(self, spec: InferenceServiceSpec) -> None:
+        """(Re)build the ports when the spec changed; keep memory and history across edits."""
+        if spec == self.spec:
+            return
+        old = self.spec
+        self.spec = spec
+        if self.fleet is None:
+            self.fleet = KubeFleet(kube(), namespace=self.namespace, name=self.name, spec=spec)
+        self.fleet.spec = spec
+        self.metrics = metrics_port(spec, namespace=self.namespace, name=self.name, default_url=CONFIG.prometheus_url)
+        if self.forecaster is None or old is None or old.forecast != spec.forecast:
+            self.forecaster = ForecastAdapter(spec.forecast, refit_offset_s=float(hash(self.name) % 86400))
+            self._backfill(time.time())
+
+    def _backfill(self, now: float) -> None:
+        """Seed the forecaster with the request-rate history Prometheus already has."""
+        if isinstance(self.metrics, PrometheusMetrics) and self.forecaster is not None:
+            for t, rps in self.metrics.history("request_rate", start=now - CONFIG.backfill_seconds, end=now,
+                                               step=self.forecaster.rate.step_s):
+                self.forecaster.observe(t, rps)
+
+    def tick(self, body: kopf.Body) -> None:
+        assert self.spec is not None and self.fleet is not None
+        now = time.time()
+        forecaster = self.forecaster if self.spec.forecast.enabled else None
+        result = step(spec=self.spec, policy=self.policy, metrics=self.metrics, fleet=self.fleet,
+                      forecaster=forecaster, memory=self.memory, now=now)
+        self.memory = result.memory
+        if self.forecaster is not None and result.observation.request_rate is not None:
+            self.forecaster.observe(now, result.observation.request_rate)
+        for reason, message in self.fleet.events if result.applied else []:
+            kopf.info(body, reason=reason, message=message)
+        if result.plan.safe_mode and self.metrics.available is False:
+            kopf.warn(body, reason="MetricsUnavailable", message=self.metrics.summary()[:500])
+        write_status(body, self.spec, result, now, metrics_ok=self.metrics.available,
+                     metrics_note=self.metrics.summary())
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
-def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str,
-               **_: Any) -> None:
+def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str, **_: Any) -> None:
     """One loop per InferenceService: observe, forecast, decide, apply, report."""
-    memory = PolicyMemory()
-    policy = GpufleetPolicy()
-    forecaster = None
-    fleet: KubeFleet | None = None
+    loop = ServiceLoop(namespace=namespace, name=name)
     while not stopped:
         parsed = parse_spec(body.spec)
         interval = CONFIG.min_interval_seconds
         if isinstance(parsed, InferenceServiceSpec):
             interval = max(interval, float(parsed.scaling.interval_seconds))
-            if fleet is None:
-                fleet = KubeFleet(kube(), namespace=namespace, name=name, spec=parsed)
-            fleet.spec = parsed
             try:
-                memory = tick(body, parsed, policy, fleet, forecaster, memory)
+                loop.configure(parsed)
+                loop.tick(body)
             except Exception as exc:  # noqa: BLE001 - the loop must survive a failing API call
                 log.exception("tick failed for %s/%s", namespace, name)
                 kopf.warn(body, reason="TickFailed", message=f"{type(exc).__name__}: {exc}"[:500])
         stopped.wait(interval)
 
 
-def tick(body: kopf.Body, spec: InferenceServiceSpec, policy: GpufleetPolicy, fleet: KubeFleet,
-         forecaster: Any, memory: PolicyMemory) -> PolicyMemory:
-    now = time.time()
-    metrics = metrics_port(spec, namespace=body.metadata.namespace, name=body.metadata.name,
-                           default_url=CONFIG.prometheus_url)
-    result = step(spec=spec, policy=policy, metrics=metrics, fleet=fleet, forecaster=forecaster,
-                  memory=memory, now=now)
-    if forecaster is not None and result.observation.request_rate is not None:
-        forecaster.observe(now, result.observation.request_rate)
-    for reason, message in fleet.events if result.applied else []:
-        kopf.info(body, reason=reason, message=message)
-    write_status(body, spec, result, now, metrics_ok=metrics.available)
-    return result.memory
-
-
 def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult, now: float,
-                 *, metrics_ok: bool) -> None:
+                 *, metrics_ok: bool, metrics_note: str) -> None:
     old = InferenceServiceStatus.model_validate(dict(body.get("status") or {}))
     generation = body.metadata.get("generation")
     fresh = result.fleet
@@ -165,7 +197,7 @@ def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult
     conditions = render.set_condition(
         conditions, type="MetricsAvailable", status=metrics_ok,
         reason="MetricsOK" if metrics_ok else "MetricsUnavailable",
-        message="metrics read" if metrics_ok else result.plan.message if result.plan.safe_mode else "no metrics source",
+        message=metrics_note[:1000],
         now=now, generation=generation)
     live = [r for r in fresh.replicas if r.state != ReplicaState.draining]
     scaling = result.plan.total != len(live) or fresh.count(ReplicaState.starting) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gpufleet.devenv.prometheus import PrometheusServer
 from tests.support import ROOT, wait_for
 
 CLUSTER = os.environ.get("GPUFLEET_TEST_CLUSTER", "gpufleet-test")
@@ -64,28 +66,77 @@ def cluster() -> Iterator[Cluster]:
         subprocess.run([str(ROOT / "hack/cluster.sh"), "down"], env=env, timeout=300)
 
 
-@pytest.fixture(scope="session")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The operator as a separate process, out of cluster, against the test cluster."""
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gpufleet.cli", "operator", "--kubeconfig", cluster.kubeconfig,
-             "--health", "127.0.0.1:18080", "--min-interval", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env=cluster.env, cwd="/",
-        )
-    try:
-        wait_for(lambda: proc.poll() is not None or "Activity 'configure' succeeded" in log.read_text()
-                 or "Serving health status" in log.read_text(), timeout=60, what="operator start")
-        assert proc.poll() is None, f"operator exited: {log.read_text()[-3000:]}"
-        yield log
-    finally:
-        proc.terminate()
+class Process:
+    """A child process of the test session with its log; stopped at teardown."""
+
+    def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log = log
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd="/")
+
+    def wait_log(self, text: str, timeout: float = 60) -> None:
+        wait_for(lambda: self.proc.poll() is not None or text in self.log.read_text(),
+                 timeout=timeout, what=f"{self.name}: {text!r}")
+        assert self.proc.poll() is None, f"{self.name} exited: {self.log.read_text()[-3000:]}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
         try:
-            proc.wait(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        sys.stderr.write(f"\n--- operator log (tail) ---\n{log.read_text()[-4000:]}\n")
+            self.proc.kill()
+            self.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def file_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("file_sd")
+
+
+@pytest.fixture(scope="session")
+def prometheus(file_sd: Path) -> Iterator[PrometheusServer]:
+    """Debian's Prometheus, scraping whatever the emulator lists in file_sd, every second."""
+    server = PrometheusServer(scrape_interval_s=1.0, file_sd_dir=file_sd).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator(cluster: Cluster, file_sd: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Per-pod Triton metrics for the KWOK pods; yields its base URL (PUT /load/... sets load)."""
+    port = free_port()
+    proc = Process("emulator", [sys.executable, "-m", "gpufleet.emulator", "--kubeconfig", cluster.kubeconfig,
+                                "--port", str(port), "--file-sd", str(file_sd), "--tick", "0.5"],
+                   tmp_path_factory.mktemp("emulator") / "emulator.log", cluster.env)
+    try:
+        proc.wait_log("serving per-pod metrics")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, prometheus: PrometheusServer, emulator: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The operator as a separate process, out of cluster, reading the session's Prometheus."""
+    proc = Process("operator", [sys.executable, "-m", "gpufleet.cli", "operator", "--kubeconfig", cluster.kubeconfig,
+                                "--health", f"127.0.0.1:{free_port()}", "--min-interval", "1",
+                                "--prometheus-url", prometheus.url],
+                   tmp_path_factory.mktemp("operator") / "operator.log", cluster.env)
+    try:
+        proc.wait_log("Activity 'configure' succeeded")
+        yield proc.log
+    finally:
+        proc.stop()
+        sys.stderr.write(f"\n--- operator log (tail) ---\n{proc.log.read_text()[-4000:]}\n")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from string import Template
 
 from prometheus_api_client import PrometheusConnect
@@ -128,6 +129,27 @@ class PrometheusMetrics:
             latency_p95_ms=self._query("latency_p95_ms") if "latency_p95_ms" in self.queries else None,
             request_rate=self._query("request_rate"),
         )
+
+    def history(self, key: str, *, start: float, end: float, step: float) -> list[tuple[float, float]]:
+        """(time, value) samples of one query over a range; [] on any failure (never raises)."""
+        try:
+            result = self._prom().custom_query_range(
+                self.queries[key], start_time=datetime.fromtimestamp(start, tz=timezone.utc),
+                end_time=datetime.fromtimestamp(end, tz=timezone.utc), step=f"{max(int(step), 1)}s")
+        except Exception as exc:  # noqa: BLE001
+            log.info("no %s history from %s: %s", key, self.url, exc)
+            return []
+        if len(result) != 1:
+            return []
+        out = []
+        for ts, raw in result[0].get("values", []):
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                out.append((float(ts), value))
+        return out
 
     def summary(self) -> str:
         if not self.errors:

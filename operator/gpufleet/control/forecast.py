@@ -1,0 +1,37 @@
+"""ForecastPort over gpufleet.forecasting's RateForecaster (shared by the operator and simulator)."""
+
+from __future__ import annotations
+
+from gpufleet.api.models import Forecast, ForecastMethod
+from gpufleet.core.types import ForecastSummary
+from gpufleet.forecasting.rate import RateForecaster
+
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_s(text: str) -> float:
+    """'90s', '15m', '1d' -> seconds (the CRD pattern guarantees the shape)."""
+    return float(text[:-1]) * _UNIT_S[text[-1]]
+
+
+class ForecastAdapter:
+    """Keeps one service's request-rate history and answers the control step's forecast call."""
+
+    def __init__(self, spec: Forecast, *, step_s: float = 60.0, refit_offset_s: float = 0.0) -> None:
+        method = "auto" if spec.method in (ForecastMethod.auto, ForecastMethod.none) else spec.method.value
+        self.rate = RateForecaster(
+            step_s=step_s,
+            method=method,
+            seasonalities_s=tuple(duration_s(s) for s in spec.seasonality),
+            refit_offset_s=refit_offset_s,
+        )
+
+    def observe(self, t: float, rps: float) -> None:
+        self.rate.observe(t, rps)
+
+    def forecast(self, *, now: float, horizon_s: float, quantile: float) -> ForecastSummary | None:
+        result = self.rate.forecast(now, horizon_s, quantile)
+        if result is None:
+            return None
+        return ForecastSummary(horizon_s=horizon_s, mean_rps=result.mean_rps, upper_rps=result.upper_rps,
+                               method=result.method, note=result.note)
