@@ -127,7 +127,7 @@ def test_rps_per_replica_is_learned_near_the_queue_target() -> None:
     _, mem2 = decide(spec, obs(queue_depth=0, request_rate=4), fleet, mem, now=NOW + 10)
     assert mem2.learned_rps_per_replica == pytest.approx(10.0)
     # The learned rate then turns a forecast into replicas.
-    plan, _ = decide(spec, obs(), fleet, mem, ForecastSummary(95, 50, 60, "hw"), now=NOW + 10)
+    plan, _ = decide(spec, obs(request_rate=30), fleet, mem, ForecastSummary(95, 50, 60, "hw"), now=NOW + 10)
     assert (plan.serving, plan.reason) == (6, "ForecastLoad")
 
 
@@ -138,6 +138,24 @@ def test_without_rps_the_forecast_is_unused_but_queue_still_works() -> None:
     assert plan.serving == 2  # holding (scale-down window), nothing known to size the forecast
     plan, _ = decide(spec, obs(queue_depth=40), serving_fleet(2), PolicyMemory(last_serving=2))
     assert plan.serving == 5
+
+
+def test_idle_service_without_latency_samples_is_not_blind() -> None:
+    # No requests in the window: Prometheus' histogram_quantile is NaN. That is not missing data.
+    spec = make_spec(slo={"ttftP95Ms": 800})
+    plan, _ = decide(spec, obs(request_rate=0.0, ttft_p95_ms=math.nan), serving_fleet(2), PolicyMemory(last_serving=2))
+    assert not plan.safe_mode
+
+
+def test_forecast_is_trusted_up_to_one_step_above_the_load() -> None:
+    spec = make_spec()  # scale-up step: max(100 %, 4 replicas)
+    wild = ForecastSummary(95, 20, 400, "last-value", "interval from random-walk width")
+    plan, _ = decide(spec, obs(request_rate=20), serving_fleet(2), PolicyMemory(last_serving=2), wild)
+    assert (plan.serving, plan.reason) == (6, "ForecastLoad")  # load needs 2, + max(2, 4)
+    assert "trusted up to 6" in plan.message
+    ramp = ForecastSummary(95, 50, 55, "holt-winters")
+    plan, _ = decide(spec, obs(request_rate=40), serving_fleet(4), PolicyMemory(last_serving=4), ramp)
+    assert (plan.serving, plan.reason) == (6, "ForecastLoad") and "trusted" not in plan.message
 
 
 def test_latency_breach_does_not_compound_while_new_replicas_settle() -> None:
@@ -250,7 +268,7 @@ def test_deciding_twice_at_the_same_instant_is_idempotent() -> None:
         ("stale per spec", obs(sampled_at=NOW - 20), {"metrics": {"staleAfterSeconds": 15}}, "metrics stale"),
         ("queue missing", obs(queue_depth=None), {}, "queue_depth missing"),
         ("rate missing", obs(request_rate=None), {}, "request_rate missing"),
-        ("configured ttft missing", obs(), {"slo": {"ttftP95Ms": 500}}, "ttft_p95_ms missing"),
+        ("configured ttft missing", obs(request_rate=5.0), {"slo": {"ttftP95Ms": 500}}, "ttft_p95_ms missing"),
     ],
 )
 def test_safe_mode_never_scales_down(case: str, observation: Observation, spec_extra: dict[str, Any], missing: str) -> None:
@@ -265,7 +283,7 @@ def test_safe_mode_never_scales_down(case: str, observation: Observation, spec_e
     assert plan.retire == ()
     assert plan.on_demand >= 7 and plan.spot >= 1
     # The blind period is remembered at the held size: no scale-down right after it either.
-    recovered = obs(sampled_at=NOW + 10, ttft_p95_ms=100.0)
+    recovered = obs(sampled_at=NOW + 10, ttft_p95_ms=100.0, request_rate=5.0)
     plan, _ = decide(spec, recovered, fleet, mem, now=NOW + 10)
     assert plan.serving == 6 and plan.reason == "Stabilizing"
 
@@ -327,6 +345,23 @@ def test_auto_pool_follows_forecast_spread_and_bursts() -> None:
     plan, mem = decide(spec, obs(request_rate=70), fleet, mem)
     assert plan.standby == 3 and mem.burst_replicas == 3
     plan, mem = decide(spec, obs(request_rate=70, sampled_at=NOW + 7200), fleet, mem, now=NOW + 7200)
+    assert plan.standby == 1
+
+
+def test_auto_pool_counts_serving_headroom_and_shrinks_only_after_the_window() -> None:
+    spec = make_spec(warmPool={"size": "auto", "max": 4})
+    fleet = serving_fleet(8)
+    # A burst of 3 replicas just happened, but serving is held at 8 while the need is 4:
+    # the 4 spare serving replicas already cover it.
+    mem = PolicyMemory(last_serving=8, last_need=1, last_decided_at=NOW - 10, started_at=NOW - 10,
+                       recommendations=((NOW - 10, 8),))
+    plan, _ = decide(spec, obs(request_rate=40), fleet, mem)
+    assert plan.serving == 8 and plan.standby == 1 and "headroom 4" in plan.message
+    # Pool wanted 3 a moment ago: it is held for the scale-down window, not destroyed at once.
+    mem = PolicyMemory(last_serving=4, standby_recommendations=((NOW - 100, 3),))
+    plan, _ = decide(spec, obs(request_rate=40), serving_fleet(4), mem)
+    assert plan.standby == 3 and "holding 3" in plan.message
+    plan, _ = decide(spec, obs(request_rate=40), serving_fleet(4), replace(mem, standby_recommendations=((NOW - 400, 3),)))
     assert plan.standby == 1
 
 

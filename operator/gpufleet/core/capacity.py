@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.safety import LATENCY_SIGNALS
+from gpufleet.core.stabilize import max_up_step
 from gpufleet.core.types import ForecastSummary, Observation
 
 # Reason codes (short CamelCase, stable: they appear in Events, status and dashboards).
@@ -116,19 +117,31 @@ def latency_needs(spec: InferenceServiceSpec, obs: Observation, serving: int) ->
     return out
 
 
-def forecast_need(spec: InferenceServiceSpec, forecast: ForecastSummary | None, rps: float | None) -> Need | None:
+def forecast_need(
+    spec: InferenceServiceSpec, forecast: ForecastSummary | None, rps: float | None, load: int
+) -> Need | None:
+    """Replicas for the forecast's upper quantile over the time-to-ready horizon.
+
+    Trusted up to one scale-up step above what the observed load needs now (`load`): over one
+    cold start a calibrated forecast rarely asks for more, and a forecast fitted on a few
+    minutes of bursty history can ask for 40x the load (its interval is a guess, not a
+    backtest). A real ramp still pulls capacity ahead: the cap rises with the load every step.
+    """
     if forecast is None or not spec.forecast.enabled or rps is None:
         return None
     upper = forecast.upper_rps
     if not math.isfinite(upper) or upper < 0:
         return None
     n = ceil_replicas(upper / rps)
-    return Need(
-        FORECAST_LOAD,
-        n,
+    cap = load + max_up_step(spec, load)
+    text = (
         f"forecast {upper:.1f} rps (upper, {forecast.method}, {forecast.horizon_s:.0f}s ahead) "
-        f"/ {rps:.2f} rps/replica: need {n}",
+        f"/ {rps:.2f} rps/replica: need {n}"
     )
+    if n > cap:
+        text += f", trusted up to {cap} (load needs {load}, plus one scale-up step)"
+        n = cap
+    return Need(FORECAST_LOAD, n, text)
 
 
 def rate_need(obs: Observation, rps: float | None) -> Need | None:
@@ -152,7 +165,10 @@ def all_needs(
     if q is not None:
         needs.append(q)
     needs.extend(latency_needs(spec, obs, latency_base))
-    for n in (forecast_need(spec, forecast, rps), rate_need(obs, rps)):
+    r = rate_need(obs, rps)
+    load = max((n.replicas for n in (*needs, *([r] if r else []))), default=0)
+    f = forecast_need(spec, forecast, rps, load)
+    for n in (f, r):
         if n is not None:
             needs.append(n)
     lo, _ = bounds(spec)

@@ -158,7 +158,10 @@ class GpufleetPolicy:
             jump,
             now - memory.last_decided_at if memory.last_decided_at is not None else 0.0,
         )
-        pool = warmpool.pool_size(spec, serving=target, forecast=forecast, rps=rps, burst=burst)
+        pool = warmpool.pool_size(spec, serving=target, need=top.replicas, forecast=forecast, rps=rps, burst=burst)
+        pool, standby_recs = warmpool.stabilize_pool(
+            spec, pool, memory.standby_recommendations, now, max(0, spec.replicas.max - target)
+        )
         total = target + pool.standby
 
         sp = split.make_before_break(spec, split.class_split(spec, total, fleet), view, total)
@@ -199,6 +202,7 @@ class GpufleetPolicy:
         )
         new_memory = PolicyMemory(
             recommendations=recs,
+            standby_recommendations=standby_recs,
             last_scale_up_at=now if target > current else memory.last_scale_up_at,
             last_scale_down_at=now if target < current else memory.last_scale_down_at,
             learned_rps_per_replica=capacity.learn_rps(

@@ -19,6 +19,7 @@ LATENCY_SIGNALS: tuple[tuple[str, str, str], ...] = (
     ("queue_time_ms", "queue_time_ms", "queue time"),
 )
 
+_LATENCY_FIELDS = frozenset(obs_f for obs_f, _, _ in LATENCY_SIGNALS)
 _VALUE_FIELDS = ("queue_depth", "queue_time_ms", "ttft_p95_ms", "latency_p95_ms", "request_rate")
 
 
@@ -63,5 +64,12 @@ def assess(spec: InferenceServiceSpec, observation: Observation, now: float) -> 
     if age > stale_after:
         # Every value of a stale sample is stale: none of them may drive a decision.
         return Health(Observation(sampled_at=obs.sampled_at), (f"metrics stale ({age:.0f}s old > {stale_after}s)",))
-    missing = tuple(name for name in key_signals(spec) if getattr(obs, name) is None)
+    idle = obs.request_rate == 0.0
+    missing = tuple(
+        name
+        for name in key_signals(spec)
+        # With no requests in the window a latency percentile is undefined (Prometheus: NaN),
+        # not missing: an idle service is not a blind one.
+        if getattr(obs, name) is None and not (idle and name in _LATENCY_FIELDS)
+    )
     return Health(obs, tuple(f"{name} missing" for name in missing))

@@ -76,8 +76,11 @@ class ForecastSummary:
 class PolicyMemory:
     """What a policy remembers between steps. The caller stores it and passes it back."""
 
-    # (time, recommended total replicas) within the longest stabilisation window.
+    # (time, recommended serving replicas) within the longest stabilisation window.
     recommendations: tuple[tuple[float, int], ...] = ()
+    # (time, recommended standbys) within the scale-down window: the pool shrinks only when
+    # no larger pool was wanted over that window (a standby is a cold start to replace).
+    standby_recommendations: tuple[tuple[float, int], ...] = ()
     last_scale_up_at: float | None = None
     last_scale_down_at: float | None = None
     # Requests/s one replica was seen to serve at the queue target (learned when spec omits it).

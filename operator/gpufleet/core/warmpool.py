@@ -15,9 +15,9 @@ from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.capacity import ceil_replicas
 from gpufleet.core.types import ForecastSummary, Replica, ReplicaState
 
-# Recent bursts are remembered with this half-life: long enough to span a daily pattern's
-# ramps, short enough that one spike does not pay for a standby all day.
-BURST_HALF_LIFE_S = 1800.0
+# Recent bursts are remembered with this half-life: long enough to cover the next burst of a
+# bursty period, short enough that one spike does not pay for standbys for hours.
+BURST_HALF_LIFE_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,13 @@ def pool_size(
     spec: InferenceServiceSpec,
     *,
     serving: int,
+    need: int,
     forecast: ForecastSummary | None,
     rps: float | None,
     burst: float,
 ) -> PoolSize:
+    """Standbys wanted. With `auto`, serving replicas held above the current need (scale-down
+    stabilisation, forecast) already absorb that much surprise, so they count against the pool."""
     room = max(0, spec.replicas.max - serving)
     size = spec.warm_pool.size
     if size != "auto":
@@ -55,10 +58,15 @@ def pool_size(
         note = "" if n == size else f" (capped by max replicas {spec.replicas.max})"
         return PoolSize(n, f"standby {n}{note}")
     spread = forecast_spread(forecast if spec.forecast.enabled else None, rps)
+    headroom = max(0, serving - need)
     # At least one standby: 'auto' means the user wants a pool; its size follows uncertainty.
-    wanted = max(1, ceil_replicas(spread), ceil_replicas(burst))
+    wanted = max(1, ceil_replicas(max(spread, burst) - headroom))
     n = min(wanted, spec.warm_pool.max, room)
-    return PoolSize(n, f"standby {n} (auto: forecast spread {spread:.1f}, burst {burst:.1f}, max {spec.warm_pool.max})")
+    return PoolSize(
+        n,
+        f"standby {n} (auto: forecast spread {spread:.1f}, burst {burst:.1f}, headroom {headroom}, "
+        f"max {spec.warm_pool.max})",
+    )
 
 
 def promotions(replicas: tuple[Replica, ...], count: int) -> tuple[str, ...]:
@@ -70,3 +78,16 @@ def promotions(replicas: tuple[Replica, ...], count: int) -> tuple[str, ...]:
         key=lambda r: (r.ready_at if r.ready_at is not None else r.created_at, r.name),
     )
     return tuple(r.name for r in ready[:count])
+
+
+def stabilize_pool(
+    spec: InferenceServiceSpec, pool: PoolSize, recs: tuple[tuple[float, int], ...], now: float, room: int
+) -> tuple[PoolSize, tuple[tuple[float, int], ...]]:
+    """Grow the pool at once, shrink it only to the largest size wanted over the scale-down
+    window: a pool that follows every wiggle of the need destroys and re-creates warm replicas."""
+    window = float(spec.scaling.scale_down.stabilization_seconds)
+    recs = tuple((t, v) for t, v in recs if now - window <= t < now) + ((now, pool.standby),)
+    held = min(max(v for _, v in recs), room)
+    if held > pool.standby:
+        return PoolSize(held, f"{pool.message}, holding {held} (scale-down window)"), recs
+    return pool, recs
