@@ -139,11 +139,13 @@ class KpaLike:
     samples: deque[tuple[float, float]] = field(default_factory=deque)
     panic_since: float | None = None
     panic_peak: int = 0
+    concurrency_source: object | None = None  # set by the simulator: has `.in_flight`
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
                fleet: FleetState, memory: PolicyMemory, now: float) -> tuple[Plan, PolicyMemory]:
         serving = [r for r in fleet.replicas if r.state == ReplicaState.serving]
-        conc = sum(r.in_flight or 0.0 for r in serving)
+        src = self.concurrency_source
+        conc = float(getattr(src, "in_flight")) if src is not None else sum(r.in_flight or 0.0 for r in serving)
         ready = max(len(serving), 1)
         self.samples.append((now, conc))
         while self.samples and self.samples[0][0] <= now - self.stable_s:

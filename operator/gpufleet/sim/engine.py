@@ -100,9 +100,12 @@ class SimMetrics:
         self.p95_ms = np.zeros(n)  # TTFT p95 of the second's arrivals (estimated)
         self.n = n
         self.last: Observation | None = None
+        self.in_flight = 0.0  # live requests in the Service (queued + executing): Knative's concurrency
 
     def observe(self, *, now: float) -> Observation:
         ts = int(now // SCRAPE_S) * SCRAPE_S
+        if self.last is not None and self.last.sampled_at == float(ts):
+            return self.last  # same scrape: Prometheus would answer the same
         hi = min(ts, self.n)
         lo = max(0, hi - RATE_WINDOW_S)
         if hi <= 0:
@@ -171,6 +174,8 @@ def simulate(
     fleet.bootstrap(max(init, spec.replicas.min))
     fleet.schedule_preemptions(horizon)
     interval = int(getattr(policy, "interval_s", spec.scaling.interval_seconds))
+    if hasattr(policy, "concurrency_source"):
+        policy.concurrency_source = metrics  # the KPA baseline's queue-proxy view
     offset = int(getattr(policy, "phase_s", 0))
     memory = PolicyMemory()
 
@@ -246,6 +251,7 @@ def simulate(
         a_out = outs[t] if t < n_trace else 0.0
         ca2 = ca2s[t] if t < n_trace else 1.0
         arrived += a
+        rec_load_l[t // rec] += a  # offered load (before any rejection)
         b = d / n if n > 0 else 0.0
         itl = itl_tab[int(b) if b < B else B]
         tchunk = itl + K / P
@@ -333,11 +339,11 @@ def simulate(
             d, r_tok = 0.0, 0.0
         queue_m[t] = qn + lq  # Little's law for the sub-second queue
         fleet.in_flight_per_serving = (d + qn) / n if n > 0 else qn
+        metrics.in_flight = d + qn
         if t % rec == 0:
             i = t // rec
             rec_serv[i] = n
             rec_total[i] = len(fleet.replicas)
-        rec_load_l[t // rec] += a
 
         if t >= offset and (t - offset) % interval == 0 and t < n_trace:
             res = step(spec=spec, policy=policy, metrics=metrics, fleet=fleet, forecaster=fore, memory=memory,

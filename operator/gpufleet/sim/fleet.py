@@ -56,13 +56,14 @@ class SimFleet:
         self._preempt_times: list[float] = []
         self.n_serving = 0
         self.version = 0
-        self._cached: tuple[int, float, FleetState] | None = None
+        self._cached: tuple[tuple[int, bool], FleetState] | None = None
         self.in_flight_per_serving = 0.0
         self.starts: dict[str, list[float]] = {ON_DEMAND: [], SPOT: []}
         self.scale_events = 0
         self.created = 0
         self.lost_in_flight_share = 0.0  # sum over reclaimed serving pods of 1/n_serving at that time
         self.preemptions = 0
+        self._last_apply: tuple[object, int] | None = None
         self._ttr: tuple[tuple[int, int], dict[str, float]] | None = None
         self.next_due = 0.0  # the engine calls advance() only from this time on
 
@@ -91,8 +92,15 @@ class SimFleet:
     # -- FleetPort ---------------------------------------------------------------------------
 
     def state(self, *, now: float) -> FleetState:
-        if self._cached is not None and self._cached[0] == self.version and self._cached[1] == now:
-            return self._cached[2]
+        # Rebuilt only when the fleet changed (or spot availability did): in-flight counts in it are
+        # those of the last rebuild (all serving replicas carry the same pooled share anyway; the
+        # KPA baseline reads live concurrency from SimMetrics, as Knative reads its queue-proxies).
+        spot_unavailable = any(
+            r.pending and now - r.pending_since > self.pending_timeout_s for r in self.replicas.values()
+        )
+        key = (self.version, spot_unavailable)
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
         inflight = self.in_flight_per_serving
         reps = tuple(
             Replica(name=r.name, capacity_class=r.cls, state=r.state, created_at=r.created_at,
@@ -100,11 +108,8 @@ class SimFleet:
                     in_flight=inflight if r.state == ReplicaState.serving else 0.0, interrupted=r.interrupted)
             for r in self.replicas.values()
         )
-        spot_unavailable = any(
-            r.pending and now - r.pending_since > self.pending_timeout_s for r in self.replicas.values()
-        )
         fs = FleetState(replicas=reps, spot_unavailable=spot_unavailable, time_to_ready_s=self.time_to_ready())
-        self._cached = (self.version, now, fs)
+        self._cached = (key, fs)
         return fs
 
     def time_to_ready(self) -> dict[str, float]:
@@ -115,11 +120,26 @@ class SimFleet:
         out = {}
         for cls, xs in self.starts.items():
             recent = xs[-20:]
-            out[cls] = float(np.percentile(recent, 90)) if len(recent) >= 3 else self.cold.p90
+            # p90 with linear interpolation (as numpy's default), on at most 20 values
+            if len(recent) >= 3:
+                xs = sorted(recent)
+                pos = 0.9 * (len(xs) - 1)
+                lo = int(pos)
+                hi = min(lo + 1, len(xs) - 1)
+                out[cls] = float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+            else:
+                out[cls] = self.cold.p90
         self._ttr = (key, out)
         return out
 
     def apply(self, plan: Plan, *, now: float) -> None:
+        sig = (plan.on_demand, plan.spot, plan.serving, plan.promote, plan.retire)
+        if self._last_apply == (sig, self.version):
+            return  # the same plan on an unchanged fleet changes nothing (speed on 2 s ticks)
+        self._apply(plan, now)
+        self._last_apply = (sig, self.version)
+
+    def _apply(self, plan: Plan, now: float) -> None:
         before = (self.class_target[ON_DEMAND], self.class_target[SPOT], self.serving_target)
         self.serving_target = plan.serving
         order = {n: i for i, n in enumerate(plan.retire)}
@@ -135,9 +155,9 @@ class SimFleet:
                 for _ in range(want - len(mine)):
                     self._new(cls, now)
         for name in plan.promote:
-            r = self.replicas.get(name)
-            if r is not None and r.state == ReplicaState.standby and self.n_serving < plan.serving:
-                self._set_state(r, ReplicaState.serving)
+            p = self.replicas.get(name)
+            if p is not None and p.state == ReplicaState.standby and self.n_serving < plan.serving:
+                self._set_state(p, ReplicaState.serving)
         self._route(plan.retire)
         if (self.class_target[ON_DEMAND], self.class_target[SPOT], self.serving_target) != before:
             self.scale_events += 1

@@ -34,7 +34,7 @@ _CAL_ITL_MS = np.array([53.1, 57.37, 49.27, 60.7, 60.74])
 
 def itl_shape(batch: np.ndarray) -> np.ndarray:
     shape = np.maximum.accumulate(_CAL_ITL_MS / _CAL_ITL_MS[0])  # monotone: more work never faster
-    return np.interp(np.log2(np.maximum(batch, 1.0)), np.log2(_CAL_BATCH), shape)
+    return np.asarray(np.interp(np.log2(np.maximum(batch, 1.0)), np.log2(_CAL_BATCH), shape), dtype=float)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class Scenario:
         if name == "gpufleet":
             from gpufleet.core.policy import GpufleetPolicy
 
-            return GpufleetPolicy()
+            return cast(Policy, GpufleetPolicy())
         if name == "oracle":
             return Oracle(self.oracle_need())
         raise ValueError(f"unknown policy {name!r}")

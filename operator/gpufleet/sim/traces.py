@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 
 SHARED_TRACES = os.environ.get(
     "GPUFLEET_TRACES", os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "traces")
@@ -61,7 +61,7 @@ class Trace:
 
     def rate_per_window(self, window_s: int) -> np.ndarray:
         n = self.seconds // window_s
-        return self.counts[: n * window_s].reshape(n, window_s).mean(axis=1)
+        return np.asarray(self.counts[: n * window_s].reshape(n, window_s).mean(axis=1), dtype=float)
 
 
 def _token_sample(rng: np.random.Generator, n: int = TOKEN_SAMPLE) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +168,7 @@ def _counts_from_rates(rate_s: np.ndarray, disp_s: np.ndarray, rng: np.random.Ge
     if under.any():
         sd = np.sqrt(np.maximum(disp_s[under], 0.05) * lam[under])
         counts[under] = np.maximum(0.0, np.round(rng.normal(lam[under], sd)))
-    return counts
+    return np.asarray(counts, dtype=float)
 
 
 def _synth(name: str, rate_w: np.ndarray, disp_w: np.ndarray, missing_w: np.ndarray, window_s: int,
