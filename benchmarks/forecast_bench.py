@@ -52,12 +52,21 @@ METHODS: tuple[MethodSpec, ...] = (
 )
 
 
+GAP_FRACTION = 0.02
+
+
 def load(name: str) -> np.ndarray:
-    """Rates per window; exact zeros are collector gaps (the language traces never dip below
-    ~390 rps otherwise), so they are missing values, not demand."""
+    """Rates per window, with collector gaps as missing values (NaN), not demand.
+
+    Gaps: exact zeros (84 windows in m-mid, 37 in m-small), and windows below 2 % of the trace's
+    median: in m-mid these are partial windows at the edges of zero runs (11-15 rps where the
+    level is ~2000) and a stretch of 1-25 rps around the gap at window 1392. m-small and
+    deepseek-r1 have none below that line (their minima are ~34 % of the median).
+    """
     data = np.genfromtxt(TRACES / f"{name}_total_rate_10min.csv", delimiter=",", names=True)
     y = np.asarray(data["total_rate_rps"], dtype=np.float64)
-    return np.where(y > 0, y, np.nan)
+    median = float(np.median(y[y > 0]))
+    return np.where(y > GAP_FRACTION * median, y, np.nan)
 
 
 def rolling_origin(
@@ -127,6 +136,7 @@ def evaluate(
             cols[h] = (smape(actual[scored], m[scored]), cover, width)
         table[spec.label] = cols
         paths[spec.label] = mean
+        paths[spec.label + ":upper"] = upper
         print(
             f"  {name:20s} {spec.label:34s} "
             + "  ".join(f"h{h}: {cols[h][0]:5.1f}% cov {cols[h][1]:.2f}" for h in HORIZONS)
@@ -247,7 +257,7 @@ def main() -> None:
         help="score the window just before the test window instead (used to choose settings)",
     )
     args = ap.parse_args()
-    out = Path(args.out)
+    out = Path(args.out) / "validation" if args.validation else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
@@ -255,6 +265,7 @@ def main() -> None:
     tables: dict[str, dict[str, dict[int, tuple[float, float, float]]]] = {}
     plots: dict[str, tuple[np.ndarray, dict[str, np.ndarray], list[int]]] = {}
     windows: dict[str, str] = {}
+    floors: dict[str, float] = {}
     for name in names:
         y = load(name)
         print(f"{name}: {len(y)} windows, {int(np.isnan(y).sum())} missing", flush=True)
@@ -262,11 +273,9 @@ def main() -> None:
         if args.validation:
             y = y[: origins[-1] + max(HORIZONS) + 1]  # nothing of the test window is read
         table, paths, origins = evaluate(name, y, origins, args.refit_every)
-        # The upper path for the plot (auto only).
-        _, up, _ = rolling_origin(y, origins, METHODS[-1], args.refit_every)
-        paths["auto:upper"] = up
         tables[name] = table
         plots[name] = (y, paths, origins)
+        floors[name] = noise_floor(y, origins)
         windows[name] = (
             f"{len(origins)} origins, windows {origins[0]}..{origins[-1]} "
             f"(day {origins[0] / DAY:.1f} to {(origins[-1] + 1) / DAY:.1f}); "
@@ -276,18 +285,22 @@ def main() -> None:
     print("fleet cost ...", flush=True)
     cost = fleet_cost(load("language_m-small"), load("language_m-mid"), args.services, args.sample)
     print(cost, flush=True)
-    write_report(out, tables, windows, cost, png, args, time.time() - started)
+    write_report(out, tables, floors, windows, cost, png, args, time.time() - started)
 
 
 def write_report(
     out: Path,
     tables: dict[str, dict[str, dict[int, tuple[float, float, float]]]],
+    floors: dict[str, float],
     windows: dict[str, str],
     cost: dict[str, float],
     png: str,
     args: argparse.Namespace,
     elapsed: float,
 ) -> None:
+    budget = max(int(60.0 / max(cost["cold_fit_mean_s"], 1e-6)), 1)
+    minutes = int(np.ceil(cost["services"] / budget))
+
     def fmt(v: float, pct: bool = True) -> str:
         if not np.isfinite(v):
             return "n/a"
@@ -309,7 +322,36 @@ def write_report(
         "Data: ServeGen production traces (Xiang et al., *ServeGen: Workload Characterization of "
         "Large Language Model Serving in Production*, arXiv:2505.09999), aggregated per 10 minutes "
         "(`/work/shared/traces/servegen/aggregated/*_total_rate_10min.csv`). Exact-zero windows are "
-        "collector gaps (84 in m-mid, 37 in m-small): they are missing values, never scored.",
+        "collector gaps (84 in m-mid, 37 in m-small), and so are windows below 2 % of a trace's "
+        "median (18 in m-mid: partial windows at gap edges, ~1-25 rps where the level is ~2000; "
+        "none elsewhere): missing values for the forecasters, never scored.",
+        "",
+        "## Methods (`gpufleet.forecasting`)",
+        "",
+        "- `last-value`: the last observation, flat. `seasonal-naive`: the same slot one season "
+        "earlier (the longest season with one full cycle of history; the day-earlier baseline is "
+        "this with the daily season only).",
+        "- `exp-smoothing`: simple exponential smoothing; `holt-winters`: additive damped trend and "
+        "additive daily season (weekly instead when the history covers two weeks plus a little; "
+        "never in this 14-day data at 10-minute steps). Both by statsmodels `ExponentialSmoothing` "
+        "(parameters by its SSE fit, heuristic initial states), then moved forward with known "
+        "parameters between refits.",
+        "- `auto`: fits every candidate the history supports (the two naive ones always), runs a "
+        "rolling-origin backtest over the last 432 origins (3 days at 10 minutes) from the stored "
+        "filter states, and at each horizon h uses the candidate with the lowest sMAPE over "
+        "horizons h-1..h+1; a more elaborate candidate must beat a simpler one by more than 0.1 %.",
+        "- Intervals (all methods): upper = f + max(|f|, 5 % of the mean level) × the empirical "
+        "quantile of the relative backtest errors at that horizon (random-walk width when fewer "
+        "than 8 errors). Gaps are imputed (same slot a season earlier, else interpolation) for the "
+        "models and never scored.",
+        "",
+        "Settings were chosen on a validation window (the 4 days before the test window, "
+        "`--validation`, report in [validation/](validation/README.md)): per-horizon choice "
+        "scored on h-1..h+1 (vs one method for all horizons, or each horizon alone), no forecast "
+        "combinations (mean of exp-smoothing and Holt-Winters: no better), a 3-day backtest (1, 2, "
+        "3 and 6 days gave the same), and SSE-fitted smoothing parameters (tuning the level "
+        "smoothing on backtest sMAPE was no better). The test window itself was scored only to "
+        "report.",
         "",
         "## Protocol",
         "",
@@ -342,7 +384,29 @@ def write_report(
                 f"{fmt(b[0])} | {fmt(b[1], False)} | {fmt(b[2], False)} |"
             )
         lines.append("")
-    lines += targets(tables)
+    lines += targets(tables, floors)
+    lines += [
+        "## Observations",
+        "",
+        "- Last value is a strong baseline on 10-minute rates: the series alternate between calm "
+        "stretches and bursts of large window-to-window swings, and no smoother removes that "
+        "noise. Holt-Winters gains most at 2 h on m-small, where the daily shape is regular.",
+        "- The day-earlier baseline is weak on these traces: levels drift over days (m-mid roughly "
+        "doubles over the two weeks) and the daily shape differs from day to day.",
+        "- Intervals: coverage of the one-sided 0.9 bound is close to 0.90 on the language traces. "
+        "deepseek-r1 has under a day of history, few residuals and a late burst: it under-covers. "
+        "`auto` can be optimistic right after switching to a method whose in-sample errors were "
+        "small (selection bias), so its coverage can sit below the single methods'.",
+        "- Weekly seasonality is supported (Holt-Winters on the week, seasonal-naive on the week) "
+        "but a 14-day trace never gives two full weeks before a test origin, so it is not "
+        "exercised here.",
+        "- History of this report, for honesty: the first full run treated only exact zeros as "
+        "gaps; m-mid's 18 near-zero partial windows then made auto pick seasonal-naive at 2 h for "
+        "a day, and m-mid scored auto 14.4 % / 25.5 % vs last value 14.8 % / 20.4 % (30 min / 2 h). "
+        "The 2 %-of-median gap rule was added after looking at that run's plot of the test "
+        "window; the forecasting settings above were not changed after seeing test numbers.",
+        "",
+    ]
     lines += [
         "## Cost: 500 services each minute",
         "",
@@ -362,32 +426,51 @@ def write_report(
         f"{cost['cold_fit_p95_s']:.2f} |",
         f"| cold start of the whole fleet (CPU s) | {cost['cold_start_fleet_cpu_s']:.0f} |",
         "",
+        "At operator start every service needs a full fit at once. `RateForecaster.forecast(..., "
+        "allow_fit=False)` defers it (serving the last observed rate, or the old parameters, and "
+        f"saying so); with a fleet budget of {budget} fits per minute (about "
+        f"{budget * cost['cold_fit_mean_s']:.0f} CPU s, half of 2 cores) all "
+        f"{int(cost['services'])} services are fitted within {minutes} minutes.",
+        "",
         f"Budget on 2 cores: 120 CPU s per minute. Plot: [{png}]({png}).",
         "",
     ]
     (out / "README.md").write_text("\n".join(lines))
 
 
-def targets(tables: dict[str, dict[str, dict[int, tuple[float, float, float]]]]) -> list[str]:
+def noise_floor(y: np.ndarray, origins: list[int]) -> float:
+    """sMAPE of each scored window against the mean of its two neighbours: a non-causal
+    reference (it sees the future) for how much of the error is window-to-window noise."""
+    idx = np.array(origins) + HORIZONS[0]
+    idx = idx[(idx >= 1) & (idx < len(y) - 1)]
+    return smape(y[idx], (y[idx - 1] + y[idx + 1]) / 2.0)
+
+
+def targets(
+    tables: dict[str, dict[str, dict[int, tuple[float, float, float]]]], floors: dict[str, float]
+) -> list[str]:
     lines = ["## Targets", ""]
     small = tables["language_m-small"]["auto"][3][0]
     lines.append(
         f"- sMAPE 30 min ahead on m-small ≤ 8 %: auto gets {small:.1f} % — "
         + ("met." if small <= 8 else "**missed**.")
+        + f" For scale: predicting each window as the mean of its two neighbours (which needs the "
+        f"future) scores {floors['language_m-small']:.1f} % on the same windows; the 10-minute "
+        "rates carry that much window-to-window noise."
     )
     for name, table in tables.items():
         for h in HORIZONS:
             auto = table["auto"][h][0]
-            base = [table["naive: last value"][h][0], table["naive: same window 1 day earlier"][h][0]]
-            beaten = [np.isfinite(b) and auto < b for b in base]
-            avail = [np.isfinite(b) for b in base]
+            last = table["naive: last value"][h][0]
+            day = table["naive: same window 1 day earlier"][h][0]
+            verdicts = [auto < last] + ([auto < day] if np.isfinite(day) else [])
             lines.append(
                 f"- {name}, {'30 min' if h == 3 else '2 h'}: auto {auto:.1f} % vs last value "
-                f"{base[0]:.1f} %, day earlier "
-                + (f"{base[1]:.1f} %" if avail[1] else "n/a (shorter than 2 days)")
+                f"{last:.1f} %, day earlier "
+                + (f"{day:.1f} %" if np.isfinite(day) else "n/a (the trace is one day long)")
                 + " — "
-                + ("better than both." if all(b for b, a in zip(beaten, avail) if a)
-                   and beaten[0] else "**not better than every baseline**.")
+                + ("better than " + ("both." if len(verdicts) == 2 else "last value.")
+                   if all(verdicts) else "**not better than every baseline**.")
             )
     lines.append("")
     return lines

@@ -87,9 +87,14 @@ class RateForecaster:
                 del self._sum[old]
                 del self._count[old]
 
-    def forecast(self, now: float, horizon_s: float, quantile: float = 0.9) -> RateForecast | None:
+    def forecast(
+        self, now: float, horizon_s: float, quantile: float = 0.9, *, allow_fit: bool = True
+    ) -> RateForecast | None:
         """Peak mean and upper rate over (now, now + horizon_s]; None with no history at all.
 
+        allow_fit=False defers a due full fit (a fleet-wide budget, e.g. at operator start when
+        every service needs one): the state is moved forward with the old parameters, or, before
+        the first fit, the last observed rate is returned, and `note` says so.
         Never raises: any numerical failure degrades to the last observed rate, said in `note`.
         """
         if not math.isfinite(now):
@@ -104,17 +109,40 @@ class RateForecaster:
         key = (last_complete, steps, float(quantile))
         cached = self._cache.get(key)
         if cached is not None:
-            return cached
+            return replace(cached, horizon_s=horizon_s)
+        deferred = not allow_fit and self._due(first, last_complete)
         try:
-            result = self._forecast(first, last_complete, steps, quantile)
+            if deferred and self._fitted is None:
+                result = self._fallback(first, last_complete, steps, "fit deferred")
+            else:
+                result = self._forecast(first, last_complete, steps, quantile, deferred)
         except Exception as exc:  # noqa: BLE001 - the control loop must always get an answer
             result = self._fallback(first, last_complete, steps, f"forecast failed ({exc})")
         result = replace(result, horizon_s=horizon_s)
-        if len(self._cache) > 64:
-            self._cache.clear()
-        self._cache[key] = result
-        self._cache_last = max(self._cache_last, last_complete)
+        if not deferred:  # a deferred answer is replaced as soon as the fit is allowed
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = result
+            self._cache_last = max(self._cache_last, last_complete)
         return result
+
+    def needs_fit(self, now: float) -> bool:
+        """Whether `forecast(now, ...)` would do a full fit (for a caller spreading them out)."""
+        if not math.isfinite(now):
+            return False
+        last_complete = int(now // self.step_s) - 1
+        first = self._first_bucket(last_complete)
+        return first is not None and self._due(first, last_complete)
+
+    def _due(self, first: int, last: int) -> bool:
+        r, off = self.refit_every, self.refit_offset
+        return (
+            self._fitted is None
+            or (last + off) // r > (self._fit_last + off) // r  # crossed this service's boundary
+            or last - self._fit_last >= max(self._fit_n // 4, 1)  # young history: choices widen
+            or self._fitted_last < first  # a gap longer than the window: start afresh
+            or last < self._fitted_last  # time went backwards
+        )
 
     def _first_bucket(self, last_complete: int) -> int | None:
         if not self._sum:
@@ -131,18 +159,16 @@ class RateForecaster:
             dtype=np.float64,
         )
 
-    def _forecast(self, first: int, last: int, steps: int, quantile: float) -> RateForecast:
+    def _forecast(
+        self, first: int, last: int, steps: int, quantile: float, deferred: bool
+    ) -> RateForecast:
         n = last - first + 1
         fitted = self._fitted
-        grown = last - self._fit_last
-        r, off = self.refit_every, self.refit_offset
-        due = (
-            fitted is None
-            or (last + off) // r > (self._fit_last + off) // r  # crossed this service's boundary
-            or grown >= max(self._fit_n // 4, 1)  # early on the choice of methods widens fast
-            or self._fitted_last < first  # a gap longer than the window: start afresh
-            or last < self._fitted_last  # time went backwards
-        )
+        due = self._due(first, last)
+        if due and deferred and fitted is not None and first <= self._fitted_last <= last:
+            due = False  # keep the old parameters for now: append below
+        else:
+            deferred = False
         if due:
             fitted = fit(
                 self._history(first, last),
@@ -162,7 +188,10 @@ class RateForecaster:
         self._fitted = fitted
         self._fitted_first = first
         self._fitted_last = last
-        return self._summarise(fitted.forecast(steps, quantile), steps, n, last)
+        result = self._summarise(fitted.forecast(steps, quantile), steps, n, last)
+        if deferred:
+            result = replace(result, note="; ".join(p for p in (result.note, "refit deferred") if p))
+        return result
 
     def _summarise(self, fc: Forecast, steps: int, n: int, last: int) -> RateForecast:
         mean = fc.mean[np.isfinite(fc.mean)]

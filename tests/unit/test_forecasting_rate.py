@@ -113,3 +113,26 @@ def test_never_raises_and_gives_a_sane_peak(
         assert math.isfinite(fc.mean_rps) and fc.mean_rps >= 0
         assert fc.upper_rps >= fc.mean_rps
         assert fc.steps >= 1
+
+
+def test_a_deferred_fit_serves_the_last_rate_then_fits_when_allowed() -> None:
+    rf = RateForecaster(step_s=60, method="last-value")
+    now = feed(rf, [10.0] * 9 + [20.0], 60)
+    assert rf.needs_fit(now + 1)
+    fc = rf.forecast(now + 1, 60, allow_fit=False)
+    assert fc is not None and "fit deferred" in fc.note and fc.mean_rps == 20.0
+    assert rf.fits == 0
+    fc = rf.forecast(now + 1, 60)
+    assert fc is not None and "deferred" not in fc.note and rf.fits == 1
+    assert not rf.needs_fit(now + 1)
+
+
+def test_a_deferred_refit_keeps_the_old_parameters_and_moves_on() -> None:
+    rf = RateForecaster(step_s=60, method="last-value", refit_every_s=600)
+    now = feed(rf, [10.0] * 40, 60)
+    rf.forecast(now + 1, 60)
+    fits = rf.fits
+    later = feed(rf, [30.0] * 20, 60, start=now)
+    fc = rf.forecast(later + 1, 60, allow_fit=False)
+    assert fc is not None and "refit deferred" in fc.note and fc.mean_rps == 30.0
+    assert rf.fits == fits
