@@ -430,10 +430,14 @@ def test_interrupted_replicas_are_replaced_at_once() -> None:
     )
     plan, _ = decide(spec, obs(request_rate=100), fleet, PolicyMemory(last_serving=10))
     assert plan.reason == "Interruption" and "2 replica(s) on interrupted nodes" in plan.message
+    assert "promote 1, start 2" in plan.message
     assert plan.serving == 10 and plan.promote == ("warm",)
     assert plan.retire[:2] == ("sp1", "sp0")  # interrupted first, least in-flight first
     assert len(plan.retire) == 2
-    assert plan.total == 11  # 10 serving + 1 standby, none of them the interrupted two
+    # 10 serving + 1 standby healthy (4 on-demand + 7 spot: floor(70 % of 11)), plus the two
+    # interrupted spot replicas still in the spot Deployment, so that replacements start now.
+    assert (plan.on_demand, plan.spot) == (4, 9)
+    assert "4 on-demand + 7 spot; + 2 interrupted until drained" in plan.message
 
 
 def test_retirement_order() -> None:
@@ -453,7 +457,7 @@ def test_retirement_order() -> None:
         )
     )
     plan, _ = decide(spec, obs(), fleet, PolicyMemory(last_serving=4))
-    assert plan.total == 0
+    assert (plan.serving, plan.standby, plan.total) == (0, 0, 1)  # the interrupted one, until drained
     assert plan.retire == (
         "interrupted-od",
         "starting-od",

@@ -14,7 +14,7 @@ from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.capacity import bounds
 from gpufleet.core.fleet import FleetView, is_healthy
 from gpufleet.core.policy import REASONS, GpufleetPolicy
-from gpufleet.core.split import spot_cap, spot_usable
+from gpufleet.core.split import interrupted_by_class, spot_cap, spot_usable
 from gpufleet.core.stabilize import max_down_step, max_up_step
 from gpufleet.core.types import (
     ON_DEMAND,
@@ -165,15 +165,18 @@ def test_bounds_always_hold(
     wanted = plan.serving + plan.standby
     assert lo <= plan.serving <= hi
     assert plan.standby >= 0 and wanted <= hi
-    assert wanted <= plan.total <= hi
-    assert plan.on_demand >= 0 and plan.spot >= 0
+    # Healthy replicas per class (the Deployment sizes also hold the interrupted ones).
+    interrupted = interrupted_by_class(fleet)
+    od, spot = plan.on_demand - interrupted[ON_DEMAND], plan.spot - interrupted[SPOT]
+    assert od >= 0 and spot >= 0
+    assert wanted <= od + spot <= hi
     # The on-demand base (safe mode may keep Ready spot replicas in its way).
     keep_spot = view.ready_by_class[SPOT] if plan.safe_mode else 0
-    assert plan.on_demand >= min(spec.capacity.on_demand.base, wanted, hi - keep_spot)
+    assert od >= min(spec.capacity.on_demand.base, wanted, hi - keep_spot)
     # Spot share: within maxFraction beyond the base, except Ready spot replicas kept until
     # their replacements are Ready.
     cap = spot_cap(spec, wanted) if spot_usable(spec, fleet) else 0
-    assert plan.spot <= max(cap, view.ready_by_class[SPOT])
+    assert spot <= max(cap, view.ready_by_class[SPOT])
     assert plan.reason in REASONS and "\n" not in plan.message
     assert plan.apply == (spec.mode.value == "active")
 
@@ -195,8 +198,9 @@ def test_promotions_and_retirements_are_consistent(
     assert all(by_name[n].state != ReplicaState.draining for n in plan.retire)
     interrupted = [r.name for r in fleet.replicas if r.interrupted and r.state != ReplicaState.draining]
     assert set(plan.retire[: len(interrupted)]) == set(interrupted)
-    # After retirements, each class has at least what the plan asks... no more than needed go.
-    for cls, wanted in ((ON_DEMAND, plan.on_demand), (SPOT, plan.spot)):
+    # Retirements leave each class exactly at its healthy count wanted (never more go).
+    interrupted_n = interrupted_by_class(fleet)
+    for cls, wanted in ((ON_DEMAND, plan.on_demand - interrupted_n[ON_DEMAND]), (SPOT, plan.spot - interrupted_n[SPOT])):
         healthy = [r for r in fleet.replicas if is_healthy(r) and r.capacity_class == cls]
         gone = [n for n in plan.retire if by_name[n].capacity_class == cls and is_healthy(by_name[n])]
         assert len(healthy) - len(gone) == min(len(healthy), wanted)
@@ -271,8 +275,9 @@ def test_safe_mode_never_reduces_capacity(
     ready = [r for r in fleet.replicas if is_healthy(r) and r.state in (ReplicaState.serving, ReplicaState.standby)]
     if len(ready) <= hi:
         assert not [n for n in plan.retire if by_name[n] in ready]
-        assert plan.on_demand >= view.ready_by_class[ON_DEMAND]
-        assert plan.spot >= view.ready_by_class[SPOT]
+        interrupted = interrupted_by_class(fleet)
+        assert plan.on_demand - interrupted[ON_DEMAND] >= view.ready_by_class[ON_DEMAND]
+        assert plan.spot - interrupted[SPOT] >= view.ready_by_class[SPOT]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -118,6 +118,64 @@ def explain(
 
 
 @dataclass(frozen=True)
+class Pool:
+    size: warmpool.PoolSize
+    recs: stabilize.Recommendations
+    burst: float
+    last_need: int | None
+
+
+def plan_pool(
+    spec: InferenceServiceSpec,
+    *,
+    health: Health,
+    top: Need,
+    target: int,
+    forecast: ForecastSummary | None,
+    rps: float | None,
+    memory: PolicyMemory,
+    now: float,
+) -> Pool:
+    # A need computed blind (safe mode) is not load: it must not register as a burst, neither
+    # when metrics vanish nor when they come back.
+    blind = health.safe_mode
+    jump = top.replicas - memory.last_need if memory.last_need is not None and not blind else 0
+    dt = now - memory.last_decided_at if memory.last_decided_at is not None else 0.0
+    burst = warmpool.decay_burst(memory.burst_replicas, jump, dt)
+    size = warmpool.pool_size(spec, serving=target, need=top.replicas, forecast=forecast, rps=rps, burst=burst)
+    size, recs = warmpool.stabilize_pool(
+        spec, size, memory.standby_recommendations, now, max(0, spec.replicas.max - target)
+    )
+    return Pool(size, recs, burst, memory.last_need if blind else top.replicas)
+
+
+def plan_classes(spec: InferenceServiceSpec, *, health: Health, fleet: FleetState, view: FleetView, total: int) -> split.Split:
+    """Healthy replicas wanted per class (interrupted ones are extra, see `decide`)."""
+    sp = split.make_before_break(spec, split.class_split(spec, total, fleet), view, total)
+    if health.safe_mode:
+        # Never reduce capacity without metrics: every healthy Ready replica stays.
+        sp = split.keep_ready(sp, view, spec.replicas.max)
+    return sp
+
+
+def final_reason(
+    *, reason: str, message: str, health: Health, st: stabilize.Stabilized, view: FleetView, sp: split.Split,
+    promote: tuple[str, ...], replacing: int,
+) -> tuple[str, str]:
+    """Interruptions and a spot outage outrank the load signal when they are what moves."""
+    if health.safe_mode:
+        return reason, message
+    if view.interrupted:
+        return INTERRUPTION, (
+            f"{view.interrupted} replica(s) on interrupted nodes: replacing at once "
+            f"(promote {len(promote)}, start {replacing}); {message}"
+        )
+    if st.how not in (stabilize.UP, stabilize.DOWN) and sp.note.startswith("spot unavailable"):
+        return SPOT_UNAVAILABLE, message
+    return reason, message
+
+
+@dataclass(frozen=True)
 class GpufleetPolicy:
     """The Policy protocol's gpufleet implementation (stateless: memory is passed in and out)."""
 
@@ -137,60 +195,49 @@ class GpufleetPolicy:
         health = assess(spec, observation, now)
         obs = health.observation
         forecast = forecast if spec.forecast.enabled else None
-        # This step uses what was learned before it, so the need is monotone in this sample.
+
+        # 1. Need per signal. This step uses what was learned before it, so the need is
+        #    monotone in this sample.
         rps = capacity.rps_per_replica(spec, memory.learned_rps_per_replica)
         seen = capacity.settle(
             view.serving_all, now, memory.serving_seen, memory.serving_seen_since, memory.settled_serving
         )
-        needs = capacity.all_needs(spec, obs, forecast, rps, view.serving_all, seen.settled)
-        top = capacity.worst(spec, needs)
+        top = capacity.worst(spec, capacity.all_needs(spec, obs, forecast, rps, view.serving_all, seen.settled))
 
+        # 2. Serving target: stabilised, stepped, safe.
         current = current_serving(view, memory)
         target, st, recs = serving_target(spec, health, top, current, view.serving, memory, now)
         reason, message = explain(health=health, top=top, st=st, target=target, current=current, spec=spec)
 
-        # A need computed blind (safe mode) is not load: it must not register as a burst, neither
-        # when metrics vanish nor when they come back.
-        last_need = memory.last_need if health.safe_mode else top.replicas
-        jump = top.replicas - memory.last_need if memory.last_need is not None and not health.safe_mode else 0
-        burst = warmpool.decay_burst(
-            memory.burst_replicas,
-            jump,
-            now - memory.last_decided_at if memory.last_decided_at is not None else 0.0,
-        )
-        pool = warmpool.pool_size(spec, serving=target, need=top.replicas, forecast=forecast, rps=rps, burst=burst)
-        pool, standby_recs = warmpool.stabilize_pool(
-            spec, pool, memory.standby_recommendations, now, max(0, spec.replicas.max - target)
-        )
-        total = target + pool.standby
+        # 3. Warm pool, then classes for serving + standby (serving has priority within max).
+        pool = plan_pool(spec, health=health, top=top, target=target, forecast=forecast, rps=rps, memory=memory, now=now)
+        sp = plan_classes(spec, health=health, fleet=fleet, view=view, total=target + pool.size.standby)
 
-        sp = split.make_before_break(spec, split.class_split(spec, total, fleet), view, total)
-        if health.safe_mode:
-            # Never reduce capacity without metrics: every healthy Ready replica stays.
-            sp = split.keep_ready(sp, view, spec.replicas.max)
-        od, spot = sp.on_demand, sp.spot
-
-        # Retire first, then promote among the standbys that stay: a standby of a class being
-        # shrunk must not be put into the Service only to be drained again.
-        retire = split.retirements(fleet, {ON_DEMAND: od, SPOT: spot})
+        # 4. Who goes and who joins. Retire first, then promote among the standbys that stay: a
+        #    standby of a class being shrunk must not enter the Service only to be drained again.
+        retire = split.retirements(fleet, {ON_DEMAND: sp.on_demand, SPOT: sp.spot})
         leaving = frozenset(retire)
-        staying = tuple(r for r in fleet.replicas if r.name not in leaving)
-        promote = warmpool.promotions(staying, target - view.serving)
+        promote = warmpool.promotions(tuple(r for r in fleet.replicas if r.name not in leaving), target - view.serving)
 
-        if not health.safe_mode and view.interrupted:
-            reason = INTERRUPTION
-            message = (
-                f"{view.interrupted} replica(s) on interrupted nodes: replacing "
-                f"(promote {len(promote)}); {message}"
-            )
-        elif not health.safe_mode and st.how not in (stabilize.UP, stabilize.DOWN) and sp.note.startswith("spot unavailable"):
-            reason = SPOT_UNAVAILABLE
-        details = [pool.message, f"{od} on-demand + {spot} spot"]
+        # 5. Interrupted replicas are still in their Deployments until their node goes: the class
+        #    counts (Deployment sizes) include them, so their replacements start now, not after
+        #    the reclaim. They are first in `retire`, to be drained within the notice.
+        interrupted = split.interrupted_by_class(fleet)
+        od = sp.on_demand + interrupted[ON_DEMAND]
+        spot = sp.spot + interrupted[SPOT]
+        replacing = max(0, sp.on_demand + sp.spot - view.healthy_total)
+        reason, message = final_reason(
+            reason=reason, message=message, health=health, st=st, view=view, sp=sp, promote=promote,
+            replacing=replacing,
+        )
+        details = [pool.size.message, f"{sp.on_demand} on-demand + {sp.spot} spot"]
+        if view.interrupted:
+            details.append(f"+ {view.interrupted} interrupted until drained")
         if sp.note:
             details.append(sp.note)
         plan = Plan(
             serving=target,
-            standby=pool.standby,
+            standby=pool.size.standby,
             on_demand=od,
             spot=spot,
             reason=reason,
@@ -202,7 +249,7 @@ class GpufleetPolicy:
         )
         new_memory = PolicyMemory(
             recommendations=recs,
-            standby_recommendations=standby_recs,
+            standby_recommendations=pool.recs,
             last_scale_up_at=now if target > current else memory.last_scale_up_at,
             last_scale_down_at=now if target < current else memory.last_scale_down_at,
             learned_rps_per_replica=capacity.learn_rps(
@@ -215,8 +262,8 @@ class GpufleetPolicy:
             started_at=memory.started_at if memory.started_at is not None else now,
             last_serving=target,
             last_decided_at=now,
-            last_need=last_need,
-            burst_replicas=burst,
+            last_need=pool.last_need,
+            burst_replicas=pool.burst,
             serving_seen=seen.serving_seen,
             serving_seen_since=seen.since,
             settled_serving=seen.settled,

@@ -102,6 +102,15 @@ def retirement_key(r: Replica) -> tuple[int, int, int, float, float, str]:
     )
 
 
+def interrupted_by_class(fleet: FleetState) -> dict[str, int]:
+    """Replicas on nodes with an interruption notice, not yet draining, per class."""
+    out = {ON_DEMAND: 0, SPOT: 0}
+    for r in fleet.replicas:
+        if r.interrupted and r.state != ReplicaState.draining:
+            out[r.capacity_class] = out.get(r.capacity_class, 0) + 1
+    return out
+
+
 def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, ...]:
     """Replicas to retire, in order: every interrupted one, then each class's excess.
 

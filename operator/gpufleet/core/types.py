@@ -107,10 +107,13 @@ class PolicyMemory:
 
 @dataclass(frozen=True)
 class Plan:
-    serving: int  # replicas that should be in the Service
+    serving: int  # healthy replicas that should be in the Service
     standby: int  # warm replicas out of rotation
-    on_demand: int  # replicas (serving + standby + starting) wanted on on-demand capacity
-    spot: int  # replicas wanted on spot capacity
+    # Deployment sizes per class: healthy replicas wanted (serving + standby, including those
+    # still starting) PLUS the interrupted ones still present, so that their replacements start
+    # at once; the interrupted ones lead `retire` and leave when drained or reclaimed.
+    on_demand: int
+    spot: int
     reason: str  # short machine-readable code, e.g. QueueDepth, ForecastLoad, SafeMode
     message: str  # one human line: why
     apply: bool = True  # False in recommend mode: decide and report only
