@@ -71,7 +71,7 @@ def test_deterministic_per_seed() -> None:
 def test_oracle_never_worse_on_gpu_hours() -> None:
     tr = T.scale_load(T.step_load(8.0, 3.0, 600, 900, seed=2), 1.0)
     sc = make_scenario("o", tr, cold=ColdStart(fixed_s=60.0), max_replicas=16)
-    oracle = sc.run("oracle")
+    oracle = sc.run_oracle()
     assert oracle.attainment >= 0.999
     for pol in ("static-peak", "hpa", "keda", "knative-kpa"):
         r = sc.run(pol)

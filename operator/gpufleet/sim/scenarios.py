@@ -49,15 +49,16 @@ class Scenario:
     rps_per_replica: float = 0.0
     inflight_per_replica: float = 0.0
     notes: list[str] = field(default_factory=list)
-    _oracle_need: np.ndarray | None = None
+    _oracle_need: dict[int, np.ndarray] = field(default_factory=dict)
 
-    def oracle_need(self) -> np.ndarray:
-        if self._oracle_need is None:
+    def oracle_need(self, window_s: int = 1) -> np.ndarray:
+        if window_s not in self._oracle_need:
             book = LatencyBook(self.cfg.model, self.trace.in_sample, self.cfg.target_ttft_s)
-            self._oracle_need = oracle_replicas(
+            self._oracle_need[window_s] = oracle_replicas(
                 self.cfg.model, book, self.trace.counts, self.trace.in_tokens, self.trace.ca2,
-                float(self.trace.in_sample.mean()), float(self.trace.out_sample.mean()), self.spec.replicas.max)
-        return self._oracle_need
+                float(self.trace.in_sample.mean()), float(self.trace.out_sample.mean()), self.spec.replicas.max,
+                window_s=window_s)
+        return self._oracle_need[window_s]
 
     def static_replicas(self) -> int:
         peak_min = float(self.trace.rate_per_window(60).max())
@@ -79,8 +80,9 @@ class Scenario:
             from gpufleet.core.policy import GpufleetPolicy
 
             return cast(Policy, GpufleetPolicy())
-        if name == "oracle":
-            return Oracle(self.oracle_need())
+        if name.startswith("oracle"):
+            w = int(name.split("@")[1]) if "@" in name else 1
+            return Oracle(self.oracle_need(w))
         raise ValueError(f"unknown policy {name!r}")
 
     def run(self, name: str, progress: Callable[[int], None] | None = None) -> SimResult:
@@ -90,9 +92,20 @@ class Scenario:
             self.trace, self.policy(name), self.spec, self.cfg, spot=self.spot,
             # Only gpufleet reads forecasts; baselines skip the forecaster's cost.
             forecaster=RateForecastPort if name == "gpufleet" else None,
-            instant_start=(name == "oracle"), step_at_s=self.step_at_s, progress=progress,
+            instant_start=name.startswith("oracle"), step_at_s=self.step_at_s, progress=progress,
         )
         res.policy = name
+        return res
+
+    def run_oracle(self, goal: float = 0.999, windows: tuple[int, ...] = (60, 30, 10, 3, 1)) -> SimResult:
+        """The cheapest perfect-knowledge run reaching the goal: sizing windows from long to short."""
+        res = None
+        for w in windows:
+            res = self.run(f"oracle@{w}")
+            if res.attainment >= goal:
+                break
+        assert res is not None
+        res.policy = "oracle"
         return res
 
 
