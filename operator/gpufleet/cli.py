@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 
 
@@ -11,7 +12,7 @@ def _operator(args: argparse.Namespace) -> int:
     import kopf
     from kubernetes import config as kube_config
 
-    from gpufleet import kopf_app
+    from gpufleet import kopf_app, telemetry
 
     try:
         kube_config.load_incluster_config()
@@ -21,14 +22,27 @@ def _operator(args: argparse.Namespace) -> int:
     kopf_app.CONFIG.min_interval_seconds = args.min_interval
     namespaces = args.namespace or []
     kopf.configure(verbose=args.verbose)
+    if args.metrics_port:
+        telemetry.serve(args.metrics_port, host=args.metrics_host)
     kopf.run(
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=peering_priority(args),
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://{args.health}/healthz" if args.health else None,
     )
     return 0
+
+
+def peering_priority(args: argparse.Namespace) -> int | None:
+    """With peering, kopf runs only the highest-priority peer and pauses ALL peers of equal
+    priority; replicas of one Deployment share their args, so each draws its own random priority
+    (one active, the others on standby until its keep-alive expires)."""
+    chosen: int | None = args.priority
+    if chosen is None and args.peering is not None:
+        chosen = random.randrange(1, 2**31)
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--prometheus-url", default=None, help="default Prometheus for services that set none")
     op.add_argument("--health", default=None, metavar="HOST:PORT", help="serve kopf's liveness probe here")
     op.add_argument("--peering", default=None, help="kopf peering object name for HA (default: standalone)")
+    op.add_argument("--priority", type=int, default=None,
+                    help="kopf peering priority (default with --peering: random, so replicas never tie)")
+    op.add_argument("--metrics-port", type=int, default=None, help="serve the operator's Prometheus metrics here")
+    op.add_argument("--metrics-host", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)")
     op.add_argument("--min-interval", type=float, default=1.0, help="floor on any service's loop interval (s)")
     op.add_argument("--verbose", action="store_true")
     op.set_defaults(func=_operator)

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from gpufleet import telemetry
 from gpufleet.adapters import manifests
 from gpufleet.adapters.kube import Kube, KubeFleet, adopt
 from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics, metrics_port
@@ -164,6 +165,8 @@ class ServiceLoop:
             kopf.warn(body, reason="MetricsUnavailable", message=self.metrics.summary()[:500])
         write_status(body, self.spec, result, now, metrics_ok=self.metrics.available,
                      metrics_note=self.metrics.summary())
+        telemetry.record_tick(namespace=self.namespace, name=self.name, labels=body.metadata.labels,
+                              spec=self.spec, result=result, duration_s=time.time() - now)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
@@ -180,8 +183,10 @@ def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespac
                 loop.tick(body)
             except Exception as exc:  # noqa: BLE001 - the loop must survive a failing API call
                 log.exception("tick failed for %s/%s", namespace, name)
+                telemetry.record_error(namespace=namespace, name=name, labels=body.metadata.labels, error=exc)
                 kopf.warn(body, reason="TickFailed", message=f"{type(exc).__name__}: {exc}"[:500])
         stopped.wait(interval)
+    telemetry.forget(namespace=namespace, name=name)  # deleted, or paused by peering: no stale series
 
 
 def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult, now: float,

@@ -1,0 +1,185 @@
+"""The operator's own Prometheus metrics: what each InferenceService's loop decided and saw.
+
+One function, `record_tick`, turns a control step's values into metrics, so the kopf layer needs a
+single call per tick; `record_error` counts failed ticks and `forget` drops a service's series when
+its loop stops (deleted, or this replica paused by peering), so dashboards show no phantom fleets.
+
+Every series carries `namespace` and `name` of the InferenceService, plus `team` and `project` from
+its labels `gpufleet.io/team` / `gpufleet.io/project` ("" when absent) so that cost can be summed
+per owner. Missing signals (no sample, no forecast) remove the series instead of writing 0 or NaN:
+in Prometheus an absent series means "unknown", a 0 would read as "no load".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client import start_http_server
+from prometheus_client.metrics import MetricWrapperBase
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.control.status import cost_per_hour
+from gpufleet.core.types import CAPACITY_CLASSES, FleetState, ForecastSummary, Observation, Plan, ReplicaState
+
+LABEL_TEAM = "gpufleet.io/team"
+LABEL_PROJECT = "gpufleet.io/project"
+SERVICE_LABELS = ("namespace", "name", "team", "project")
+# Control loops run every few seconds; a tick is mostly API round trips (tens of ms) but a slow
+# API server or Prometheus can stretch it to seconds, which is what an alert should catch.
+LOOP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class StepResultLike(Protocol):
+    """What record_tick reads from a control step (gpufleet.control.step.StepResult fits)."""
+
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def observation(self) -> Observation: ...
+    @property
+    def forecast(self) -> ForecastSummary | None: ...
+    @property
+    def fleet(self) -> FleetState: ...
+    @property
+    def applied(self) -> bool: ...
+
+
+ServiceKey = tuple[str, str]  # (namespace, name)
+
+
+@dataclass
+class Telemetry:
+    """The metric families on one registry (the default one in production, a fresh one in tests)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r, s = self.registry, SERVICE_LABELS
+        self.decisions = Counter("gpufleet_decisions", "Scaling decisions by reason code; applied=false in "
+                                 "recommend mode", [*s, "reason", "applied"], registry=r)
+        self.errors = Counter("gpufleet_errors", "Control-loop ticks that failed, by exception type",
+                              [*s, "error"], registry=r)
+        self.replicas = Gauge("gpufleet_replicas", "Pods by capacity class and state "
+                              "(starting, standby, serving, draining)", [*s, "capacity_class", "state"], registry=r)
+        self.desired = Gauge("gpufleet_desired_replicas", "Deployment size the last plan asked for, by class",
+                             [*s, "capacity_class"], registry=r)
+        self.forecast = Gauge("gpufleet_forecast_request_rate", "Forecast requests/s over the cold-start "
+                              "horizon; quantile=mean or upper (the spec's quantile)", [*s, "quantile"], registry=r)
+        self.observed_rate = Gauge("gpufleet_observed_request_rate", "Observed requests/s across the service",
+                                   s, registry=r)
+        self.observed_queue = Gauge("gpufleet_observed_queue_depth", "Pending requests summed over serving "
+                                    "replicas", s, registry=r)
+        self.observed_latency = Gauge("gpufleet_observed_latency_p95_seconds", "Observed p95 request latency",
+                                      s, registry=r)
+        self.cost = Gauge("gpufleet_cost_per_hour", "GPU cost per hour of every pod holding a GPU, in the "
+                          "spec's price unit", s, registry=r)
+        self.safe_mode = Gauge("gpufleet_safe_mode", "1 while the policy holds the fleet because metrics "
+                               "are missing", s, registry=r)
+        self.last_tick = Gauge("gpufleet_last_tick_timestamp_seconds", "Unix time of the last successful "
+                               "tick (alert when it stops moving)", s, registry=r)
+        self.loop = Histogram("gpufleet_loop_duration_seconds", "Wall time of one control-loop tick "
+                              "(observe, forecast, decide, apply, status)", s, buckets=LOOP_BUCKETS, registry=r)
+        self._lock = threading.Lock()  # daemons run in threads, one per InferenceService
+        # Every label tuple written per service, so forget() can remove exactly those series.
+        self._written: dict[ServiceKey, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _set(self, key: ServiceKey, gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+        if value is None:
+            self._remove(key, gauge, labels)
+            return
+        gauge.labels(*labels).set(value)
+        self._written.setdefault(key, set()).add((gauge, labels))
+
+    def _inc(self, key: ServiceKey, counter: Counter, labels: tuple[str, ...]) -> None:
+        counter.labels(*labels).inc()
+        self._written.setdefault(key, set()).add((counter, labels))
+
+    def _remove(self, key: ServiceKey, metric: MetricWrapperBase, labels: tuple[str, ...]) -> None:
+        if (metric, labels) in self._written.get(key, set()):
+            self._written[key].discard((metric, labels))
+            metric.remove(*labels)
+
+    def record_tick(self, *, namespace: str, name: str, labels: Mapping[str, str] | None,
+                    spec: InferenceServiceSpec, result: StepResultLike, duration_s: float,
+                    now: float | None = None) -> None:
+        key = (namespace, name)
+        svc = service_labels(namespace, name, labels)
+        with self._lock:
+            self._drop_other_owners(key, svc)
+            plan, fleet, obs = result.plan, result.fleet, result.observation
+            self._inc(key, self.decisions, (*svc, plan.reason, "true" if result.applied else "false"))
+            for capacity_class in CAPACITY_CLASSES:
+                for state in ReplicaState:
+                    self._set(key, self.replicas, (*svc, capacity_class, state.value),
+                              float(fleet.count(state, capacity_class)))
+            self._set(key, self.desired, (*svc, CAPACITY_CLASSES[0]), float(plan.on_demand))
+            self._set(key, self.desired, (*svc, CAPACITY_CLASSES[1]), float(plan.spot))
+            forecast = result.forecast
+            self._set(key, self.forecast, (*svc, "mean"), forecast.mean_rps if forecast else None)
+            self._set(key, self.forecast, (*svc, "upper"), forecast.upper_rps if forecast else None)
+            self._set(key, self.observed_rate, svc, obs.request_rate)
+            self._set(key, self.observed_queue, svc, obs.queue_depth)
+            latency_ms = obs.latency_p95_ms
+            self._set(key, self.observed_latency, svc, latency_ms / 1000.0 if latency_ms is not None else None)
+            self._set(key, self.cost, svc, cost_per_hour(spec, fleet))
+            self._set(key, self.safe_mode, svc, 1.0 if plan.safe_mode else 0.0)
+            self._set(key, self.last_tick, svc, time.time() if now is None else now)
+            self.loop.labels(*svc).observe(max(0.0, duration_s))
+            self._written[key].add((self.loop, svc))
+
+    def record_error(self, *, namespace: str, name: str, labels: Mapping[str, str] | None,
+                     error: BaseException) -> None:
+        key = (namespace, name)
+        svc = service_labels(namespace, name, labels)
+        with self._lock:
+            self._drop_other_owners(key, svc)
+            self._inc(key, self.errors, (*svc, type(error).__name__))
+
+    def forget(self, *, namespace: str, name: str) -> None:
+        """Remove every series of one service (its loop stopped)."""
+        with self._lock:
+            for metric, labels in self._written.pop((namespace, name), set()):
+                metric.remove(*labels)
+
+    def _drop_other_owners(self, key: ServiceKey, svc: tuple[str, ...]) -> None:
+        # A relabelled service (new team/project) must not keep its old series alive as a second fleet.
+        stale = {(m, lv) for m, lv in self._written.get(key, set()) if lv[: len(svc)] != svc}
+        for metric, labels in stale:
+            self._remove(key, metric, labels)
+
+
+def service_labels(namespace: str, name: str, labels: Mapping[str, str] | None) -> tuple[str, str, str, str]:
+    labels = labels or {}
+    return namespace, name, str(labels.get(LABEL_TEAM, "")), str(labels.get(LABEL_PROJECT, ""))
+
+
+# The process-wide instance, on prometheus_client's default registry (which also carries the
+# process_* and python_* collectors: memory and CPU of the operator itself).
+TELEMETRY = Telemetry(registry=DEFAULT_REGISTRY)
+
+
+def record_tick(*, namespace: str, name: str, labels: Mapping[str, str] | None, spec: InferenceServiceSpec,
+                result: StepResultLike, duration_s: float) -> None:
+    TELEMETRY.record_tick(namespace=namespace, name=name, labels=labels, spec=spec, result=result,
+                          duration_s=duration_s)
+
+
+def record_error(*, namespace: str, name: str, labels: Mapping[str, str] | None, error: BaseException) -> None:
+    TELEMETRY.record_error(namespace=namespace, name=name, labels=labels, error=error)
+
+
+def forget(*, namespace: str, name: str) -> None:
+    TELEMETRY.forget(namespace=namespace, name=name)
+
+
+def serve(port: int, host: str = "0.0.0.0") -> None:
+    """Serve /metrics of the default registry from a daemon thread (kopf owns the main loop)."""
+    start_http_server(port, addr=host, registry=DEFAULT_REGISTRY)
