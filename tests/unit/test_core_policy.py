@@ -490,3 +490,27 @@ def test_no_scale_down_before_a_full_window_of_history() -> None:
     for t in range(10, 301, 10):
         plan, mem = decide(spec, obs(request_rate=10, sampled_at=NOW + t), serving_fleet(8), mem, now=NOW + t)
     assert plan.serving == 7  # first step down once 300 s of history exist
+
+
+def test_spot_fallback_has_hysteresis() -> None:
+    spec = spot_spec(capacity={"spot": {"returnAfterSeconds": 600}})
+    starting = FleetState(replicas=tuple(rep(f"n{i}", ReplicaState.starting) for i in range(10)))
+    out = replace(starting, spot_unavailable=True)
+    mem = PolicyMemory(last_serving=10)
+    plan, mem = decide(spec, obs(request_rate=100), out, mem)
+    assert (plan.spot, plan.reason) == (0, "SpotUnavailable")
+    # The Pending spot pods are gone, so the fleet's signal clears: the plan stays on on-demand.
+    plan, mem = decide(spec, obs(request_rate=100, sampled_at=NOW + 10), starting, mem, now=NOW + 10)
+    assert plan.spot == 0 and "back to spot in 590s" in plan.message
+    plan, mem = decide(spec, obs(request_rate=100, sampled_at=NOW + 600), starting, mem, now=NOW + 600)
+    assert plan.spot == 7  # retry
+    # Out again soon after the return: wait twice as long.
+    plan, mem = decide(spec, obs(request_rate=100, sampled_at=NOW + 800), out, mem, now=NOW + 800)
+    assert plan.spot == 0 and mem.spot_backoff_s == 1200
+    plan, _ = decide(spec, obs(request_rate=100, sampled_at=NOW + 1900), starting, mem, now=NOW + 1900)
+    assert plan.spot == 0
+    plan, mem = decide(spec, obs(request_rate=100, sampled_at=NOW + 2000), starting, mem, now=NOW + 2000)
+    assert plan.spot == 7
+    # An outage after a quiet hour starts over at the base wait.
+    plan, mem = decide(spec, obs(request_rate=100, sampled_at=NOW + 9000), out, mem, now=NOW + 9000)
+    assert mem.spot_backoff_s == 600

@@ -175,7 +175,7 @@ def test_bounds_always_hold(
     assert od >= min(spec.capacity.on_demand.base, wanted, hi - keep_spot)
     # Spot share: within maxFraction beyond the base, except Ready spot replicas kept until
     # their replacements are Ready.
-    cap = spot_cap(spec, wanted) if spot_usable(spec, fleet) else 0
+    cap = spot_cap(spec, wanted) if spot_usable(spec, fleet.spot_unavailable) else 0
     assert spot <= max(cap, view.ready_by_class[SPOT])
     assert plan.reason in REASONS and "\n" not in plan.message
     assert plan.apply == (spec.mode.value == "active")

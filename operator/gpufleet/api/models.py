@@ -169,6 +169,8 @@ class Spot(ClassPlacement):
     """Largest share of replicas on spot."""
     pending_timeout_seconds: int = Field(default=120, ge=10, le=3600)
     """A spot pod Pending longer than this marks spot capacity unavailable."""
+    return_after_seconds: int = Field(default=600, ge=0, le=86400)
+    """After spot was found unavailable, stay on on-demand this long before trying spot again; the wait doubles after each failed return (up to 8x) and resets after an hour without an outage."""
 
 
 class Prices(ApiModel):

@@ -17,6 +17,7 @@ from gpufleet.core import capacity, split, stabilize, warmpool
 from gpufleet.core.capacity import Need
 from gpufleet.core.fleet import FleetView
 from gpufleet.core.safety import Health, assess
+from gpufleet.core.spotback import SpotBackoff, spot_backoff
 from gpufleet.core.types import (
     ON_DEMAND,
     SPOT,
@@ -149,9 +150,11 @@ def plan_pool(
     return Pool(size, recs, burst, memory.last_need if blind else top.replicas)
 
 
-def plan_classes(spec: InferenceServiceSpec, *, health: Health, fleet: FleetState, view: FleetView, total: int) -> split.Split:
+def plan_classes(
+    spec: InferenceServiceSpec, *, health: Health, spot: SpotBackoff, view: FleetView, total: int
+) -> split.Split:
     """Healthy replicas wanted per class (interrupted ones are extra, see `decide`)."""
-    sp = split.make_before_break(spec, split.class_split(spec, total, fleet), view, total)
+    sp = split.make_before_break(spec, split.class_split(spec, total, spot.unavailable, spot.note), view, total)
     if health.safe_mode:
         # Never reduce capacity without metrics: every healthy Ready replica stays.
         sp = split.keep_ready(sp, view, spec.replicas.max)
@@ -211,7 +214,15 @@ class GpufleetPolicy:
 
         # 3. Warm pool, then classes for serving + standby (serving has priority within max).
         pool = plan_pool(spec, health=health, top=top, target=target, forecast=forecast, rps=rps, memory=memory, now=now)
-        sp = plan_classes(spec, health=health, fleet=fleet, view=view, total=target + pool.size.standby)
+        backoff = spot_backoff(
+            spec,
+            raw_unavailable=fleet.spot_unavailable,
+            retry_at=memory.spot_retry_at,
+            backoff_s=memory.spot_backoff_s,
+            outage_at=memory.spot_outage_at,
+            now=now,
+        )
+        sp = plan_classes(spec, health=health, spot=backoff, view=view, total=target + pool.size.standby)
 
         # 4. Who goes and who joins. Retire first, then promote among the standbys that stay: a
         #    standby of a class being shrunk must not enter the Service only to be drained again.
@@ -264,6 +275,9 @@ class GpufleetPolicy:
             last_decided_at=now,
             last_need=pool.last_need,
             burst_replicas=pool.burst,
+            spot_retry_at=backoff.retry_at,
+            spot_backoff_s=backoff.backoff_s,
+            spot_outage_at=backoff.outage_at,
             serving_seen=seen.serving_seen,
             serving_seen_since=seen.since,
             settled_serving=seen.settled,

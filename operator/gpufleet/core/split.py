@@ -1,8 +1,7 @@
 """On-demand vs spot, and which replicas go first.
 
-The split is a function of the wanted total only (not of the fleet's history), so it cannot
-ping-pong by itself; returning to spot after an outage is paced by whoever sets
-FleetState.spot_unavailable (with hysteresis). Moving capacity between classes is make-before-
+The split is a function of the wanted total and of spot availability only; returning to spot
+after an outage is paced by core.spotback (hysteresis), so it cannot ping-pong. Moving capacity between classes is make-before-
 break: Ready replicas of the class being shrunk stay until the other class has Ready
 replacements, as far as replicas.max allows.
 """
@@ -26,10 +25,10 @@ class Split:
     note: str
 
 
-def spot_usable(spec: InferenceServiceSpec, fleet: FleetState) -> bool:
+def spot_usable(spec: InferenceServiceSpec, unavailable: bool) -> bool:
     prices = spec.capacity.price_per_gpu_hour
     # Spot is only worth its interruptions when it is cheaper.
-    return spec.capacity.spot.enabled and not fleet.spot_unavailable and prices.spot < prices.on_demand
+    return spec.capacity.spot.enabled and not unavailable and prices.spot < prices.on_demand
 
 
 def spot_cap(spec: InferenceServiceSpec, total: int) -> int:
@@ -38,11 +37,13 @@ def spot_cap(spec: InferenceServiceSpec, total: int) -> int:
     return max(0, min(total - base, math.floor(spec.capacity.spot.max_fraction * total + _EPS)))
 
 
-def class_split(spec: InferenceServiceSpec, total: int, fleet: FleetState) -> Split:
-    if not spot_usable(spec, fleet):
+def class_split(spec: InferenceServiceSpec, total: int, unavailable: bool, why: str = "") -> Split:
+    """`unavailable`: spot is out (the fleet's signal, or still backing off after an outage)."""
+    if not spot_usable(spec, unavailable):
         note = ""
-        if spec.capacity.spot.enabled and fleet.spot_unavailable:
+        if spec.capacity.spot.enabled and unavailable:
             note = f"spot unavailable: all beyond base {spec.capacity.on_demand.base} on on-demand"
+            note += f" ({why})" if why else ""
         return Split(total, 0, note)
     spot = spot_cap(spec, total)
     return Split(total - spot, spot, "")

@@ -100,6 +100,11 @@ class PolicyMemory:
     # The serving count and since when it has been unchanged; a count unchanged for a latency
     # window is "settled": latency percentiles (windowed, lagging) describe it, so a latency
     # breach is scaled from it and not from replicas promoted a moment ago (no compounding).
+    # Spot fallback with hysteresis: on-demand only until `spot_retry_at`; the wait doubles after
+    # a failed return and resets after a quiet hour (see core.spotback).
+    spot_retry_at: float | None = None
+    spot_backoff_s: float = 0.0
+    spot_outage_at: float | None = None
     serving_seen: int | None = None
     serving_seen_since: float | None = None
     settled_serving: int | None = None
