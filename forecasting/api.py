@@ -156,8 +156,9 @@ def fit(
 
     method: one of METHODS. 'auto' scores every candidate that the history supports by a
     rolling-origin backtest over the last `backtest_origins` origins and, at each horizon 1..horizon,
-    uses the one with the lowest sMAPE (the naive ones are always candidates, so 'auto' is never
-    worse than them in that backtest). Intervals for every method come from the empirical quantiles
+    uses the one with the lowest sMAPE averaged over horizons h-1..h+1 (the naive ones are always
+    candidates, so 'auto' is never worse than them in that backtest). Steps beyond `horizon` reuse
+    the choice and errors of the last one. Intervals for every method come from the empirical quantiles
     of its relative backtest errors at each horizon.
     """
     try:
@@ -210,7 +211,7 @@ def _fit(
 
     candidates = _candidates(method, y, periods, horizon + backtest_origins, notes)
 
-    origins = _backtest_origins(n, horizon, backtest_origins, candidates)
+    origins = _backtest_origins(n, backtest_origins)
     if len(origins) < MIN_RESIDUALS or len(candidates) == 1:
         # Too little history to compare candidates: auto takes the naive one, a fixed method
         # keeps what it asked for (or its fallback); the interval uses what residuals there are.
@@ -301,11 +302,10 @@ def _candidates(
     return out
 
 
-def _backtest_origins(
-    n: int, horizon: int, backtest_origins: int, candidates: list[Model]
-) -> npt.NDArray[np.int64]:
-    """The last origins with at least one scoreable step, after a warm-up of a few points."""
-    del candidates  # all paths are defined from index 0; NaN paths are masked when scoring
+def _backtest_origins(n: int, backtest_origins: int) -> npt.NDArray[np.int64]:
+    """The last origins with at least one scoreable step, after a warm-up of a few points.
+
+    Paths a model cannot give (e.g. seasonal-naive before one season) are NaN and masked."""
     warmup = min(MIN_POINTS_EXP_SMOOTHING, n)
     first = max(warmup - 1, n - 1 - backtest_origins)
     return np.arange(first, n - 1, dtype=np.int64)
