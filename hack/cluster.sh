@@ -83,7 +83,7 @@ up() {
       --kube-scheduler-binary "$BIN/kube-scheduler" \
       --etcd-binary "$BIN/etcd" \
       --kwok-controller-binary "$BIN/kwok" \
-      --config "$here/kwok/stages.yaml" \
+      --config "$here/kwok/config.yaml" \
       --kubeconfig "" \
       --wait 3m >&2
   fi

@@ -66,7 +66,8 @@ def parse_load(text: str) -> tuple[str, LoadProfile]:
         path, *opts = rest.split(":")
         speedup = float(opts[0]) if opts else 60.0
         with open(path) as f:
-            rows = [(float(r["window_start_s"]), float(r["total_rate_rps"])) for r in csv.DictReader(f)]
+            lines = [line for line in f if not line.startswith("#")]
+            rows = [(float(r["window_start_s"]), float(r["total_rate_rps"])) for r in csv.DictReader(lines)]
         times = np.array([t for t, _ in rows]) / speedup
         rates = np.array([r for _, r in rows])
         if len(opts) > 1:  # rescale so the trace's peak equals the requested rate
