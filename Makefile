@@ -37,10 +37,13 @@ cluster-down:
 
 crds: venv
 	cd /tmp && $(CURDIR)/$(PY) -m gpufleet.api.crd > $(CURDIR)/crds/gpufleet.io_inferenceservices.yaml
+	cp crds/gpufleet.io_inferenceservices.yaml charts/gpufleet/crds/gpufleet.io_inferenceservices.yaml
 
 check-crds: venv
 	@cd /tmp && $(CURDIR)/$(PY) -m gpufleet.api.crd | diff -u $(CURDIR)/crds/gpufleet.io_inferenceservices.yaml - \
 	  && echo "crds/ matches the models" || (echo "crds/ drifted from gpufleet.api.models: run 'make crds'"; exit 1)
+	@cmp -s crds/gpufleet.io_inferenceservices.yaml charts/gpufleet/crds/gpufleet.io_inferenceservices.yaml \
+	  && echo "the chart's CRD matches crds/" || (echo "charts/gpufleet/crds/ drifted from crds/: run 'make crds'"; exit 1)
 
 lint: venv
 	$(VENV)/bin/mypy
