@@ -514,3 +514,20 @@ def test_spot_fallback_has_hysteresis() -> None:
     # An outage after a quiet hour starts over at the base wait.
     plan, mem = decide(spec, obs(request_rate=100, sampled_at=NOW + 9000), out, mem, now=NOW + 9000)
     assert mem.spot_backoff_s == 600
+
+
+def test_burst_is_the_rise_in_need_within_one_time_to_ready() -> None:
+    from gpufleet.core.warmpool import horizon_s, recent_rise
+
+    spec = make_spec()
+    lead = horizon_s(spec, {ON_DEMAND: 90.0, SPOT: 120.0})
+    assert lead == 130.0  # slowest class + one interval
+    recs = ((NOW - 200, 1), (NOW - 120, 2), (NOW - 60, 4), (NOW - 10, 5))
+    assert recent_rise(6, recs, NOW, lead, last=5) == 4  # 6 now vs 2 lowest within 130 s
+    assert recent_rise(6, (), NOW, lead, last=5) == 1  # no history: the last step's rise
+    # Through the policy: a fleet whose replicas take 120 s to start keeps the rise as standbys.
+    spec = make_spec(warmPool={"size": "auto", "max": 8})
+    fleet = replace(serving_fleet(6), time_to_ready_s={ON_DEMAND: 120.0})
+    mem = PolicyMemory(last_serving=6, last_need=5, last_decided_at=NOW - 10, recommendations=recs)
+    plan, _ = decide(spec, obs(request_rate=60), fleet, mem)
+    assert plan.serving == 6 and plan.standby == 4 and "burst 4.0" in plan.message

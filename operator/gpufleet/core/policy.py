@@ -65,6 +65,7 @@ def serving_target(
     top: Need,
     current: int,
     serving_now: int,
+    time_to_ready_s: dict[str, float],
     memory: PolicyMemory,
     now: float,
 ) -> tuple[int, stabilize.Stabilized, stabilize.Recommendations]:
@@ -72,7 +73,8 @@ def serving_target(
     # In safe mode the remembered recommendation is the held size, so the scale-down window
     # restarts when metrics come back instead of trusting the blind period.
     remembered = max(top.replicas, current) if health.safe_mode else top.replicas
-    recs = stabilize.record(memory.recommendations, now, remembered, stabilize.retention_s(spec))
+    keep = stabilize.retention_s(spec, warmpool.horizon_s(spec, time_to_ready_s))
+    recs = stabilize.record(memory.recommendations, now, remembered, keep)
     st = stabilize.stabilize(
         spec,
         current=current,
@@ -134,13 +136,15 @@ def plan_pool(
     target: int,
     forecast: ForecastSummary | None,
     rps: float | None,
+    fleet: FleetState,
     memory: PolicyMemory,
     now: float,
 ) -> Pool:
     # A need computed blind (safe mode) is not load: it must not register as a burst, neither
     # when metrics vanish nor when they come back.
     blind = health.safe_mode
-    jump = top.replicas - memory.last_need if memory.last_need is not None and not blind else 0
+    lead = warmpool.horizon_s(spec, fleet.time_to_ready_s)
+    jump = 0 if blind else warmpool.recent_rise(top.replicas, memory.recommendations, now, lead, memory.last_need)
     dt = now - memory.last_decided_at if memory.last_decided_at is not None else 0.0
     burst = warmpool.decay_burst(memory.burst_replicas, jump, dt)
     size = warmpool.pool_size(spec, serving=target, need=top.replicas, forecast=forecast, rps=rps, burst=burst)
@@ -209,11 +213,15 @@ class GpufleetPolicy:
 
         # 2. Serving target: stabilised, stepped, safe.
         current = current_serving(view, memory)
-        target, st, recs = serving_target(spec, health, top, current, view.serving, memory, now)
+        target, st, recs = serving_target(
+            spec, health, top, current, view.serving, fleet.time_to_ready_s, memory, now
+        )
         reason, message = explain(health=health, top=top, st=st, target=target, current=current, spec=spec)
 
         # 3. Warm pool, then classes for serving + standby (serving has priority within max).
-        pool = plan_pool(spec, health=health, top=top, target=target, forecast=forecast, rps=rps, memory=memory, now=now)
+        pool = plan_pool(
+            spec, health=health, top=top, target=target, forecast=forecast, rps=rps, fleet=fleet, memory=memory, now=now
+        )
         backoff = spot_backoff(
             spec,
             raw_unavailable=fleet.spot_unavailable,

@@ -37,8 +37,11 @@ class Stabilized:
     window_value: int  # the recommendation the window produced (before the step limit)
 
 
-def retention_s(spec: InferenceServiceSpec) -> float:
-    return float(max(spec.scaling.scale_up.stabilization_seconds, spec.scaling.scale_down.stabilization_seconds))
+def retention_s(spec: InferenceServiceSpec, also_s: float = 0.0) -> float:
+    """How long recommendations are kept: the longest window, or `also_s` (the burst window)."""
+    up = spec.scaling.scale_up.stabilization_seconds
+    down = spec.scaling.scale_down.stabilization_seconds
+    return float(max(up, down, also_s))
 
 
 def record(recs: Recommendations, now: float, value: int, keep_s: float) -> Recommendations:
