@@ -1,0 +1,175 @@
+"""The Helm chart, rendered offline: lint, schema, the CRD copy, hardening, and least-privilege RBAC.
+
+Needs only the helm binary that hack/build-cluster-bins.sh builds (no cluster)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import ROOT
+
+CHART = ROOT / "charts" / "gpufleet"
+HELM = shutil.which("helm") or str(Path(os.environ.get("GPUFLEET_BIN", Path.home() / ".cache/gpufleet/bin")) / "helm")
+# helm built from source without version ldflags assumes Kubernetes v1.20 for `template`.
+KUBE_VERSION = "1.33.0"
+
+pytestmark = pytest.mark.skipif(not Path(HELM).exists(), reason="helm not built: run `make bins`")
+
+# Exactly what the operator (gpufleet.adapters.kube, gpufleet.kopf_app) and kopf call. A new API call
+# in the code needs a rule here and in templates/rbac.yaml, on purpose.
+BASE_RULES = {
+    ("gpufleet.io", "inferenceservices"): {"list", "watch", "patch"},
+    ("gpufleet.io", "inferenceservices/status"): {"patch"},
+    ("gpufleet.io", "inferenceservices/finalizers"): {"update"},
+    ("apps", "deployments"): {"get", "create", "patch"},
+    ("apps", "deployments/scale"): {"get", "patch"},
+    ("", "services"): {"get", "create", "patch"},
+    ("policy", "poddisruptionbudgets"): {"get", "create", "patch"},
+    ("", "pods"): {"list", "patch"},
+    ("", "nodes"): {"list"},
+    ("", "events"): {"create"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def render(*sets: str, namespace: str = "gf") -> list[dict[str, Any]]:
+    args = ["template", "rel", str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION]
+    for s in sets:
+        args += ["--set", s]
+    proc = helm(*args)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind}"
+    return found[0]
+
+
+def rules(docs: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in one(docs, "ClusterRole")["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def test_helm_lint_strict() -> None:
+    proc = helm("lint", str(CHART), "--strict")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_chart_crd_is_the_generated_one() -> None:
+    generated = (ROOT / "crds" / "gpufleet.io_inferenceservices.yaml").read_bytes()
+    assert (CHART / "crds" / "gpufleet.io_inferenceservices.yaml").read_bytes() == generated, \
+        "charts/gpufleet/crds/ drifted from crds/: run `make crds`"
+
+
+def test_default_render_has_every_object() -> None:
+    kinds = sorted(d["kind"] for d in render())
+    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+                            "PodDisruptionBudget", "ClusterKopfPeering"])
+
+
+def test_operator_pod_is_hardened_and_probed() -> None:
+    deployment = one(render(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert deployment["spec"]["replicas"] == 2
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    # Writable /tmp for the discovery cache on a read-only root filesystem.
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    args = container["args"]
+    assert "--health=0.0.0.0:8080" in args and "--metrics-port=9090" in args
+    assert "--peering=rel-gpufleet-gf" in args
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+
+
+def test_metrics_service_and_optional_service_monitor() -> None:
+    docs = render()
+    assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
+    service = one(docs, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    monitor = one(render("metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+@pytest.mark.parametrize("sets", [(), ("operator.watchNamespaces={a,b}",), ("peering.enabled=false", "replicaCount=1")])
+def test_cluster_role_has_no_wildcard(sets: tuple[str, ...]) -> None:
+    for rule in one(render(*sets), "ClusterRole")["rules"]:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], rule
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+
+
+def test_cluster_role_is_exactly_what_the_operator_uses() -> None:
+    assert rules(render()) == {**BASE_RULES, ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"}}
+    assert rules(render("operator.watchNamespaces={a,b}")) == {
+        **BASE_RULES,
+        ("kopf.dev", "kopfpeerings"): {"list", "watch", "patch"},
+        ("", "namespaces"): {"list", "watch"},
+    }
+    assert rules(render("peering.enabled=false", "replicaCount=1")) == BASE_RULES
+    # Nothing is ever deleted (owner references let the garbage collector do it) and no secrets read.
+    flat = render()
+    assert all("delete" not in v for v in rules(flat).values())
+    assert ("", "secrets") not in rules(flat)
+
+
+def test_cluster_scoped_names_include_the_namespace() -> None:
+    a, b = render(namespace="team-a"), render(namespace="team-b")
+    for kind in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+        assert one(a, kind)["metadata"]["name"] != one(b, kind)["metadata"]["name"]
+    binding = one(a, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-gpufleet", "namespace": "team-a"}]
+
+
+def test_namespaced_mode_peers_in_each_watched_namespace() -> None:
+    docs = render("operator.watchNamespaces={a,b}")
+    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["a", "b"]
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=a" in args and "--namespace=b" in args
+
+
+def test_guards_reject_bad_values() -> None:
+    no_peering = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+                      "--set", "replicaCount=2", "--set", "peering.enabled=false")
+    assert no_peering.returncode != 0 and "needs peering.enabled=true" in no_peering.stderr
+    typo = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION, "--set", "replicas=3")
+    assert typo.returncode != 0 and "additional properties 'replicas' not allowed" in typo.stderr
+    bad_url = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+                   "--set", "operator.prometheusUrl=prometheus:9090")
+    assert bad_url.returncode != 0
+
+
+def test_values_yaml_is_valid_against_its_schema() -> None:
+    # `helm lint` validates values.yaml against values.schema.json; here also check the schema
+    # lists every top-level key of values.yaml (additionalProperties: false would reject the rest).
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert set(values) <= set(schema["properties"])
