@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.api.models import InferenceServiceSpec, Mode
 from gpufleet.core.capacity import bounds
 from gpufleet.core.fleet import FleetView, is_healthy
 from gpufleet.core.policy import REASONS, GpufleetPolicy
@@ -291,6 +291,18 @@ def test_same_inputs_same_plan(
     forecast: ForecastSummary | None,
 ) -> None:
     assert decide(spec, observation, fleet, memory, forecast) == decide(spec, observation, fleet, memory, forecast)
+
+
+@SETTINGS
+@given(spec=specs(), observation=observations(), fleet=fleets(), memory=memories(), forecast=forecasts())
+def test_recommend_mode_is_the_same_plan_not_applied(
+    spec: InferenceServiceSpec, observation: Observation, fleet: FleetState, memory: PolicyMemory,
+    forecast: ForecastSummary | None,
+) -> None:
+    active, mem_a = decide(spec.model_copy(update={"mode": Mode.active}), observation, fleet, memory, forecast)
+    recommend, mem_r = decide(spec.model_copy(update={"mode": Mode.recommend}), observation, fleet, memory, forecast)
+    assert active.apply and not recommend.apply
+    assert replace(recommend, apply=True) == active and mem_a == mem_r
 
 
 def reversals(xs: list[int]) -> int:
