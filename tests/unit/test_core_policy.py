@@ -531,3 +531,14 @@ def test_burst_is_the_rise_in_need_within_one_time_to_ready() -> None:
     mem = PolicyMemory(last_serving=6, last_need=5, last_decided_at=NOW - 10, recommendations=recs)
     plan, _ = decide(spec, obs(request_rate=60), fleet, mem)
     assert plan.serving == 6 and plan.standby == 4 and "burst 4.0" in plan.message
+
+
+@pytest.mark.parametrize("blind", [False, True])
+def test_edited_bounds_apply_at_once(blind: bool) -> None:
+    observation = Observation() if blind else obs(request_rate=100)
+    plan, _ = decide(make_spec(replicas={"max": 6}), observation, serving_fleet(10), PolicyMemory(last_serving=10))
+    assert plan.serving == 6 and "replicas.max is 6: serving 10 -> 6" in plan.message
+    assert plan.reason == ("SafeMode" if blind else "MaxReplicas")
+    assert len(plan.retire) == 4
+    plan, _ = decide(make_spec(replicas={"min": 5}), obs(), serving_fleet(2), PolicyMemory(last_serving=2))
+    assert (plan.serving, plan.reason) == (5, "MinReplicas")

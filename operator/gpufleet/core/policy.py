@@ -95,6 +95,15 @@ def explain(
     *, health: Health, top: Need, st: stabilize.Stabilized, target: int, current: int, spec: InferenceServiceSpec
 ) -> tuple[str, str]:
     """Reason code and one human line for the serving decision."""
+    lo, hi = capacity.bounds(spec)
+    # Bounds changed under the fleet (spec edited): they apply at once, whatever the windows say.
+    if target < current and (health.safe_mode or st.how != stabilize.DOWN) and target == hi:
+        text = f"replicas.max is {hi}: serving {current} -> {target}"
+        if health.safe_mode:
+            return SAFE_MODE, f"safe mode ({', '.join(health.missing)}): no scale-down but {text}"
+        return capacity.MAX_REPLICAS, f"{top.message}; {text}"
+    if target > current and not health.safe_mode and st.how != stabilize.UP and target == lo:
+        return capacity.MIN_REPLICAS, f"{top.message}; replicas.min is {lo}: serving {current} -> {target}"
     if health.safe_mode:
         what = ", ".join(health.missing)
         if target > current:
