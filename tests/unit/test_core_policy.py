@@ -405,16 +405,18 @@ def test_moving_to_spot_keeps_on_demand_until_spot_is_ready() -> None:
     assert len(plan.retire) == 7 and all(n.startswith("s") for n in plan.retire)
 
 
-def test_spot_unavailable_keeps_running_spot_until_on_demand_is_ready() -> None:
+def test_spot_unavailable_sends_new_capacity_on_demand_and_keeps_running_spot() -> None:
     spec = spot_spec()
     fleet = FleetState(
-        replicas=(*serving_fleet(3, cls=ON_DEMAND).replicas, *(rep(f"p{i}", cls=SPOT) for i in range(7)),
+        replicas=(*serving_fleet(3, cls=ON_DEMAND).replicas, *(rep(f"p{i}", cls=SPOT) for i in range(5)),
                   rep("pending", ReplicaState.starting, SPOT)),
         spot_unavailable=True,
     )
     plan, _ = decide(spec, obs(request_rate=100), fleet, PolicyMemory(last_serving=10))
-    assert plan.on_demand == 10 and plan.spot == 7  # on-demand starts; running spot stays meanwhile
-    assert plan.retire == ("pending",)  # the Pending spot pod goes
+    # 10 wanted: the 5 Ready spot replicas stay, the rest (2 new) on on-demand; the Pending spot pod goes.
+    assert (plan.on_demand, plan.spot, plan.reason) == (5, 5, "SpotUnavailable")
+    assert plan.retire == ("pending",)
+    assert "new capacity on on-demand, 5 Ready spot kept" in plan.message
 
 
 def test_interrupted_replicas_are_replaced_at_once() -> None:
@@ -434,10 +436,11 @@ def test_interrupted_replicas_are_replaced_at_once() -> None:
     assert plan.serving == 10 and plan.promote == ("warm",)
     assert plan.retire[:2] == ("sp1", "sp0")  # interrupted first, least in-flight first
     assert len(plan.retire) == 2
-    # 10 serving + 1 standby healthy (4 on-demand + 7 spot: floor(70 % of 11)), plus the two
-    # interrupted spot replicas still in the spot Deployment, so that replacements start now.
-    assert (plan.on_demand, plan.spot) == (4, 9)
-    assert "4 on-demand + 7 spot; + 2 interrupted until drained" in plan.message
+    # 10 serving + 1 standby healthy. A reclaim notice means spot is shrinking: the 6 healthy
+    # Ready spot replicas stay, the 2 replacements start on on-demand (3 -> 5). The spot
+    # Deployment keeps the 2 interrupted replicas until they are drained or reclaimed.
+    assert (plan.on_demand, plan.spot) == (5, 8)
+    assert "5 on-demand + 6 spot; + 2 interrupted until drained" in plan.message
 
 
 def test_retirement_order() -> None:

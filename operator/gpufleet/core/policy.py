@@ -167,7 +167,8 @@ def plan_classes(
     spec: InferenceServiceSpec, *, health: Health, spot: SpotBackoff, view: FleetView, total: int
 ) -> split.Split:
     """Healthy replicas wanted per class (interrupted ones are extra, see `decide`)."""
-    sp = split.make_before_break(spec, split.class_split(spec, total, spot.unavailable, spot.note), view, total)
+    base = split.class_split(spec, total, spot.unavailable, view.ready_by_class[SPOT], spot.note)
+    sp = split.make_before_break(spec, base, view, total)
     if health.safe_mode:
         # Never reduce capacity without metrics: every healthy Ready replica stays.
         sp = split.keep_ready(sp, view, spec.replicas.max)
@@ -233,7 +234,8 @@ class GpufleetPolicy:
         )
         backoff = spot_backoff(
             spec,
-            raw_unavailable=fleet.spot_unavailable,
+            # A reclaim notice means the spot pool is shrinking: replacements go on-demand.
+            raw_unavailable=fleet.spot_unavailable or split.interrupted_by_class(fleet)[SPOT] > 0,
             retry_at=memory.spot_retry_at,
             backoff_s=memory.spot_backoff_s,
             outage_at=memory.spot_outage_at,

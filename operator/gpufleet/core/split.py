@@ -37,14 +37,20 @@ def spot_cap(spec: InferenceServiceSpec, total: int) -> int:
     return max(0, min(total - base, math.floor(spec.capacity.spot.max_fraction * total + _EPS)))
 
 
-def class_split(spec: InferenceServiceSpec, total: int, unavailable: bool, why: str = "") -> Split:
-    """`unavailable`: spot is out (the fleet's signal, or still backing off after an outage)."""
+def class_split(spec: InferenceServiceSpec, total: int, unavailable: bool, ready_spot: int, why: str = "") -> Split:
+    """Replicas per class for a fleet of `total`.
+
+    `unavailable`: spot is out (the fleet's signal, an interruption notice, or still backing off
+    after one). Then new capacity goes on-demand at once, but spot replicas already Ready stay
+    (within the share): they are running and cheaper, and moving them would cost cold starts.
+    """
     if not spot_usable(spec, unavailable):
-        note = ""
-        if spec.capacity.spot.enabled and unavailable:
-            note = f"spot unavailable: all beyond base {spec.capacity.on_demand.base} on on-demand"
-            note += f" ({why})" if why else ""
-        return Split(total, 0, note)
+        if not (spec.capacity.spot.enabled and unavailable):
+            return Split(total, 0, "")
+        keep = min(ready_spot, spot_cap(spec, total))
+        note = f"spot unavailable: new capacity on on-demand, {keep} Ready spot kept"
+        note += f" ({why})" if why else ""
+        return Split(total - keep, keep, note)
     spot = spot_cap(spec, total)
     return Split(total - spot, spot, "")
 
