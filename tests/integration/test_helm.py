@@ -19,6 +19,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -239,47 +240,74 @@ def fence_namespace(cluster: Cluster, namespace: str) -> Iterator[Callable[[], N
     """Raises the fence when called (after `helm install`, whose writes it would deny); removed at
     teardown, before the namespace goes."""
     objects = fence(namespace, f"system:serviceaccount:{namespace}:{RELEASE}-gpufleet")
-    yield lambda: cluster.apply(yaml.safe_dump_all(objects)) and None
+    def raise_fence() -> None:
+        cluster.apply(yaml.safe_dump_all(objects))
+
+    yield raise_fence
     for obj in reversed(objects):
         cluster.kubectl("delete", obj["kind"], obj["metadata"]["name"], "--ignore-not-found", check=False)
 
 
-def test_operator_with_the_charts_service_account(
-    cluster: Cluster, namespace: str, release: str, fence_namespace: Callable[[], None], tmp_path: Path
-) -> None:
-    sa_name = f"{release}-gpufleet"
-    peering = f"{release}-gpufleet-{namespace}"
+@dataclass
+class ChartAccount:
+    """The chart installed in namespaced mode, the namespace fenced, and a kubeconfig holding only a
+    token of the chart's ServiceAccount."""
+
+    cluster: Cluster
+    namespace: str
+    peering: str
+    kubeconfig: Path
+    logs: Path
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})
+
+    def operator(self, label: str) -> tuple[Process, int]:
+        """The operator, out of cluster, as the ServiceAccount; returns it and its metrics port."""
+        health, metrics = free_port(), free_port()
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}  # kopf's own login reads $KUBECONFIG
+        proc = Process(label, [
+            sys.executable, "-m", "gpufleet.cli", "operator", "--kubeconfig", str(self.kubeconfig),
+            "--namespace", self.namespace, "--peering", self.peering, "--health", f"127.0.0.1:{health}",
+            "--metrics-port", str(metrics), "--metrics-host", "127.0.0.1", "--min-interval", "1",
+        ], self.logs / f"{label}.log", env)
+        return proc, metrics
+
+
+@pytest.fixture
+def chart_account(cluster: Cluster, namespace: str, release: str, fence_namespace: Callable[[], None],
+                  tmp_path: Path) -> ChartAccount:
     # Namespaced mode: the chart's KopfPeering lives in the watched namespace. The chart's own pods
-    # are KWOK pods (no process runs in them), so the only operator using this account is ours.
+    # are KWOK pods (no process runs in them), so the only operators using this account are ours.
     helm(cluster, "install", release, str(CHART), "-n", namespace,
          "--set", f"operator.watchNamespaces={{{namespace}}}", "--set", "replicaCount=1")
-    kubeconfig = service_account_kubeconfig(cluster, namespace, sa_name, tmp_path / "sa.kubeconfig")
-
-    def kubectl_as_sa(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True,
-                              text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
-
+    kubeconfig = service_account_kubeconfig(cluster, namespace, f"{release}-gpufleet", tmp_path / "sa.kubeconfig")
     fence_namespace()
     # The fence is in force (admission policies take a moment to load): even cluster-admin is denied.
     # A server-side dry run goes through admission without creating anything.
     wait_for(lambda: "test fence" in cluster.kubectl(
         "create", "service", "clusterip", "fence-probe", "--tcp=80", "-n", namespace, "--dry-run=server",
         check=False).stderr, timeout=60, what="the admission fence to deny cluster-admin")
+    return ChartAccount(cluster, namespace, f"{release}-gpufleet-{namespace}", kubeconfig, tmp_path)
 
+
+def status_time(cluster: Cluster, namespace: str, name: str) -> str | None:
+    obj = cluster.get("inferenceservice", name, namespace) or {}
+    decision: dict[str, Any] = obj.get("status", {}).get("lastDecision") or {}
+    return decision.get("time")
+
+
+def test_operator_with_the_charts_service_account(chart_account: ChartAccount) -> None:
+    cluster, namespace, peering = chart_account.cluster, chart_account.namespace, chart_account.peering
     # Forbidden with the chart's token: reading secrets, deleting children, touching other kinds.
     for args in (["get", "secrets", "-n", namespace], ["create", "namespace", f"{namespace}-x"],
                  ["delete", "deployment", "anything", "-n", namespace],
                  ["get", "configmaps", "-n", namespace]):
-        denied = kubectl_as_sa(*args)
+        denied = chart_account.kubectl(*args)
         assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), (args, denied.stderr)
 
-    health, metrics = free_port(), free_port()
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}  # kopf's own login reads $KUBECONFIG
-    proc = Process("sa-operator", [
-        sys.executable, "-m", "gpufleet.cli", "operator", "--kubeconfig", str(kubeconfig),
-        "--namespace", namespace, "--peering", peering, "--health", f"127.0.0.1:{health}",
-        "--metrics-port", str(metrics), "--metrics-host", "127.0.0.1", "--min-interval", "1",
-    ], tmp_path / "sa-operator.log", env)
+    proc, metrics = chart_account.operator("sa-operator")
     name = "fenced"
     try:
         proc.wait_log("Activity 'configure' succeeded")
@@ -293,6 +321,7 @@ def test_operator_with_the_charts_service_account(
             return found if all(found) else None  # type: ignore[return-value]
 
         made = wait_for(children, timeout=90, what="children created with the ServiceAccount's token")
+        assert made is not None
         isvc = cluster.get("inferenceservice", name, namespace)
         assert isvc is not None
         for child in made:
@@ -305,6 +334,7 @@ def test_operator_with_the_charts_service_account(
             return obj if status.get("lastDecision") and status.get("observedGeneration") == 1 else None
 
         isvc = wait_for(status_written, timeout=90, what="status written by the ServiceAccount's loop")
+        assert isvc is not None
         assert {c["type"] for c in isvc["status"]["conditions"]} >= {"Ready", "MetricsAvailable", "Scaling"}
         wait_for(lambda: (cluster.get("deployment", f"{name}-ondemand", namespace) or {})
                  .get("spec", {}).get("replicas") == 1, timeout=60, what="on-demand Deployment at min")
@@ -324,6 +354,7 @@ def test_operator_with_the_charts_service_account(
             return text if (sample(text, "gpufleet_loop_duration_seconds_count", namespace, name) or 0) >= 2 else None
 
         text = wait_for(ticked, timeout=60, what="gpufleet metrics after two ticks of the service")
+        assert text is not None
         assert sample(text, "gpufleet_replicas", namespace, name) is not None
         assert 'team="platform"' in text and 'project="helm-test"' in text
         assert sample(text, "gpufleet_errors_total", namespace, name) is None
@@ -350,3 +381,42 @@ def test_operator_with_the_charts_service_account(
     finally:
         proc.stop()
         sys.stderr.write(f"\n--- sa-operator log (tail) ---\n{proc.log.read_text()[-3000:]}\n")
+
+
+def test_two_replicas_one_active_through_peering(chart_account: ChartAccount) -> None:
+    """The chart's replicaCount: 2 story: two operators on one peering object (each with its own
+    random priority), one works, the other waits; when the active one stops, the other takes over."""
+    cluster, namespace = chart_account.cluster, chart_account.namespace
+    name = "peered"
+    first, first_metrics = chart_account.operator("replica-a")
+    second, second_metrics = chart_account.operator("replica-b")
+    replicas = {first: first_metrics, second: second_metrics}
+    try:
+        for proc in replicas:
+            proc.wait_log("Activity 'configure' succeeded")
+
+        def standby() -> Process | None:
+            paused = [p for p in replicas if "Pausing operations in favour of" in p.log.read_text()]
+            return paused[0] if len(paused) == 1 else None
+
+        waiting = wait_for(standby, timeout=60, what="exactly one replica to pause in favour of the other")
+        assert waiting is not None
+        active = first if waiting is second else second
+        cluster.apply(inference_service(namespace, name))
+        wait_for(lambda: status_time(cluster, namespace, name), timeout=90, what="status from the active replica")
+        assert (sample(scrape(replicas[active]), "gpufleet_loop_duration_seconds_count", namespace, name) or 0) >= 1
+        assert sample(scrape(replicas[waiting]), "gpufleet_loop_duration_seconds_count", namespace, name) is None
+
+        # A graceful stop withdraws the keep-alive: the standby resumes and runs the loop.
+        active.stop()
+        waiting.wait_log("Resuming operations after the pause", timeout=60)
+        wait_for(lambda: (sample(scrape(replicas[waiting]), "gpufleet_loop_duration_seconds_count", namespace, name)
+                          or 0) >= 2, timeout=60, what="the former standby's loop ticking")
+        before = status_time(cluster, namespace, name)
+        wait_for(lambda: status_time(cluster, namespace, name) != before, timeout=30,
+                 what="status still moving after the takeover")
+        cluster.kubectl("delete", "inferenceservice", name, "-n", namespace, "--timeout=60s")
+    finally:
+        for proc in replicas:
+            proc.stop()
+            sys.stderr.write(f"\n--- {proc.name} log (tail) ---\n{proc.log.read_text()[-2000:]}\n")
