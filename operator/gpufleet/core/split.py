@@ -1,9 +1,10 @@
 """On-demand vs spot, and which replicas go first.
 
 The split is a function of the wanted total and of spot availability only; returning to spot
-after an outage is paced by core.spotback (hysteresis), so it cannot ping-pong. Moving capacity between classes is make-before-
-break: Ready replicas of the class being shrunk stay until the other class has Ready
-replacements, as far as replicas.max allows.
+after an outage is paced by core.spotback (hysteresis), so it cannot ping-pong. While spot is
+out, new capacity goes on-demand and Ready spot replicas stay. Moving capacity between classes
+is make-before-break: Ready replicas of the class being shrunk stay until the other class has
+Ready replacements, as far as replicas.max allows.
 """
 
 from __future__ import annotations
