@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class PodCounters:
     capacity_class: str
     in_flight: float = 0.0  # requests holding a batch slot
     pending: float = 0.0  # requests waiting for a slot (Triton's pending count)
+    held: float = 0.0  # long requests pinned in flight (PUT /hold), e.g. very long generations
     success: float = 0.0
     queue_us: float = 0.0
     compute_us: float = 0.0
@@ -116,9 +118,9 @@ class Emulator:
             for pod in pods:
                 meta = pod["metadata"]
                 key = f"{meta['namespace']}/{meta['name']}"
+                if meta.get("deletionTimestamp"):
+                    continue  # terminating: Triton is gone
                 replica = replica_from_pod(pod, set())
-                if replica.state == ReplicaState.draining:
-                    continue
                 seen[key] = self.pods.get(key) or PodCounters(capacity_class=replica.capacity_class)
                 if replica.state == ReplicaState.serving:
                     service = f"{meta['namespace']}/{meta['labels'][LABEL_SERVICE]}"
@@ -132,28 +134,40 @@ class Emulator:
             self.loads[service] = profile
             self.started = time.time()
 
-    def advance(self, now: float, dt: float) -> None:
-        """One fluid step: arrivals spread over serving pods; each pod batches up to `slots`
-        requests, completes in_flight / service_time per second, and queues the rest."""
+    def hold(self, key: str, count: float) -> bool:
         with self.lock:
+            pod = self.pods.get(key)
+            if pod is None:
+                return False
+            pod.in_flight = max(pod.in_flight - pod.held, 0.0) + count
+            pod.held = count
+            return True
+
+    def advance(self, now: float, dt: float) -> None:
+        """One fluid step: arrivals spread over serving pods; every pod (serving or draining)
+        batches up to `slots` requests, completes in_flight / service_time per second, and
+        queues the rest."""
+        with self.lock:
+            arrivals: dict[str, float] = {}
             for service, load in self.loads.items():
                 keys = self.serving.get(service, [])
-                if not keys:
-                    continue  # no serving pod: the load is refused upstream, nothing to count here
-                arrivals = load.rate(now - self.started) * dt / len(keys)
-                for key in keys:
-                    pod = self.pods[key]
-                    done = min(pod.in_flight, pod.in_flight * dt / self.service_time_s)
-                    pod.in_flight -= done
-                    pod.pending += arrivals
-                    admitted = min(pod.pending, self.slots - pod.in_flight)
-                    pod.pending -= admitted
-                    pod.in_flight += admitted
-                    # Little's law: the waiting requests accumulate pending x dt of queue time.
-                    pod.queue_us += pod.pending * dt * 1e6
-                    pod.compute_us += done * self.service_time_s * 1e6
-                    pod.success += done
-                    pod.request_us = pod.queue_us + pod.compute_us
+                for key in keys:  # no serving pod: the load is refused upstream, nothing counted
+                    arrivals[key] = load.rate(now - self.started) * dt / len(keys)
+            for key, pod in self.pods.items():
+                running = max(pod.in_flight - pod.held, 0.0)
+                done = min(running, running * dt / self.service_time_s)
+                if running - done < 0.5 and pod.pending <= 0:
+                    done = running  # the fluid tail: a last fraction of a request completes
+                pod.in_flight -= done
+                pod.pending += arrivals.get(key, 0.0)
+                admitted = min(pod.pending, self.slots - pod.in_flight)
+                pod.pending -= admitted
+                pod.in_flight += admitted
+                # Little's law: the waiting requests accumulate pending x dt of queue time.
+                pod.queue_us += pod.pending * dt * 1e6
+                pod.compute_us += done * self.service_time_s * 1e6
+                pod.success += done
+                pod.request_us = pod.queue_us + pod.compute_us
 
     def render(self, key: str) -> str | None:
         with self.lock:
@@ -171,6 +185,12 @@ class Emulator:
                 "# HELP nv_inference_pending_request_count Instantaneous number of pending requests",
                 "# TYPE nv_inference_pending_request_count gauge",
                 f"nv_inference_pending_request_count{{{labels}}} {int(round(pod.pending))}",
+                # The emulated engine is TensorRT-LLM-like: its in-flight batcher's gauges.
+                "# HELP nv_trt_llm_request_metrics TRT LLM request metrics",
+                "# TYPE nv_trt_llm_request_metrics gauge",
+                f'nv_trt_llm_request_metrics{{{labels},request_type="active"}} {int(math.ceil(pod.in_flight))}',
+                f'nv_trt_llm_request_metrics{{{labels},request_type="waiting"}} 0',
+                f'nv_trt_llm_request_metrics{{{labels},request_type="max"}} {self.slots}',
                 "# HELP nv_inference_exec_count Number of model executions performed",
                 "# TYPE nv_inference_exec_count counter",
                 f"nv_inference_exec_count{{{labels}}} {int(pod.success)}",
@@ -223,6 +243,16 @@ def serve(emulator: Emulator, port: int) -> ThreadingHTTPServer:
                 self.send_error(400, str(exc))
                 return
             emulator.set_load(service, profile)
+            self.send_response(204)
+            self.end_headers()
+
+        def do_POST(self) -> None:  # noqa: N802
+            """POST /hold/<namespace>/<pod> with a count pins that many requests in flight (0 frees)."""
+            key = self.path.removeprefix("/hold/")
+            count = float(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode() or 0)
+            if not self.path.startswith("/hold/") or not emulator.hold(key, count):
+                self.send_error(404)
+                return
             self.send_response(204)
             self.end_headers()
 

@@ -135,10 +135,11 @@ class ServiceLoop:
             return
         old = self.spec
         self.spec = spec
+        self.metrics = metrics_port(spec, namespace=self.namespace, name=self.name, default_url=CONFIG.prometheus_url)
         if self.fleet is None:
             self.fleet = KubeFleet(kube(), namespace=self.namespace, name=self.name, spec=spec)
         self.fleet.spec = spec
-        self.metrics = metrics_port(spec, namespace=self.namespace, name=self.name, default_url=CONFIG.prometheus_url)
+        self.fleet.in_flight = self.metrics.per_pod if isinstance(self.metrics, PrometheusMetrics) else dict
         if self.forecaster is None or old is None or old.forecast != spec.forecast:
             self.forecaster = ForecastAdapter(spec.forecast, refit_offset_s=float(hash(self.name) % 86400))
             self._backfill(time.time())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from gpufleet.adapters import manifests
 from gpufleet.api.models import InferenceServiceSpec
-from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, FleetState, Plan, Replica, ReplicaState
+from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,13 @@ def _ready_since(pod: dict[str, Any]) -> float | None:
     return None
 
 
-def replica_from_pod(pod: dict[str, Any], interrupted_nodes: set[str]) -> Replica:
+def replica_from_pod(pod: dict[str, Any], interrupted_nodes: set[str],
+                     in_flight: dict[str, float] | None = None) -> Replica:
     meta = pod["metadata"]
     labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
     ready_at = _ready_since(pod)
-    if meta.get("deletionTimestamp"):
+    if meta.get("deletionTimestamp") or manifests.ANNOTATION_DRAINING in annotations:
         state = ReplicaState.draining
     elif ready_at is None:
         state = ReplicaState.starting
@@ -69,6 +72,7 @@ def replica_from_pod(pod: dict[str, Any], interrupted_nodes: set[str]) -> Replic
         state=state,
         created_at=_ts(meta.get("creationTimestamp")) or 0.0,
         ready_at=ready_at,
+        in_flight=(in_flight or {}).get(meta["name"]),
         interrupted=pod.get("spec", {}).get("nodeName") in interrupted_nodes,
     )
 
@@ -174,22 +178,34 @@ class Kube:
 
 
 class KubeFleet:
-    """FleetPort over one InferenceService's pods and Deployments."""
+    """FleetPort over one InferenceService's pods and Deployments.
+
+    Scale-in drains: a serving replica chosen for removal first leaves the Service (label removed,
+    `gpufleet.io/draining-since` set), stays alive while its in-flight requests finish, and only
+    then is released: its pod-deletion-cost drops to the minimum and its Deployment shrinks by one,
+    so the ReplicaSet deletes exactly that pod.
+    """
 
     def __init__(self, kube: Kube, *, namespace: str, name: str, spec: InferenceServiceSpec,
-                 history: int = 20) -> None:
+                 in_flight: Callable[[], dict[str, float]] = dict, history: int = 20) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
         self.spec = spec
+        self.in_flight = in_flight  # per-pod in-flight requests, from metrics; {} when unknown
         # Recent creation-to-Ready durations per class, remembered across pods that are gone.
         self._starts: dict[str, deque[float]] = {c: deque(maxlen=history) for c in CAPACITY_CLASSES}
         self._seen_ready: set[str] = set()
+        self._pods: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, str]] = []  # (reason, message) of changes made by apply()
 
     def state(self, *, now: float) -> FleetState:
         interrupted = self.kube.interrupted_nodes()
-        replicas = tuple(replica_from_pod(p, interrupted) for p in self.kube.pods(self.namespace, self.name))
+        in_flight = self.in_flight()
+        # Pods already terminating are gone as far as the Deployment is concerned.
+        self._pods = {p["metadata"]["name"]: p for p in self.kube.pods(self.namespace, self.name)
+                      if not p["metadata"].get("deletionTimestamp")}
+        replicas = tuple(replica_from_pod(p, interrupted, in_flight) for p in self._pods.values())
         for r in replicas:
             if r.ready_at is not None and r.name not in self._seen_ready:
                 self._seen_ready.add(r.name)
@@ -200,25 +216,65 @@ class KubeFleet:
     def apply(self, plan: Plan, *, now: float) -> None:
         self.events = []
         state = self.state(now=now)
-        self._mark_victims(plan)
-        self._route(plan, state)
-        for capacity_class, count in ((ON_DEMAND, plan.on_demand), ("spot", plan.spot)):
+        leaving = set(plan.retire)
+        for capacity_class, target in ((ON_DEMAND, plan.on_demand), (SPOT, plan.spot)):
+            mine = [r for r in state.replicas if r.capacity_class == capacity_class]
+            replicas = self._scale_in(mine, target, leaving, now)
             deployment = manifests.deployment_name(self.name, capacity_class)
-            if self.kube.scale(self.namespace, deployment, count):
-                self.events.append(("Scaled", f"{deployment} -> {count} replicas ({plan.reason}: {plan.message})"))
+            if self.kube.scale(self.namespace, deployment, replicas):
+                self.events.append(("Scaled", f"{deployment} -> {replicas} replicas ({plan.reason}: {plan.message})"))
+        self._route(plan, self.state(now=now), leaving)
 
-    def _mark_victims(self, plan: Plan) -> None:
-        # The ReplicaSet controller deletes the lowest pod-deletion-cost first.
-        for rank, name in enumerate(plan.retire):
-            self.kube.patch_pod_metadata(
-                self.namespace, name, annotations={manifests.ANNOTATION_DELETION_COST: str(-1000 + rank)}
-            )
+    def _scale_in(self, mine: list[Replica], target: int, leaving: set[str], now: float) -> int:
+        """Start, cancel and finish drains for one class; return its Deployment's size."""
+        draining = [r for r in mine if r.state == ReplicaState.draining]
+        staying = [r for r in mine if r.state != ReplicaState.draining and r.name not in leaving]
+        # Capacity wanted back: a healthy draining replica still has its model loaded; keep it.
+        for r in [r for r in draining if not r.interrupted][: max(0, target - len(staying))]:
+            self._set(r.name, annotations={manifests.ANNOTATION_DRAINING: None,
+                                           manifests.ANNOTATION_DELETION_COST: None})
+            self.events.append(("DrainCancelled", f"pod {r.name} kept: capacity is needed again"))
+            draining.remove(r)
+            staying.append(r)
+        for r in mine:
+            if r.name in leaving and r.state == ReplicaState.serving:
+                # Out of the Service first; deleted once its in-flight work is done.
+                self._set(r.name, labels={manifests.LABEL_SERVING: None},
+                          annotations={manifests.ANNOTATION_DRAINING: str(now),
+                                       manifests.ANNOTATION_DELETION_COST: "1000"})
+                self.events.append(("Draining", f"pod {r.name} left the Service; deleted when idle"))
+                draining.append(r)
+            elif r.name in leaving and r.state == ReplicaState.standby:
+                # No traffic: it may go at once, and before anyone else.
+                self._set(r.name, annotations={manifests.ANNOTATION_DELETION_COST: "-1000"})
+        held = [r for r in draining if not self._release(r, mine, now)]
+        return max(target, len(staying)) + len(held) if leaving else target + len(held)
 
-    def _route(self, plan: Plan, state: FleetState) -> None:
+    def _release(self, r: Replica, mine: list[Replica], now: float) -> bool:
+        """A draining replica may go when idle or past the drain timeout, and only when no pod of
+        its class is still starting (the ReplicaSet would delete a not-Ready pod first)."""
+        if r.name not in self._pods or any(o.state == ReplicaState.starting for o in mine):
+            return False
+        since = float((self._pods[r.name]["metadata"].get("annotations") or {})
+                      .get(manifests.ANNOTATION_DRAINING, now))
+        timeout = self.spec.scaling.scale_down.drain_timeout_seconds
+        idle = r.in_flight is not None and r.in_flight <= 0
+        if not idle and now - since < timeout:
+            return False
+        self._set(r.name, annotations={manifests.ANNOTATION_DELETION_COST: "-1000"})
+        why = "idle" if idle else f"drain timeout {timeout}s (in flight: {r.in_flight})"
+        self.events.append(("Drained", f"pod {r.name} released after {now - since:.0f}s: {why}"))
+        return True
+
+    def _set(self, pod: str, *, labels: dict[str, str | None] | None = None,
+             annotations: dict[str, str | None] | None = None) -> None:
+        self.kube.patch_pod_metadata(self.namespace, pod, labels=labels, annotations=annotations)
+
+    def _route(self, plan: Plan, state: FleetState, leaving: set[str]) -> None:
         """Promote standbys into the Service up to plan.serving; demote surplus serving pods."""
         serving = [r for r in state.replicas if r.state == ReplicaState.serving]
-        standby = [r for r in state.replicas if r.state == ReplicaState.standby]
-        wanted = set(plan.promote)
+        standby = [r for r in state.replicas if r.state == ReplicaState.standby and r.name not in leaving]
+        wanted = {n for n in plan.promote if n not in leaving}
         # Fill any remaining gap with the oldest standbys (on-demand first: they stay longest).
         gap = plan.serving - len(serving) - len(wanted)
         for r in sorted(standby, key=lambda r: (r.capacity_class != ON_DEMAND, r.ready_at or 0.0)):
@@ -228,15 +284,15 @@ class KubeFleet:
                 wanted.add(r.name)
                 gap -= 1
         for name in sorted(wanted):
-            self.kube.patch_pod_metadata(self.namespace, name, labels={manifests.LABEL_SERVING: "true"})
+            self._set(name, labels={manifests.LABEL_SERVING: "true"})
             self.events.append(("Promoted", f"pod {name} joined the Service"))
         surplus = len(serving) - plan.serving
         if surplus > 0:
+            # Demotion to standby: out of the Service, still loaded; requests in flight finish.
             order = {n: i for i, n in enumerate(plan.retire)}
-            victims = sorted(serving, key=lambda r: order.get(r.name, len(order)))[:surplus]
-            for r in victims:
-                self.kube.patch_pod_metadata(self.namespace, r.name, labels={manifests.LABEL_SERVING: None})
-                self.events.append(("Demoted", f"pod {r.name} left the Service"))
+            for r in sorted(serving, key=lambda r: (order.get(r.name, len(order)), r.in_flight or 0.0))[:surplus]:
+                self._set(r.name, labels={manifests.LABEL_SERVING: None})
+                self.events.append(("Demoted", f"pod {r.name} left the Service (standby)"))
 
 
 def adopt(children: list[dict[str, Any]], owner: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ LABEL_SERVING = "gpufleet.io/serving"  # "true" on pods in the Service; absent/o
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGER = "gpufleet"
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+ANNOTATION_DRAINING = "gpufleet.io/draining-since"  # unix time the pod left the Service to be removed
 
 # Triton's default ports; the Service exposes them under their usual names.
 TRITON_PORTS = (("http", 8000), ("grpc", 8001), ("metrics", 8002))

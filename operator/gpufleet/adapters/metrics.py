@@ -43,6 +43,9 @@ TRITON_QUERIES: dict[str, str] = {
         f"histogram_quantile(0.95, sum by (le) (rate(nv_inference_first_response_histogram_ms_bucket{{{_SEL}}}[1m])))"
     ),
     "request_rate": f"sum(rate(nv_inference_request_success{{{_SEL}}}[1m]))",
+    # Per pod (one series each): requests a pod still holds, for draining before deletion. Plain
+    # Triton exposes only the waiting ones; executing requests finish during pod termination.
+    "in_flight": f"sum by (pod) (nv_inference_pending_request_count{{{_SEL}}})",
     # Time of the newest queue-gauge sample: older than staleAfterSeconds means "stale".
     "sampled_at": f"max(timestamp(nv_inference_pending_request_count{{{_SEL}}}))",
 }
@@ -53,6 +56,10 @@ TRTLLM_QUERIES: dict[str, str] = {
     "queue_depth": (
         f"sum(nv_inference_pending_request_count{{{_SEL}}})"
         f' + sum(nv_trt_llm_request_metrics{{{_SEL},request_type="waiting"}})'
+    ),
+    "in_flight": (
+        f"sum by (pod) (nv_inference_pending_request_count{{{_SEL}}})"
+        f' + sum by (pod) (nv_trt_llm_request_metrics{{{_SEL},request_type=~"active|waiting"}})'
     ),
     "kv_cache_fraction": f'avg(nv_trt_llm_kv_cache_block_metrics{{{_SEL},kv_cache_block_type="fraction"}})',
 }
@@ -130,8 +137,24 @@ class PrometheusMetrics:
             request_rate=self._query("request_rate"),
         )
 
+    def per_pod(self, key: str = "in_flight") -> dict[str, float]:
+        """{pod: value} of a per-pod query; pods without a finite value are left out."""
+        try:
+            result = self._prom().custom_query(self.queries[key])
+        except Exception as exc:  # noqa: BLE001
+            self.errors[key] = f"{type(exc).__name__}: {exc}"[:200]
+            return {}
+        out = {}
+        for series in result:
+            pod = series.get("metric", {}).get("pod")
+            value = scalar([series])
+            if pod and value is not None:
+                out[pod] = value
+        return out
+
     def history(self, key: str, *, start: float, end: float, step: float) -> list[tuple[float, float]]:
         """(time, value) samples of one query over a range; [] on any failure (never raises)."""
+        step = max(step, (end - start) / 10_000)  # Prometheus refuses more than 11,000 points
         try:
             result = self._prom().custom_query_range(
                 self.queries[key], start_time=datetime.fromtimestamp(start, tz=timezone.utc),

@@ -96,6 +96,9 @@ class ScaleDown(ApiModel):
     """Scale down only to the highest recommendation seen over this window."""
     max_step_percent: int = Field(default=20, ge=1, le=100)
     """Most replicas removed per step, as a percent of current replicas (at least one)."""
+    drain_timeout_seconds: int = Field(default=120, ge=0, le=3600)
+    """A serving replica chosen for removal leaves the Service first and is deleted once its
+    in-flight requests reach zero, or after this many seconds."""
 
 
 class Scaling(ApiModel):
