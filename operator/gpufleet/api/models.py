@@ -194,6 +194,20 @@ class Capacity(ApiModel):
     """Prices used for cost reporting and the spot/on-demand split."""
 
 
+
+class Budget(ApiModel):
+    """Spend limits in the unit of the prices (capacity.pricePerGpuHour or the operator's price table)."""
+
+    max_cost_per_hour: float | None = Field(default=None, gt=0)
+    """Most the fleet may cost per hour. Above it the operator caps non-essential capacity:
+    standbys first, then spot instead of on-demand, then serving replicas, never below replicas.min."""
+    max_cost_per_day: float | None = Field(default=None, gt=0)
+    """Most the fleet may cost per UTC day. The day's remainder is paced over its remaining hours:
+    what is left divided by the hours left is the highest cost per hour allowed now."""
+    alert_percent: int = Field(default=80, ge=1, le=100)
+    """Warn (condition, Event, metric) when the planned spend reaches this percent of a limit."""
+
+
 class Queries(ApiModel):
     queue_depth: str | None = None
     """PromQL for pending requests per pod; must return one series per pod with a `pod` label."""
@@ -276,6 +290,8 @@ class InferenceServiceSpec(ApiModel):
     """Where and how to read the fleet's metrics."""
     mode: Mode = Mode.active
     """`active` applies decisions; `recommend` decides and reports in status but changes nothing."""
+    budget: Budget | None = None
+    """Spend limits; when the plan would exceed them, non-essential capacity is capped (reason Budget)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +360,47 @@ class DecisionStatus(ApiModel):
     applied: bool = False
 
 
+class ClassUsage(ApiModel):
+    gpu_hours: float = 0.0
+    """GPU-hours of pods of this class (starting, standby, serving, draining) since usage.since."""
+    cost: float = 0.0
+    """Their cost at the prices in force when each hour was metered."""
+
+
+class UsageStatus(ApiModel):
+    since: str | None = None
+    """When metering began for this service."""
+    updated_at: str | None = None
+    """Time of the last accumulation (millisecond precision; the next one integrates from here)."""
+    on_demand: ClassUsage = Field(default_factory=ClassUsage)
+    spot: ClassUsage = Field(default_factory=ClassUsage)
+    gpu_hours: float = 0.0
+    """All classes."""
+    cost: float = 0.0
+    """All classes."""
+    requests: float = 0.0
+    """Requests served since usage.since (observed request rate integrated over time)."""
+    cost_per_million_requests: float | None = None
+    """cost / requests x 1e6; absent until requests were seen."""
+    day: str | None = None
+    """UTC date that costToday belongs to."""
+    cost_today: float = 0.0
+    """Cost metered since 00:00 UTC (what spec.budget.maxCostPerDay is checked against)."""
+
+
+class BudgetStatus(ApiModel):
+    state: Literal["OK", "Alert", "Capped", "Infeasible"] = "OK"
+    """OK; Alert (plan at alertPercent of a limit); Capped (capacity cut to the limit);
+    Infeasible (even the floor, replicas.min, costs more than the limit)."""
+    limit_per_hour: float | None = None
+    """Highest cost per hour allowed now (maxCostPerHour, or the paced daily remainder if lower)."""
+    wanted_per_hour: float | None = None
+    """Cost per hour of the plan before the budget."""
+    planned_per_hour: float | None = None
+    """Cost per hour of the plan after the budget."""
+    message: str = ""
+
+
 class InferenceServiceStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")
     observed_generation: int | None = None
@@ -356,3 +413,7 @@ class InferenceServiceStatus(ApiModel):
     """Measured p90 pod creation-to-Ready time per capacity class."""
     cost_per_hour: float | None = None
     """Current spend rate of the fleet (serving + standby + starting)."""
+    usage: UsageStatus = Field(default_factory=UsageStatus)
+    """Metered GPU-hours, cost and requests, per capacity class; survives operator restarts."""
+    budget: BudgetStatus | None = None
+    """Where the fleet stands against spec.budget (absent without a budget)."""
