@@ -266,7 +266,8 @@ class ChartAccount:
     def operator(self, label: str) -> tuple[Process, int]:
         """The operator, out of cluster, as the ServiceAccount; returns it and its metrics port."""
         health, metrics = free_port(), free_port()
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}  # kopf's own login reads $KUBECONFIG
+        # kopf's own login reads $KUBECONFIG; POD_ID is kopf's peer identity (the chart sets the pod name).
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_ID": label}
         proc = Process(label, [
             sys.executable, "-m", "gpufleet.cli", "operator", "--kubeconfig", str(self.kubeconfig),
             "--namespace", self.namespace, "--peering", self.peering, "--health", f"127.0.0.1:{health}",
@@ -395,13 +396,17 @@ def test_two_replicas_one_active_through_peering(chart_account: ChartAccount) ->
         for proc in replicas:
             proc.wait_log("Activity 'configure' succeeded")
 
-        def standby() -> Process | None:
-            paused = [p for p in replicas if "Pausing operations in favour of" in p.log.read_text()]
-            return paused[0] if len(paused) == 1 else None
+        # Both keep-alives in the chart's KopfPeering; the higher (random) priority is the active one.
+        # (Logs cannot tell: a replica that starts below a running one is paused from the start and
+        # never logs "Pausing".)
+        def peers() -> dict[str, int] | None:
+            status = (cluster.get("kopfpeering", chart_account.peering, namespace) or {}).get("status") or {}
+            found = {k: int(v["priority"]) for k, v in status.items() if k in ("replica-a", "replica-b")}
+            return found if len(found) == 2 else None
 
-        waiting = wait_for(standby, timeout=60, what="exactly one replica to pause in favour of the other")
-        assert waiting is not None
-        active = first if waiting is second else second
+        priorities = wait_for(peers, timeout=60, what="both replicas' keep-alives in the KopfPeering")
+        assert priorities is not None and priorities["replica-a"] != priorities["replica-b"]
+        active, waiting = (first, second) if priorities["replica-a"] > priorities["replica-b"] else (second, first)
         cluster.apply(inference_service(namespace, name))
         wait_for(lambda: status_time(cluster, namespace, name), timeout=90, what="status from the active replica")
         assert (sample(scrape(replicas[active]), "gpufleet_loop_duration_seconds_count", namespace, name) or 0) >= 1
