@@ -7,10 +7,13 @@ text, so they are written for the platform engineer reading them.
 
 from __future__ import annotations
 
+import zoneinfo
 from enum import Enum
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "gpufleet.io"
@@ -230,6 +233,136 @@ class Metrics(ApiModel):
     """Samples older than this count as missing (safe mode: no scale-down)."""
 
 
+# ---------------------------------------------------------------------------------------------
+# Planned events. Cron expressions and time zones are checked here (croniter, zoneinfo) so the
+# operator reports a bad one as InvalidSpec naming the field; the CRD's patterns and CEL rules
+# catch the obvious mistakes at admission. Occurrences are resolved outside the pure core (in
+# gpufleet.control.schedule), because that needs the calendar (datetime, time zones).
+
+SCHEDULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Five whitespace-separated fields (minute hour day-of-month month day-of-week); croniter checks
+# the values. Six-field (seconds) and @-macros are refused: windows are minutes apart at best.
+CRON_PATTERN = r"^\s*\S+(\s+\S+){4}\s*$"
+# RFC 3339 date-time; without an offset the time is read in the schedule's timeZone.
+START_PATTERN = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
+    r"(:[0-5][0-9](\.[0-9]+)?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+POSITIVE_DURATION_PATTERN = r"^0*[1-9][0-9]*(s|m|h|d)$"
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Occurrences of one cron schedule sampled to check that a window ends before the next opens.
+_CRON_GAP_SAMPLES = 400
+
+
+def duration_seconds(text: str) -> int:
+    """'90s', '15m', '2h', '1d' -> seconds (the CRD pattern guarantees the shape)."""
+    return int(text[:-1]) * _UNIT_SECONDS[text[-1]]
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return 29 if leap else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+@lru_cache(maxsize=256)  # parse_spec runs every interval: sample each expression once
+def _min_cron_gap_s(expr: str) -> float:
+    """Shortest time between consecutive occurrences, sampled in UTC from a fixed origin (so
+    validation is deterministic; a DST shift can shorten a local-time gap by an hour more)."""
+    it = croniter(expr, 0.0)
+    prev = it.get_next(float)
+    gap = float("inf")
+    for _ in range(_CRON_GAP_SAMPLES):
+        nxt = it.get_next(float)
+        gap = min(gap, nxt - prev)
+        prev = nxt
+    return gap
+
+
+class Schedule(ApiModel):
+    """A planned event: a window (one-off `start`, or recurring `cron`) during which the fleet
+    keeps a higher floor and/or provisions for a multiple of its usual load."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.cron) != has(self.start)",
+                 "message": "a schedule needs exactly one of cron (recurring) or start (one-off)"},
+                {"rule": "has(self.minReplicas) || has(self.loadMultiplier)",
+                 "message": "a schedule needs minReplicas and/or loadMultiplier"},
+            ]
+        }
+    )
+    name: str = Field(min_length=1, max_length=63, pattern=SCHEDULE_NAME_PATTERN)
+    """Unique name of the window (DNS label); it appears in decision reasons and Events."""
+    cron: str | None = Field(default=None, max_length=200, pattern=CRON_PATTERN)
+    """Recurring windows: a 5-field cron expression (minute hour day-of-month month day-of-week) in
+    timeZone, each match opening a window, e.g. `0 9 * * 1-5`. Exactly one of cron and start."""
+    start: str | None = Field(default=None, max_length=64, pattern=START_PATTERN)
+    """A one-off window opening at this RFC 3339 time, e.g. `2026-12-01T14:00:00Z`; without an
+    offset it is read in timeZone. Exactly one of cron and start."""
+    duration: str = Field(pattern=POSITIVE_DURATION_PATTERN, max_length=16)
+    """How long each window stays open: a positive number with s, m, h or d (e.g. 90m, 2h)."""
+    time_zone: str = Field(default="UTC", max_length=64, pattern=TIME_ZONE_PATTERN)
+    """IANA time zone the cron expression (and an offset-less start) is read in, e.g.
+    Europe/Berlin; daylight saving time is followed."""
+    min_replicas: int | None = Field(default=None, ge=0, le=10000)
+    """Fewest serving replicas while the window is open (raises replicas.min, never lowers it)."""
+    load_multiplier: float | None = Field(default=None, ge=1.0, le=100.0)
+    """Provision for this multiple of the load seen just before the window (its lead), e.g. 3 for
+    a launch expected to triple traffic; demand above it is followed as usual."""
+    lead_seconds: int | None = Field(default=None, ge=0, le=86400)
+    """Start provisioning this long before the window opens. Default: the measured time-to-ready
+    plus one scaling interval, so the capacity is Ready when the window opens."""
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_valid(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if len(value.split()) != 5:
+            raise ValueError("cron must have 5 fields: minute hour day-of-month month day-of-week")
+        if not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r}")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone_known(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("start")
+    @classmethod
+    def _start_date_exists(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        year, month, day = int(value[0:4]), int(value[5:7]), int(value[8:10])
+        if day > _days_in_month(year, month):
+            raise ValueError(f"{value[:10]} is not a calendar date")
+        return value
+
+    @model_validator(mode="after")
+    def _one_window_kind(self) -> Schedule:
+        if (self.cron is None) == (self.start is None):
+            raise ValueError("a schedule needs exactly one of cron (recurring) or start (one-off)")
+        if self.min_replicas is None and self.load_multiplier is None:
+            raise ValueError("a schedule needs minReplicas and/or loadMultiplier")
+        if self.cron is not None:
+            gap = _min_cron_gap_s(self.cron)
+            if duration_seconds(self.duration) > gap:
+                raise ValueError(
+                    f"duration {self.duration} is longer than the {gap:g}s between occurrences of cron "
+                    f"{self.cron!r}: windows of schedule {self.name!r} would overlap"
+                )
+        return self
+
+
 _TEMPLATE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["spec"],
@@ -267,6 +400,9 @@ class InferenceServiceSpec(ApiModel):
                 {"rule": "!has(self.warmPool) || !has(self.warmPool.max) || !has(self.replicas) || !has(self.replicas.max)"
                          " || self.warmPool.max <= self.replicas.max",
                  "message": "warmPool.max must be <= replicas.max", "fieldPath": ".warmPool.max"},
+                {"rule": "!has(self.schedules) || !has(self.replicas) || !has(self.replicas.max)"
+                         " || self.schedules.all(s, !has(s.minReplicas) || s.minReplicas <= self.replicas.max)",
+                 "message": "schedules[].minReplicas must be <= replicas.max", "fieldPath": ".schedules"},
             ]
         }
     )
@@ -282,6 +418,24 @@ class InferenceServiceSpec(ApiModel):
     """How fast to scale up and down."""
     forecast: Forecast = Field(default_factory=Forecast)
     """Load forecasting used to provision ahead of demand."""
+    schedules: list[Schedule] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Planned events the forecast cannot know (a launch, a batch job, business hours): windows
+    that raise the floor or scale the expected load, provisioned ahead so capacity is Ready when
+    each opens. Names are unique; overlapping windows of different names take the highest floor
+    and multiplier."""
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedule_names_unique(cls, value: list[Schedule]) -> list[Schedule]:
+        names = [s.name for s in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"schedule names must be unique: {', '.join(dupes)} repeated")
+        return value
     warm_pool: WarmPool = Field(default_factory=WarmPool)
     """Ready standbys that join the Service in seconds instead of a cold start."""
     capacity: Capacity = Field(default_factory=Capacity)
