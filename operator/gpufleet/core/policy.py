@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpufleet.api.models import InferenceServiceSpec, Mode
-from gpufleet.core import capacity, split, stabilize, warmpool
+from gpufleet.core import budget, capacity, split, stabilize, warmpool
 from gpufleet.core.capacity import Need
 from gpufleet.core.fleet import FleetView
 from gpufleet.core.safety import Health, assess
@@ -44,6 +44,7 @@ REASONS = (
     STABILIZING,
     SPOT_UNAVAILABLE,
     INTERRUPTION,
+    budget.BUDGET,
 )
 
 
@@ -301,4 +302,6 @@ class GpufleetPolicy:
             serving_seen_since=seen.since,
             settled_serving=seen.settled,
         )
-        return plan, new_memory
+        # 6. Budget last: it caps what the load asked for (standbys, then spot, then serving).
+        return budget.enforce(spec, plan, new_memory, fleet=fleet, previous=memory, now=now,
+                              spot_unavailable=backoff.unavailable)

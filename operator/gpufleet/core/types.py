@@ -108,6 +108,23 @@ class PolicyMemory:
     serving_seen: int | None = None
     serving_seen_since: float | None = None
     settled_serving: int | None = None
+    # Spend of the current UTC day (day number = now // 86400) at the spec's prices, integrated
+    # over the fleet between decisions: what spec.budget.maxCostPerDay paces against. The operator
+    # seeds it from status.usage.costToday after a restart.
+    spend_day: int | None = None
+    spent_today: float = 0.0
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """The plan against spec.budget, in the unit of the prices, per hour."""
+
+    state: str  # OK, Alert (at alertPercent of a limit), Capped, Infeasible (the floor costs more)
+    limit_per_hour: float  # highest cost per hour allowed now
+    wanted_per_hour: float  # the plan before the budget
+    planned_per_hour: float  # the plan after it
+    spent_today: float
+    message: str
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,7 @@ class Plan:
     safe_mode: bool = False
     promote: tuple[str, ...] = ()  # standby replica names to move into the Service now
     retire: tuple[str, ...] = ()  # replica names in the order they should go
+    budget: BudgetCheck | None = None  # where the plan stands against spec.budget (None without one)
 
     @property
     def total(self) -> int:
