@@ -51,6 +51,40 @@ class StepResultLike(Protocol):
 
 
 ServiceKey = tuple[str, str]  # (namespace, name)
+BUDGET_STATES = ("OK", "Alert", "Capped", "Infeasible")
+
+
+class UsageLike(Protocol):
+    """status.usage (gpufleet.api.models.UsageStatus fits)."""
+
+    @property
+    def cost_per_million_requests(self) -> float | None: ...
+    @property
+    def cost_today(self) -> float: ...
+
+
+class UsageDeltaLike(Protocol):
+    """One tick's metering increments (gpufleet.control.metering.UsageDelta fits)."""
+
+    @property
+    def gpu_hours(self) -> Mapping[str, float]: ...
+    @property
+    def cost(self) -> Mapping[str, float]: ...
+    @property
+    def requests(self) -> float: ...
+
+
+class BudgetLike(Protocol):
+    """gpufleet.core.types.BudgetCheck fits."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def limit_per_hour(self) -> float: ...
+    @property
+    def wanted_per_hour(self) -> float: ...
+    @property
+    def planned_per_hour(self) -> float: ...
 
 
 @dataclass
@@ -85,6 +119,28 @@ class Telemetry:
                                "tick (alert when it stops moving)", s, registry=r)
         self.loop = Histogram("gpufleet_loop_duration_seconds", "Wall time of one control-loop tick "
                               "(observe, forecast, decide, apply, status)", s, buckets=LOOP_BUCKETS, registry=r)
+        # Metering (issue 9): counters so that increase()/rate() sum cost by namespace, team, project.
+        c = [*s, "capacity_class"]
+        self.gpu_hours = Counter("gpufleet_gpu_hours", "GPU-hours metered, by capacity class", c, registry=r)
+        self.cost_total = Counter("gpufleet_cost", "Cost metered (price unit of the spec or price table), by "
+                                  "capacity class", c, registry=r)
+        self.requests = Counter("gpufleet_requests", "Requests metered (observed request rate integrated)",
+                                s, registry=r)
+        self.cost_per_1m = Gauge("gpufleet_cost_per_million_requests", "Metered cost per 1M requests since "
+                                 "status.usage.since", s, registry=r)
+        self.cost_today = Gauge("gpufleet_cost_today", "Cost metered since 00:00 UTC", s, registry=r)
+        # Budgets: the limits and where the plan stands, for Alertmanager rules (docs/budgets.md).
+        self.budget_limit = Gauge("gpufleet_budget_limit_per_hour", "Highest cost per hour spec.budget allows "
+                                  "now (maxCostPerHour or the paced daily remainder)", s, registry=r)
+        self.budget_max_day = Gauge("gpufleet_budget_max_cost_per_day", "spec.budget.maxCostPerDay", s, registry=r)
+        self.budget_wanted = Gauge("gpufleet_budget_wanted_cost_per_hour", "Cost per hour of the plan before "
+                                   "the budget", s, registry=r)
+        self.budget_planned = Gauge("gpufleet_budget_planned_cost_per_hour", "Cost per hour of the plan after "
+                                    "the budget", s, registry=r)
+        self.budget_alert_ratio = Gauge("gpufleet_budget_alert_ratio", "spec.budget.alertPercent / 100", s,
+                                        registry=r)
+        self.budget_state = Gauge("gpufleet_budget_state", "1 for the current budget state (OK, Alert, Capped, "
+                                  "Infeasible), 0 for the others", [*s, "state"], registry=r)
         self._lock = threading.Lock()  # daemons run in threads, one per InferenceService
         # Every label tuple written per service, so forget() can remove exactly those series.
         self._written: dict[ServiceKey, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
@@ -135,6 +191,36 @@ class Telemetry:
             self.loop.labels(*svc).observe(max(0.0, duration_s))
             self._written[key].add((self.loop, svc))
 
+    def record_usage(self, *, namespace: str, name: str, labels: Mapping[str, str] | None,
+                     usage: UsageLike, delta: UsageDeltaLike, budget: BudgetLike | None,
+                     max_cost_per_day: float | None = None, alert_percent: int | None = None) -> None:
+        """Metering increments and the budget's standing, once per tick after record_tick."""
+        key = (namespace, name)
+        svc = service_labels(namespace, name, labels)
+        with self._lock:
+            self._drop_other_owners(key, svc)
+            for capacity_class in CAPACITY_CLASSES:
+                labels_c = (*svc, capacity_class)
+                self._add(key, self.gpu_hours, labels_c, delta.gpu_hours.get(capacity_class, 0.0))
+                self._add(key, self.cost_total, labels_c, delta.cost.get(capacity_class, 0.0))
+            self._add(key, self.requests, svc, delta.requests)
+            self._set(key, self.cost_per_1m, svc, usage.cost_per_million_requests)
+            self._set(key, self.cost_today, svc, usage.cost_today)
+            self._set(key, self.budget_limit, svc, budget.limit_per_hour if budget else None)
+            self._set(key, self.budget_wanted, svc, budget.wanted_per_hour if budget else None)
+            self._set(key, self.budget_planned, svc, budget.planned_per_hour if budget else None)
+            self._set(key, self.budget_max_day, svc, max_cost_per_day)
+            self._set(key, self.budget_alert_ratio, svc,
+                      alert_percent / 100.0 if budget is not None and alert_percent is not None else None)
+            for state in BUDGET_STATES:
+                value = None if budget is None else (1.0 if budget.state == state else 0.0)
+                self._set(key, self.budget_state, (*svc, state), value)
+
+    def _add(self, key: ServiceKey, counter: Counter, labels: tuple[str, ...], amount: float) -> None:
+        # Counters exist from the first tick (at 0), so increase() sees the first increment.
+        counter.labels(*labels).inc(max(0.0, amount))
+        self._written.setdefault(key, set()).add((counter, labels))
+
     def record_error(self, *, namespace: str, name: str, labels: Mapping[str, str] | None,
                      error: BaseException) -> None:
         key = (namespace, name)
@@ -170,6 +256,13 @@ def record_tick(*, namespace: str, name: str, labels: Mapping[str, str] | None, 
                 result: StepResultLike, duration_s: float) -> None:
     TELEMETRY.record_tick(namespace=namespace, name=name, labels=labels, spec=spec, result=result,
                           duration_s=duration_s)
+
+
+def record_usage(*, namespace: str, name: str, labels: Mapping[str, str] | None, usage: UsageLike,
+                 delta: UsageDeltaLike, budget: BudgetLike | None, max_cost_per_day: float | None = None,
+                 alert_percent: int | None = None) -> None:
+    TELEMETRY.record_usage(namespace=namespace, name=name, labels=labels, usage=usage, delta=delta, budget=budget,
+                           max_cost_per_day=max_cost_per_day, alert_percent=alert_percent)
 
 
 def record_error(*, namespace: str, name: str, labels: Mapping[str, str] | None, error: BaseException) -> None:
