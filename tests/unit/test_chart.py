@@ -44,8 +44,8 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
-def render(*sets: str, namespace: str = "gf") -> list[dict[str, Any]]:
-    args = ["template", "rel", str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION]
+def render(*sets: str, namespace: str = "gf", release: str = "rel") -> list[dict[str, Any]]:
+    args = ["template", release, str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION]
     for s in sets:
         args += ["--set", s]
     proc = helm(*args)
@@ -154,6 +154,19 @@ def test_namespaced_mode_peers_in_each_watched_namespace() -> None:
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["a", "b"]
     args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=a" in args and "--namespace=b" in args
+
+
+def test_yaml_1_1_booleans_stay_strings() -> None:
+    # Namespaces and releases called "y", "on" or "no" are booleans to a YAML 1.1 parser (Helm's
+    # included) unless quoted: the install would fail with "cannot unmarshal bool".
+    docs = render("operator.watchNamespaces={no}", "metrics.serviceMonitor.enabled=true", namespace="y", release="on")
+    for doc in docs:
+        meta = doc["metadata"]
+        assert isinstance(meta.get("namespace", ""), str), doc["kind"]
+        assert all(isinstance(v, str) for v in meta.get("labels", {}).values()), doc["kind"]
+    assert one(docs, "KopfPeering")["metadata"]["namespace"] == "no"
+    assert one(docs, "ServiceMonitor")["spec"]["namespaceSelector"]["matchNames"] == ["y"]
+    assert one(docs, "ClusterRoleBinding")["subjects"][0]["namespace"] == "y"
 
 
 def test_guards_reject_bad_values() -> None:
