@@ -106,6 +106,9 @@ def test_operator_pod_is_hardened_and_probed() -> None:
     assert "--health=0.0.0.0:8080" in args and "--metrics-port=9090" in args
     assert "--peering=rel-gpufleet-gf" in args
     assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    # The two replicas prefer different nodes.
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
 
 
 def test_metrics_service_and_optional_service_monitor() -> None:
