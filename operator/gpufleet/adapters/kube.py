@@ -77,6 +77,13 @@ def replica_from_pod(pod: dict[str, Any], interrupted_nodes: set[str],
     )
 
 
+def pending_since(pod: dict[str, Any]) -> float | None:
+    """Creation time of a pod the scheduler has not placed yet, else None."""
+    if pod.get("spec", {}).get("nodeName"):
+        return None
+    return _ts(pod["metadata"].get("creationTimestamp"))
+
+
 def p90(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
@@ -155,13 +162,15 @@ class Kube:
         items = self.core.list_namespaced_pod(namespace, label_selector=selector).items
         return [self.plain(p) for p in items]
 
-    def interrupted_nodes(self) -> set[str]:
-        out = set()
+    def nodes(self) -> tuple[set[str], set[str]]:
+        """(all node names, nodes with an interruption notice: taint or cordon)."""
+        names, noticed = set(), set()
         for node in self.core.list_node().items:
+            names.add(node.metadata.name)
             taints = node.spec.taints or []
             if node.spec.unschedulable or any(t.key in INTERRUPTION_TAINTS for t in taints):
-                out.add(node.metadata.name)
-        return out
+                noticed.add(node.metadata.name)
+        return names, noticed
 
     def patch_pod_metadata(self, namespace: str, name: str, *, labels: dict[str, str | None] | None = None,
                            annotations: dict[str, str | None] | None = None) -> None:
@@ -200,44 +209,69 @@ class KubeFleet:
         self.events: list[tuple[str, str]] = []  # (reason, message) of changes made by apply()
 
     def state(self, *, now: float) -> FleetState:
-        interrupted = self.kube.interrupted_nodes()
+        nodes, noticed = self.kube.nodes()
         in_flight = self.in_flight()
         # Pods already terminating are gone as far as the Deployment is concerned.
         self._pods = {p["metadata"]["name"]: p for p in self.kube.pods(self.namespace, self.name)
                       if not p["metadata"].get("deletionTimestamp")}
-        replicas = tuple(replica_from_pod(p, interrupted, in_flight) for p in self._pods.values())
+        # A pod whose node object is gone (spot reclaim without notice) is as good as lost.
+        lost = {p["spec"]["nodeName"] for p in self._pods.values()
+                if p.get("spec", {}).get("nodeName") and p["spec"]["nodeName"] not in nodes}
+        replicas = tuple(replica_from_pod(p, noticed | lost, in_flight) for p in self._pods.values())
         for r in replicas:
             if r.ready_at is not None and r.name not in self._seen_ready:
                 self._seen_ready.add(r.name)
                 self._starts[r.capacity_class].append(max(0.0, r.ready_at - r.created_at))
         ttr = {c: p90(list(v)) for c, v in self._starts.items() if v}
-        return FleetState(replicas=replicas, time_to_ready_s=ttr)
+        return FleetState(replicas=replicas, time_to_ready_s=ttr, spot_unavailable=self._spot_stuck(now))
+
+    def _spot_stuck(self, now: float) -> bool:
+        """Spot capacity is unavailable while a spot pod stays unscheduled past the timeout."""
+        timeout = self.spec.capacity.spot.pending_timeout_seconds
+        for pod in self._pods.values():
+            since = pending_since(pod)
+            if (since is not None and now - since > timeout
+                    and (pod["metadata"].get("labels") or {}).get(manifests.LABEL_CLASS) == SPOT):
+                return True
+        return False
 
     def apply(self, plan: Plan, *, now: float) -> None:
         self.events = []
-        state = self.state(now=now)
         leaving = set(plan.retire)
+        self._route(plan, self.state(now=now), leaving)
+        state = self.state(now=now)
+        # Replicas with an interruption notice keep serving until their replacements serve.
+        covered = sum(1 for r in state.replicas
+                      if r.state == ReplicaState.serving and not r.interrupted and r.name not in leaving) >= plan.serving
         for capacity_class, target in ((ON_DEMAND, plan.on_demand), (SPOT, plan.spot)):
             mine = [r for r in state.replicas if r.capacity_class == capacity_class]
-            replicas = self._scale_in(mine, target, leaving, now)
+            replicas = self._scale_in(mine, target, leaving, now, covered=covered)
             deployment = manifests.deployment_name(self.name, capacity_class)
             if self.kube.scale(self.namespace, deployment, replicas):
                 self.events.append(("Scaled", f"{deployment} -> {replicas} replicas ({plan.reason}: {plan.message})"))
-        self._route(plan, self.state(now=now), leaving)
 
-    def _scale_in(self, mine: list[Replica], target: int, leaving: set[str], now: float) -> int:
-        """Start, cancel and finish drains for one class; return its Deployment's size."""
+    def _scale_in(self, mine: list[Replica], target: int, leaving: set[str], now: float, *, covered: bool) -> int:
+        """Start, cancel and finish drains for one class; return its Deployment's size.
+
+        `target` counts the healthy replicas wanted plus the interrupted ones still present (the
+        core's convention), so the Deployment grows for replacements as soon as a notice lands.
+        """
         draining = [r for r in mine if r.state == ReplicaState.draining]
-        staying = [r for r in mine if r.state != ReplicaState.draining and r.name not in leaving]
+        noticed = [r for r in mine if r.interrupted and r.state != ReplicaState.draining]
+        healthy_target = max(target - len(noticed), 0)
+        staying = [r for r in mine if r.state != ReplicaState.draining and not r.interrupted and r.name not in leaving]
         # Capacity wanted back: a healthy draining replica still has its model loaded; keep it.
-        for r in [r for r in draining if not r.interrupted][: max(0, target - len(staying))]:
+        for r in [r for r in draining if not r.interrupted][: max(0, healthy_target - len(staying))]:
             self._set(r.name, annotations={manifests.ANNOTATION_DRAINING: None,
                                            manifests.ANNOTATION_DELETION_COST: None})
             self.events.append(("DrainCancelled", f"pod {r.name} kept: capacity is needed again"))
             draining.remove(r)
             staying.append(r)
+        deferred = 0
         for r in mine:
-            if r.name in leaving and r.state == ReplicaState.serving:
+            if r.name in leaving and r.state == ReplicaState.serving and r.interrupted and not covered:
+                deferred += 1  # still carries load; drained once the replacements serve
+            elif r.name in leaving and r.state == ReplicaState.serving:
                 # Out of the Service first; deleted once its in-flight work is done.
                 self._set(r.name, labels={manifests.LABEL_SERVING: None},
                           annotations={manifests.ANNOTATION_DRAINING: str(now),
@@ -248,7 +282,9 @@ class KubeFleet:
                 # No traffic: it may go at once, and before anyone else.
                 self._set(r.name, annotations={manifests.ANNOTATION_DELETION_COST: "-1000"})
         held = [r for r in draining if not self._release(r, mine, now)]
-        return max(target, len(staying)) + len(held) if leaving else target + len(held)
+        # With named victims, keep exactly the others; without, let the ReplicaSet choose.
+        base = max(healthy_target, len(staying)) if any(r.name in leaving for r in mine) else healthy_target
+        return base + len(held) + deferred
 
     def _release(self, r: Replica, mine: list[Replica], now: float) -> bool:
         """A draining replica may go when idle or past the drain timeout, and only when no pod of
@@ -272,8 +308,10 @@ class KubeFleet:
 
     def _route(self, plan: Plan, state: FleetState, leaving: set[str]) -> None:
         """Promote standbys into the Service up to plan.serving; demote surplus serving pods."""
-        serving = [r for r in state.replicas if r.state == ReplicaState.serving]
-        standby = [r for r in state.replicas if r.state == ReplicaState.standby and r.name not in leaving]
+        # Interrupted serving replicas are left to the drain logic; they are not capacity here.
+        serving = [r for r in state.replicas if r.state == ReplicaState.serving and not r.interrupted]
+        standby = [r for r in state.replicas
+                   if r.state == ReplicaState.standby and r.name not in leaving and not r.interrupted]
         wanted = {n for n in plan.promote if n not in leaving}
         # Fill any remaining gap with the oldest standbys (on-demand first: they stay longest).
         gap = plan.serving - len(serving) - len(wanted)
