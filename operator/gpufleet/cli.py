@@ -20,6 +20,10 @@ def _operator(args: argparse.Namespace) -> int:
         kube_config.load_kube_config(config_file=args.kubeconfig)
     kopf_app.CONFIG.prometheus_url = args.prometheus_url
     kopf_app.CONFIG.min_interval_seconds = args.min_interval
+    if args.price_table:
+        from gpufleet.control.pricing import load_table
+
+        kopf_app.CONFIG.price_table = load_table(args.price_table)
     namespaces = args.namespace or []
     kopf.configure(verbose=args.verbose)
     if args.metrics_port:
@@ -59,8 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--metrics-port", type=int, default=None, help="serve the operator's Prometheus metrics here")
     op.add_argument("--metrics-host", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)")
     op.add_argument("--min-interval", type=float, default=1.0, help="floor on any service's loop interval (s)")
+    op.add_argument("--price-table", default=None, metavar="FILE",
+                    help="YAML GPU-hour prices by nvidia.com/gpu.product and capacity type (on-demand, spot); "
+                    "overrides the services' capacity.pricePerGpuHour (docs/budgets.md)")
     op.add_argument("--verbose", action="store_true")
     op.set_defaults(func=_operator)
+    from gpufleet import report
+
+    report.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result: int = args.func(args)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -23,7 +24,9 @@ from gpufleet.adapters import manifests
 from gpufleet.adapters.kube import Kube, KubeFleet, adopt
 from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics, metrics_port
 from gpufleet.api.models import GROUP, PLURAL, VERSION, Condition, InferenceServiceSpec, InferenceServiceStatus
+from gpufleet.control import metering, pricing
 from gpufleet.control import status as render
+from gpufleet.control.accounting import Accounting
 from gpufleet.control.forecast import ForecastAdapter
 from gpufleet.control.step import StepResult, step
 from gpufleet.core.policy import GpufleetPolicy
@@ -39,6 +42,7 @@ class Config:
     prometheus_url: str | None = None
     min_interval_seconds: float = 1.0
     backfill_seconds: float = 8 * 86400.0  # request-rate history read from Prometheus at start
+    price_table: pricing.PriceTable = field(default_factory=dict)  # --price-table: overrides spec prices
 
 
 CONFIG = Config()
@@ -66,7 +70,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 60
 
 
-def parse_spec(spec: dict[str, Any]) -> InferenceServiceSpec | str:
+def parse_spec(spec: Mapping[str, Any]) -> InferenceServiceSpec | str:
     """The typed spec, or a one-line error naming the field(s) and reason(s)."""
     try:
         return InferenceServiceSpec.model_validate(dict(spec))
@@ -96,8 +100,9 @@ def initial_replicas(spec: InferenceServiceSpec) -> dict[str, int]:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str,
+def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str | None,
                        patch: kopf.Patch, **_: Any) -> None:
+    assert namespace is not None  # the CRD is namespaced
     parsed = parse_spec(spec)
     if isinstance(parsed, str):
         # Reported, not raised: retrying cannot fix a spec, and existing children stay untouched.
@@ -105,7 +110,7 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
         patch.status.update(invalid_spec_status(body, parsed, time.time()))
         return
     children = manifests.children(name, parsed)
-    adopt(children, dict(body))
+    adopt(children, body)
     sizes = initial_replicas(parsed)
     for child in children:
         replicas = sizes.get(child["metadata"]["labels"].get(manifests.LABEL_CLASS, ""))
@@ -128,11 +133,16 @@ class ServiceLoop:
         self.fleet: KubeFleet | None = None
         self.metrics: PrometheusMetrics | NoMetrics = NoMetrics()
         self.forecaster: ForecastAdapter | None = None
+        self.raw_spec: InferenceServiceSpec | None = None
+        self.accounting = Accounting()
 
     def configure(self, spec: InferenceServiceSpec) -> None:
         """(Re)build the ports when the spec changed; keep memory and history across edits."""
-        if spec == self.spec:
+        if spec == self.raw_spec:
             return
+        self.raw_spec = spec
+        # The price table's prices replace the spec's before anything decides or meters.
+        spec = pricing.with_prices(spec, pricing.resolve(spec, CONFIG.price_table, self._products(spec))[0])
         old = self.spec
         self.spec = spec
         self.metrics = metrics_port(spec, namespace=self.namespace, name=self.name, default_url=CONFIG.prometheus_url)
@@ -143,6 +153,26 @@ class ServiceLoop:
         if self.forecaster is None or old is None or old.forecast != spec.forecast:
             self.forecaster = ForecastAdapter(spec.forecast, refit_offset_s=float(hash(self.name) % 86400))
             self._backfill(time.time())
+
+    def _products(self, spec: InferenceServiceSpec) -> dict[str, str]:
+        """GPU product per class from the nodes its selector matches, when they all agree (only
+        needed with a price table and no product in the selector)."""
+        if not CONFIG.price_table:
+            return {}
+        out: dict[str, str] = {}
+        for cls, placement in ((ON_DEMAND, spec.capacity.on_demand), (SPOT, spec.capacity.spot)):
+            if pricing.product_of(spec, placement):
+                continue
+            selector = ",".join(f"{k}={v}" for k, v in placement.node_selector.items())
+            try:
+                nodes = kube().core.list_node(label_selector=selector or None).items
+            except Exception:  # noqa: BLE001 - prices fall back to the table's "*" or the spec
+                log.warning("cannot list nodes for GPU product of %s/%s", self.namespace, self.name)
+                continue
+            products = {((n.metadata and n.metadata.labels) or {}).get(pricing.PRODUCT_LABEL) for n in nodes} - {None}
+            if len(products) == 1:
+                out[cls] = str(products.pop())
+        return out
 
     def _backfill(self, now: float) -> None:
         """Seed the forecaster with the request-rate history Prometheus already has."""
@@ -155,6 +185,9 @@ class ServiceLoop:
         assert self.spec is not None and self.fleet is not None
         now = time.time()
         forecaster = self.forecaster if self.spec.forecast.enabled else None
+        old = InferenceServiceStatus.model_validate(dict(body.get("status") or {}))
+        self.accounting.resume(old.usage, old.budget)
+        self.memory = self.accounting.seed(self.memory, now)
         result = step(spec=self.spec, policy=self.policy, metrics=self.metrics, fleet=self.fleet,
                       forecaster=forecaster, memory=self.memory, now=now)
         self.memory = result.memory
@@ -164,15 +197,26 @@ class ServiceLoop:
             kopf.info(body, reason=reason, message=message)
         if result.plan.safe_mode and self.metrics.available is False:
             kopf.warn(body, reason="MetricsUnavailable", message=self.metrics.summary()[:500])
+        delta = self.accounting.meter(self.spec, result.fleet, result.observation.request_rate, now)
         write_status(body, self.spec, result, now, metrics_ok=self.metrics.available,
-                     metrics_note=self.metrics.summary())
+                     metrics_note=self.metrics.summary(), accounting=self.accounting)
+        for event in self.accounting.take_events():
+            (kopf.warn if event.warning else kopf.info)(body, reason=event.reason, message=event.message)
         telemetry.record_tick(namespace=self.namespace, name=self.name, labels=body.metadata.labels,
                               spec=self.spec, result=result, duration_s=time.time() - now)
+        budget = self.spec.budget
+        telemetry.record_usage(namespace=self.namespace, name=self.name, labels=body.metadata.labels,
+                               usage=self.accounting.usage or InferenceServiceStatus().usage, delta=delta,
+                               budget=result.plan.budget,
+                               max_cost_per_day=budget.max_cost_per_day if budget else None,
+                               alert_percent=budget.alert_percent if budget else None)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
-def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str, **_: Any) -> None:
+def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str | None,
+               **_: Any) -> None:
     """One loop per InferenceService: observe, forecast, decide, apply, report."""
+    assert namespace is not None  # the CRD is namespaced
     loop = ServiceLoop(namespace=namespace, name=name)
     while not stopped:
         parsed = parse_spec(body.spec)
@@ -191,7 +235,7 @@ def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespac
 
 
 def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult, now: float,
-                 *, metrics_ok: bool, metrics_note: str) -> None:
+                 *, metrics_ok: bool, metrics_note: str, accounting: Accounting | None = None) -> None:
     old = InferenceServiceStatus.model_validate(dict(body.get("status") or {}))
     generation = body.metadata.get("generation")
     fresh = result.fleet
@@ -210,6 +254,13 @@ def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult
     conditions = render.set_condition(
         conditions, type="Scaling", status=scaling, reason=result.plan.reason, message=result.plan.message,
         now=now, generation=generation)
+    budget_status, budget_condition = accounting.judge(spec, result.plan) if accounting else (None, None)
+    if budget_condition is not None:
+        conditions = render.set_condition(
+            conditions, type="BudgetExceeded", status=budget_condition.status, reason=budget_condition.reason,
+            message=budget_condition.message[:1000], now=now, generation=generation)
+    else:
+        conditions = [c for c in conditions if c.type != "BudgetExceeded"]
     new = InferenceServiceStatus(
         observed_generation=generation,
         conditions=conditions,
@@ -219,8 +270,12 @@ def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult
         last_decision=render.decision_status(result.plan, now, result.applied),
         time_to_ready_seconds={k: round(v, 1) for k, v in fresh.time_to_ready_s.items()},
         cost_per_hour=render.cost_per_hour(spec, fresh),
+        usage=metering.rounded(accounting.usage) if accounting and accounting.usage else old.usage,
+        budget=budget_status,
     )
     patch = new.model_dump(by_alias=True, exclude_none=True)
+    if budget_status is None and old.budget is not None:
+        patch["budget"] = None  # budget removed from spec: drop its status (merge patch deletes nulls)
     kube().custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, body.metadata.namespace, PLURAL, body.metadata.name, {"status": patch}
+        GROUP, VERSION, str(body.metadata.namespace), PLURAL, str(body.metadata.name), {"status": patch}
     )
