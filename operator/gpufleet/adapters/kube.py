@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
@@ -142,7 +142,7 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        return int(scale.spec.replicas or 0)
+        return int((scale.spec.replicas if scale.spec else 0) or 0)
 
     def scale(self, namespace: str, name: str, replicas: int) -> bool:
         """Set a Deployment's size through its /scale subresource; False when already there
@@ -164,12 +164,14 @@ class Kube:
 
     def nodes(self) -> tuple[set[str], set[str]]:
         """(all node names, nodes with an interruption notice: taint or cordon)."""
-        names, noticed = set(), set()
+        names: set[str] = set()
+        noticed: set[str] = set()
         for node in self.core.list_node().items:
-            names.add(node.metadata.name)
-            taints = node.spec.taints or []
-            if node.spec.unschedulable or any(t.key in INTERRUPTION_TAINTS for t in taints):
-                noticed.add(node.metadata.name)
+            name = str(node.metadata.name if node.metadata else "")
+            names.add(name)
+            taints = (node.spec.taints if node.spec else None) or []
+            if (node.spec and node.spec.unschedulable) or any(t.key in INTERRUPTION_TAINTS for t in taints):
+                noticed.add(name)
         return names, noticed
 
     def patch_pod_metadata(self, namespace: str, name: str, *, labels: dict[str, str | None] | None = None,
@@ -333,6 +335,6 @@ class KubeFleet:
                 self.events.append(("Demoted", f"pod {r.name} left the Service (standby)"))
 
 
-def adopt(children: list[dict[str, Any]], owner: dict[str, Any]) -> None:
+def adopt(children: list[dict[str, Any]], owner: kopf.Body) -> None:
     """Owner references (so deleting the InferenceService deletes its children) and namespace."""
     kopf.adopt(children, owner=owner)

@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Protocol
 
 from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.schedule import Window
 from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
 
 
 class Policy(Protocol):
     """A scaling policy: gpufleet's core, or a baseline (HPA-, KEDA-, Knative-like, static)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def decide(
         self,
@@ -26,7 +28,10 @@ class Policy(Protocol):
         fleet: FleetState,
         memory: PolicyMemory,
         now: float,
+        windows: tuple[Window, ...] = (),
     ) -> tuple[Plan, PolicyMemory]: ...
+    # `windows`: spec.schedules resolved around `now` (gpufleet.control.schedule); policies that
+    # know nothing of planned events accept and ignore them.
 
 
 class MetricsPort(Protocol):
