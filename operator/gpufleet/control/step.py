@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.control import schedule
 from gpufleet.control.ports import FleetPort, ForecastPort, MetricsPort, Policy
 from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
 
@@ -54,9 +55,17 @@ def step(
         forecast = forecaster.forecast(
             now=now, horizon_s=forecast_horizon_s(spec, state), quantile=spec.forecast.quantile
         )
-    plan, memory = policy.decide(
-        spec=spec, observation=observation, forecast=forecast, fleet=state, memory=memory, now=now
-    )
+    # Planned windows are resolved here (calendar, time zones) and decided on in the core. They
+    # never reach the forecaster: it learns from observed demand only (see kopf_app / sim engine).
+    if spec.schedules:
+        plan, memory = policy.decide(
+            spec=spec, observation=observation, forecast=forecast, fleet=state, memory=memory, now=now,
+            windows=schedule.windows(spec.schedules, now),
+        )
+    else:  # policies written before planned events (e.g. tests' stubs) need not accept `windows`
+        plan, memory = policy.decide(
+            spec=spec, observation=observation, forecast=forecast, fleet=state, memory=memory, now=now
+        )
     applied = False
     if plan.apply:
         plan = revalidate(plan, fleet.state(now=now))

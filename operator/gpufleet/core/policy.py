@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpufleet.api.models import InferenceServiceSpec, Mode
-from gpufleet.core import budget, capacity, split, stabilize, warmpool
+from gpufleet.core import budget, capacity, schedule, split, stabilize, warmpool
 from gpufleet.core.capacity import Need
 from gpufleet.core.fleet import FleetView
+from gpufleet.core.schedule import Window
 from gpufleet.core.safety import Health, assess
 from gpufleet.core.spotback import SpotBackoff, spot_backoff
 from gpufleet.core.types import (
@@ -45,6 +46,7 @@ REASONS = (
     SPOT_UNAVAILABLE,
     INTERRUPTION,
     budget.BUDGET,
+    schedule.SCHEDULE,
 )
 
 
@@ -164,6 +166,18 @@ def plan_pool(
     return Pool(size, recs, burst, memory.last_need if blind else top.replicas)
 
 
+def lift_to_schedule(
+    sched: schedule.Scheduled, *, target: int, current: int, hi: int, reason: str, message: str
+) -> tuple[int, str, str]:
+    """A planned window's floor applies at once, like replicas.min (it is not a load signal to
+    stabilise); the reason names the schedule when it is what sets the target."""
+    lifted = min(max(target, sched.floor), hi)
+    if lifted <= target or sched.need is None:
+        return target, reason, message
+    move = f"serving {current} -> {lifted}" if lifted != current else f"holding {lifted}"
+    return lifted, schedule.SCHEDULE, f"{sched.need.message}; {move} (load alone: {message})"
+
+
 def plan_classes(
     spec: InferenceServiceSpec, *, health: Health, spot: SpotBackoff, view: FleetView, total: int
 ) -> split.Split:
@@ -208,6 +222,7 @@ class GpufleetPolicy:
         fleet: FleetState,
         memory: PolicyMemory,
         now: float,
+        windows: tuple[Window, ...] = (),
     ) -> tuple[Plan, PolicyMemory]:
         view = FleetView.of(fleet)
         health = assess(spec, observation, now)
@@ -220,7 +235,15 @@ class GpufleetPolicy:
         seen = capacity.settle(
             view.serving_all, now, memory.serving_seen, memory.serving_seen_since, memory.settled_serving
         )
-        top = capacity.worst(spec, capacity.all_needs(spec, obs, forecast, rps, view.serving_all, seen.settled))
+        needs = capacity.all_needs(spec, obs, forecast, rps, view.serving_all, seen.settled)
+        top = capacity.worst(spec, needs)
+        # Planned windows in effect (open, or opening within their lead): a floor on serving.
+        active = schedule.in_effect(windows, now, warmpool.horizon_s(spec, fleet.time_to_ready_s))
+        refs = schedule.references(
+            active, memory.schedule_refs,
+            schedule.load_reference(obs.request_rate, rps, needs, blind=health.safe_mode),
+        )
+        sched = schedule.scheduled(active, refs, now=now, hi=spec.replicas.max)
 
         # 2. Serving target: stabilised, stepped, safe.
         current = current_serving(view, memory)
@@ -228,6 +251,9 @@ class GpufleetPolicy:
             spec, health, top, current, view.serving, fleet.time_to_ready_s, memory, now
         )
         reason, message = explain(health=health, top=top, st=st, target=target, current=current, spec=spec)
+        target, reason, message = lift_to_schedule(
+            sched, target=target, current=current, hi=spec.replicas.max, reason=reason, message=message
+        )
 
         # 3. Warm pool, then classes for serving + standby (serving has priority within max).
         pool = plan_pool(
@@ -301,6 +327,7 @@ class GpufleetPolicy:
             serving_seen=seen.serving_seen,
             serving_seen_since=seen.since,
             settled_serving=seen.settled,
+            schedule_refs=sched.refs,
         )
         # 6. Budget last: it caps what the load asked for (standbys, then spot, then serving).
         return budget.enforce(spec, plan, new_memory, fleet=fleet, previous=memory, now=now,

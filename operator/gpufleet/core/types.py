@@ -108,6 +108,10 @@ class PolicyMemory:
     serving_seen: int | None = None
     serving_seen_since: float | None = None
     settled_serving: int | None = None
+    # Planned windows with a loadMultiplier: (name, occurrence start, usual load in replicas) taken
+    # when each came into effect, so the multiplier scales the load before the event, not the
+    # event's own traffic (see core.schedule).
+    schedule_refs: tuple[tuple[str, float, float], ...] = ()
     # Spend of the current UTC day (day number = now // 86400) at the spec's prices, integrated
     # over the fleet between decisions: what spec.budget.maxCostPerDay paces against. The operator
     # seeds it from status.usage.costToday after a restart.

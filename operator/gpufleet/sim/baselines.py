@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.schedule import Window
 from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory, ReplicaState
 
 
@@ -96,7 +97,8 @@ class HpaLike:
     hpa: HpaScaler = field(default_factory=HpaScaler)
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
-               fleet: FleetState, memory: PolicyMemory, now: float) -> tuple[Plan, PolicyMemory]:
+               fleet: FleetState, memory: PolicyMemory, now: float,
+               windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
         target = spec.scaling.target_rps_per_replica or 1.0
         cur = max(_current(fleet), 1)
         n = self.hpa.desired(metric_total=observation.request_rate, target=target, current=cur, now=now,
@@ -113,7 +115,8 @@ class KedaLike:
     hpa: HpaScaler = field(default_factory=HpaScaler)
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
-               fleet: FleetState, memory: PolicyMemory, now: float) -> tuple[Plan, PolicyMemory]:
+               fleet: FleetState, memory: PolicyMemory, now: float,
+               windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
         threshold = spec.slo.queue_depth_per_replica
         cur = max(_current(fleet), 1)
         n = self.hpa.desired(metric_total=observation.queue_depth, target=threshold, current=cur, now=now,
@@ -142,7 +145,8 @@ class KpaLike:
     concurrency_source: object | None = None  # set by the simulator: has `.in_flight`
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
-               fleet: FleetState, memory: PolicyMemory, now: float) -> tuple[Plan, PolicyMemory]:
+               fleet: FleetState, memory: PolicyMemory, now: float,
+               windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
         serving = [r for r in fleet.replicas if r.state == ReplicaState.serving]
         src = self.concurrency_source
         conc = float(getattr(src, "in_flight")) if src is not None else sum(r.in_flight or 0.0 for r in serving)
@@ -183,7 +187,8 @@ class StaticPeak:
     interval_s: int = 60
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
-               fleet: FleetState, memory: PolicyMemory, now: float) -> tuple[Plan, PolicyMemory]:
+               fleet: FleetState, memory: PolicyMemory, now: float,
+               windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
         return _plan(spec, self.replicas, "Static", f"static {self.replicas}", self.naive_spot), memory
 
 
@@ -196,7 +201,8 @@ class Oracle:
     interval_s: int = 5
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
-               fleet: FleetState, memory: PolicyMemory, now: float) -> tuple[Plan, PolicyMemory]:
+               fleet: FleetState, memory: PolicyMemory, now: float,
+               windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
         t = int(now)
         # A replica asked for now is Ready at the next tick, and this decision holds one interval.
         window = self.need[t + 1: t + 1 + self.interval_s]
