@@ -20,6 +20,7 @@ def _operator(args: argparse.Namespace) -> int:
         kube_config.load_kube_config(config_file=args.kubeconfig)
     kopf_app.CONFIG.prometheus_url = args.prometheus_url
     kopf_app.CONFIG.min_interval_seconds = args.min_interval
+    kopf_app.CONFIG.triton_direct = args.triton_direct
     if args.price_table:
         from gpufleet.control.pricing import load_table
 
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--price-table", default=None, metavar="FILE",
                     help="YAML GPU-hour prices by nvidia.com/gpu.product and capacity type (on-demand, spot); "
                     "overrides the services' capacity.pricePerGpuHour (docs/budgets.md)")
+    op.add_argument("--triton-direct", action="store_true",
+                    help="read Triton's statistics from pod IPs when Prometheus is down (needs pod network access)")
     op.add_argument("--verbose", action="store_true")
     op.set_defaults(func=_operator)
     from gpufleet import report

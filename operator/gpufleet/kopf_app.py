@@ -21,8 +21,10 @@ from pydantic import ValidationError
 
 from gpufleet import telemetry
 from gpufleet.adapters import manifests
+from gpufleet.adapters.fallback import FallbackMetrics
 from gpufleet.adapters.kube import Kube, KubeFleet, adopt
 from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics, metrics_port
+from gpufleet.adapters.triton import TritonStats
 from gpufleet.api.models import GROUP, PLURAL, VERSION, Condition, InferenceServiceSpec, InferenceServiceStatus
 from gpufleet.control import metering, pricing
 from gpufleet.control import status as render
@@ -43,6 +45,9 @@ class Config:
     min_interval_seconds: float = 1.0
     backfill_seconds: float = 8 * 86400.0  # request-rate history read from Prometheus at start
     price_table: pricing.PriceTable = field(default_factory=dict)  # --price-table: overrides spec prices
+    # --triton-direct: also read Triton's statistics from pod IPs when Prometheus is down. Off by
+    # default: it needs network access from the operator to every pod.
+    triton_direct: bool = False
 
 
 CONFIG = Config()
@@ -131,7 +136,7 @@ class ServiceLoop:
         self.memory = PolicyMemory()
         self.spec: InferenceServiceSpec | None = None
         self.fleet: KubeFleet | None = None
-        self.metrics: PrometheusMetrics | NoMetrics = NoMetrics()
+        self.metrics: PrometheusMetrics | FallbackMetrics | NoMetrics = NoMetrics()
         self.forecaster: ForecastAdapter | None = None
         self.raw_spec: InferenceServiceSpec | None = None
         self.accounting = Accounting()
@@ -145,11 +150,14 @@ class ServiceLoop:
         spec = pricing.with_prices(spec, pricing.resolve(spec, CONFIG.price_table, self._products(spec))[0])
         old = self.spec
         self.spec = spec
-        self.metrics = metrics_port(spec, namespace=self.namespace, name=self.name, default_url=CONFIG.prometheus_url)
         if self.fleet is None:
             self.fleet = KubeFleet(kube(), namespace=self.namespace, name=self.name, spec=spec)
         self.fleet.spec = spec
-        self.fleet.in_flight = self.metrics.per_pod if isinstance(self.metrics, PrometheusMetrics) else dict
+        self.metrics = metrics_port(spec, namespace=self.namespace, name=self.name, default_url=CONFIG.prometheus_url)
+        if CONFIG.triton_direct and isinstance(self.metrics, PrometheusMetrics):
+            self.metrics = FallbackMetrics(primary=self.metrics, secondary=TritonStats(endpoints=[], model=spec.model.name),
+                                           endpoints=self.fleet.endpoints)
+        self.fleet.in_flight = self.metrics.per_pod if not isinstance(self.metrics, NoMetrics) else dict
         if self.forecaster is None or old is None or old.forecast != spec.forecast:
             self.forecaster = ForecastAdapter(spec.forecast, refit_offset_s=float(hash(self.name) % 86400))
             self._backfill(time.time())
@@ -176,7 +184,7 @@ class ServiceLoop:
 
     def _backfill(self, now: float) -> None:
         """Seed the forecaster with the request-rate history Prometheus already has."""
-        if isinstance(self.metrics, PrometheusMetrics) and self.forecaster is not None:
+        if not isinstance(self.metrics, NoMetrics) and self.forecaster is not None:
             for t, rps in self.metrics.history("request_rate", start=now - CONFIG.backfill_seconds, end=now,
                                                step=self.forecaster.rate.step_s):
                 self.forecaster.observe(t, rps)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 
+from gpufleet.adapters.fallback import FallbackMetrics
 from gpufleet.adapters.metrics import PrometheusMetrics, metrics_port, queries_for
 from gpufleet.adapters.triton import Counters, TritonStats, model_ready
 from gpufleet.api.models import InferenceServiceSpec
@@ -359,3 +360,21 @@ def test_cli_prometheus_picks_up_file_sd_targets(triton: devtriton.TritonServer,
         cli.wait(timeout=30)
     assert cli.returncode == 0
     assert not http_ok(f"http://127.0.0.1:{port}/-/ready")  # the child went with it
+
+
+@pytest.mark.triton
+def test_fallback_reads_triton_statistics_while_prometheus_is_down(triton: devtriton.TritonServer) -> None:
+    spec = InferenceServiceSpec.model_validate({"model": {"name": FAST.name},
+                                                "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}})
+    dead = PrometheusMetrics(url=f"http://127.0.0.1:{free_port()}", stale_after_s=30, timeout_s=1.0,
+                             queries=queries_for(spec, namespace=NAMESPACE, name="svc"))
+    port = FallbackMetrics(primary=dead, secondary=TritonStats(endpoints=[], model=FAST.name),
+                           endpoints=lambda: [triton.http_address])
+    t0 = time.time()
+    port.observe(now=t0)  # first read: fresh, no interval yet
+    assert port.available and port.source == "triton-statistics"
+    send(triton, FAST.name, 20, concurrency=2)
+    obs = port.observe(now=t0 + 2.0)
+    assert obs.request_rate == pytest.approx(20 / 2.0)
+    assert obs.queue_depth is None  # no gauge: the core keeps safe mode for scale-down
+    assert "Prometheus" in port.summary()

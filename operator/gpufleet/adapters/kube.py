@@ -227,6 +227,17 @@ class KubeFleet:
         ttr = {c: p90(list(v)) for c, v in self._starts.items() if v}
         return FleetState(replicas=replicas, time_to_ready_s=ttr, spot_unavailable=self._spot_stuck(now))
 
+    def endpoints(self) -> list[str]:
+        """host:port of Triton's HTTP endpoint on each serving pod (from the last state read)."""
+        out = []
+        for pod in self._pods.values():
+            ip = pod.get("status", {}).get("podIP")
+            if ip and (pod["metadata"].get("labels") or {}).get(manifests.LABEL_SERVING) == "true":
+                ports = [p for c in pod["spec"].get("containers", []) for p in c.get("ports") or []]
+                port = next((p["containerPort"] for p in ports if p.get("name") == "http"), 8000)
+                out.append(f"{ip}:{port}")
+        return out
+
     def _spot_stuck(self, now: float) -> bool:
         """Spot capacity is unavailable while a spot pod stays unscheduled past the timeout."""
         timeout = self.spec.capacity.spot.pending_timeout_seconds
