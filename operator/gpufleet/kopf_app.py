@@ -262,6 +262,9 @@ def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult
     conditions = render.set_condition(
         conditions, type="Scaling", status=scaling, reason=result.plan.reason, message=result.plan.message,
         now=now, generation=generation)
+    degraded, reason, message = render.degraded_condition(result.plan, fresh)
+    conditions = render.set_condition(conditions, type="Degraded", status=degraded, reason=reason,
+                                      message=message, now=now, generation=generation)
     budget_status, budget_condition = accounting.judge(spec, result.plan) if accounting else (None, None)
     if budget_condition is not None:
         conditions = render.set_condition(

@@ -118,3 +118,15 @@ def ready_condition(fleet: FleetState, spec: InferenceServiceSpec) -> tuple[bool
         return True, "ServingAtFloor" if serving == floor else "Serving", f"{serving} replicas serving (min {floor})"
     starting = fleet.count(ReplicaState.starting)
     return False, "ReplicasStarting", f"{serving}/{floor} replicas serving, {starting} starting"
+
+
+def degraded_condition(plan: Plan, fleet: FleetState) -> tuple[bool, str, str]:
+    """Degraded: the fleet runs, but not as it would by choice (no metrics, no spot, notices)."""
+    if plan.safe_mode:
+        return True, "SafeMode", "metrics missing or stale: holding capacity, no scale-down"
+    interrupted = sum(1 for r in fleet.replicas if r.interrupted)
+    if interrupted:
+        return True, "Interruption", f"{interrupted} replicas on nodes with an interruption notice"
+    if fleet.spot_unavailable:
+        return True, "SpotUnavailable", "spot pods Pending past their timeout: new capacity goes on-demand"
+    return False, "AsPlanned", "no degradation"
