@@ -167,13 +167,13 @@ def plan_pool(
 
 
 def lift_to_schedule(
-    sched: schedule.Scheduled, *, target: int, current: int, hi: int, reason: str, message: str
+    sched: schedule.Scheduled, *, target: int, load: int, current: int, hi: int, reason: str, message: str
 ) -> tuple[int, str, str]:
     """A planned window's floor applies at once, like replicas.min (it is not a load signal to
-    stabilise); the reason names the schedule when it is what sets the target."""
+    stabilise); the reason names the schedule when it is what holds the target above the load."""
     lifted = min(max(target, sched.floor), hi)
-    if lifted <= target or sched.need is None:
-        return target, reason, message
+    if sched.need is None or lifted > sched.floor or load >= lifted:
+        return lifted, reason, message
     move = f"serving {current} -> {lifted}" if lifted != current else f"holding {lifted}"
     return lifted, schedule.SCHEDULE, f"{sched.need.message}; {move} (load alone: {message})"
 
@@ -252,7 +252,8 @@ class GpufleetPolicy:
         )
         reason, message = explain(health=health, top=top, st=st, target=target, current=current, spec=spec)
         target, reason, message = lift_to_schedule(
-            sched, target=target, current=current, hi=spec.replicas.max, reason=reason, message=message
+            sched, target=target, load=top.replicas, current=current, hi=spec.replicas.max, reason=reason,
+            message=message,
         )
 
         # 3. Warm pool, then classes for serving + standby (serving has priority within max).
