@@ -170,3 +170,13 @@ def test_daily_budget_caps_after_the_day_is_spent() -> None:
     plan, memory = POLICY.decide(spec=spec, observation=obs, forecast=None, fleet=fleet, memory=mem, now=NOW)
     assert plan.reason == "Budget" and plan.serving == 2 and plan.standby == 0
     assert memory.spent_today > 99.99 and memory.spend_day == int(NOW // 86400)
+
+
+def test_cap_keeps_a_scheduled_floor() -> None:
+    spec = spec_doc(budget={"maxCostPerHour": 1.0})
+    fleet = serving_fleet(8)
+    plan = Plan(serving=8, standby=2, on_demand=5, spot=5, reason="QueueDepth", message="m")
+    mem = PolicyMemory(last_decided_at=NOW - 10)
+    capped, _ = budget.enforce(spec, plan, mem, fleet=fleet, previous=mem, now=NOW, spot_unavailable=False, floor=6)
+    assert (capped.serving, capped.standby) == (6, 0) and "scheduled floor 6" in capped.message
+    assert capped.budget is not None and capped.budget.state == "Infeasible"

@@ -5,7 +5,8 @@ in SLO risk first):
 1. standbys (and replicas kept only for make-before-break) go;
 2. spot replaces on-demand beyond onDemand.base, even past spot.maxFraction (only when spot is
    enabled, available and cheaper): a budget is a harder limit than a spot share;
-3. serving replicas go, down to replicas.min and never further.
+3. serving replicas go, down to replicas.min (or a planned window's floor, spec.schedules, if
+   higher) and never further.
 What stays above the limit after step 3 is the floor the user asked for: the state is
 "Infeasible" and the fleet runs at its floor. Without spend history (no day yet) the daily limit
 is paced from the start of the day.
@@ -106,7 +107,7 @@ def _drop_one(spec: InferenceServiceSpec, f: _Fleet, spot_ok: bool) -> None:
         f.on_demand -= 1
 
 
-def _cut(spec: InferenceServiceSpec, f: _Fleet, limit: float, spot_ok: bool) -> list[str]:
+def _cut(spec: InferenceServiceSpec, f: _Fleet, limit: float, spot_ok: bool, floor: int) -> list[str]:
     """Apply the three steps until the fleet fits `limit`; return what was done, for the message."""
     done: list[str] = []
 
@@ -130,13 +131,13 @@ def _cut(spec: InferenceServiceSpec, f: _Fleet, limit: float, spot_ok: bool) -> 
     if moved:
         done.append(f"{moved} on-demand -> spot")
     # 3. Serving replicas, down to the floor.
-    floor = min(spec.replicas.min, spec.replicas.max)
     serving0 = f.serving
     while over() and f.serving > floor and f.total > 0:
         _drop_one(spec, f, spot_ok)
         f.serving -= 1
     if f.serving < serving0:
-        done.append(f"serving {serving0} -> {f.serving} (replicas.min {floor})")
+        what = "replicas.min" if floor <= spec.replicas.min else "scheduled floor"
+        done.append(f"serving {serving0} -> {f.serving} ({what} {floor})")
     return done
 
 
@@ -159,8 +160,13 @@ def enforce(
     previous: PolicyMemory,
     now: float,
     spot_unavailable: bool,
+    floor: int = 0,
 ) -> tuple[Plan, PolicyMemory]:
-    """Track today's spend in `memory` and fit `plan` to spec.budget (unchanged without one)."""
+    """Track today's spend in `memory` and fit `plan` to spec.budget (unchanged without one).
+
+    `floor`: serving replicas a planned window (spec.schedules) holds; the cap keeps the larger of
+    it and replicas.min (within replicas.max).
+    """
     day, spent = track_spend(spec, fleet, previous, now)
     memory = replace(memory, spend_day=day, spent_today=spent)
     budget = spec.budget
@@ -183,7 +189,8 @@ def enforce(
         return replace(plan, budget=BudgetCheck(state, limit, wanted, wanted, spent, msg)), memory
 
     spot_ok = split.spot_usable(spec, spot_unavailable)
-    done = _cut(spec, f, limit, spot_ok)
+    lowest = min(max(spec.replicas.min, floor), spec.replicas.max, f.serving)
+    done = _cut(spec, f, limit, spot_ok, lowest)
     planned = cost_rate(spec, f.on_demand, f.spot)
     feasible = planned <= limit + _EPS
     what = "; ".join(done) if done else "nothing above the floor to cut"

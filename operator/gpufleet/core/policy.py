@@ -332,4 +332,4 @@ class GpufleetPolicy:
         )
         # 6. Budget last: it caps what the load asked for (standbys, then spot, then serving).
         return budget.enforce(spec, plan, new_memory, fleet=fleet, previous=memory, now=now,
-                              spot_unavailable=backoff.unavailable)
+                              spot_unavailable=backoff.unavailable, floor=sched.floor)
