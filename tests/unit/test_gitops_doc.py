@@ -20,7 +20,7 @@ import yaml
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.control import status as render
-from gpufleet.core.types import ON_DEMAND, FleetState, Replica, ReplicaState
+from gpufleet.core.types import ON_DEMAND, FleetState, Plan, Replica, ReplicaState
 from tests.support import ROOT
 
 DOC = (ROOT / "docs" / "gitops.md").read_text()
@@ -68,12 +68,18 @@ def health(obj: dict[str, Any]) -> tuple[str, str]:
     return status, message
 
 
-def conditions(fleet: FleetState, *, metrics_ok: bool = True) -> list[dict[str, Any]]:
+def conditions(fleet: FleetState, *, safe_mode: bool = False) -> list[dict[str, Any]]:
+    """The conditions kopf_app.write_status renders, from the operator's own status functions."""
+    plan = Plan(serving=2, standby=0, on_demand=2, spot=0, reason="SafeMode" if safe_mode else "QueueDepth",
+                message="m", safe_mode=safe_mode)
     ready, reason, message = render.ready_condition(fleet, SPEC)
     conds = render.set_condition([], type="Ready", status=ready, reason=reason, message=message, now=0.0,
                                  generation=1)
-    conds = render.set_condition(conds, type="MetricsAvailable", status=metrics_ok,
-                                 reason="MetricsOK" if metrics_ok else "MetricsUnavailable", message="",
+    conds = render.set_condition(conds, type="MetricsAvailable", status=not safe_mode,
+                                 reason="MetricsUnavailable" if safe_mode else "MetricsOK", message="",
+                                 now=0.0, generation=1)
+    degraded, reason, message = render.degraded_condition(plan, fleet)
+    conds = render.set_condition(conds, type="Degraded", status=degraded, reason=reason, message=message,
                                  now=0.0, generation=1)
     return [c.model_dump(by_alias=True, exclude_none=True) for c in conds]
 
@@ -99,13 +105,16 @@ def test_argocd_health_check() -> None:
     assert health(isvc({"observedGeneration": 1, "conditions": conditions(serving)}, generation=2))[0] == "Progressing"
     assert health(isvc({"observedGeneration": 1, "conditions": conditions(serving)})) == \
         ("Healthy", "2 replicas serving (min 2)")
-    status, message = health(isvc({"observedGeneration": 1, "conditions": conditions(serving, metrics_ok=False)}))
-    assert status == "Healthy" and "safe mode" in message
+    status, message = health(isvc({"observedGeneration": 1, "conditions": conditions(serving, safe_mode=True)}))
+    assert status == "Degraded" and message.startswith("SafeMode: ")
+    budget = [*conditions(serving), {"type": "BudgetExceeded", "status": "True", "reason": "Capped", "message": "at 12/h"}]
+    assert health(isvc({"observedGeneration": 1, "conditions": budget})) == \
+        ("Healthy", "2 replicas serving (min 2); budget: at 12/h")
     assert health(isvc({"observedGeneration": 1, "conditions": conditions(starting)}))[0] == "Progressing"
     invalid = [{"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": "spec.replicas.min: bad"}]
     assert health(isvc({"conditions": invalid})) == ("Degraded", "spec.replicas.min: bad")
-    degraded = [*conditions(serving), {"type": "Degraded", "status": "True", "reason": "SpotLost", "message": "x"}]
-    assert health(isvc({"observedGeneration": 1, "conditions": degraded}))[0] == "Degraded"
+    spot = FleetState(replicas=serving.replicas, spot_unavailable=True)
+    assert health(isvc({"observedGeneration": 1, "conditions": conditions(spot)}))[0] == "Degraded"
 
 
 def test_health_check_knows_the_operators_reason_codes() -> None:
