@@ -78,11 +78,16 @@ build_kwok() {
 }
 
 build_helm() {
-  if have helm "$HELM_VERSION"; then return; fi
+  # The k8s version ldflags set what `helm template` assumes without --kube-version (else 1.20).
+  local k8s_minor stamp_value
+  k8s_minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  stamp_value="$HELM_VERSION+k8s1.$k8s_minor"
+  if have helm "$stamp_value"; then return; fi
   log "helm $HELM_VERSION"
-  GOBIN=$BIN go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+  GOBIN=$BIN go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s_minor" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  stamp helm "$HELM_VERSION"
+  stamp helm "$stamp_value"
 }
 
 start=$(date +%s)

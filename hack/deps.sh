@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# What the tests and the demo need outside the project venv: Debian's Prometheus, and the Triton
+# What the tests and the demo need outside the project venv: Debian's Prometheus, lua5.1 and jq, and the Triton
 # runtime venv. Idempotent and quiet when present.
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v lua5.1 >/dev/null 2>&1 || need+=(lua5.1)  # runs the Argo CD health check from docs/gitops.md
+command -v jq >/dev/null 2>&1 || need+=(jq)          # runs the ignoreDifferences expressions from the same doc
 if [ ${#need[@]} -gt 0 ]; then
   echo "[deps] apt-get install ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

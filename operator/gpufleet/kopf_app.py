@@ -288,5 +288,6 @@ def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult
     if budget_status is None and old.budget is not None:
         patch["budget"] = None  # budget removed from spec: drop its status (merge patch deletes nulls)
     kube().custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, str(body.metadata.namespace), PLURAL, str(body.metadata.name), {"status": patch}
+        GROUP, VERSION, str(body.metadata.namespace), PLURAL, str(body.metadata.name), {"status": patch},
+        field_manager="gpufleet",
     )

@@ -45,7 +45,9 @@ def ts(value: str) -> float:
 
 
 def test_crd_has_explain_text(cluster: Cluster) -> None:
-    out = cluster.kubectl("explain", "inferenceservice.spec.replicas.min").stdout
+    # The API server publishes a new CRD's OpenAPI a little after it is Established.
+    out = wait_for(lambda: (o := cluster.kubectl("explain", "inferenceservice.spec.replicas.min", check=False).stdout)
+                   and "Fewest serving replicas" in o and o, timeout=60, what="explain text published")
     assert "Fewest serving replicas" in out
     out = cluster.kubectl("explain", "inferenceservice.spec.warmPool").stdout
     assert "standby" in out.lower()

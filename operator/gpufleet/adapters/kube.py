@@ -182,7 +182,7 @@ class Kube:
         if annotations:
             meta["annotations"] = annotations
         try:
-            self.core.patch_namespaced_pod(name, namespace, {"metadata": meta})
+            self.core.patch_namespaced_pod(name, namespace, {"metadata": meta}, field_manager=FIELD_MANAGER)
         except ApiException as exc:
             if exc.status != 404:  # gone meanwhile: nothing to do
                 raise
