@@ -25,7 +25,7 @@ from tests.unit.test_core_properties import SETTINGS, fleets, forecasts, memorie
 
 NOW = 10_000.0
 POLICY = GpufleetPolicy()
-TTR = {"on-demand": 50.0}  # measured time-to-ready; with intervalSeconds 10 the default lead is 60 s
+TTR = {"on-demand": 50.0}  # measured time-to-ready; with intervalSeconds 10 the default lead is 70 s
 
 
 def decide(
@@ -62,8 +62,8 @@ def window(start: float = NOW + 100, end: float = NOW + 3700, **kw: Any) -> Wind
 @pytest.mark.parametrize(
     ("now", "lead", "expected"),
     [
-        (NOW + 100 - 61, None, False),  # before start - default lead (50 s ttr + 10 s interval)
-        (NOW + 100 - 60, None, True),  # lead begins
+        (NOW + 100 - 71, None, False),  # before start - default lead (50 s ttr + 2 x 10 s interval)
+        (NOW + 100 - 70, None, True),  # lead begins
         (NOW + 99, None, True),
         (NOW + 100, None, True),  # opens
         (NOW + 3699, None, True),
@@ -74,13 +74,14 @@ def window(start: float = NOW + 100, end: float = NOW + 3700, **kw: Any) -> Wind
 )
 def test_in_effect_from_start_minus_lead_to_end(now: float, lead: float | None, expected: bool) -> None:
     w = window(lead_s=lead)
-    assert (schedule.in_effect((w,), now, 60.0) == (w,)) is expected
+    assert schedule.default_lead_s(TTR, 10) == 70.0
+    assert (schedule.in_effect((w,), now, 70.0) == (w,)) is expected
 
 
 def test_floor_is_raised_ahead_of_the_window_at_once_and_named() -> None:
     spec = make_spec(replicas={"min": 2, "max": 12})
     fleet = replace(fleet_of(2), time_to_ready_s=TTR)
-    plan, _ = decide(spec, obs(request_rate=15), fleet, (window(min_replicas=6),), now=NOW + 100 - 60)
+    plan, _ = decide(spec, obs(request_rate=15), fleet, (window(min_replicas=6),), now=NOW + 100 - 70)
     # No step limit (default +4 per step would give 6 anyway; make it tight to be sure below).
     assert plan.serving == 6
     assert plan.reason == SCHEDULE
@@ -219,7 +220,7 @@ def test_a_window_lifts_the_floor_during_span_plus_lead_and_never_lowers(
     assert lo <= with_w.serving <= hi
     assert with_w.serving >= without.serving, "a window never lowers the serving target"
     assert with_w.serving + with_w.standby >= without.serving + without.standby
-    default_lead = ttr + spec.scaling.interval_seconds
+    default_lead = ttr + 2 * spec.scaling.interval_seconds
     for w in ws:
         lead = w.lead_s if w.lead_s is not None else default_lead
         if w.start - lead <= NOW < w.end and w.min_replicas is not None:
@@ -234,7 +235,7 @@ def test_outside_every_window_the_decision_is_the_unscheduled_one(
     forecast: ForecastSummary | None, ws: tuple[Window, ...], ttr: float,
 ) -> None:
     fleet = _ttr(fleet, ttr)
-    default_lead = ttr + spec.scaling.interval_seconds
+    default_lead = ttr + 2 * spec.scaling.interval_seconds
     idle = tuple(w for w in ws if not (w.start - (w.lead_s if w.lead_s is not None else default_lead) <= NOW < w.end))
     assert decide(spec, observation, fleet, idle, memory, NOW, forecast, fresh=False) == decide(
         spec, observation, fleet, (), memory, NOW, forecast, fresh=False

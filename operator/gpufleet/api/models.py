@@ -315,7 +315,8 @@ class Schedule(ApiModel):
     a launch expected to triple traffic; demand above it is followed as usual."""
     lead_seconds: int | None = Field(default=None, ge=0, le=86400)
     """Start provisioning this long before the window opens. Default: the measured time-to-ready
-    plus one scaling interval, so the capacity is Ready when the window opens."""
+    plus two scaling intervals (decision timing and the Deployment's own reaction), so the
+    capacity is Ready when the window opens."""
 
     @field_validator("cron")
     @classmethod

@@ -238,7 +238,8 @@ class GpufleetPolicy:
         needs = capacity.all_needs(spec, obs, forecast, rps, view.serving_all, seen.settled)
         top = capacity.worst(spec, needs)
         # Planned windows in effect (open, or opening within their lead): a floor on serving.
-        active = schedule.in_effect(windows, now, warmpool.horizon_s(spec, fleet.time_to_ready_s))
+        lead = schedule.default_lead_s(fleet.time_to_ready_s, spec.scaling.interval_seconds)
+        active = schedule.in_effect(windows, now, lead)
         refs = schedule.references(
             active, memory.schedule_refs,
             schedule.load_reference(obs.request_rate, rps, needs, blind=health.safe_mode),

@@ -5,8 +5,8 @@ which resolves `spec.schedules` into plain `Window` values (unix seconds) around
 forbids datetime and I/O (zoneinfo reads tz files), and numbers are all a decision needs.
 
 A window is *in effect* from `start - lead` to `end`: the lead (default: measured time-to-ready
-plus one interval, the same horizon the forecast looks ahead) lets the capacity be Ready when the
-window opens. While in effect:
+plus two intervals) lets the capacity be Ready when the
+window opens (see `default_lead_s`). While in effect:
   * `minReplicas` lifts the floor: serving >= max(replicas.min, minReplicas), capped at
     replicas.max, applied at once like replicas.min (a floor is not a load signal to stabilise);
   * `loadMultiplier` provisions for that multiple of the load seen when the window came into
@@ -42,6 +42,15 @@ class Window:
     lead_s: float | None = None  # None: the default lead (time-to-ready + one interval)
     opens: str = ""  # wall-clock opening for messages, e.g. "14:00 UTC" (the caller has the calendar)
     closes: str = ""  # wall-clock closing, e.g. "16:00 UTC"
+
+
+def default_lead_s(time_to_ready_s: dict[str, float], interval_s: float) -> float:
+    """Time-to-ready (slowest class) plus two intervals. The first decision inside the lead comes
+    up to one interval after the lead begins (decisions are discrete), and the Deployment,
+    scheduler and kubelet need a moment before a pod exists to start its time-to-ready (measured
+    from pod creation): with a single interval, capacity is Ready at the opening only when the
+    tick happens to fall early (on the real cluster, one of two runs was seconds late)."""
+    return max(time_to_ready_s.values(), default=0.0) + 2.0 * interval_s
 
 
 def lead_of(window: Window, default_lead_s: float) -> float:
