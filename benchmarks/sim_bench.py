@@ -31,6 +31,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from gpufleet.api.models import Schedule  # noqa: E402
 from gpufleet.sim import traces as T  # noqa: E402
 from gpufleet.sim.engine import SimResult  # noqa: E402
 from gpufleet.sim.model import HIST_EDGES, ColdStart  # noqa: E402
@@ -40,6 +41,8 @@ from gpufleet.sim.spot import load_spot, offset_with_preemption  # noqa: E402
 SERVEGEN_SCALE = 0.1  # a service with a tenth of the model's clients' traffic (see README)
 SPOT_DEFAULT = "availability/1-node/aws-02-15-2023/us-east-2a_v100_1.json"
 SPOT_POLICIES = ("hpa", "hpa+spot", "gpufleet-od", "gpufleet", "oracle")
+PLANNED_POLICIES = ("hpa", "keda", "gpufleet", "gpufleet+schedule", "oracle")
+PLANNED_WINDOW = {"name": "launch", "start": "1970-01-01T00:30:00Z", "duration": "20m", "loadMultiplier": 3}
 
 
 @dataclasses.dataclass
@@ -80,6 +83,14 @@ def suites(args: argparse.Namespace) -> list[Suite]:
         tr = T.step_load(20.0, 5.0, before, after, seed=seed)
         return make_scenario("step-1x-5x-cold90s", tr, seed=seed, cold=ColdStart(fixed_s=90.0), step_at_s=before)
 
+    def planned() -> Scenario:
+        # A launch known in advance: 12 req/s, 3x for 20 min from t=30 min, 12 req/s again. The
+        # "gpufleet+schedule" run adds spec.schedules (loadMultiplier 3, default lead).
+        tr = T.splice(T.step_load(12.0, 3.0, 1800, 1200, seed=seed), T.step_load(12.0, 1.0, 600, 0, seed=seed + 1),
+                      name="planned-3x")
+        return make_scenario("planned-3x-event-cold60s", tr, seed=seed, cold=ColdStart(fixed_s=60.0),
+                             step_at_s=1800)
+
     def spot_sc(days: float | None = None) -> Scenario:
         tr = T.load_servegen_clients(T.servegen_folder("m-small"), scale=SERVEGEN_SCALE, seed=seed)
         if days is not None:
@@ -93,9 +104,10 @@ def suites(args: argparse.Namespace) -> list[Suite]:
     if args.quick:
         out += [Suite("azure-x1", lambda: req("azure", 1)), Suite("mooncake-x1", lambda: req("mooncake", 1)),
                 Suite("step", lambda: step(900, 900)), Suite("servegen-m-small-0.5d", lambda: sg("m-small", 0.5)),
-                Suite("spot-0.5d", lambda: spot_sc(0.5), SPOT_POLICIES)]
+                Suite("spot-0.5d", lambda: spot_sc(0.5), SPOT_POLICIES),
+                Suite("planned-3x", planned, PLANNED_POLICIES)]
     else:
-        out += [Suite("step", step)]
+        out += [Suite("step", step), Suite("planned-3x", planned, PLANNED_POLICIES)]
         for loader in ("azure", "mooncake"):
             for f in (1, 2, 4):
                 out.append(Suite(f"{loader}-x{f}", lambda lo=loader, fa=f: req(lo, fa)))
@@ -124,6 +136,12 @@ def run_policy(sc: Scenario, name: str) -> SimResult:
         sc_od = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"capacity": sc.spec.capacity.model_copy(
             update={"spot": sc.spec.capacity.spot.model_copy(update={"enabled": False})})}))
         res = sc_od.run("gpufleet")
+        res.policy = name
+        return res
+    if name == "gpufleet+schedule":  # the planned-event scenario's window (simulated time starts at the epoch)
+        sc_sched = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"schedules": [
+            Schedule.model_validate(PLANNED_WINDOW)]}))
+        res = sc_sched.run("gpufleet")
         res.policy = name
         return res
     if name == "oracle":
