@@ -254,10 +254,10 @@ def plot(sc_name: str, results: list[SimResult], out: str) -> list[str]:
 METHOD = """## Method (what the numbers mean)
 
 - **Policies** run through `gpufleet.control.step.step` with simulated ports (`gpufleet.sim`):
-  `SimMetrics` (what Prometheus would return: 15 s scrape, 30 s rate/quantile windows),
+  `SimMetrics` (what the operator's default queries would return: 15 s scrape, 1 min windows),
   `SimFleet` (replicas per capacity class, cold starts, standbys, spot notices and reclaims),
-  and for gpufleet a forecast port over `gpufleet.forecasting.RateForecaster` fed only with the
-  observed request rate. gpufleet is `gpufleet.core.policy.GpufleetPolicy`, unmodified.
+  and for gpufleet the operator's own forecast port (`gpufleet.control.forecast.ForecastAdapter`)
+  fed, as the operator does, with the observed request rate after each step. gpufleet is `gpufleet.core.policy.GpufleetPolicy`, unmodified.
 - **Baselines** (`gpufleet/sim/baselines.py`, defaults cited there): HPA-like on requests/s per
   pod (15 s sync, ±10 % tolerance, scale-up max(+100 %, +4 pods)/15 s, 300 s scale-down
   stabilisation); KEDA-like on queue depth (30 s polling, threshold `queueDepthPerReplica` = 8,

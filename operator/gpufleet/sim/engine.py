@@ -82,6 +82,7 @@ class SimResult:
     serving: np.ndarray
     total: np.ndarray
     hist: np.ndarray  # TTFT histogram over model.HIST_EDGES
+    viol: np.ndarray  # seconds in violation per record bucket
 
     def row(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in (
@@ -229,6 +230,7 @@ def simulate(
         return v
 
     rec_load_l = [0.0] * nrec
+    rec_viol = [0] * nrec
     for t in range(horizon):
         if t >= fleet.next_due:
             fleet.advance(float(t))
@@ -262,6 +264,7 @@ def simulate(
             if n == 0 or (wq / cap if cap > 0 else math.inf) > timeout:
                 rejected += a
                 violation += 1
+                rec_viol[t // rec] += 1
                 if step_at_s is not None and step_at_s <= t < step_at_s + 600:
                     viol_after += 1
                 a = a_in = a_out = 0.0
@@ -293,6 +296,7 @@ def simulate(
                 lq = a * wmean
                 if share_ok < VIOLATION_SHARE:
                     violation += 1
+                    rec_viol[t // rec] += 1
                     if step_at_s is not None and step_at_s <= t < step_at_s + 600:
                         viol_after += 1
             else:
@@ -315,6 +319,7 @@ def simulate(
                 wait_m[ti] = wmean * 1000.0
                 if share_ok < VIOLATION_SHARE:
                     violation += 1
+                    rec_viol[ti // rec] += 1
                     if step_at_s is not None and step_at_s <= ti < step_at_s + 600:
                         viol_after += 1
         # Requests leave the queue in proportion to the tokens processed (exact conservation).
@@ -381,4 +386,5 @@ def simulate(
         preemptions=fleet.preemptions, wall_s=_time.perf_counter() - wall0,
         t=t_axis[: n_trace // rec + 1], load_rps=rec_load[: n_trace // rec + 1],
         serving=rec_serv[: n_trace // rec + 1], total=rec_total[: n_trace // rec + 1], hist=hist,
+        viol=np.asarray(rec_viol[: n_trace // rec + 1]),
     )
