@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "README.md"), "w") as fh:
         fh.write(f"# Fleet simulator benchmark\n\nProduced by `{cmd.strip()}` (seed {args.seed}) in "
                  f"{wall/60:.1f} min wall on a shared 2-core machine. Numbers are simulated, not measured "
-                 "on GPUs; see Method.\n\n")
+                 "on GPUs; see Method. Analysis (hand-written, not regenerated): [FINDINGS.md](FINDINGS.md).\n\n")
         fh.write("\n".join(sections))
         fh.write("\n" + METHOD)
     with open(os.path.join(args.out, "results.json"), "w") as fh:
