@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint bench bench-forecast clean
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint bench bench-quick bench-forecast clean
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
@@ -60,6 +60,16 @@ test: venv deps bins
 
 run: venv deps bins
 	@hack/run-demo.sh
+
+bench: venv
+	$(PY) benchmarks/sim_bench.py --out reports/bench
+
+bench-quick: venv
+	$(PY) benchmarks/sim_bench.py --quick
+
+bench-forecast: venv
+	$(PY) benchmarks/forecast_bench.py --out reports/forecast --validation
+	$(PY) benchmarks/forecast_bench.py --out reports/forecast
 
 clean:
 	rm -rf $(VENV) .run build *.egg-info operator/*.egg-info

@@ -27,8 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from gpufleet.forecasting import FittedForecaster, RateForecaster, fit, smape  # noqa: E402
+from gpufleet.sim.traces import SHARED_TRACES  # noqa: E402
 
-TRACES = Path("/work/shared/traces/servegen/aggregated")
+TRACES = Path(SHARED_TRACES) / "servegen" / "aggregated"  # ../shared beside the checkout, or $GPUFLEET_TRACES
 STEP_S = 600.0
 HORIZONS = (3, 12)  # 30 minutes and 2 hours at 10-minute steps
 QUANTILE = 0.9
@@ -321,7 +322,7 @@ def write_report(
         "",
         "Data: ServeGen production traces (Xiang et al., *ServeGen: Workload Characterization of "
         "Large Language Model Serving in Production*, arXiv:2505.09999), aggregated per 10 minutes "
-        "(`/work/shared/traces/servegen/aggregated/*_total_rate_10min.csv`). Exact-zero windows are "
+        "(`../shared/traces/servegen/aggregated/*_total_rate_10min.csv`). Exact-zero windows are "
         "collector gaps (84 in m-mid, 37 in m-small), and so are windows below 2 % of a trace's "
         "median (18 in m-mid: partial windows at gap edges, ~1-25 rps where the level is ~2000; "
         "none elsewhere): missing values for the forecasters, never scored.",
