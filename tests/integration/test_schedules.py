@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.conftest import Cluster
 from tests.integration.test_closed_loop import condition, loop_service, status
 from tests.integration.test_foundation import example, is_ready, pods
-from tests.support import wait_for
+from tests.support import ROOT, wait_for
 
 pytestmark = [pytest.mark.cluster]
 
@@ -63,6 +64,14 @@ def test_api_server_accepts_and_defaults_schedules(cluster: Cluster, namespace: 
     got = (cluster.get("inferenceservice", "ok", namespace) or {})["spec"]["schedules"]
     assert [s["name"] for s in got] == ["launch", "office"]
     assert got[0]["timeZone"] == "UTC" and "cron" not in got[0] and "start" not in got[1]
+
+
+def test_api_server_accepts_the_planned_events_example(cluster: Cluster, namespace: str) -> None:
+    obj = yaml.safe_load((ROOT / "examples/02-planned-events.yaml").read_text())
+    obj["metadata"]["namespace"] = namespace
+    cluster.apply(obj)
+    got = (cluster.get("inferenceservice", "storefront", namespace) or {})["spec"]["schedules"]
+    assert [s["name"] for s in got] == ["launch", "berlin-office-hours", "nightly-batch"]
 
 
 def test_operator_reports_a_cron_the_schema_cannot_check(

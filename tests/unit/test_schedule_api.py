@@ -121,3 +121,13 @@ def test_schema_patterns(pattern: str, good: list[str], bad: list[str]) -> None:
     # The API server evaluates these with Go's RE2; these patterns use nothing RE2 lacks.
     assert all(re.search(pattern, g) for g in good)
     assert not any(re.search(pattern, b) for b in bad)
+
+
+def test_planned_events_example_is_valid() -> None:
+    import yaml
+
+    from tests.support import ROOT
+
+    doc = yaml.safe_load((ROOT / "examples/02-planned-events.yaml").read_text())
+    parsed = InferenceServiceSpec.model_validate(doc["spec"])
+    assert [s.name for s in parsed.schedules] == ["launch", "berlin-office-hours", "nightly-batch"]
