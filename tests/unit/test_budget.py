@@ -80,7 +80,10 @@ def test_budget_cap_properties(spec: InferenceServiceSpec, fleet: FleetState, ob
     if plan.serving < free.serving:
         assert plan.standby == 0
         # ... and on-demand above the base was swapped for spot first, when spot is usable.
-        if spot_usable(capped_spec, fleet.spot_unavailable) and not fleet.spot_unavailable:
+        # (A reclaim notice on a spot replica, or a running spot backoff, means spot is out too.)
+        reclaimed = any(r.interrupted and r.capacity_class == "spot" for r in fleet.replicas)
+        backing_off = mem.spot_retry_at is not None and NOW < mem.spot_retry_at
+        if spot_usable(capped_spec, fleet.spot_unavailable) and not (reclaimed or backing_off):
             assert od_h <= capped_spec.capacity.on_demand.base
     # Within budget whenever the floor fits: the floor at the dearest price is affordable.
     floor = min(lo, free.serving)

@@ -325,9 +325,11 @@ class KubeFleet:
         serving = [r for r in state.replicas if r.state == ReplicaState.serving and not r.interrupted]
         standby = [r for r in state.replicas
                    if r.state == ReplicaState.standby and r.name not in leaving and not r.interrupted]
+        # Replicas leaving the fleet are drained by _scale_in; only the others count or may demote.
+        kept = [r for r in serving if r.name not in leaving]
         wanted = {n for n in plan.promote if n not in leaving}
         # Fill any remaining gap with the oldest standbys (on-demand first: they stay longest).
-        gap = plan.serving - len(serving) - len(wanted)
+        gap = plan.serving - len(kept) - len(wanted)
         for r in sorted(standby, key=lambda r: (r.capacity_class != ON_DEMAND, r.ready_at or 0.0)):
             if gap <= 0:
                 break
@@ -337,11 +339,10 @@ class KubeFleet:
         for name in sorted(wanted):
             self._set(name, labels={manifests.LABEL_SERVING: "true"})
             self.events.append(("Promoted", f"pod {name} joined the Service"))
-        surplus = len(serving) - plan.serving
+        surplus = len(kept) - plan.serving
         if surplus > 0:
             # Demotion to standby: out of the Service, still loaded; requests in flight finish.
-            order = {n: i for i, n in enumerate(plan.retire)}
-            for r in sorted(serving, key=lambda r: (order.get(r.name, len(order)), r.in_flight or 0.0))[:surplus]:
+            for r in sorted(kept, key=lambda r: (r.in_flight or 0.0, -(r.ready_at or 0.0)))[:surplus]:
                 self._set(r.name, labels={manifests.LABEL_SERVING: None})
                 self.events.append(("Demoted", f"pod {r.name} left the Service (standby)"))
 
