@@ -89,13 +89,76 @@ def rps_per_replica(spec: InferenceServiceSpec, learned: float | None) -> float 
     return learned
 
 
-def queue_need(spec: InferenceServiceSpec, obs: Observation, serving: int) -> Need | None:
+# A backlog is asked to drain within this many intervals: long enough not to buy one replica per
+# few queued requests (the old queue/queueDepthPerReplica asked for hundreds on a transient), short
+# enough that promoted standbys clear it well inside a cold start.
+DRAIN_INTERVALS = 3
+
+
+def drain_s(spec: InferenceServiceSpec) -> float:
+    return float(DRAIN_INTERVALS * spec.scaling.interval_seconds)
+
+
+def arrival_estimate(obs: Observation, serving: int, rps: float, prev: tuple[float, float] | None) -> float:
+    """Requests/s arriving now, with the queue above its target. The windowed rate lags a step by
+    up to its window; a queue above target means saturated replicas, which serve about `rps`
+    each, so unless the queue is shrinking arrivals are at least that plus its growth."""
+    rate = obs.request_rate or 0.0
+    growth = 0.0
+    if prev is not None and obs.queue_depth is not None and obs.sampled_at is not None:
+        q0, t0 = prev
+        dt = obs.sampled_at - t0
+        if dt > 0:
+            growth = (obs.queue_depth - q0) / dt
+            if growth < 0:  # draining: the replicas keep up, the windowed rate is the best figure
+                return rate
+    return max(rate, serving * rps + growth)
+
+
+def queue_need(
+    spec: InferenceServiceSpec,
+    obs: Observation,
+    serving: int,
+    rps: float | None = None,
+    prev_queue: tuple[float, float] | None = None,
+) -> Need | None:
+    """A queue above target asks for what serves the arrivals and drains the backlog in `drain_s`:
+    (arrivals + backlog / drain) / rps-per-replica. Bounded by the old one-replica-per-target-queue
+    figure, which it never exceeds; without a throughput figure that figure is all we have."""
     if obs.queue_depth is None:
         return None
     per = spec.slo.queue_depth_per_replica
     n = ceil_replicas(obs.queue_depth / per)
     cmp = ">" if obs.queue_depth > per * serving else "<="
-    return Need(QUEUE_DEPTH, n, f"queue {obs.queue_depth:g} {cmp} {per:g}/replica x {serving} serving: need {n}")
+    text = f"queue {obs.queue_depth:g} {cmp} {per:g}/replica x {serving} serving"
+    # Without a request rate (safe mode) arrivals cannot be estimated: one replica per target.
+    if rps is not None and obs.request_rate is not None and obs.queue_depth > per * serving:
+        arrivals = arrival_estimate(obs, serving, rps, prev_queue)
+        drain = drain_s(spec)
+        # At least one more than serves now: a queue above its target still adds a replica (the
+        # user's target keeps its meaning), and the need stays monotone across the target, where
+        # the old figure is at most `serving` below it and at least `serving + 1` above it.
+        d = max(serving + 1, ceil_replicas((arrivals + obs.queue_depth / drain) / rps))
+        if d < n:
+            return Need(QUEUE_DEPTH, d, f"{text}: need {d} (arrivals {arrivals:.1f} rps + backlog over {drain:.0f}s)")
+    return Need(QUEUE_DEPTH, n, f"{text}: need {n}")
+
+
+def backlog(spec: InferenceServiceSpec, obs: Observation, serving: int) -> bool:
+    """A queue above its target: the capacity asked for to drain it is transient."""
+    return obs.queue_depth is not None and obs.queue_depth > spec.slo.queue_depth_per_replica * max(serving, 1)
+
+
+def sustained_need(needs: list[Need], *, backlog_recent: bool) -> int:
+    """The need without what a transient backlog adds: what the scale-down window remembers.
+
+    The queue need is backlog-driven; so are latency breaches while a backlog is within one
+    latency window (the percentiles cover that window, and a drained backlog still shows in
+    them for a minute). What they ask for is held only briefly (see stabilize), not for the whole
+    scale-down window; rate, forecast and min are held as before.
+    """
+    transient = {QUEUE_DEPTH, LATENCY} if backlog_recent else {QUEUE_DEPTH}
+    return max((n.replicas for n in needs if n.reason not in transient), default=0)
 
 
 def latency_needs(spec: InferenceServiceSpec, obs: Observation, serving: int) -> list[Need]:
@@ -158,10 +221,11 @@ def all_needs(
     rps: float | None,
     serving: int,
     latency_base: int,
+    prev_queue: tuple[float, float] | None = None,
 ) -> list[Need]:
     """Every signal's need, in tie-break order (the first of equal needs names the reason)."""
     needs: list[Need] = []
-    q = queue_need(spec, obs, serving)
+    q = queue_need(spec, obs, serving, rps, prev_queue)
     if q is not None:
         needs.append(q)
     needs.extend(latency_needs(spec, obs, latency_base))

@@ -66,18 +66,24 @@ def serving_target(
     spec: InferenceServiceSpec,
     health: Health,
     top: Need,
+    sustained: int,
     current: int,
     serving_now: int,
     time_to_ready_s: dict[str, float],
     memory: PolicyMemory,
     now: float,
-) -> tuple[int, stabilize.Stabilized, stabilize.Recommendations]:
+) -> tuple[int, stabilize.Stabilized, stabilize.Recommendations, stabilize.Recommendations]:
     lo, hi = capacity.bounds(spec)
     # In safe mode the remembered recommendation is the held size, so the scale-down window
     # restarts when metrics come back instead of trusting the blind period.
     remembered = max(top.replicas, current) if health.safe_mode else top.replicas
-    keep = stabilize.retention_s(spec, warmpool.horizon_s(spec, time_to_ready_s))
+    remembered_sustained = max(sustained, current) if health.safe_mode else sustained
+    lead = warmpool.horizon_s(spec, time_to_ready_s)
+    keep = stabilize.retention_s(spec, lead)
     recs = stabilize.record(memory.recommendations, now, remembered, keep)
+    # Memory from before the sustained series existed: hold the full series, as before.
+    previous = memory.sustained_recommendations or memory.recommendations
+    held = stabilize.record(previous, now, remembered_sustained, keep)
     st = stabilize.stabilize(
         spec,
         current=current,
@@ -86,12 +92,16 @@ def serving_target(
         now=now,
         last_scale_down_at=memory.last_scale_down_at,
         history_since=memory.started_at if memory.started_at is not None else now,
+        sustained=held,
+        # Backlog-driven capacity stays at least one lead time: pods started for it are not
+        # cancelled before they could have served.
+        transient_hold_s=lead,
     )
     target = st.target
     if health.safe_mode:
         # Blind: shrink nothing, neither the previous target nor what serves right now.
         target = max(target, current, serving_now)
-    return min(max(target, lo), hi), st, recs
+    return min(max(target, lo), hi), st, recs, held
 
 
 def explain(
@@ -138,6 +148,7 @@ class Pool:
     recs: stabilize.Recommendations
     burst: float
     last_need: int | None
+    jump_fraction: float
 
 
 def plan_pool(
@@ -145,6 +156,7 @@ def plan_pool(
     *,
     health: Health,
     top: Need,
+    sustained: int,
     target: int,
     forecast: ForecastSummary | None,
     rps: float | None,
@@ -159,11 +171,20 @@ def plan_pool(
     jump = 0 if blind else warmpool.recent_rise(top.replicas, memory.recommendations, now, lead, memory.last_need)
     dt = now - memory.last_decided_at if memory.last_decided_at is not None else 0.0
     burst = warmpool.decay_burst(memory.burst_replicas, jump, dt)
-    size = warmpool.pool_size(spec, serving=target, need=top.replicas, forecast=forecast, rps=rps, burst=burst)
+    # Recurring steps are learned from the sustained need (a backlog's drain capacity is not a
+    # step in load), and only once a full scale-down window of history exists: the first minutes
+    # after a start, while rate windows fill, look like a jump from nothing.
+    started = memory.started_at if memory.started_at is not None else now
+    learning = not blind and now - started >= spec.scaling.scale_down.stabilization_seconds
+    rise = warmpool.rise_fraction(sustained, memory.sustained_recommendations, now, lead) if learning else 0.0
+    fraction = warmpool.decay_jump_fraction(memory.jump_fraction, rise, dt)
+    size = warmpool.pool_size(
+        spec, serving=target, need=top.replicas, forecast=forecast, rps=rps, burst=burst, jump=fraction
+    )
     size, recs = warmpool.stabilize_pool(
         spec, size, memory.standby_recommendations, now, max(0, spec.replicas.max - target)
     )
-    return Pool(size, recs, burst, memory.last_need if blind else top.replicas)
+    return Pool(size, recs, burst, memory.last_need if blind else top.replicas, fraction)
 
 
 def lift_to_schedule(
@@ -235,8 +256,11 @@ class GpufleetPolicy:
         seen = capacity.settle(
             view.serving_all, now, memory.serving_seen, memory.serving_seen_since, memory.settled_serving
         )
-        needs = capacity.all_needs(spec, obs, forecast, rps, view.serving_all, seen.settled)
+        needs = capacity.all_needs(spec, obs, forecast, rps, view.serving_all, seen.settled, memory.last_queue)
         top = capacity.worst(spec, needs)
+        backlog_at = now if capacity.backlog(spec, obs, view.serving_all) else memory.backlog_at
+        recent = backlog_at is not None and 0 <= now - backlog_at <= capacity.LATENCY_SETTLE_S
+        sustained = min(capacity.sustained_need(needs, backlog_recent=recent), top.replicas)
         # Planned windows in effect (open, or opening within their lead): a floor on serving.
         lead = schedule.default_lead_s(fleet.time_to_ready_s, spec.scaling.interval_seconds)
         active = schedule.in_effect(windows, now, lead)
@@ -248,8 +272,8 @@ class GpufleetPolicy:
 
         # 2. Serving target: stabilised, stepped, safe.
         current = current_serving(view, memory)
-        target, st, recs = serving_target(
-            spec, health, top, current, view.serving, fleet.time_to_ready_s, memory, now
+        target, st, recs, held = serving_target(
+            spec, health, top, sustained, current, view.serving, fleet.time_to_ready_s, memory, now
         )
         reason, message = explain(health=health, top=top, st=st, target=target, current=current, spec=spec)
         target, reason, message = lift_to_schedule(
@@ -259,7 +283,8 @@ class GpufleetPolicy:
 
         # 3. Warm pool, then classes for serving + standby (serving has priority within max).
         pool = plan_pool(
-            spec, health=health, top=top, target=target, forecast=forecast, rps=rps, fleet=fleet, memory=memory, now=now
+            spec, health=health, top=top, sustained=sustained, target=target, forecast=forecast, rps=rps,
+            fleet=fleet, memory=memory, now=now,
         )
         backoff = spot_backoff(
             spec,
@@ -323,6 +348,14 @@ class GpufleetPolicy:
             last_decided_at=now,
             last_need=pool.last_need,
             burst_replicas=pool.burst,
+            sustained_recommendations=held,
+            last_queue=(
+                (obs.queue_depth, obs.sampled_at)
+                if obs.queue_depth is not None and obs.sampled_at is not None
+                else None
+            ),
+            jump_fraction=pool.jump_fraction,
+            backlog_at=backlog_at,
             spot_retry_at=backoff.retry_at,
             spot_backoff_s=backoff.backoff_s,
             spot_outage_at=backoff.outage_at,

@@ -97,6 +97,20 @@ class PolicyMemory:
     last_need: int | None = None
     # Largest recent jump in raw need, in replicas, decaying with time (warmPool.size: auto).
     burst_replicas: float = 0.0
+    # The same (time, need) series as `recommendations` but without what a transient backlog adds
+    # (queue need, latency while the queue is above target): what the scale-down window holds.
+    # Empty after an upgrade: then the full series is held, as before.
+    sustained_recommendations: tuple[tuple[float, int], ...] = ()
+    # The previous queue sample (depth, sampled_at): its growth estimates arrivals that the
+    # windowed request rate does not show yet after a step.
+    last_queue: tuple[float, float] | None = None
+    # Long memory of how much the sustained need rose within one lead time, as a fraction of the
+    # need before the rise: a decaying maximum with a half-life of hours (warmPool.size: auto), so a
+    # pool sized for the evening's recurring jumps is still there the next evening, and scales with
+    # the fleet (a +70 % jump at 13 serving needs more standbys than at 3).
+    jump_fraction: float = 0.0
+    # When the queue was last above its target (see capacity.sustained_need).
+    backlog_at: float | None = None
     # The serving count and since when it has been unchanged; a count unchanged for a latency
     # window is "settled": latency percentiles (windowed, lagging) describe it, so a latency
     # breach is scaled from it and not from replicas promoted a moment ago (no compounding).

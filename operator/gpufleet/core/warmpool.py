@@ -21,6 +21,14 @@ from gpufleet.core.types import ForecastSummary, Replica, ReplicaState
 BURST_HALF_LIFE_S = 300.0
 
 
+# Rises in sustained need are also remembered relative to the need before them, with a half-life
+# of a day: load steps recur (ServeGen's client windows jump +50-80 % several times an evening),
+# and a pool that forgot yesterday's steps within minutes met every one of them with one standby.
+JUMP_HALF_LIFE_S = 86400.0
+# A rise is remembered as at most a doubling: beyond that the pool would be a second fleet.
+MAX_JUMP_FRACTION = 1.0
+
+
 @dataclass(frozen=True)
 class PoolSize:
     standby: int
@@ -47,6 +55,21 @@ def decay_burst(burst: float, jump: int, dt: float) -> float:
     return max(float(max(jump, 0)), decayed)
 
 
+def rise_fraction(need: int, recs: tuple[tuple[float, int], ...], now: float, horizon: float) -> float:
+    """How much the need rose within one lead time, relative to the lowest need seen since."""
+    seen = [v for t, v in recs if now - horizon <= t < now]
+    if not seen:
+        return 0.0
+    base = min(seen)
+    return min(max(need - base, 0) / max(base, 1), MAX_JUMP_FRACTION)
+
+
+def decay_jump_fraction(fraction: float, rise: float, dt: float) -> float:
+    """Decaying maximum of relative rises, with the long half-life (see JUMP_HALF_LIFE_S)."""
+    decayed = fraction * math.exp(-math.log(2.0) * max(dt, 0.0) / JUMP_HALF_LIFE_S)
+    return min(max(rise, decayed, 0.0), MAX_JUMP_FRACTION)
+
+
 def forecast_spread(forecast: ForecastSummary | None, rps: float | None) -> float:
     """Replicas between the forecast's upper quantile and its mean over the horizon."""
     if forecast is None or rps is None:
@@ -63,6 +86,7 @@ def pool_size(
     forecast: ForecastSummary | None,
     rps: float | None,
     burst: float,
+    jump: float = 0.0,
 ) -> PoolSize:
     """Standbys wanted. With `auto`, serving replicas held above the current need (scale-down
     stabilisation, forecast) already absorb that much surprise, so they count against the pool."""
@@ -74,13 +98,15 @@ def pool_size(
         return PoolSize(n, f"standby {n}{note}")
     spread = forecast_spread(forecast if spec.forecast.enabled else None, rps)
     headroom = max(0, serving - need)
+    # The recurring step: the largest remembered relative rise, at today's fleet size.
+    recurring = jump * need
     # At least one standby: 'auto' means the user wants a pool; its size follows uncertainty.
-    wanted = max(1, ceil_replicas(max(spread, burst) - headroom))
+    wanted = max(1, ceil_replicas(max(spread, burst, recurring) - headroom))
     n = min(wanted, spec.warm_pool.max, room)
     return PoolSize(
         n,
-        f"standby {n} (auto: forecast spread {spread:.1f}, burst {burst:.1f}, headroom {headroom}, "
-        f"max {spec.warm_pool.max})",
+        f"standby {n} (auto: forecast spread {spread:.1f}, burst {burst:.1f}, recurring step {recurring:.1f}, "
+        f"headroom {headroom}, max {spec.warm_pool.max})",
     )
 
 
