@@ -16,7 +16,6 @@ from gpufleet.core.fleet import FleetView, is_healthy
 from gpufleet.core.policy import REASONS, GpufleetPolicy
 from gpufleet.core.split import interrupted_by_class, spot_cap, spot_usable
 from gpufleet.core.stabilize import max_down_step, max_up_step
-from gpufleet.core.warmpool import horizon_s
 from gpufleet.core.types import (
     ON_DEMAND,
     SPOT,
@@ -346,9 +345,6 @@ def test_cooldowns_and_windows_are_honoured(spec: InferenceServiceSpec, loads: l
     memory = PolicyMemory()
     serving = spec.replicas.min
     needs: list[tuple[float, int]] = []
-    held: list[tuple[float, int]] = []  # the needs without a transient backlog's extra
-    # A backlog's extra is held for one lead time (no time-to-ready here: one interval).
-    hold = min(horizon_s(spec, {}), down_window)
     last_down: float | None = None
     started = NOW
     for i, (queue, rate) in enumerate(loads):
@@ -356,7 +352,6 @@ def test_cooldowns_and_windows_are_honoured(spec: InferenceServiceSpec, loads: l
         plan, memory = decide(spec, Observation(now, queue, 0.0, 0.0, 0.0, rate), fleet_of(serving), memory, now=now)
         assert memory.last_need is not None
         needs.append((now, memory.last_need))
-        held.append((now, memory.sustained_recommendations[-1][1]))
         lo, hi = bounds(spec)
         if plan.serving > serving:
             assert plan.serving <= max(serving + max_up_step(spec, serving), lo)
@@ -365,8 +360,7 @@ def test_cooldowns_and_windows_are_honoured(spec: InferenceServiceSpec, loads: l
             if plan.serving < hi:  # not forced by replicas.max
                 assert now - started >= down_window
                 assert last_down is None or now - last_down >= spec.scaling.interval_seconds
-                in_window = [n for t, n in held if now - down_window <= t]
-                in_window += [n for t, n in needs if now - hold <= t]
+                in_window = [n for t, n in needs if now - down_window <= t]
                 assert plan.serving >= min(max(in_window), hi)
             last_down = now
         serving = plan.serving

@@ -150,12 +150,14 @@ def backlog(spec: InferenceServiceSpec, obs: Observation, serving: int) -> bool:
 
 
 def sustained_need(needs: list[Need], *, backlog_recent: bool) -> int:
-    """The need without what a transient backlog adds: what the scale-down window remembers.
+    """The need without what a transient backlog adds: what the load itself asks for.
 
     The queue need is backlog-driven; so are latency breaches while a backlog is within one
     latency window (the percentiles cover that window, and a drained backlog still shows in
-    them for a minute). What they ask for is held only briefly (see stabilize), not for the whole
-    scale-down window; rate, forecast and min are held as before.
+    them for a minute). The warm pool learns load steps from what remains (rate, forecast, min,
+    latency without a backlog). The scale-down window still holds the full need: holding the
+    backlog's drain capacity for the whole window was measured to buy attainment on ServeGen
+    (reports/bench/TUNING.md), so it is not released early.
     """
     transient = {QUEUE_DEPTH, LATENCY} if backlog_recent else {QUEUE_DEPTH}
     return max((n.replicas for n in needs if n.reason not in transient), default=0)

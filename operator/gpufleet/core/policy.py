@@ -78,12 +78,10 @@ def serving_target(
     # restarts when metrics come back instead of trusting the blind period.
     remembered = max(top.replicas, current) if health.safe_mode else top.replicas
     remembered_sustained = max(sustained, current) if health.safe_mode else sustained
-    lead = warmpool.horizon_s(spec, time_to_ready_s)
-    keep = stabilize.retention_s(spec, lead)
+    keep = stabilize.retention_s(spec, warmpool.horizon_s(spec, time_to_ready_s))
     recs = stabilize.record(memory.recommendations, now, remembered, keep)
-    # Memory from before the sustained series existed: hold the full series, as before.
-    previous = memory.sustained_recommendations or memory.recommendations
-    held = stabilize.record(previous, now, remembered_sustained, keep)
+    # The warm pool learns recurring steps from this series (see plan_pool).
+    held = stabilize.record(memory.sustained_recommendations, now, remembered_sustained, keep)
     st = stabilize.stabilize(
         spec,
         current=current,
@@ -92,10 +90,6 @@ def serving_target(
         now=now,
         last_scale_down_at=memory.last_scale_down_at,
         history_since=memory.started_at if memory.started_at is not None else now,
-        sustained=held,
-        # Backlog-driven capacity stays at least one lead time: pods started for it are not
-        # cancelled before they could have served.
-        transient_hold_s=lead,
     )
     target = st.target
     if health.safe_mode:

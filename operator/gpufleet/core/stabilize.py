@@ -75,22 +75,10 @@ def stabilize(
     now: float,
     last_scale_down_at: float | None,
     history_since: float,
-    sustained: Recommendations | None = None,
-    transient_hold_s: float = 0.0,
 ) -> Stabilized:
-    """The serving target for this step. `recs` already holds (now, raw-or-held).
-
-    With `sustained` (the needs without a transient backlog's extra, holding (now, ...) too), the
-    scale-down window keeps the highest *sustained* need, and the full needs only for
-    `transient_hold_s`: capacity bought to drain a backlog is released once it has drained,
-    instead of being held for the whole scale-down window.
-    """
-    down_s = spec.scaling.scale_down.stabilization_seconds
+    """The serving target for this step. `recs` already holds (now, raw-or-held)."""
     up_vals = window(recs, now, spec.scaling.scale_up.stabilization_seconds) or [raw]
-    if sustained is None:
-        down_vals = window(recs, now, down_s) or [raw]
-    else:
-        down_vals = window(sustained, now, down_s) + window(recs, now, min(transient_hold_s, down_s)) or [raw]
+    down_vals = window(recs, now, spec.scaling.scale_down.stabilization_seconds) or [raw]
     up_rec = min(up_vals)
     down_rec = max(down_vals)
     if up_rec > current:

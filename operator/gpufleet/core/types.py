@@ -98,8 +98,8 @@ class PolicyMemory:
     # Largest recent jump in raw need, in replicas, decaying with time (warmPool.size: auto).
     burst_replicas: float = 0.0
     # The same (time, need) series as `recommendations` but without what a transient backlog adds
-    # (queue need, latency while the queue is above target): what the scale-down window holds.
-    # Empty after an upgrade: then the full series is held, as before.
+    # (queue need, latency within a minute of the queue being above target): the warm pool learns
+    # recurring load steps from it, so draining a backlog does not read as a step in load.
     sustained_recommendations: tuple[tuple[float, int], ...] = ()
     # The previous queue sample (depth, sampled_at): its growth estimates arrivals that the
     # windowed request rate does not show yet after a step.
