@@ -86,8 +86,8 @@ FAST_UP = {"scaling": {"scaleUp": {"maxStepPercent": 1000, "maxStepReplicas": 10
 @pytest.mark.parametrize(
     ("case", "spec_extra", "observation", "forecast", "serving", "reason", "text"),
     [
-        ("queue", {}, obs(queue_depth=42), None, 5, "QueueDepth", "queue 42 > 8/replica x 4 serving: need 5 (arrivals 40.0 rps + backlog over 30s)"),
-            ("queue drains", {}, obs(queue_depth=300, request_rate=50), None, 6, "QueueDepth", "need 6 (arrivals 50.0 rps + backlog over 30s)"),
+        ("queue", {}, obs(queue_depth=42), None, 5, "QueueDepth", "queue 42 > 8/replica x 4 serving: need 5 (arrivals 40.0 rps + backlog over 10s)"),
+            ("queue drains", {}, obs(queue_depth=300, request_rate=50), None, 8, "QueueDepth", "need 8 (arrivals 50.0 rps + backlog over 10s)"),
         ("queue under target holds", {"replicas": {"min": 4}}, obs(queue_depth=10), None, 4, "MinReplicas", "min replicas 4"),
         ("ttft", {"slo": {"ttftP95Ms": 800}}, obs(ttft_p95_ms=1200), None, 6, "Latency", "ttft p95 1200ms > 800ms target x 4 serving: need 6"),
         ("latency", {"slo": {"latencyP95Ms": 1000}}, obs(latency_p95_ms=2500), None, 10, "Latency", "latency p95 2500ms > 1000ms"),
@@ -184,10 +184,10 @@ def test_nan_and_negative_values_are_missing() -> None:
 
 def test_scale_up_step_is_bounded_by_percent_or_replicas() -> None:
     spec = make_spec(scaling={"scaleUp": {"maxStepPercent": 50, "maxStepReplicas": 3}})
-    # Queue need: (280 rps arriving + 800 queued / 30 s) / 10 rps per replica = 31.
-    plan, _ = decide(spec, obs(queue_depth=800, request_rate=280), serving_fleet(4), PolicyMemory(last_serving=4))
+    # Queue need: (230 rps arriving + 800 queued / 10 s) / 10 rps per replica = 31.
+    plan, _ = decide(spec, obs(queue_depth=800, request_rate=230), serving_fleet(4), PolicyMemory(last_serving=4))
     assert plan.serving == 7 and "step-limited from 31" in plan.message  # max(50% of 4, 3) = 3
-    plan, _ = decide(spec, obs(queue_depth=800, request_rate=280), serving_fleet(10), PolicyMemory(last_serving=10))
+    plan, _ = decide(spec, obs(queue_depth=800, request_rate=230), serving_fleet(10), PolicyMemory(last_serving=10))
     assert plan.serving == 15  # max(50% of 10, 3) = 5
 
 
@@ -201,7 +201,7 @@ def test_scale_up_stabilisation_waits_for_the_need_to_persist() -> None:
     plan, mem = decide(spec, obs(queue_depth=48, sampled_at=NOW + 20), fleet, mem, now=NOW + 20)
     assert plan.serving == 4  # (NOW - 10, 4) is still inside the window
     plan, mem = decide(spec, obs(queue_depth=48, sampled_at=NOW + 30), fleet, mem, now=NOW + 30)
-    # 4 saturated replicas serve ~40 rps: (40 + 48 / 30 s) / 10 -> 5.
+    # 4 saturated replicas serve ~40 rps: (40 + 48 / 10 s) / 10 -> 5.
     assert (plan.serving, plan.reason) == (5, "QueueDepth")
 
 

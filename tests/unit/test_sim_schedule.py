@@ -50,7 +50,9 @@ def runs(scenario: Scenario) -> dict[str, SimResult]:
 
 def test_schedule_prevents_the_violation_the_reactive_fleet_has(runs: dict[str, SimResult]) -> None:
     reactive, scheduled = runs["reactive"], runs["scheduled"]
-    assert reactive.violation_after_step_s is not None and reactive.violation_after_step_s >= 20, reactive.row()
+    # Without the schedule the reactive fleet pays part of a cold start in violation (22 s with the
+    # old one-replica-per-8-queued need, 18 s since the queue need drains the backlog).
+    assert reactive.violation_after_step_s is not None and reactive.violation_after_step_s >= 10, reactive.row()
     assert scheduled.violation_after_step_s == 0, scheduled.row()
     assert scheduled.violation_s == 0 and scheduled.attainment >= 0.999, scheduled.row()
     assert scheduled.attainment > reactive.attainment

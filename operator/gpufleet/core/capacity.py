@@ -89,10 +89,11 @@ def rps_per_replica(spec: InferenceServiceSpec, learned: float | None) -> float 
     return learned
 
 
-# A backlog is asked to drain within this many intervals: long enough not to buy one replica per
-# few queued requests (the old queue/queueDepthPerReplica asked for hundreds on a transient), short
-# enough that promoted standbys clear it well inside a cold start.
-DRAIN_INTERVALS = 3
+# A backlog is asked to drain within this many intervals. One: a queued request already waits
+# longer than a TTFT target of a second or so, and what the drain asks for beyond the arrivals is
+# bounded by the old queue/queueDepthPerReplica figure (which asked for hundreds on a transient).
+# Measured on ServeGen 14 d, one interval beat three on both m-small and m-mid (TUNING.md).
+DRAIN_INTERVALS = 1
 
 
 def drain_s(spec: InferenceServiceSpec) -> float:
