@@ -340,5 +340,5 @@ def test_cron_windows_in_any_zone_bracket_now(zone: str, minute: int, hour: int,
     # An open window contains now, and began at the previous match.
     for w in ws:
         if w.start <= now + 1:
-            assert w.start <= now + 1 < w.end
+            assert w.start <= now + 1 and now < w.end
             assert datetime.fromtimestamp(w.start, tz=timezone.utc) < datetime.fromtimestamp(nxt.start, tz=timezone.utc)
