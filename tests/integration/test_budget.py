@@ -50,7 +50,8 @@ def test_budget_caps_the_fleet_and_meters_usage(
     st = status(cluster, namespace, "capped")
     assert condition(st, "BudgetExceeded")["status"] == "False", st["conditions"]
     assert condition(st, "BudgetExceeded")["reason"] == "AlertThreshold"
-    wait_for(lambda: any(e["reason"] == "BudgetAlert" and e["type"] == "Warning"
+    # A Warning on the way up (Alert; or Capped first, when the start-up plan briefly wanted more).
+    wait_for(lambda: any(e["reason"] in ("BudgetAlert", "BudgetCapped") and e["type"] == "Warning"
                          for e in events(cluster, namespace, "capped")), timeout=30, what="BudgetAlert event")
 
     # 400 req/s against 100 req/s per replica: the load wants 4+ serving and 2 standbys (7 x 4.0).

@@ -36,7 +36,7 @@ def test_step_absorbed_by_promotion_then_pool_refills(
     cluster: Cluster, operator: Path, emulator: str, namespace: str
 ) -> None:
     obj = loop_service(namespace, "warm")
-    obj["spec"]["replicas"] = {"min": 1, "max": 10}
+    obj["spec"]["replicas"] = {"min": 1, "max": 14}  # room for the refilled pool beside any serving count
     obj["spec"]["warmPool"] = {"size": 4, "max": 4}
     obj["spec"]["template"]["metadata"]["annotations"]["kwok.gpufleet.io/ready-delay"] = f"{COLD_START_S}s"
     cluster.apply(obj)
