@@ -470,8 +470,6 @@ class ClassCounts(ApiModel):
     """Pods Ready."""
     starting: int = 0
     """Pods created but not Ready (scheduling, pulling, loading the model)."""
-    pending: int = 0
-    """Pods not yet scheduled."""
 
 
 class ReplicaStatus(ApiModel):
