@@ -75,14 +75,21 @@ def stabilize(
     now: float,
     last_scale_down_at: float | None,
     history_since: float,
+    promotable: int = 0,
 ) -> Stabilized:
-    """The serving target for this step. `recs` already holds (now, raw-or-held)."""
+    """The serving target for this step. `recs` already holds (now, raw-or-held).
+
+    `promotable` Ready standbys may join in this one step whatever the step limit says: the limit
+    paces cold starts (capacity bought on a guess), while a standby is already paid for and its
+    promotion is undone by a demotion, not by a drain. A step that needs the whole pool gets it
+    in one tick, not one max-step per tick."""
     up_vals = window(recs, now, spec.scaling.scale_up.stabilization_seconds) or [raw]
     down_vals = window(recs, now, spec.scaling.scale_down.stabilization_seconds) or [raw]
     up_rec = min(up_vals)
     down_rec = max(down_vals)
     if up_rec > current:
-        return Stabilized(min(up_rec, current + max_up_step(spec, current)), UP, up_rec)
+        step = max(max_up_step(spec, current), max(promotable, 0))
+        return Stabilized(min(up_rec, current + step), UP, up_rec)
     if raw > current:
         return Stabilized(current, HOLD_UP_WINDOW, up_rec)
     if down_rec < current:
