@@ -4,6 +4,7 @@
     python benchmarks/sim_bench.py --quick         # CI smoke (< 2 min)
     python benchmarks/sim_bench.py --trace azure --load 2 --policy hpa,gpufleet
     python benchmarks/sim_bench.py --trace servegen:m-small@0.1 --spot-trace availability/1-node/aws-02-15-2023/us-east-2a_v100_1.json
+    python benchmarks/sim_bench.py --spot-zones aws-02-15-2023/us-east-1a,aws-02-15-2023/us-west-2b --spot-days 2 --out /tmp/spot
 
 Writes OUT/README.md (tables), OUT/results.json and OUT/*.png (load vs capacity, TTFT CDF).
 Run from the repository root (not from operator/: that folder would shadow the stdlib `operator`).
@@ -41,6 +42,10 @@ from gpufleet.sim.spot import load_spot, offset_with_preemption  # noqa: E402
 SERVEGEN_SCALE = 0.1  # a service with a tenth of the model's clients' traffic (see README)
 SPOT_DEFAULT = "availability/1-node/aws-02-15-2023/us-east-2a_v100_1.json"
 SPOT_POLICIES = ("hpa", "hpa+spot", "gpufleet-od", "gpufleet", "oracle")
+# --spot-zones: the on-demand-only runs do not depend on the spot trace, so only the first zone
+# runs them; every zone runs naive spot and gpufleet.
+SPOT_ZONE_POLICIES = ("hpa", "gpufleet-od", "hpa+spot", "gpufleet")
+SPOT_ZONE_ONLY = ("hpa+spot", "gpufleet")
 PLANNED_POLICIES = ("hpa", "keda", "gpufleet", "gpufleet+schedule", "oracle")
 PLANNED_WINDOW = {"name": "launch", "start": "1970-01-01T00:30:00Z", "duration": "20m", "loadMultiplier": 3}
 
@@ -91,17 +96,25 @@ def suites(args: argparse.Namespace) -> list[Suite]:
         return make_scenario("planned-3x-event-cold60s", tr, seed=seed, cold=ColdStart(fixed_s=60.0),
                              step_at_s=1800)
 
-    def spot_sc(days: float | None = None) -> Scenario:
+    def spot_sc(days: float | None = None, path: str | None = None) -> Scenario:
         tr = T.load_servegen_clients(T.servegen_folder("m-small"), scale=SERVEGEN_SCALE, seed=seed)
         if days is not None:
             tr = T.window(tr, 0, int(days * 86400))
-        spot = load_spot(args.spot_trace or SPOT_DEFAULT)
+        spot = load_spot(path or args.spot_trace or SPOT_DEFAULT)
         # Start where spot is available and the first reclaim comes 10 min in (not a cold outage).
         spot = dataclasses.replace(spot, offset_s=offset_with_preemption(spot, tr.seconds))
         return make_scenario(f"spot-{spot.name.split('/')[-1]}-servegen-m-small-{'14d' if days is None else f'{days:g}d'}",
                              tr, seed=seed, spot=spot, spot_enabled=True)
 
-    if args.quick:
+    if args.spot_zones:
+        days = None if args.spot_days >= 14 else args.spot_days
+        for i, z in enumerate(args.spot_zones.split(",")):
+            path = z if z.endswith(".json") else z + "_v100_1.json"
+            if "/" in path and not path.startswith(("availability/", "preemption/", "/", ".")):
+                path = ("preemption/1-node/" if path.startswith("gcp") else "availability/1-node/") + path
+            out.append(Suite(f"spot-{os.path.basename(path).removesuffix('.json')}",
+                             lambda d=days, p=path: spot_sc(d, p), SPOT_ZONE_POLICIES if i == 0 else SPOT_ZONE_ONLY))
+    elif args.quick:
         out += [Suite("azure-x1", lambda: req("azure", 1)), Suite("mooncake-x1", lambda: req("mooncake", 1)),
                 Suite("step", lambda: step(900, 900)), Suite("servegen-m-small-0.5d", lambda: sg("m-small", 0.5)),
                 Suite("spot-0.5d", lambda: spot_sc(0.5), SPOT_POLICIES),
@@ -210,6 +223,34 @@ def compare(results: list[SimResult], goal: float = 0.999) -> tuple[dict[str, st
     return marks, " ".join(lines)
 
 
+def spot_summary(runs: list[tuple[Scenario, list[SimResult]]]) -> str:
+    """One row per spot trace: cost against on-demand-only gpufleet, attainment, drops, and the
+    availability bound 1 - maxFraction x availability x (1 - spot/on-demand price)."""
+    ref = {r.policy: r for _, rs in runs for r in rs if r.policy in ("hpa", "gpufleet-od")}
+    od = ref.get("gpufleet-od")
+    lines = ["## Spot traces side by side", "",
+             "Cost ratio: against gpufleet on on-demand only (`gpufleet-od`, the same policy, attainment "
+             f"{od.attainment*100:.3f} %, ${od.cost:,.0f})." if od else "", "",
+             "| spot trace | notice s | spot available % | reclaims | gpufleet cost | ratio | bound | attainment % "
+             "| dropped | lost in flight | naive spot ratio | naive attainment % | naive dropped |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for sc, rs in runs:
+        by = {r.policy: r for r in rs}
+        g, n = by.get("gpufleet"), by.get("hpa+spot")
+        assert sc.spot is not None
+        a = sc.spot.availability_share(sc.trace.seconds)
+        price = sc.spec.capacity.price_per_gpu_hour
+        bound = 1 - sc.spec.capacity.spot.max_fraction * a * (1 - price.spot / price.on_demand)
+        cells = [sc.spot.name, f"{sc.spot.notice_s:.0f}", f"{a*100:.0f}",
+                 str(len(sc.spot.preemption_times(sc.trace.seconds)))]
+        cells += [f"${g.cost:,.0f}", f"{g.cost/od.cost:.2f}x" if od else "–", f"{bound:.2f}x",
+                  f"{g.attainment*100:.3f}", f"{g.dropped:,.0f}", f"{g.lost_in_flight:,.0f}"] if g else ["–"] * 6
+        cells += [f"{n.cost/od.cost:.2f}x" if od else "–", f"{n.attainment*100:.3f}", f"{n.dropped:,.0f}"] if n else ["–"] * 3
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def plot(sc_name: str, results: list[SimResult], out: str) -> list[str]:
     files = []
     fig, axes = plt.subplots(len(results), 1, figsize=(11, 1.9 * len(results)), sharex=True, squeeze=False)
@@ -304,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=float, default=1.0, help="replay --trace at N x load")
     ap.add_argument("--policy", help="comma list (default: all); " + ",".join(POLICIES) + ",hpa+spot,gpufleet-od")
     ap.add_argument("--spot-trace", help="SkyPilot JSON, path or relative to ../shared/traces/spot")
+    ap.add_argument("--spot-zones", help="comma list of spot traces (e.g. aws-02-15-2023/us-west-2b, "
+                    "gcp-04-30-2023/us-east1-b_c3-88.json): one spot scenario per zone and a summary table")
+    ap.add_argument("--spot-days", type=float, default=14.0, help="days of ServeGen m-small for --spot-zones")
     ap.add_argument("--scenarios", help="comma list of suite names to run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="default reports/bench (reports/bench-quick with --quick)")
@@ -318,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=total_runs, desc="sim", unit="run", file=sys.stderr)
     sections: list[str] = []
     all_rows: list[dict[str, object]] = []
+    spot_runs: list[tuple[Scenario, list[SimResult]]] = []
     for suite in chosen:
         sc = suite.build()  # type: ignore[operator]
         results: list[SimResult] = []
@@ -343,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                        f"{len(sc.spot.preemption_times(sc.trace.seconds))} reclaim events.")
         sec += ["", table_md(results, marks), verdict, "", " ".join(f"![{f}]({f})" for f in figs), ""]
         sections.append("\n".join(sec))
+        if sc.spot is not None:
+            spot_runs.append((sc, results))
         for r in results:
             row = r.row()
             row["scenario"] = sc.name
@@ -354,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         fh.write(f"# Fleet simulator benchmark\n\nProduced by `{cmd.strip()}` (seed {args.seed}) in "
                  f"{wall/60:.1f} min wall on a shared 2-core machine. Numbers are simulated, not measured "
                  "on GPUs; see Method. Analysis (hand-written, not regenerated): [FINDINGS.md](FINDINGS.md).\n\n")
+        if len(spot_runs) > 1:
+            fh.write(spot_summary(spot_runs) + "\n")
         fh.write("\n".join(sections))
         fh.write("\n" + METHOD)
     with open(os.path.join(args.out, "results.json"), "w") as fh:

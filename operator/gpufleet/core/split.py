@@ -5,6 +5,12 @@ after an outage is paced by core.spotback (hysteresis), so it cannot ping-pong. 
 out, new capacity goes on-demand and Ready spot replicas stay. Moving capacity between classes
 is make-before-break: Ready replicas of the class being shrunk stay until the other class has
 Ready replacements, as far as replicas.max allows.
+
+Interruptions are break-before-make by necessity: the node goes at the end of its notice whatever
+the plan says. Their replacements start at once on on-demand (standbys are promoted first), and
+an interrupted serving replica leaves the Service as soon as the healthy ones cover the serving
+target, and in any case once less than NOTICE_DRAIN_S of its notice is left (`notice_drain_due`),
+so that its in-flight requests finish before the node goes.
 """
 
 from __future__ import annotations
@@ -17,6 +23,12 @@ from gpufleet.core.fleet import FleetView, is_healthy
 from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Replica, ReplicaState
 
 _EPS = 1e-9
+
+# Time an interrupted replica needs to finish its in-flight requests after leaving the Service:
+# the longest answer (4,096 tokens) at ~9 ms per token under a full batch. An interrupted replica
+# with less than this left on its notice is drained even if its replacements are not Ready: from
+# then on, keeping it in the Service only loses the requests that would still be running on it.
+NOTICE_DRAIN_S = 40.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,15 @@ def interrupted_by_class(fleet: FleetState) -> dict[str, int]:
         if r.interrupted and r.state != ReplicaState.draining:
             out[r.capacity_class] = out.get(r.capacity_class, 0) + 1
     return out
+
+
+def notice_drain_due(reclaim_at: float | None, now: float, drain_s: float = NOTICE_DRAIN_S) -> bool:
+    """Whether an interrupted serving replica must leave the Service now, covered or not.
+
+    `reclaim_at` is when its node is expected to go (notice time + the cloud's notice length);
+    None when the notice does not say: then at once, since a notice can be as short as 30 s.
+    """
+    return reclaim_at is None or now >= reclaim_at - drain_s
 
 
 def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, ...]:

@@ -5,9 +5,21 @@ plan's class count; surplus pods go in `plan.retire` order (pod-deletion-cost), 
 retirement order; a Ready pod joins the Service while serving < plan.serving, otherwise waits as a
 standby; standbys are promoted and surplus serving pods demoted to reach plan.serving. A pod
 killed by a spot reclaim is replaced by its ReplicaSet (the class count is unchanged).
-Simplification: a pod leaving the Service drains at once (its in-flight requests finish on the
-pooled capacity), except a spot pod still serving when its node is reclaimed: its share of the
-in-flight requests is lost (counted as dropped).
+
+Interrupted replicas, as in the Kubernetes adapter (adapters/kube.py): they do not count as serving
+capacity (plan.serving is healthy replicas), so Ready replacements and standbys are promoted past
+them; an interrupted serving pod that the plan lists in `retire` leaves the Service (drains) once
+the healthy serving pods cover plan.serving, or, covered or not, once less than
+core.split.NOTICE_DRAIN_S of its notice is left (`notice_drain_due`). A policy that does not list
+it (the naive baselines) leaves it serving until its node goes.
+
+Loss physics, the same for every policy: a pod that left the Service (drained or demoted) finishes
+its in-flight requests within DRAIN_S, on itself; its node reclaimed d seconds after it left loses
+the share of the in-flight requests it took along (1/serving when it left) times
+max(0, 1 - d/DRAIN_S) (linear: pessimistic, most answers are far shorter than the longest). A
+pod still serving when its node is reclaimed loses its whole share (1/serving). The lost requests
+are counted as dropped. Simplification: the in-flight requests of a pod leaving the Service stay
+in the pooled fluid model (capacity drops at once), and a drain outside a reclaim is lossless.
 """
 
 from __future__ import annotations
@@ -18,9 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpufleet.core.split import NOTICE_DRAIN_S, notice_drain_due
 from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
 from gpufleet.sim.model import ColdStart
 from gpufleet.sim.spot import SpotTrace
+
+# Seconds a pod that left the Service needs to finish its in-flight requests: the longest answer
+# (4,096 tokens, the trace loaders' clip) at the replica model's full-batch ITL (~8 ms).
+DRAIN_S = 33.0
 
 _STATE_RANK = {ReplicaState.starting: 0, ReplicaState.standby: 1, ReplicaState.serving: 2, ReplicaState.draining: 3}
 
@@ -36,6 +53,8 @@ class SimReplica:
     pending_since: float = 0.0
     interrupted: bool = False
     terminate_at: float | None = None
+    left_at: float | None = None  # when it last left the Service (drained or demoted)
+    share: float = 0.0  # its share of the in-flight requests then (1 / serving)
 
 
 class SimFleet:
@@ -53,6 +72,10 @@ class SimFleet:
         self._seq = 0
         self._ready_heap: list[tuple[float, str]] = []
         self._term_heap: list[tuple[float, str]] = []
+        self._drain_heap: list[tuple[float, str]] = []  # notice drain deadlines of interrupted pods
+        self._release_heap: list[tuple[float, str]] = []  # drained interrupted pods, done at
+        self._retire: frozenset[str] = frozenset()  # the last plan's retire list
+        self._now = 0.0
         self._preempt_times: list[float] = []
         self.n_serving = 0
         self.version = 0
@@ -140,8 +163,10 @@ class SimFleet:
         self._last_apply = (sig, self.version)
 
     def _apply(self, plan: Plan, now: float) -> None:
+        self._now = now
         before = (self.class_target[ON_DEMAND], self.class_target[SPOT], self.serving_target)
         self.serving_target = plan.serving
+        self._retire = frozenset(plan.retire)
         order = {n: i for i, n in enumerate(plan.retire)}
         for cls, want in ((ON_DEMAND, plan.on_demand), (SPOT, plan.spot)):
             self.class_target[cls] = want
@@ -156,7 +181,8 @@ class SimFleet:
                     self._new(cls, now)
         for name in plan.promote:
             p = self.replicas.get(name)
-            if p is not None and p.state == ReplicaState.standby and self.n_serving < plan.serving:
+            if (p is not None and p.state == ReplicaState.standby and not p.interrupted
+                    and self._healthy_serving() < plan.serving):
                 self._set_state(p, ReplicaState.serving)
         self._route(plan.retire)
         if (self.class_target[ON_DEMAND], self.class_target[SPOT], self.serving_target) != before:
@@ -184,6 +210,8 @@ class SimFleet:
         self._due(r.ready_at)
 
     def _set_state(self, r: SimReplica, state: ReplicaState) -> None:
+        if r.state == ReplicaState.serving and state != ReplicaState.serving:
+            r.left_at, r.share = self._now, 1.0 / max(self.n_serving, 1)
         if r.state == ReplicaState.serving:
             self.n_serving -= 1
         if state == ReplicaState.serving:
@@ -196,34 +224,53 @@ class SimFleet:
             if lost and self.n_serving > 0:
                 self.lost_in_flight_share += 1.0 / self.n_serving
             self.n_serving -= 1
+        elif lost and r.left_at is not None:
+            # Left the Service too shortly before its node went: what it still ran is lost.
+            self.lost_in_flight_share += r.share * max(0.0, 1.0 - (now - r.left_at) / DRAIN_S)
         del self.replicas[r.name]
         self.version += 1
 
+    def _healthy_serving(self) -> int:
+        return sum(1 for r in self.replicas.values() if r.state == ReplicaState.serving and not r.interrupted)
+
     def _route(self, retire: tuple[str, ...] = ()) -> None:
-        """Promote standbys (healthy, oldest on-demand first) or demote surplus serving pods."""
-        if self.n_serving < self.serving_target:
-            cands = sorted((r for r in self.replicas.values() if r.state == ReplicaState.standby and not r.interrupted),
+        """Promote standbys (healthy, oldest on-demand first) or demote surplus serving pods, counting
+        healthy serving pods only; then drain the interrupted serving pods that may go."""
+        healthy = self._healthy_serving()
+        leaving = self._retire
+        if healthy < self.serving_target:
+            cands = sorted((r for r in self.replicas.values()
+                            if r.state == ReplicaState.standby and not r.interrupted and r.name not in leaving),
                            key=lambda r: (r.cls != ON_DEMAND, r.ready_at or 0.0))
-            for r in cands[: self.serving_target - self.n_serving]:
+            for r in cands[: self.serving_target - healthy]:
                 self._set_state(r, ReplicaState.serving)
-        elif self.n_serving > self.serving_target:
+        elif healthy > self.serving_target:
             order = {n: i for i, n in enumerate(retire)}
-            serving = sorted((r for r in self.replicas.values() if r.state == ReplicaState.serving),
-                             key=lambda r: (order.get(r.name, len(order)), not r.interrupted, r.cls == ON_DEMAND,
-                                            -r.created_at))
-            for r in serving[: self.n_serving - self.serving_target]:
+            serving = sorted((r for r in self.replicas.values() if r.state == ReplicaState.serving and not r.interrupted),
+                             key=lambda r: (order.get(r.name, len(order)), r.cls == ON_DEMAND, -r.created_at))
+            for r in serving[: healthy - self.serving_target]:
                 self._set_state(r, ReplicaState.standby)
+        covered = self._healthy_serving() >= self.serving_target
+        for r in [r for r in self.replicas.values() if r.state == ReplicaState.serving and r.interrupted]:
+            if r.name in leaving and (covered or notice_drain_due(r.terminate_at, self._now)):
+                self._drain(r)
+
+    def _drain(self, r: SimReplica) -> None:
+        """An interrupted pod leaves the Service; it is released once its in-flight work is done."""
+        self._set_state(r, ReplicaState.draining)
+        heapq.heappush(self._release_heap, (self._now + DRAIN_S, r.name))
+        self._due(self._now + DRAIN_S)
 
     def advance(self, now: float) -> None:
         """Apply every event due by `now`: readiness, spot availability, notices, terminations."""
+        self._now = now
         self._advance(now)
         nxt = [math.inf]
-        if self._ready_heap:
-            nxt.append(self._ready_heap[0][0])
+        for h in (self._ready_heap, self._term_heap, self._drain_heap, self._release_heap):
+            if h:
+                nxt.append(h[0][0])
         if self._preempt_times:
             nxt.append(self._preempt_times[0])
-        if self._term_heap:
-            nxt.append(self._term_heap[0][0])
         if any(r.pending for r in self.replicas.values()):
             nxt.append(now + 1)
         self.next_due = max(min(nxt), now + 1e-9) if min(nxt) > now else now + 1
@@ -236,7 +283,7 @@ class SimFleet:
             if r is None or r.state != ReplicaState.starting or r.ready_at != t:
                 continue
             self.starts[r.cls].append(t - r.created_at)
-            self._set_state(r, ReplicaState.serving if self.n_serving < self.serving_target and not r.interrupted
+            self._set_state(r, ReplicaState.serving if not r.interrupted and self._healthy_serving() < self.serving_target
                             else ReplicaState.standby)
         if self.spot is None:
             return
@@ -248,8 +295,22 @@ class SimFleet:
                     r.interrupted, r.terminate_at = True, t + self.spot.notice_s
                     heapq.heappush(self._term_heap, (r.terminate_at, r.name))
                     self._due(r.terminate_at)
+                    heapq.heappush(self._drain_heap, (r.terminate_at - NOTICE_DRAIN_S, r.name))
                     self.preemptions += 1
             self.version += 1
+        dh = self._drain_heap
+        while dh and dh[0][0] <= now:
+            _, name = heapq.heappop(dh)
+            r = self.replicas.get(name)
+            # The deadline passed: drain without waiting for cover, if the plan retires it.
+            if r is not None and r.state == ReplicaState.serving and r.interrupted and name in self._retire:
+                self._drain(r)
+        rh = self._release_heap
+        while rh and rh[0][0] <= now:
+            _, name = heapq.heappop(rh)
+            r = self.replicas.get(name)
+            if r is not None and r.state == ReplicaState.draining:
+                self._remove(r, now, lost=False)  # idle: the Deployment shrinks by this pod
         th = self._term_heap
         while th and th[0][0] <= now:
             _, name = heapq.heappop(th)
@@ -257,7 +318,7 @@ class SimFleet:
             if r is not None:
                 self._remove(r, now, lost=True)
                 # The ReplicaSet replaces a reclaimed pod: the class count is unchanged.
-                live = sum(1 for x in self.replicas.values() if x.cls == r.cls)
+                live = sum(1 for x in self.replicas.values() if x.cls == r.cls and x.state != ReplicaState.draining)
                 if live < self.class_target[r.cls]:
                     self._new(r.cls, now)
         if int(now) % 5 == 0 and self.spot.is_available(now):
