@@ -100,20 +100,38 @@ def drain_s(spec: InferenceServiceSpec) -> float:
     return float(DRAIN_INTERVALS * spec.scaling.interval_seconds)
 
 
+def queue_growth(obs: Observation, prev: tuple[float, float] | None) -> float | None:
+    """Requests/s the queue grew by since the previous sample; None without two distinct samples."""
+    if prev is None or obs.queue_depth is None or obs.sampled_at is None:
+        return None
+    q0, t0 = prev
+    dt = obs.sampled_at - t0
+    return (obs.queue_depth - q0) / dt if dt > 0 else None
+
+
 def arrival_estimate(obs: Observation, serving: int, rps: float, prev: tuple[float, float] | None) -> float:
     """Requests/s arriving now, with the queue above its target. The windowed rate lags a step by
     up to its window; a queue above target means saturated replicas, which serve about `rps`
     each, so unless the queue is shrinking arrivals are at least that plus its growth."""
     rate = obs.request_rate or 0.0
-    growth = 0.0
-    if prev is not None and obs.queue_depth is not None and obs.sampled_at is not None:
-        q0, t0 = prev
-        dt = obs.sampled_at - t0
-        if dt > 0:
-            growth = (obs.queue_depth - q0) / dt
-            if growth < 0:  # draining: the replicas keep up, the windowed rate is the best figure
-                return rate
+    growth = queue_growth(obs, prev) or 0.0
+    if growth < 0:  # draining: the replicas keep up, the windowed rate is the best figure
+        return rate
     return max(rate, serving * rps + growth)
+
+
+# A sample is extrapolated at most this far: beyond it, the sample is stale (safety's business).
+MAX_EXTRAPOLATE_S = 60.0
+
+
+def backlog_now(obs: Observation, prev: tuple[float, float] | None, now: float | None) -> float:
+    """The queue now, not at the last scrape: a growing queue keeps growing at its measured rate
+    while the sample ages (up to a scrape interval plus a loop interval after a step)."""
+    q = obs.queue_depth or 0.0
+    growth = queue_growth(obs, prev)
+    if growth is None or growth <= 0 or now is None or obs.sampled_at is None:
+        return q
+    return q + growth * min(max(now - obs.sampled_at, 0.0), MAX_EXTRAPOLATE_S)
 
 
 def queue_need(
@@ -122,10 +140,13 @@ def queue_need(
     serving: int,
     rps: float | None = None,
     prev_queue: tuple[float, float] | None = None,
+    now: float | None = None,
 ) -> Need | None:
     """A queue above target asks for what serves the arrivals and drains the backlog in `drain_s`:
-    (arrivals + backlog / drain) / rps-per-replica. Bounded by the old one-replica-per-target-queue
-    figure, which it never exceeds; without a throughput figure that figure is all we have."""
+    (arrivals + backlog / drain) / rps-per-replica, the backlog being the sampled queue plus its
+    growth since the sample (`backlog_now`). Bounded by the old one-replica-per-target-queue
+    figure, which it never exceeds; without a throughput figure that figure is all we have.
+    """
     if obs.queue_depth is None:
         return None
     per = spec.slo.queue_depth_per_replica
@@ -135,13 +156,17 @@ def queue_need(
     # Without a request rate (safe mode) arrivals cannot be estimated: one replica per target.
     if rps is not None and obs.request_rate is not None and obs.queue_depth > per * serving:
         arrivals = arrival_estimate(obs, serving, rps, prev_queue)
+        queued = backlog_now(obs, prev_queue, now)
         drain = drain_s(spec)
         # At least one more than serves now: a queue above its target still adds a replica (the
         # user's target keeps its meaning), and the need stays monotone across the target, where
         # the old figure is at most `serving` below it and at least `serving + 1` above it.
-        d = max(serving + 1, ceil_replicas((arrivals + obs.queue_depth / drain) / rps))
+        d = max(serving + 1, ceil_replicas((arrivals + queued / drain) / rps))
         if d < n:
-            return Need(QUEUE_DEPTH, d, f"{text}: need {d} (arrivals {arrivals:.1f} rps + backlog over {drain:.0f}s)")
+            grown = f", {queued:.0f} queued by now" if queued > obs.queue_depth else ""
+            return Need(
+                QUEUE_DEPTH, d, f"{text}: need {d} (arrivals {arrivals:.1f} rps + backlog over {drain:.0f}s{grown})"
+            )
     return Need(QUEUE_DEPTH, n, f"{text}: need {n}")
 
 
@@ -184,7 +209,7 @@ def latency_needs(spec: InferenceServiceSpec, obs: Observation, serving: int) ->
 
 
 def forecast_need(
-    spec: InferenceServiceSpec, forecast: ForecastSummary | None, rps: float | None, load: int
+    spec: InferenceServiceSpec, forecast: ForecastSummary | None, rps: float | None, load: int, standby: int = 0
 ) -> Need | None:
     """Replicas for the forecast's upper quantile over the time-to-ready horizon.
 
@@ -192,6 +217,11 @@ def forecast_need(
     cold start a calibrated forecast rarely asks for more, and a forecast fitted on a few
     minutes of bursty history can ask for 40x the load (its interval is a guess, not a
     backtest). A real ramp still pulls capacity ahead: the cap rises with the load every step.
+
+    Ready standbys (`standby`) count toward that step: they join within a tick when the load
+    shows up, so the untested part of the band is covered once, not twice. Without this, a band
+    left wide by a level shift in the history (FINDINGS item 6: 245 rps upper for a flat 100)
+    held a full step of serving replicas above the load on top of the pool for twenty minutes.
     """
     if forecast is None or not spec.forecast.enabled or rps is None:
         return None
@@ -199,13 +229,15 @@ def forecast_need(
     if not math.isfinite(upper) or upper < 0:
         return None
     n = ceil_replicas(upper / rps)
-    cap = load + max_up_step(spec, load)
+    step = max_up_step(spec, load)
+    cap = load + max(step - max(standby, 0), 1)
     text = (
         f"forecast {upper:.1f} rps (upper, {forecast.method}, {forecast.horizon_s:.0f}s ahead) "
         f"/ {rps:.2f} rps/replica: need {n}"
     )
     if n > cap:
-        text += f", trusted up to {cap} (load needs {load}, plus one scale-up step)"
+        covered = f" less {standby} standby" if standby > 0 else ""
+        text += f", trusted up to {cap} (load needs {load}, plus one scale-up step{covered})"
         n = cap
     return Need(FORECAST_LOAD, n, text)
 
@@ -225,16 +257,32 @@ def all_needs(
     serving: int,
     latency_base: int,
     prev_queue: tuple[float, float] | None = None,
+    *,
+    now: float | None = None,
+    backlog_recent: bool = False,
+    standby: int = 0,
 ) -> list[Need]:
-    """Every signal's need, in tie-break order (the first of equal needs names the reason)."""
+    """Every signal's need, in tie-break order (the first of equal needs names the reason).
+
+    While a backlog is in the latency window (`backlog_recent`), a latency breach is that
+    backlog's wait: the queue need sizes its drain from the backlog itself, so latency asks for
+    no more than the larger of what serves now and what the queue asks for (the percentile of a
+    drained backlog otherwise scales the settled count up to replicas.max for a minute)."""
     needs: list[Need] = []
-    q = queue_need(spec, obs, serving, rps, prev_queue)
+    q = queue_need(spec, obs, serving, rps, prev_queue, now)
     if q is not None:
         needs.append(q)
-    needs.extend(latency_needs(spec, obs, latency_base))
+    lat = latency_needs(spec, obs, latency_base)
+    if backlog_recent and rps is not None and q is not None:
+        ceiling = max(serving, q.replicas)
+        lat = [
+            n if n.replicas <= ceiling else Need(LATENCY, ceiling, f"{n.message}, backlog's wait: need {ceiling}")
+            for n in lat
+        ]
+    needs.extend(lat)
     r = rate_need(obs, rps)
     load = max((n.replicas for n in (*needs, *([r] if r else []))), default=0)
-    f = forecast_need(spec, forecast, rps, load)
+    f = forecast_need(spec, forecast, rps, load, standby)
     for n in (f, r):
         if n is not None:
             needs.append(n)

@@ -252,7 +252,13 @@ class GpufleetPolicy:
         seen = capacity.settle(
             view.serving_all, now, memory.serving_seen, memory.serving_seen_since, memory.settled_serving
         )
-        needs = capacity.all_needs(spec, obs, forecast, rps, view.serving_all, seen.settled, memory.last_queue)
+        # A backlog seen by an earlier decision within the latency window (not this sample's own,
+        # which would make the need fall as the queue crosses its target).
+        echo = memory.backlog_at is not None and 0 <= now - memory.backlog_at <= capacity.LATENCY_SETTLE_S
+        needs = capacity.all_needs(
+            spec, obs, forecast, rps, view.serving_all, seen.settled, memory.last_queue,
+            now=now, backlog_recent=echo, standby=view.standby,
+        )
         top = capacity.worst(spec, needs)
         backlog_at = now if capacity.backlog(spec, obs, view.serving_all) else memory.backlog_at
         recent = backlog_at is not None and 0 <= now - backlog_at <= capacity.LATENCY_SETTLE_S
