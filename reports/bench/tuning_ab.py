@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.environ.get("GPUFLEET_ROOT", "."), "operator"
 from gpufleet.sim import engine  # noqa: E402
 from gpufleet.sim import traces as T  # noqa: E402
 from gpufleet.sim.engine import SimResult  # noqa: E402
-from gpufleet.sim.fleet import ColdStart  # noqa: E402
+from gpufleet.sim.model import ColdStart  # noqa: E402
 from gpufleet.sim.scenarios import Scenario, make_scenario  # noqa: E402
 
 STEP_AT = 1800
