@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -75,6 +75,9 @@ class FittedForecaster:
     rw_sigma: float  # relative one-step change std: the interval when residuals are too few
     backtest: Backtest | None
     fitted_nobs: int = 0  # history length at the last parameter estimation
+    # Error quantiles by (model, horizon, q): residuals only change at a refit, and `append`
+    # hands this dict on, so the control loop's repeated asks skip np.quantile.
+    _quantiles: dict[tuple[str, int, float], float] = field(default_factory=dict, compare=False, repr=False)
 
     def forecast(self, steps: int, quantile: float = 0.9) -> Forecast:
         """Mean and upper `quantile` for the next `steps` steps; never raises."""
@@ -105,10 +108,13 @@ class FittedForecaster:
     def _error_quantile(self, name: str, hc: int, h: int, q: float) -> float:
         res = self.residuals.get(name)
         if res is not None:
-            col = res[:, hc - 1]
-            col = col[np.isfinite(col)]
-            if len(col) >= MIN_RESIDUALS:
-                return float(np.quantile(col, q))
+            key = (name, hc, q)
+            if key not in self._quantiles:
+                col = res[:, hc - 1]
+                col = col[np.isfinite(col)]
+                self._quantiles[key] = float(np.quantile(col, q)) if len(col) >= MIN_RESIDUALS else math.nan
+            if math.isfinite(self._quantiles[key]):
+                return self._quantiles[key]
         # Random-walk width: a normal quantile of relative changes, widening with sqrt(h).
         return float(NormalDist().inv_cdf(min(max(q, 1e-6), 1 - 1e-6)) * self.rw_sigma * math.sqrt(h))
 

@@ -58,6 +58,7 @@ class RateForecaster:
         self.refit_offset = int(off // self.step_s) % self.refit_every
         self._sum: dict[int, float] = {}
         self._count: dict[int, int] = {}
+        self._lo = 0  # oldest bucket kept (min of _sum's keys; a scan per call grows with history)
         self._fitted: FittedForecaster | None = None
         self._fitted_first: int = 0  # bucket index of the fitted history's first point
         self._fitted_last: int = -1  # last bucket index the fitted state has seen
@@ -78,6 +79,7 @@ class RateForecaster:
         k = int(t // self.step_s)
         if self._cache and k <= self._cache_last:
             self._cache.clear()  # a late sample changed a bucket that answers were built on
+        self._lo = min(self._lo, k) if self._sum else k
         self._sum[k] = self._sum.get(k, 0.0) + float(rps)
         self._count[k] = self._count.get(k, 0) + 1
         # Forget buckets older than the kept window (bounded memory, bounded fit cost).
@@ -86,6 +88,7 @@ class RateForecaster:
             for old in [b for b in self._sum if b < cutoff]:
                 del self._sum[old]
                 del self._count[old]
+            self._lo = min(self._sum)
 
     def forecast(
         self, now: float, horizon_s: float, quantile: float = 0.9, *, allow_fit: bool = True
@@ -147,7 +150,7 @@ class RateForecaster:
     def _first_bucket(self, last_complete: int) -> int | None:
         if not self._sum:
             return None
-        lo = min(self._sum)
+        lo = self._lo
         if lo > last_complete:
             return None
         return max(lo, last_complete - self.max_points + 1)

@@ -105,7 +105,7 @@ def test_holt_winters_append_equals_a_statsmodels_refilter() -> None:
         ref = ExponentialSmoothing(
             y[:n], trend="add", damped_trend=True, seasonal="add", seasonal_periods=24,
             initialization_method="heuristic",
-        ).fit()
+        ).fit(use_brute=False)
         p = ref.params
         full = ExponentialSmoothing(
             y[: n + k], trend="add", damped_trend=True, seasonal="add", seasonal_periods=24,
@@ -121,8 +121,15 @@ def test_holt_winters_append_equals_a_statsmodels_refilter() -> None:
     one_by_one = model
     for v in y[n : n + k]:
         one_by_one = one_by_one.append(np.array([v]))
-    np.testing.assert_allclose(batch.forecast(30), full.forecast(30), rtol=1e-9)
-    np.testing.assert_allclose(one_by_one.forecast(30), full.forecast(30), rtol=1e-9)
+    for moved in (batch, one_by_one):
+        # The filtered states equal statsmodels' own filter over the longer series...
+        np.testing.assert_allclose(moved.level[-k:], full.level[-k:], rtol=1e-9)
+        np.testing.assert_allclose(moved.trend[-k:], full.trend[-k:], rtol=1e-9)
+        np.testing.assert_allclose(moved.season[-24:], np.asarray(full.season)[-24:], rtol=1e-9, atol=1e-12)
+        # ...and so do forecasts within one season. (At h = 24, 48, ... statsmodels' forecast
+        # reads the season of one period earlier; ours reads the latest one, s_T, as in the
+        # textbook recursion.)
+        np.testing.assert_allclose(moved.forecast(23), full.forecast(23), rtol=1e-9)
 
 
 def test_backtest_paths_match_the_forecast_from_each_origin() -> None:
@@ -278,3 +285,13 @@ def test_auto_is_never_worse_in_its_backtest_than_the_naive_models(
         for naive in ("last-value", "seasonal-naive@1d"):
             if naive in bt.smape:
                 assert score <= float(np.mean(bt.smape[naive][lo:hi])) + 1e-12
+
+
+def test_a_missing_point_is_filtered_as_the_models_own_forecast() -> None:
+    y = daily(6, noise=0.05, seed=5)
+    model = fit_ets(y[:130], 24, "1d", keep=60)
+    assert model.n_total == 130
+    guessed = model.append(np.array([np.nan]))
+    filled = model.append(model.forecast(1))
+    np.testing.assert_allclose(guessed.forecast(30), filled.forecast(30), rtol=1e-12)
+    assert guessed.forecast(1)[0] != model.append(np.array([y[130] + 5.0])).forecast(1)[0]
