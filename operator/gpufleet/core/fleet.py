@@ -36,17 +36,28 @@ class FleetView:
 
     @staticmethod
     def of(fleet: FleetState) -> FleetView:
-        rs = fleet.replicas
-        healthy = [r for r in rs if is_healthy(r)]
-        return FleetView(
-            serving_all=sum(1 for r in rs if r.state == ReplicaState.serving),
-            serving=sum(1 for r in healthy if r.state == ReplicaState.serving),
-            standby=sum(1 for r in healthy if r.state == ReplicaState.standby),
-            starting=sum(1 for r in healthy if r.state == ReplicaState.starting),
-            interrupted=sum(1 for r in rs if r.interrupted and r.state != ReplicaState.draining),
-            healthy_by_class={c: sum(1 for r in healthy if r.capacity_class == c) for c in (ON_DEMAND, SPOT)},
-            ready_by_class={
-                c: sum(1 for r in healthy if r.capacity_class == c and r.state in READY_STATES)
-                for c in (ON_DEMAND, SPOT)
-            },
-        )
+        # One pass: the simulator calls this ~10^5 times per 14-day run.
+        serving_all = serving = standby = starting = interrupted = 0
+        healthy = {ON_DEMAND: 0, SPOT: 0}
+        ready = {ON_DEMAND: 0, SPOT: 0}
+        for r in fleet.replicas:
+            st = r.state
+            if st == ReplicaState.serving:
+                serving_all += 1
+            if st == ReplicaState.draining:
+                continue
+            if r.interrupted:
+                interrupted += 1
+                continue
+            c = r.capacity_class
+            if c in healthy:
+                healthy[c] += 1
+            if st == ReplicaState.serving:
+                serving += 1
+            elif st == ReplicaState.standby:
+                standby += 1
+            elif st == ReplicaState.starting:
+                starting += 1
+            if st in READY_STATES and c in ready:
+                ready[c] += 1
+        return FleetView(serving_all, serving, standby, starting, interrupted, healthy, ready)

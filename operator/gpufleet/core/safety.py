@@ -41,7 +41,8 @@ def _clean(value: float | None) -> float | None:
 
 
 def clean(observation: Observation) -> Observation:
-    return replace(observation, **{f: _clean(getattr(observation, f)) for f in _VALUE_FIELDS})
+    dirty = {f: _clean(v) for f in _VALUE_FIELDS if (v := getattr(observation, f)) != _clean(v)}
+    return replace(observation, **dirty) if dirty else observation
 
 
 def key_signals(spec: InferenceServiceSpec) -> tuple[str, ...]:
