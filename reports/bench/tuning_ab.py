@@ -3,6 +3,7 @@
     .venv/bin/python reports/bench/tuning_ab.py servegen 3          # first 3 days of m-small
     .venv/bin/python reports/bench/tuning_ab.py servegen 14
     .venv/bin/python reports/bench/tuning_ab.py servegen 14 8       # with a fixed warmPool.size 8
+    .venv/bin/python reports/bench/tuning_ab.py servegen 14 auto m-mid
     .venv/bin/python reports/bench/tuning_ab.py step                # auto pool
     .venv/bin/python reports/bench/tuning_ab.py step 8              # fixed warmPool.size 8
     .venv/bin/python reports/bench/tuning_ab.py step 8 5            # ... and scaling.intervalSeconds 5
@@ -68,9 +69,10 @@ def main() -> None:
         sc = step_scenario(pool_arg(2), interval=interval)
     else:
         days = float(sys.argv[2]) if len(sys.argv) > 2 else 14.0
-        tr = T.load_servegen_clients(T.servegen_folder("m-small"), scale=0.1, seed=0)
+        model = sys.argv[4] if len(sys.argv) > 4 else "m-small"
+        tr = T.load_servegen_clients(T.servegen_folder(model), scale=0.1, seed=0)
         tr = T.window(tr, 0, int(days * 86400))
-        sc = make_scenario(f"servegen-m-small-{days:g}d", tr, seed=0, warm_pool=pool_arg(3))
+        sc = make_scenario(f"servegen-{model}-{days:g}d", tr, seed=0, warm_pool=pool_arg(3))
     t0 = time.time()
     r = sc.run("gpufleet")
     print(f"{sc.name}: attainment {r.attainment * 100:.3f} %, GPU-h {r.gpu_hours:.1f}, "
