@@ -62,6 +62,7 @@ INVALID = [
      "capacity.onDemand.base"),
     ("spot fraction > 1", {"capacity": {"spot": {"enabled": True, "maxFraction": 1.5}}},
      "spec.capacity.spot.maxFraction"),
+    ("utilisation target 0", {"scaling": {"targetUtilization": 0}}, "spec.scaling.targetUtilization"),
 ]
 
 

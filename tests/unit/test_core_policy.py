@@ -94,6 +94,8 @@ FAST_UP = {"scaling": {"scaleUp": {"maxStepPercent": 1000, "maxStepReplicas": 10
         ("queue time", {"slo": {"queueTimeMs": 50}}, obs(queue_time_ms=100), None, 8, "Latency", "queue time 100ms > 50ms"),
         ("latency within target", {"slo": {"ttftP95Ms": 800}, "replicas": {"min": 4}}, obs(ttft_p95_ms=700), None, 4, "MinReplicas", ""),
         ("rate", {}, obs(request_rate=55), None, 6, "RequestRate", "rate 55.0 rps / 10.00 rps/replica: need 6"),
+        ("rate at a utilisation target", {"scaling": {"targetUtilization": 0.8}}, obs(request_rate=55), None, 7, "RequestRate", "rate 55.0 rps / 8.00 rps/replica: need 7"),
+        ("forecast at a utilisation target", {"scaling": {"targetUtilization": 0.5}}, obs(), ForecastSummary(95, 100, 120, "holt-winters"), 24, "ForecastLoad", "forecast 120.0 rps"),
         ("forecast", {}, obs(), ForecastSummary(95, 100, 120, "holt-winters"), 12, "ForecastLoad", "forecast 120.0 rps"),
         ("forecast disabled", {"forecast": {"enabled": False}, "replicas": {"min": 4}}, obs(), ForecastSummary(95, 100, 120, "hw"), 4, "MinReplicas", ""),
         ("min", {"replicas": {"min": 5}}, obs(), None, 5, "MinReplicas", "load needs 0; min replicas 5"),

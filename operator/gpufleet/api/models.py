@@ -109,6 +109,10 @@ class Scaling(ApiModel):
     """How often the operator observes and decides for this service."""
     target_rps_per_replica: float | None = Field(default=None, gt=0)
     """Requests per second one replica serves within the SLO; learned from metrics when unset."""
+    target_utilization: float = Field(default=1.0, gt=0, le=1)
+    """Share of that per-replica figure to plan for: headroom for bursts shorter than the metrics
+    window (a load test at steady Poisson load overstates what a replica sustains under bursty
+    arrivals). Knative's equivalent defaults to 0.7; 0.8-0.9 suits most LLM traffic."""
     scale_up: ScaleUp = Field(default_factory=ScaleUp)
     """Scale-up behaviour: fast, bounded steps."""
     scale_down: ScaleDown = Field(default_factory=ScaleDown)

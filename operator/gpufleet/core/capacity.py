@@ -82,11 +82,13 @@ def bounds(spec: InferenceServiceSpec) -> tuple[int, int]:
 
 
 def rps_per_replica(spec: InferenceServiceSpec, learned: float | None) -> float | None:
+    """Requests/s to plan per replica: the set or learned figure at the utilisation target."""
+    util = spec.scaling.target_utilization
     if spec.scaling.target_rps_per_replica is not None:
-        return spec.scaling.target_rps_per_replica
+        return spec.scaling.target_rps_per_replica * util
     if learned is None or not math.isfinite(learned) or learned < MIN_LEARNED_RPS:
         return None
-    return learned
+    return learned * util
 
 
 # A backlog is asked to drain within this many intervals. One: a queued request already waits

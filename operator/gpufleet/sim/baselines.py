@@ -99,7 +99,8 @@ class HpaLike:
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
                fleet: FleetState, memory: PolicyMemory, now: float,
                windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
-        target = spec.scaling.target_rps_per_replica or 1.0
+        # The HPA's target value is what the user sets: the same utilisation target as gpufleet's.
+        target = (spec.scaling.target_rps_per_replica or 1.0) * spec.scaling.target_utilization
         cur = max(_current(fleet), 1)
         n = self.hpa.desired(metric_total=observation.request_rate, target=target, current=cur, now=now,
                              lo=spec.replicas.min, hi=spec.replicas.max)
