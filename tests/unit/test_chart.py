@@ -189,3 +189,31 @@ def test_values_yaml_is_valid_against_its_schema() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert set(values) <= set(schema["properties"])
+
+
+def test_price_table_value_reaches_the_operator_as_a_file(tmp_path: Path) -> None:
+    from gpufleet.control.pricing import parse_table
+
+    values = tmp_path / "prices.yaml"
+    values.write_text(yaml.safe_dump({"operator": {"priceTable": {
+        "NVIDIA-H100-80GB-HBM3": {"on-demand": 6.98, "spot": 2.45}, "*": {"on-demand": 4.1}}}}))
+    proc = helm("template", "rel", str(CHART), "-n", "gf", "--kube-version", KUBE_VERSION, "-f", str(values))
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    cm = one(docs, "ConfigMap")
+    assert parse_table(yaml.safe_load(cm["data"]["prices.yaml"])) == {
+        "NVIDIA-H100-80GB-HBM3": {"on-demand": 6.98, "spot": 2.45}, "*": {"on-demand": 4.1}}
+    pod = one(docs, "Deployment")["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert "--price-table=/etc/gpufleet/prices.yaml" in container["args"]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/gpufleet")
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    assert pod["metadata"]["annotations"]["checksum/price-table"]
+    # Without the value: no ConfigMap, no flag.
+    plain = render()
+    assert not [d for d in plain if d["kind"] == "ConfigMap"]
+    assert not any(a.startswith("--price-table") for a in one(plain, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
+    negative = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+                    "--set", "operator.priceTable.x.spot=-1")
+    assert negative.returncode != 0
