@@ -27,11 +27,13 @@ from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics, metrics_port
 from gpufleet.adapters.triton import TritonStats
 from gpufleet.api.models import GROUP, PLURAL, VERSION, Condition, InferenceServiceSpec, InferenceServiceStatus
 from gpufleet.control import metering, pricing
+from gpufleet.control import schedule as calendar
 from gpufleet.control import status as render
 from gpufleet.control.accounting import Accounting
 from gpufleet.control.forecast import ForecastAdapter
 from gpufleet.control.step import StepResult, step
 from gpufleet.core.policy import GpufleetPolicy
+from gpufleet.core.schedule import default_lead_s
 from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Observation, PolicyMemory, ReplicaState
 
 log = logging.getLogger("gpufleet")
@@ -93,11 +95,12 @@ def invalid_spec_status(body: kopf.Body, message: str, now: float) -> dict[str, 
     return {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]}
 
 
-def initial_replicas(spec: InferenceServiceSpec) -> dict[str, int]:
-    """Sizes for brand-new Deployments: the floor, split as the policy would with no load."""
+def initial_replicas(spec: InferenceServiceSpec, now: float) -> dict[str, int]:
+    """Sizes for brand-new Deployments: the floor (a planned window's, if one is open or in its
+    lead now), split as the policy would with no load."""
     plan, _ = GpufleetPolicy().decide(
         spec=spec, observation=Observation(), forecast=None, fleet=FleetState(),
-        memory=PolicyMemory(), now=0.0,
+        memory=PolicyMemory(), now=now, windows=calendar.windows(spec.schedules, now),
     )
     return {ON_DEMAND: plan.on_demand, SPOT: plan.spot}
 
@@ -116,7 +119,7 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
         return
     children = manifests.children(name, parsed)
     adopt(children, body)
-    sizes = initial_replicas(parsed)
+    sizes = initial_replicas(parsed, time.time())
     for child in children:
         replicas = sizes.get(child["metadata"]["labels"].get(manifests.LABEL_CLASS, ""))
         result = kube().apply_child(namespace, child, replicas=replicas)
@@ -283,6 +286,9 @@ def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult
         cost_per_hour=render.cost_per_hour(spec, fresh),
         usage=metering.rounded(accounting.usage) if accounting and accounting.usage else old.usage,
         budget=budget_status,
+        schedules=render.schedule_status(
+            calendar.windows(spec.schedules, now), now, default_lead_s(fresh.time_to_ready_s, spec.scaling.interval_seconds)
+        ) if spec.schedules else [],
     )
     patch = new.model_dump(by_alias=True, exclude_none=True)
     if budget_status is None and old.budget is not None:

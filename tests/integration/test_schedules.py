@@ -119,6 +119,9 @@ def test_window_opening_soon_has_its_replicas_ready_when_it_opens(
     assert "schedule 'launch' (opens " in last["message"] and f"floor {FLOOR}" in last["message"], last
     ttr = status(cluster, namespace, "launch").get("timeToReadySeconds", {})
     assert ttr, "time-to-ready was measured from the first replica"
+    (window,) = status(cluster, namespace, "launch")["schedules"]
+    assert (window["name"], window["state"]) == ("launch", "Provisioning"), window
+    assert window["opens"] == rfc3339(opens), window  # the spec's start, as written
 
     # ... early enough that the capacity is Ready when the window opens.
     time.sleep(max(0.0, opens - time.time()))

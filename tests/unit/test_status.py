@@ -34,3 +34,37 @@ def test_cost_counts_every_gpu_holding_pod() -> None:
     fleet = FleetState(replicas=(Replica("a", "on-demand", ReplicaState.serving, 0.0),
                                  Replica("b", "spot", ReplicaState.starting, 0.0)))
     assert status.cost_per_hour(spec, fleet) == round(2 * 4.10 + 2 * 1.30, 4)
+
+
+def test_schedule_status_says_open_provisioning_or_upcoming() -> None:
+    from gpufleet.core.schedule import Window
+
+    hour = 3600.0
+    wins = (
+        Window("batch", start=10 * hour, end=11 * hour, min_replicas=4),  # next occurrence, far
+        Window("launch", start=2 * hour, end=3 * hour, min_replicas=8, lead_s=600.0),
+        Window("business", start=0.0, end=8 * hour, min_replicas=2),
+    )
+    now = 2 * hour - 300.0  # inside launch's 10-min lead
+    rows = status.schedule_status(wins, now, default_lead_s=120.0)
+    assert [(r.name, r.state) for r in rows] == [("business", "Open"), ("launch", "Provisioning"),
+                                                 ("batch", "Upcoming")]
+    launch = rows[1]
+    assert (launch.opens, launch.closes, launch.provision_from) == (
+        status.iso(2 * hour), status.iso(3 * hour), status.iso(2 * hour - 600.0))
+    assert rows[2].provision_from == status.iso(10 * hour - 120.0)  # the default lead
+    assert status.schedule_status((), now, 120.0) == []
+
+
+def test_new_deployments_start_at_an_open_windows_floor() -> None:
+    from gpufleet.api.models import InferenceServiceSpec
+    from gpufleet.kopf_app import initial_replicas
+
+    spec = InferenceServiceSpec.model_validate({
+        "model": {"name": "m"}, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
+        "replicas": {"min": 1, "max": 10}, "capacity": {"onDemand": {"base": 0}},
+        "schedules": [{"name": "launch", "start": "2026-12-01T14:00:00Z", "duration": "2h", "minReplicas": 6}],
+    })
+    opens = 1_796_133_600.0  # 2026-12-01T14:00:00Z
+    assert sum(initial_replicas(spec, opens + 60).values()) == 6
+    assert sum(initial_replicas(spec, opens - 86_400).values()) == 1

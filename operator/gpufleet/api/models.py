@@ -558,6 +558,21 @@ class BudgetStatus(ApiModel):
     message: str = ""
 
 
+class ScheduleStatus(ApiModel):
+    name: str
+    """The schedule (spec.schedules[].name)."""
+    state: Literal["Open", "Provisioning", "Upcoming"]
+    """Open (the window is open now); Provisioning (within its lead: capacity is being started);
+    Upcoming (the next window of this schedule)."""
+    opens: str
+    """When the window opens (RFC 3339, UTC)."""
+    closes: str
+    """When it closes (RFC 3339, UTC)."""
+    provision_from: str
+    """When provisioning for it starts: opens minus the lead (spec.schedules[].lead, else the
+    measured time-to-ready plus two intervals)."""
+
+
 class InferenceServiceStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")
     observed_generation: int | None = None
@@ -567,6 +582,8 @@ class InferenceServiceStatus(ApiModel):
     forecast: ForecastStatus = Field(default_factory=ForecastStatus)
     last_decision: DecisionStatus = Field(default_factory=DecisionStatus)
     time_to_ready_seconds: dict[str, float] = Field(default_factory=dict)
+    schedules: list[ScheduleStatus] = Field(default_factory=list)
+    """Planned windows open now or next, one or two per schedule (absent without spec.schedules)."""
     """Measured p90 pod creation-to-Ready time per capacity class."""
     cost_per_hour: float | None = None
     """Current spend rate of the fleet (serving + standby + starting)."""

@@ -12,7 +12,9 @@ from gpufleet.api.models import (
     InferenceServiceSpec,
     ObservedStatus,
     ReplicaStatus,
+    ScheduleStatus,
 )
+from gpufleet.core.schedule import Window
 from gpufleet.core.types import (
     ON_DEMAND,
     SPOT,
@@ -68,6 +70,17 @@ def forecast_status(forecast: ForecastSummary | None) -> ForecastStatus:
         upper_rps=round(forecast.upper_rps, 3),
         note=forecast.note or None,
     )
+
+
+def schedule_status(windows: tuple[Window, ...], now: float, default_lead_s: float) -> list[ScheduleStatus]:
+    """Each schedule's open window and its next one, soonest first."""
+    out = []
+    for w in sorted(windows, key=lambda w: (w.start, w.name)):
+        lead = w.lead_s if w.lead_s is not None else default_lead_s
+        state = "Open" if w.start <= now < w.end else ("Provisioning" if now >= w.start - lead else "Upcoming")
+        out.append(ScheduleStatus(name=w.name, state=state, opens=iso(w.start), closes=iso(w.end),
+                                  provision_from=iso(w.start - lead)))
+    return out
 
 
 def decision_status(plan: Plan, now: float, applied: bool) -> DecisionStatus:
