@@ -114,14 +114,8 @@ def queue_growth(obs: Observation, prev: tuple[float, float] | None) -> float | 
 def arrival_estimate(obs: Observation, serving: int, rps: float, prev: tuple[float, float] | None) -> float:
     """Requests/s arriving now, with the queue above its target. The windowed rate lags a step by
     up to its window; a queue above target means saturated replicas, which serve about `rps`
-    each, so unless the queue is shrinking arrivals are at least that plus its growth.
-
-    A sample the previous decision already read (the scrape is slower than the loop) shows no
-    growth, and the replicas promoted or started for it since would count as saturated ones:
-    the windowed rate is the figure then (the previous decision sized the backlog already)."""
+    each, so unless the queue is shrinking arrivals are at least that plus its growth."""
     rate = obs.request_rate or 0.0
-    if prev is not None and obs.sampled_at is not None and prev[1] == obs.sampled_at:
-        return rate
     growth = queue_growth(obs, prev) or 0.0
     if growth < 0:  # draining: the replicas keep up, the windowed rate is the best figure
         return rate
