@@ -9,6 +9,7 @@ points with known parameters costs about a millisecond.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Protocol
@@ -174,13 +175,17 @@ class Ets:
         gamma = p.gamma if p.gamma is not None else 0.0
         has_trend = p.beta is not None
         lvl, tr = float(self.level[-1]), float(self.trend[-1])
-        seas: list[float] = self.season[-per:].tolist() if per is not None else []
+        # The season a period before each new point: the stored ones, then the new ones (only
+        # the few needed are converted: a daily season at 1-min steps holds 1440).
+        vals = np.asarray(values, dtype=np.float64).tolist()
+        prior: list[float] = self.season[-per:][: len(vals)].tolist() if per is not None else []
+        seas: list[float] = []
         new_l: list[float] = []
         new_b: list[float] = []
-        for y in np.asarray(values, dtype=np.float64).tolist():
+        for i, y in enumerate(vals):
             damped = phi * tr if has_trend else 0.0
-            s_old = seas[-per] if per is not None else 0.0
-            if not np.isfinite(y):
+            s_old = 0.0 if per is None else (prior[i] if i < per else seas[i - per])
+            if not math.isfinite(y):
                 y = lvl + damped + s_old
             l_new = alpha * (y - s_old) + (1 - alpha) * (lvl + damped)
             if has_trend:
@@ -193,7 +198,7 @@ class Ets:
         keep = len(self.level)
         season = self.season
         if per is not None:
-            season = np.concatenate([self.season, seas[per:]])[-(keep + per) :]
+            season = np.concatenate([self.season, seas])[-(keep + per) :]
         return Ets(
             params=p,
             period=per,

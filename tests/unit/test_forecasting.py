@@ -295,3 +295,10 @@ def test_a_missing_point_is_filtered_as_the_models_own_forecast() -> None:
     filled = model.append(model.forecast(1))
     np.testing.assert_allclose(guessed.forecast(30), filled.forecast(30), rtol=1e-12)
     assert guessed.forecast(1)[0] != model.append(np.array([y[130] + 5.0])).forecast(1)[0]
+    # A batch longer than a season reads the seasons it has just filtered.
+    batch = model.append(y[130:170])
+    stepwise = model
+    for v in y[130:170]:
+        stepwise = stepwise.append(np.array([v]))
+    np.testing.assert_allclose(batch.season, stepwise.season, rtol=1e-12)
+    np.testing.assert_allclose(batch.forecast(30), stepwise.forecast(30), rtol=1e-12)
