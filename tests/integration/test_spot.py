@@ -26,7 +26,7 @@ def restore_nodes(cluster: Cluster) -> Iterator[None]:
     """Whatever a test does to the shared spot nodes is undone afterwards."""
     yield
     for node in SPOT_NODES:
-        for taint in ("karpenter.sh/disrupted", "gpufleet.test/full"):
+        for taint in ("karpenter.sh/disrupted", "gpufleet.test/full", "cloud.google.com/impending-node-termination"):
             cluster.kubectl("taint", "node", node, f"{taint}-", check=False)
     subprocess.run([str(ROOT / "hack/cluster.sh"), "nodes"], env={**os.environ, "CLUSTER_NAME": CLUSTER},
                    check=True, timeout=180)
@@ -89,6 +89,28 @@ def test_interruption_notice_keeps_serving_capacity(
     assert elapsed < 120, f"replacement took {elapsed:.0f}s, longer than AWS's 2-minute notice"
     events = cluster.list("events", namespace)
     assert any(e["reason"] == "Drained" for e in events)
+
+
+def test_short_notice_drains_before_replacements_are_ready(
+    cluster: Cluster, operator: Path, emulator: str, namespace: str, restore_nodes: None
+) -> None:
+    """GCP gives 30 s: less than a drain needs, so interrupted pods leave the Service at once
+    instead of waiting for their replacements (15 s cold start here) and losing in-flight work."""
+    need = 3
+    cluster.apply(spot_service(namespace, "short"))
+    settle_with_spot(cluster, emulator, namespace, "short", need)
+    for node in SPOT_NODES:
+        cluster.kubectl("taint", "node", node, "cloud.google.com/impending-node-termination=:NoSchedule")
+    noticed = time.monotonic()
+
+    def spot_out_of_service() -> bool:
+        return not [p for p in serving_now(cluster, namespace, "short") if on_spot(p)]
+
+    wait_for(spot_out_of_service, timeout=30, what="spot pods out of the Service", interval=0.25)
+    elapsed = time.monotonic() - noticed
+    assert elapsed < 12, f"spot pods left the Service {elapsed:.0f}s after a 30 s notice"
+    # Capacity comes back from the replacements (and the promoted standby).
+    wait_for(lambda: len(serving_now(cluster, namespace, "short")) >= need, timeout=90, what=f">= {need} serving")
 
 
 def test_lost_spot_node_is_replaced(

@@ -20,6 +20,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from gpufleet.adapters import manifests
 from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.split import notice_drain_due
 from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,16 @@ INTERRUPTION_TAINTS = (
     "aws-node-termination-handler/scheduled-maintenance",
     "node.kubernetes.io/unschedulable",
 )
+# Taints whose node goes away at a fixed time after the notice, and that time: AWS spot
+# interruption notices give 2 minutes, GCP preemption 30 seconds (../shared/traces/coldstart cites
+# both). Karpenter's disruption taint on AWS follows the interruption notice. The other taints
+# (rebalance recommendation, maintenance, cordon) set no deadline: those pods drain once covered.
+RECLAIM_AFTER_S = {
+    "karpenter.sh/disrupted": 120.0,
+    "karpenter.sh/disruption": 120.0,
+    "aws-node-termination-handler/spot-itn": 120.0,
+    "cloud.google.com/impending-node-termination": 30.0,
+}
 FIELD_MANAGER = "gpufleet"
 
 
@@ -162,16 +173,21 @@ class Kube:
         items = self.core.list_namespaced_pod(namespace, label_selector=selector).items
         return [self.plain(p) for p in items]
 
-    def nodes(self) -> tuple[set[str], set[str]]:
-        """(all node names, nodes with an interruption notice: taint or cordon)."""
+    def nodes(self) -> tuple[set[str], dict[str, tuple[float | None, float | None]]]:
+        """(all node names, nodes with an interruption notice: taint or cordon). A noticed node maps
+        to (when its reclaim taint was added, when known; seconds from then until it goes), or
+        (None, None) when the notice sets no deadline (see RECLAIM_AFTER_S)."""
         names: set[str] = set()
-        noticed: set[str] = set()
+        noticed: dict[str, tuple[float | None, float | None]] = {}
         for node in self.core.list_node().items:
             name = str(node.metadata.name if node.metadata else "")
             names.add(name)
             taints = (node.spec.taints if node.spec else None) or []
             if (node.spec and node.spec.unschedulable) or any(t.key in INTERRUPTION_TAINTS for t in taints):
-                noticed.add(name)
+                hard = [t for t in taints if t.key in RECLAIM_AFTER_S]
+                after = min((RECLAIM_AFTER_S[t.key] for t in hard), default=None)
+                added = min((ts for t in hard if (ts := _ts(t.time_added)) is not None), default=None)
+                noticed[name] = (added, after)
         return names, noticed
 
     def patch_pod_metadata(self, namespace: str, name: str, *, labels: dict[str, str | None] | None = None,
@@ -208,10 +224,14 @@ class KubeFleet:
         self._starts: dict[str, deque[float]] = {c: deque(maxlen=history) for c in CAPACITY_CLASSES}
         self._seen_ready: set[str] = set()
         self._pods: dict[str, dict[str, Any]] = {}
+        self._noticed_at: dict[str, float] = {}  # node -> when this loop first saw its notice
+        self._reclaim_at: dict[str, float | None] = {}  # pod -> when its node goes (None: no deadline)
         self.events: list[tuple[str, str]] = []  # (reason, message) of changes made by apply()
 
     def state(self, *, now: float) -> FleetState:
-        nodes, noticed = self.kube.nodes()
+        nodes, notices = self.kube.nodes()
+        noticed = set(notices)
+        self._noticed_at = {n: self._noticed_at.get(n, now) for n in noticed}
         in_flight = self.in_flight()
         # Pods already terminating are gone as far as the Deployment is concerned.
         self._pods = {p["metadata"]["name"]: p for p in self.kube.pods(self.namespace, self.name)
@@ -220,6 +240,16 @@ class KubeFleet:
         lost = {p["spec"]["nodeName"] for p in self._pods.values()
                 if p.get("spec", {}).get("nodeName") and p["spec"]["nodeName"] not in nodes}
         replicas = tuple(replica_from_pod(p, noticed | lost, in_flight) for p in self._pods.values())
+        self._reclaim_at = {}
+        for p in self._pods.values():
+            node = p.get("spec", {}).get("nodeName")
+            if node in lost:
+                self._reclaim_at[p["metadata"]["name"]] = now
+            elif node in notices:
+                added, after = notices[node]
+                # Taints without timeAdded (NoSchedule ones) count from when this loop saw them.
+                since = added if added is not None else self._noticed_at[node]
+                self._reclaim_at[p["metadata"]["name"]] = since + after if after is not None else None
         for r in replicas:
             if r.ready_at is not None and r.name not in self._seen_ready:
                 self._seen_ready.add(r.name)
@@ -282,7 +312,8 @@ class KubeFleet:
             staying.append(r)
         deferred = 0
         for r in mine:
-            if r.name in leaving and r.state == ReplicaState.serving and r.interrupted and not covered:
+            if (r.name in leaving and r.state == ReplicaState.serving and r.interrupted and not covered
+                    and not self._drain_due(r.name, now)):
                 deferred += 1  # still carries load; drained once the replacements serve
             elif r.name in leaving and r.state == ReplicaState.serving:
                 # Out of the Service first; deleted once its in-flight work is done.
@@ -298,6 +329,12 @@ class KubeFleet:
         # With named victims, keep exactly the others; without, let the ReplicaSet choose.
         base = max(healthy_target, len(staying)) if any(r.name in leaving for r in mine) else healthy_target
         return base + len(held) + deferred
+
+    def _drain_due(self, pod: str, now: float) -> bool:
+        """An interrupted pod leaves the Service before its node goes, covered or not: in-flight
+        requests on a reclaimed node are lost (core.split.notice_drain_due sets the margin)."""
+        reclaim_at = self._reclaim_at.get(pod)
+        return reclaim_at is not None and notice_drain_due(reclaim_at, now)
 
     def _release(self, r: Replica, mine: list[Replica], now: float) -> bool:
         """A draining replica may go when idle or past the drain timeout, and only when no pod of
