@@ -51,6 +51,7 @@ class SimConfig:
     initial_serving: int | None = None  # None: what the first minute's load needs
     drain_tail_s: int = 900  # after the trace, run on without arrivals to finish the backlog
     record_every_s: int = 60  # resolution of the time series kept for plots
+    scrape_s: int | None = None  # Prometheus scrape interval every policy sees (None: SCRAPE_S)
 
 
 @dataclass
@@ -94,7 +95,8 @@ class SimResult:
 class SimMetrics:
     """The MetricsPort: what the default Prometheus queries would return at the last scrape."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, scrape_s: int | None = None) -> None:
+        self.scrape_s = scrape_s or SCRAPE_S
         self.arrivals = np.zeros(n)
         self.queue = np.zeros(n)  # waiting requests at the end of each second
         self.wait_ms = np.zeros(n)  # mean queue wait of the second's arrivals
@@ -104,7 +106,7 @@ class SimMetrics:
         self.in_flight = 0.0  # live requests in the Service (queued + executing): Knative's concurrency
 
     def observe(self, *, now: float) -> Observation:
-        ts = int(now // SCRAPE_S) * SCRAPE_S
+        ts = int(now // self.scrape_s) * self.scrape_s
         if self.last is not None and self.last.sampled_at == float(ts):
             return self.last  # same scrape: Prometheus would answer the same
         hi = min(ts, self.n)
@@ -166,7 +168,7 @@ def simulate(
     n_trace = trace.seconds
     horizon = n_trace + cfg.drain_tail_s
     book = LatencyBook(model, trace.in_sample, cfg.target_ttft_s)
-    metrics = SimMetrics(horizon)
+    metrics = SimMetrics(horizon, cfg.scrape_s)
     fore = forecaster(spec) if forecaster is not None else None
     fleet = SimFleet(cold=cfg.cold, rng=rng, spot=spot, gpus_per_replica=spec.capacity.gpus_per_replica,
                      pending_timeout_s=spec.capacity.spot.pending_timeout_seconds, instant_start=instant_start)
