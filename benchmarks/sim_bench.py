@@ -159,48 +159,36 @@ def suites(args: argparse.Namespace) -> list[Suite]:
     return out
 
 
+def variant(sc: Scenario, name: str, policy: str, **spec: dict[str, object]) -> SimResult:
+    """Run `policy` on the scenario with spec sections updated (section -> {field: value})."""
+    update = {section: getattr(sc.spec, section).model_copy(update=fields) for section, fields in spec.items()}
+    res = dataclasses.replace(sc, spec=sc.spec.model_copy(update=update)).run(policy)
+    res.policy = name
+    return res
+
+
 def run_policy(sc: Scenario, name: str) -> SimResult:
-    """Policy names: POLICIES, plus for spot scenarios 'hpa+spot' (naive spot) and 'gpufleet-od'."""
+    """Policy names: POLICIES, plus 'hpa+spot' (naive spot), 'gpufleet-od' (spot off), 'hpa@U'
+    (HPA at utilisation target U), 'gpufleet+poolN' / 'gpufleet-nopool' (warmPool.size N / 0),
+    'gpufleet+schedule' (the planned-event window)."""
+    spot_off = {"spot": sc.spec.capacity.spot.model_copy(update={"enabled": False})}
     if name == "hpa+spot":
-        res = sc.run("hpa")
-        res.policy = name
-        return res
+        return variant(sc, name, "hpa")
     if name == "hpa" and sc.spot is not None:
-        sc_od = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"capacity": sc.spec.capacity.model_copy(
-            update={"spot": sc.spec.capacity.spot.model_copy(update={"enabled": False})})}))
-        return sc_od.run("hpa")
+        return variant(sc, name, "hpa", capacity=spot_off)
     if name == "gpufleet-od":
-        sc_od = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"capacity": sc.spec.capacity.model_copy(
-            update={"spot": sc.spec.capacity.spot.model_copy(update={"enabled": False})})}))
-        res = sc_od.run("gpufleet")
-        res.policy = name
-        return res
+        return variant(sc, name, "gpufleet", capacity=spot_off)
     if name == "gpufleet+schedule":  # the planned-event scenario's window (simulated time starts at the epoch)
-        sc_sched = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"schedules": [
-            Schedule.model_validate(PLANNED_WINDOW)]}))
-        res = sc_sched.run("gpufleet")
+        res = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"schedules": [
+            Schedule.model_validate(PLANNED_WINDOW)]})).run("gpufleet")
         res.policy = name
         return res
     if name.startswith("gpufleet+pool"):  # the step's fixed warmPool.size (STEP_POOLS)
-        size = int(name.removeprefix("gpufleet+pool"))
-        sc_pool = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"warm_pool": sc.spec.warm_pool.model_copy(
-            update={"size": size})}))
-        res = sc_pool.run("gpufleet")
-        res.policy = name
-        return res
-    if name.startswith("hpa@"):  # the HPA at another utilisation target (what a user tunes)
-        util = float(name.removeprefix("hpa@"))
-        sc_u = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"scaling": sc.spec.scaling.model_copy(
-            update={"target_utilization": util})}))
-        res = sc_u.run("hpa")
-        res.policy = name
-        return res
+        return variant(sc, name, "gpufleet", warm_pool={"size": int(name.removeprefix("gpufleet+pool"))})
     if name == "gpufleet-nopool":  # the same spec without standbys: the pool's price in GPU-h
-        sc_np = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"warm_pool": sc.spec.warm_pool.model_copy(
-            update={"size": 0})}))
-        res = sc_np.run("gpufleet")
-        res.policy = name
-        return res
+        return variant(sc, name, "gpufleet", warm_pool={"size": 0})
+    if name.startswith("hpa@"):  # the HPA at another utilisation target (what a user tunes)
+        return variant(sc, name, "hpa", scaling={"target_utilization": float(name.removeprefix("hpa@"))})
     if name == "oracle":
         return sc.run_oracle()
     return sc.run(name)

@@ -146,12 +146,11 @@ def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, 
     Draining replicas are already leaving and are not listed again.
     """
     victims = [r for r in fleet.replicas if r.interrupted and r.state != ReplicaState.draining]
+    healthy = [r for r in fleet.replicas if is_healthy(r)]
     for cls, wanted in plan_by_class.items():
-        candidates = sorted(
-            (r for r in fleet.replicas if is_healthy(r) and r.capacity_class == cls),
-            key=retirement_key,
-        )
-        healthy = sum(1 for r in fleet.replicas if is_healthy(r) and r.capacity_class == cls)
-        excess = max(0, healthy - wanted)
-        victims.extend(candidates[:excess])
+        mine = [r for r in healthy if r.capacity_class == cls]
+        if len(mine) > wanted:  # sorting only when something goes (most decisions retire nothing)
+            victims.extend(sorted(mine, key=retirement_key)[: len(mine) - wanted])
+    if not victims:
+        return ()
     return tuple(r.name for r in sorted(victims, key=retirement_key))
