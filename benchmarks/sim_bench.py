@@ -147,9 +147,9 @@ def suites(args: argparse.Namespace) -> list[Suite]:
         for loader in ("azure", "mooncake"):
             for f in (1, 2, 4):
                 out.append(Suite(f"{loader}-x{f}", lambda lo=loader, fa=f: req(lo, fa)))
+        # Spot has its own run over several zones (--spot-zones, reports/bench/spot; SPOT.md).
         out += [Suite("servegen-m-small-14d", lambda: sg("m-small"), SERVEGEN_POLICIES),
-                Suite("servegen-m-mid-14d", lambda: sg("m-mid"), SERVEGEN_POLICIES),
-                Suite("spot-14d", spot_sc, SPOT_POLICIES)]
+                Suite("servegen-m-mid-14d", lambda: sg("m-mid"), SERVEGEN_POLICIES)]
     if args.policy:
         keep = set(args.policy.split(","))
         out = [dataclasses.replace(s, policies=tuple(p for p in s.policies if p in keep)) for s in out]
@@ -438,10 +438,14 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     wall = time.perf_counter() - t0
     cmd = "python benchmarks/sim_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    docs = os.path.relpath(os.path.join(HERE, "..", "reports", "bench"), os.path.abspath(args.out))
     with open(os.path.join(args.out, "README.md"), "w") as fh:
         fh.write(f"# Fleet simulator benchmark\n\nProduced by `{cmd.strip()}` (seed {args.seed}) in "
                  f"{wall/60:.1f} min wall on a shared 2-core machine. Numbers are simulated, not measured "
-                 "on GPUs; see Method. Analysis (hand-written, not regenerated): [FINDINGS.md](FINDINGS.md).\n\n")
+                 "on GPUs; see Method. Hand-written, not regenerated: analysis in "
+                 f"[FINDINGS.md]({docs}/FINDINGS.md), core tuning with before/after numbers in "
+                 f"[TUNING.md]({docs}/TUNING.md), spot over six zones in [SPOT.md]({docs}/SPOT.md) "
+                 f"(tables: [spot/README.md]({docs}/spot/README.md)).\n\n")
         if len(spot_runs) > 1:
             fh.write(spot_summary(spot_runs) + "\n")
         fh.write("\n".join(sections))
