@@ -5,6 +5,7 @@
     python benchmarks/sim_bench.py --trace azure --load 2 --policy hpa,gpufleet
     python benchmarks/sim_bench.py --trace servegen:m-small@0.1 --spot-trace availability/1-node/aws-02-15-2023/us-east-2a_v100_1.json
     python benchmarks/sim_bench.py --spot-zones aws-02-15-2023/us-east-1a,aws-02-15-2023/us-west-2b --spot-days 2 --out /tmp/spot
+    python benchmarks/sim_bench.py --spot-zones aws-02-15-2023/us-west-2a+aws-02-15-2023/us-west-2b --spot-days 2  # 2 zones, one class
 
 Writes OUT/README.md (tables), OUT/results.json and OUT/*.png (load vs capacity, TTFT CDF).
 Run from the repository root (not from operator/: that folder would shadow the stdlib `operator`).
@@ -37,7 +38,7 @@ from gpufleet.sim import traces as T  # noqa: E402
 from gpufleet.sim.engine import SimResult  # noqa: E402
 from gpufleet.sim.model import HIST_EDGES, ColdStart  # noqa: E402
 from gpufleet.sim.scenarios import POLICIES, Scenario, make_scenario  # noqa: E402
-from gpufleet.sim.spot import load_spot, offset_with_preemption  # noqa: E402
+from gpufleet.sim.spot import load_spot, load_spot_zones, offset_with_preemption  # noqa: E402
 
 SERVEGEN_SCALE = 0.1  # a service with a tenth of the model's clients' traffic (see README)
 SPOT_DEFAULT = "availability/1-node/aws-02-15-2023/us-east-2a_v100_1.json"
@@ -122,19 +123,25 @@ def suites(args: argparse.Namespace) -> list[Suite]:
         tr = T.load_servegen_clients(T.servegen_folder("m-small"), scale=SERVEGEN_SCALE, seed=seed)
         if days is not None:
             tr = T.window(tr, 0, int(days * 86400))
-        spot = load_spot(path or args.spot_trace or SPOT_DEFAULT)
-        # Start where spot is available and the first reclaim comes 10 min in (not a cold outage).
+        # '+' joins the zones of one spot class (multi-zone: placement in any available zone).
+        spot = load_spot_zones((path or args.spot_trace or SPOT_DEFAULT).split("+"))
+        # Start where spot is available and the first reclaim (of any zone) comes 10 min in.
         spot = dataclasses.replace(spot, offset_s=offset_with_preemption(spot, tr.seconds))
         return make_scenario(f"spot-{spot.name.split('/')[-1]}-servegen-m-small-{'14d' if days is None else f'{days:g}d'}",
                              tr, seed=seed, spot=spot, spot_enabled=True)
 
+    def zone_path(z: str) -> str:
+        path = z if z.endswith(".json") else z + "_v100_1.json"
+        if "/" in path and not path.startswith(("availability/", "preemption/", "/", ".")):
+            path = ("preemption/1-node/" if path.startswith("gcp") else "availability/1-node/") + path
+        return path
+
     if args.spot_zones:
         days = None if args.spot_days >= 14 else args.spot_days
-        for i, z in enumerate(args.spot_zones.split(",")):
-            path = z if z.endswith(".json") else z + "_v100_1.json"
-            if "/" in path and not path.startswith(("availability/", "preemption/", "/", ".")):
-                path = ("preemption/1-node/" if path.startswith("gcp") else "availability/1-node/") + path
-            out.append(Suite(f"spot-{os.path.basename(path).removesuffix('.json')}",
+        for i, group in enumerate(args.spot_zones.split(",")):
+            paths = [zone_path(z) for z in group.split("+")]
+            path = "+".join(paths)
+            out.append(Suite("spot-" + "+".join(os.path.basename(p).removesuffix(".json") for p in paths),
                              lambda d=days, p=path: spot_sc(d, p), SPOT_ZONE_POLICIES if i == 0 else SPOT_ZONE_ONLY))
     elif args.quick:
         out += [Suite("azure-x1", lambda: req("azure", 1)), Suite("mooncake-x1", lambda: req("mooncake", 1)),
@@ -272,11 +279,14 @@ def spot_summary(runs: list[tuple[Scenario, list[SimResult]]]) -> str:
         by = {r.policy: r for r in rs}
         g, n = by.get("gpufleet"), by.get("hpa+spot")
         assert sc.spot is not None
-        a = sc.spot.availability_share(sc.trace.seconds)
+        a = sc.spot.availability_share(sc.trace.seconds)  # with zones: the union's
         price = sc.spec.capacity.price_per_gpu_hour
         bound = 1 - sc.spec.capacity.spot.max_fraction * a * (1 - price.spot / price.on_demand)
-        cells = [sc.spot.name, f"{sc.spot.notice_s:.0f}", f"{a*100:.0f}",
-                 str(len(sc.spot.preemption_times(sc.trace.seconds)))]
+        avail = f"{a*100:.0f}"
+        if sc.spot.zones is not None:
+            avail += " (zones " + "/".join(f"{z*100:.0f}" for z in sc.spot.zone_shares(sc.trace.seconds)) + ")"
+        cells = [sc.spot.name, f"{sc.spot.notice_s:.0f}", avail,
+                 str(len(sc.spot.preemption_events(sc.trace.seconds)))]
         cells += [f"${g.cost:,.0f}", f"{g.cost/od.cost:.2f}x" if od else "–", f"{bound:.2f}x",
                   f"{g.attainment*100:.3f}", f"{g.dropped:,.0f}", f"{g.lost_in_flight:,.0f}"] if g else ["–"] * 6
         cells += [f"{n.cost/od.cost:.2f}x" if od else "–", f"{n.attainment*100:.3f}", f"{n.dropped:,.0f}"] if n else ["–"] * 3
@@ -387,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", help="comma list (default: all); " + ",".join(POLICIES) + ",hpa+spot,gpufleet-od")
     ap.add_argument("--spot-trace", help="SkyPilot JSON, path or relative to ../shared/traces/spot")
     ap.add_argument("--spot-zones", help="comma list of spot traces (e.g. aws-02-15-2023/us-west-2b, "
-                    "gcp-04-30-2023/us-east1-b_c3-88.json): one spot scenario per zone and a summary table")
+                    "gcp-04-30-2023/us-east1-b_c3-88.json): one spot scenario per zone and a summary table; "
+                    "'+' joins zones into one multi-zone spot class (a+b+c: one scenario)")
     ap.add_argument("--spot-days", type=float, default=14.0, help="days of ServeGen m-small for --spot-zones")
     ap.add_argument("--scenarios", help="comma list of suite names to run")
     ap.add_argument("--seed", type=int, default=0)
@@ -424,9 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         sec = [f"### {sc.name}", "",
                f"{sc.trace.seconds/3600:.1f} h, {arrived:,.0f} requests; " + "; ".join(sc.notes) + "."]
         if sc.spot is not None:
-            sec.append(f"Spot trace {sc.spot.name} (notice {sc.spot.notice_s:.0f} s), available "
+            zones = "" if sc.spot.zones is None else (
+                f" over {len(sc.spot.zone_names)} zones (any zone: new pods go to the available zone with "
+                "the fewest of the fleet's spot pods; a reclaim notices only its zone's pods; zones "
+                + "/".join(f"{z*100:.0f}" for z in sc.spot.zone_shares(sc.trace.seconds)) + " % available)")
+            sec.append(f"Spot trace {sc.spot.name}{zones} (notice {sc.spot.notice_s:.0f} s), spot available "
                        f"{sc.spot.availability_share(sc.trace.seconds)*100:.0f} % of the run, "
-                       f"{len(sc.spot.preemption_times(sc.trace.seconds))} reclaim events.")
+                       f"{len(sc.spot.preemption_events(sc.trace.seconds))} reclaim events.")
         sec += ["", table_md(results, marks), verdict, "", " ".join(f"![{f}]({f})" for f in figs), ""]
         sections.append("\n".join(sec))
         if sc.spot is not None:

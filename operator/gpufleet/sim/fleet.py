@@ -6,6 +6,11 @@ retirement order; a Ready pod joins the Service while serving < plan.serving, ot
 standby; standbys are promoted and surplus serving pods demoted to reach plan.serving. A pod
 killed by a spot reclaim is replaced by its ReplicaSet (the class count is unchanged).
 
+Spot zones (a SpotTrace over several zones of a region): a new spot pod is placed in an available
+zone, the one with the fewest of this fleet's spot pods (lowest index on ties), as a topology
+spread constraint on the zone would place it; it receives notices at its own zone's reclaims only.
+While no zone reads 1, new spot pods stay Pending. One zone: every spot pod is in zone 0.
+
 Interrupted replicas, as in the Kubernetes adapter (adapters/kube.py): they do not count as serving
 capacity (plan.serving is healthy replicas), so Ready replacements and standbys are promoted past
 them; an interrupted serving pod that the plan lists in `retire` leaves the Service (drains) once
@@ -55,6 +60,7 @@ class SimReplica:
     terminate_at: float | None = None
     left_at: float | None = None  # when it last left the Service (drained or demoted)
     share: float = 0.0  # its share of the in-flight requests then (1 / serving)
+    zone: int = -1  # spot: the zone of its node (-1: none yet)
 
 
 class SimFleet:
@@ -76,7 +82,7 @@ class SimFleet:
         self._release_heap: list[tuple[float, str]] = []  # drained interrupted pods, done at
         self._retire: frozenset[str] = frozenset()  # the last plan's retire list
         self._now = 0.0
-        self._preempt_times: list[float] = []
+        self._preempt_times: list[tuple[float, int]] = []  # (time, zone) of the spot reclaims
         self.n_serving = 0
         self.version = 0
         self._cached: tuple[tuple[int, bool], FleetState] | None = None
@@ -108,9 +114,9 @@ class SimFleet:
 
     def schedule_preemptions(self, duration_s: float) -> None:
         if self.spot is not None:
-            self._preempt_times = sorted(float(t) for t in self.spot.preemption_times(duration_s))
+            self._preempt_times = self.spot.preemption_events(duration_s)
             if self._preempt_times:
-                self._due(self._preempt_times[0])
+                self._due(self._preempt_times[0][0])
 
     # -- FleetPort ---------------------------------------------------------------------------
 
@@ -195,13 +201,26 @@ class SimFleet:
         self.created += 1
         r = SimReplica(name=f"{cls}-{self._seq}", cls=cls, state=ReplicaState.starting, created_at=now, ready_at=None)
         self.replicas[r.name] = r
-        if cls == SPOT and self.spot is not None and not self.spot.is_available(now):
+        zones = self.spot.available_zones(now) if cls == SPOT and self.spot is not None else []
+        if cls == SPOT and self.spot is not None and not zones:
             r.pending, r.pending_since = True, now
             self._due(now + 1)
         else:
+            if zones:
+                r.zone = self._pick_zone(zones)
             self._schedule_ready(r, now)
         self.version += 1
         return r
+
+    def _pick_zone(self, zones: list[int]) -> int:
+        """The available zone with the fewest of this fleet's placed spot pods (spread)."""
+        if len(zones) == 1:
+            return zones[0]
+        count = dict.fromkeys(zones, 0)
+        for x in self.replicas.values():
+            if x.cls == SPOT and x.zone in count:
+                count[x.zone] += 1
+        return min(zones, key=lambda z: (count[z], z))
 
     def _schedule_ready(self, r: SimReplica, now: float) -> None:
         r.pending = False
@@ -275,7 +294,7 @@ class SimFleet:
             if h:
                 nxt.append(h[0][0])
         if self._preempt_times:
-            nxt.append(self._preempt_times[0])
+            nxt.append(self._preempt_times[0][0])
         if any(r.pending for r in self.replicas.values()):
             nxt.append(now + 1)
         self.next_due = max(min(nxt), now + 1e-9) if min(nxt) > now else now + 1
@@ -293,10 +312,10 @@ class SimFleet:
         if self.spot is None:
             return
         pt = self._preempt_times
-        while pt and pt[0] <= now:
-            t = pt.pop(0)
+        while pt and pt[0][0] <= now:
+            t, zone = pt.pop(0)
             for r in list(self.replicas.values()):
-                if r.cls == SPOT and not r.pending and not r.interrupted:
+                if r.cls == SPOT and not r.pending and not r.interrupted and r.zone == zone:
                     r.interrupted, r.terminate_at = True, t + self.spot.notice_s
                     heapq.heappush(self._term_heap, (r.terminate_at, r.name))
                     self._due(r.terminate_at)
@@ -327,8 +346,10 @@ class SimFleet:
                 if live < self.class_target[r.cls]:
                     self._new(r.cls, now)
         if int(now) % 5 == 0 and self.spot.is_available(now):
-            for r in self.replicas.values():
+            zones = self.spot.available_zones(now)
+            for r in list(self.replicas.values()):
                 if r.pending:
+                    r.zone = self._pick_zone(zones)
                     self._schedule_ready(r, now)
                     self.version += 1
 
