@@ -524,23 +524,6 @@ def test_spot_fallback_has_hysteresis() -> None:
     assert mem.spot_backoff_s == 600
 
 
-def test_a_reclaim_notice_replaces_on_demand_without_an_outage_backoff() -> None:
-    spec = spot_spec()
-    noticed = FleetState(replicas=(
-        *serving_fleet(3, cls=ON_DEMAND).replicas,
-        *(rep(f"p{i}", cls=SPOT, interrupted=i < 2) for i in range(7)),
-    ))
-    plan, mem = decide(spec, obs(request_rate=100), noticed, PolicyMemory(last_serving=10))
-    assert (plan.on_demand, plan.spot) == (5, 7), plan.message  # 2 replacements on-demand
-    assert mem.spot_retry_at is None and mem.spot_outage_at is None
-    # The reclaimed nodes are gone: spot (another zone, another node) is tried again at once;
-    # only spot pods that then stay Pending past the timeout start the backoff.
-    after = FleetState(replicas=(*serving_fleet(5, cls=ON_DEMAND).replicas,
-                                 *(rep(f"p{i}", cls=SPOT) for i in range(2, 7))))
-    plan, mem = decide(spec, obs(request_rate=100, sampled_at=NOW + 130), after, mem, now=NOW + 130)
-    assert plan.spot == 7 and mem.spot_retry_at is None, plan.message
-
-
 def test_burst_is_the_rise_in_need_within_one_time_to_ready() -> None:
     from gpufleet.core.warmpool import horizon_s, recent_rise
 

@@ -10,7 +10,7 @@ and the same arguments always give the same plan and memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from gpufleet.api.models import InferenceServiceSpec, Mode
 from gpufleet.core import budget, capacity, schedule, split, stabilize, warmpool
@@ -290,17 +290,13 @@ class GpufleetPolicy:
         )
         backoff = spot_backoff(
             spec,
-            raw_unavailable=fleet.spot_unavailable,
+            # A reclaim notice means the spot pool is shrinking: replacements go on-demand.
+            raw_unavailable=fleet.spot_unavailable or split.interrupted_by_class(fleet)[SPOT] > 0,
             retry_at=memory.spot_retry_at,
             backoff_s=memory.spot_backoff_s,
             outage_at=memory.spot_outage_at,
             now=now,
         )
-        if split.interrupted_by_class(fleet)[SPOT] > 0 and not backoff.unavailable:
-            # A reclaim notice: the spot pool is shrinking, so replacements go on-demand while
-            # it lasts. It is not an outage: spot elsewhere (another zone, another node type)
-            # may still be there, and new spot pods that stay Pending start the backoff above.
-            backoff = replace(backoff, unavailable=True, note="spot reclaim notice: replacing on-demand")
         sp = plan_classes(spec, health=health, spot=backoff, view=view, total=target + pool.size.standby)
 
         # 4. Who goes and who joins. Retire first, then promote among the standbys that stay: a
