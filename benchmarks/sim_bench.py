@@ -353,7 +353,8 @@ METHOD = """## Method (what the numbers mean)
   w in 60/30/10/3/1 s whose run reaches 99.9 %: a lower bound in practice, not a proven optimum).
 - **Same figures for everyone**: `targetRpsPerReplica` (HPA, gpufleet, static) and the KPA
   concurrency target come from one "load test" of the service model: the per-replica Poisson rate
-  meeting 99.9 % at the fleet size of mean load.
+  meeting 99.9 % at the fleet size of mean load. gpufleet and the HPA plan at `targetUtilization`
+  0.8 of it (the `hpa@0.75` / `hpa@0.7` rows: the HPA at lower targets).
 - **Replica model** (`gpufleet/sim/model.py`): Llama-3-8B-class model, TensorRT-LLM-like engine on
   one H100/H200: prefill 24k tokens/s (calibration's 1.1B prefill throughput scaled by parameters),
   ITL 7 ms at batch 1 with the calibration's ITL-vs-batch *shape* (1.00 → 1.14 at 128), at most 128
