@@ -333,8 +333,7 @@ class KubeFleet:
     def _drain_due(self, pod: str, now: float) -> bool:
         """An interrupted pod leaves the Service before its node goes, covered or not: in-flight
         requests on a reclaimed node are lost (core.split.notice_drain_due sets the margin)."""
-        reclaim_at = self._reclaim_at.get(pod)
-        return reclaim_at is not None and notice_drain_due(reclaim_at, now)
+        return notice_drain_due(self._reclaim_at.get(pod), now)
 
     def _release(self, r: Replica, mine: list[Replica], now: float) -> bool:
         """A draining replica may go when idle or past the drain timeout, and only when no pod of

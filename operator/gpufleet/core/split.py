@@ -135,9 +135,9 @@ def notice_drain_due(reclaim_at: float | None, now: float, drain_s: float = NOTI
     """Whether an interrupted serving replica must leave the Service now, covered or not.
 
     `reclaim_at` is when its node is expected to go (notice time + the cloud's notice length);
-    None when the notice does not say: then at once, since a notice can be as short as 30 s.
+    None for a notice without a deadline (cordon, rebalance recommendation): drained once covered.
     """
-    return reclaim_at is None or now >= reclaim_at - drain_s
+    return reclaim_at is not None and now >= reclaim_at - drain_s
 
 
 def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, ...]:
