@@ -21,19 +21,21 @@ replicas still starting), from the per-minute series. Run from the repository ro
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.environ.get("GPUFLEET_ROOT", "."), "operator"))
 
-from gpufleet.sim import engine  # noqa: E402
 from gpufleet.sim import traces as T  # noqa: E402
 from gpufleet.sim.engine import SimResult  # noqa: E402
 from gpufleet.sim.model import ColdStart  # noqa: E402
 from gpufleet.sim.scenarios import Scenario, make_scenario  # noqa: E402
 
 STEP_AT = 1800
+# What every policy sees: the Prometheus scrape interval (SCRAPE_S=5 for the what-if).
+SCRAPE_S = int(os.environ.get("SCRAPE_S", "15"))
 
 
 def pool_arg(i: int) -> int | str:
@@ -44,6 +46,7 @@ def step_scenario(pool: int | str, phase: int = 0, interval: int | None = None) 
     at = STEP_AT + phase
     tr = T.step_load(20.0, 5.0, at, 2 * STEP_AT - at, seed=0)
     sc = make_scenario("step-1x-5x-cold90s", tr, seed=0, cold=ColdStart(fixed_s=90.0), step_at_s=at, warm_pool=pool)
+    sc.cfg = dataclasses.replace(sc.cfg, scrape_s=SCRAPE_S)
     if interval is not None:
         sc.spec = sc.spec.model_copy(
             update={"scaling": sc.spec.scaling.model_copy(update={"interval_seconds": interval})})
@@ -56,8 +59,6 @@ def pool_gpu_hours(r: SimResult, record_s: int = 60) -> float:
 
 def main() -> None:
     which = sys.argv[1]
-    if os.environ.get("SCRAPE_S"):
-        engine.SCRAPE_S = int(os.environ["SCRAPE_S"])
     if which == "step-phases":
         pool = pool_arg(2)
         out = [step_scenario(pool, k).run("gpufleet").violation_after_step_s or 0 for k in range(15)]
@@ -73,6 +74,7 @@ def main() -> None:
         tr = T.load_servegen_clients(T.servegen_folder(model), scale=0.1, seed=0)
         tr = T.window(tr, 0, int(days * 86400))
         sc = make_scenario(f"servegen-{model}-{days:g}d", tr, seed=0, warm_pool=pool_arg(3))
+        sc.cfg = dataclasses.replace(sc.cfg, scrape_s=SCRAPE_S)
     t0 = time.time()
     r = sc.run("gpufleet")
     print(f"{sc.name}: attainment {r.attainment * 100:.3f} %, GPU-h {r.gpu_hours:.1f}, "

@@ -51,7 +51,7 @@ class SimConfig:
     initial_serving: int | None = None  # None: what the first minute's load needs
     drain_tail_s: int = 900  # after the trace, run on without arrivals to finish the backlog
     record_every_s: int = 60  # resolution of the time series kept for plots
-    scrape_s: int | None = None  # Prometheus scrape interval every policy sees (None: SCRAPE_S)
+    scrape_s: int = SCRAPE_S  # Prometheus scrape interval every policy sees
 
 
 @dataclass
@@ -95,8 +95,8 @@ class SimResult:
 class SimMetrics:
     """The MetricsPort: what the default Prometheus queries would return at the last scrape."""
 
-    def __init__(self, n: int, scrape_s: int | None = None) -> None:
-        self.scrape_s = scrape_s or SCRAPE_S
+    def __init__(self, n: int, scrape_s: int = SCRAPE_S) -> None:
+        self.scrape_s = scrape_s
         self.arrivals = np.zeros(n)
         self.queue = np.zeros(n)  # waiting requests at the end of each second
         self.wait_ms = np.zeros(n)  # mean queue wait of the second's arrivals
