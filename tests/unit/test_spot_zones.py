@@ -89,7 +89,6 @@ def test_single_zone_trace_is_zone_zero() -> None:
                    notice_s=120.0)
     assert tr.available_zones(0.0) == [0] and tr.available_zones(700.0) == []
     assert tr.preemption_events(3600.0) == [(600.0, 0)]
-    assert list(tr.preemption_times(3600.0)) == [600.0]
 
 
 def test_union_events_and_offset_use_every_zone(tmp_path: Path) -> None:
@@ -105,7 +104,6 @@ def test_union_events_and_offset_use_every_zone(tmp_path: Path) -> None:
     assert tr.available_zones(1250.0) == [0]
     assert tr.availability_share(3600.0) == pytest.approx(1.0)  # never both out
     assert tr.preemption_events(3600.0) == [(1200.0, 1), (1800.0, 0)]
-    assert len(tr.preemption_times(3600.0)) == 0  # the union never goes
     # the first reclaim of any zone (zone 1 at tick 20) comes 10 min in
     assert offset_with_preemption(tr, 3600.0) == pytest.approx(20 * GAP - 600.0)
 

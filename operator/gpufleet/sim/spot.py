@@ -42,6 +42,10 @@ class SpotTrace:
     zones: np.ndarray | None = None  # (n_zones, ticks) 0/1 per zone, or None: a single zone
     zone_names: tuple[str, ...] = ()
 
+    def rows(self) -> list[np.ndarray]:
+        """One 0/1 row per zone (the trace itself for a single zone)."""
+        return [self.available] if self.zones is None else list(self.zones)
+
     def _index(self, t: float) -> int:
         return int((t + self.offset_s) // self.gap_s) % self.available.size
 
@@ -62,15 +66,9 @@ class SpotTrace:
         t = (first + _drops(a[idx])) * self.gap_s - self.offset_s
         return t[(t >= 0) & (t < duration_s)]
 
-    def preemption_times(self, duration_s: float) -> np.ndarray:
-        """Simulated times of 1 -> 0 transitions of `available` (with zones: of the union, i.e.
-        when the last zone goes) within [0, duration_s)."""
-        return self._times(self.available, duration_s)
-
     def preemption_events(self, duration_s: float) -> list[tuple[float, int]]:
         """(time, zone) of every zone's 1 -> 0 transitions within [0, duration_s), sorted."""
-        rows = [self.available] if self.zones is None else list(self.zones)
-        return sorted((float(t), z) for z, row in enumerate(rows) for t in self._times(row, duration_s))
+        return sorted((float(t), z) for z, row in enumerate(self.rows()) for t in self._times(row, duration_s))
 
     def availability_share(self, duration_s: float) -> float:
         first = int(self.offset_s // self.gap_s)
@@ -79,10 +77,9 @@ class SpotTrace:
 
     def zone_shares(self, duration_s: float) -> list[float]:
         """Availability of each zone over the run (the union's for a single zone)."""
-        rows = [self.available] if self.zones is None else list(self.zones)
         first = int(self.offset_s // self.gap_s)
         n = max(int(np.ceil(duration_s / self.gap_s)), 1)
-        return [float(row[(first + np.arange(n)) % row.size].mean()) for row in rows]
+        return [float(row[(first + np.arange(n)) % row.size].mean()) for row in self.rows()]
 
 
 def _resolve(path: str) -> str:
@@ -123,8 +120,7 @@ def load_spot_zones(paths: list[str], notice_s: float | None = None, offset_s: f
 def offset_with_preemption(trace: SpotTrace, duration_s: float, after_s: float = 600.0) -> float:
     """An offset such that the first preemption (of any zone) falls `after_s` into a run of
     `duration_s`."""
-    rows = [trace.available] if trace.zones is None else list(trace.zones)
-    drops = np.unique(np.concatenate([_drops(row) for row in rows]))
+    drops = np.unique(np.concatenate([_drops(row) for row in trace.rows()]))
     for d in drops:
         start = d * trace.gap_s - after_s
         if start >= 0:
