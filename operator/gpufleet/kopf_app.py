@@ -287,8 +287,7 @@ def write_status(body: kopf.Body, spec: InferenceServiceSpec, result: StepResult
         usage=metering.rounded(accounting.usage) if accounting and accounting.usage else old.usage,
         budget=budget_status,
         schedules=render.schedule_status(
-            calendar.windows(spec.schedules, now), now, default_lead_s(fresh.time_to_ready_s, spec.scaling.interval_seconds)
-        ) if spec.schedules else [],
+            result.windows, now, default_lead_s(fresh.time_to_ready_s, spec.scaling.interval_seconds)),
     )
     patch = new.model_dump(by_alias=True, exclude_none=True)
     if budget_status is None and old.budget is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.control import schedule
 from gpufleet.control.ports import FleetPort, ForecastPort, MetricsPort, Policy
+from gpufleet.core.schedule import Window
 from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
 
 
@@ -22,6 +23,7 @@ class StepResult:
     fleet: FleetState
     memory: PolicyMemory
     applied: bool
+    windows: tuple[Window, ...] = ()  # planned windows open or to come at this step (for status)
 
 
 def forecast_horizon_s(spec: InferenceServiceSpec, fleet: FleetState) -> float:
@@ -57,10 +59,12 @@ def step(
         )
     # Planned windows are resolved here (calendar, time zones) and decided on in the core. They
     # never reach the forecaster: it learns from observed demand only (see kopf_app / sim engine).
+    windows: tuple[Window, ...] = ()
     if spec.schedules:
+        windows = schedule.windows(spec.schedules, now)
         plan, memory = policy.decide(
             spec=spec, observation=observation, forecast=forecast, fleet=state, memory=memory, now=now,
-            windows=schedule.windows(spec.schedules, now),
+            windows=windows,
         )
     else:  # policies written before planned events (e.g. tests' stubs) need not accept `windows`
         plan, memory = policy.decide(
@@ -72,5 +76,6 @@ def step(
         fleet.apply(plan, now=now)
         applied = True
     return StepResult(
-        plan=plan, observation=observation, forecast=forecast, fleet=state, memory=memory, applied=applied
+        plan=plan, observation=observation, forecast=forecast, fleet=state, memory=memory, applied=applied,
+        windows=windows,
     )
