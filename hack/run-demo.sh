@@ -32,7 +32,7 @@ pids+=($!)
   --load "default/chat=trace:examples/load/servegen-m-small-day2.csv:$SPEEDUP:$PEAK_RPS" >"$run/emulator.log" 2>&1 &
 pids+=($!)
 .venv/bin/gpufleet operator --kubeconfig "$KUBECONFIG" --health 127.0.0.1:8080 \
-  --prometheus-url "http://127.0.0.1:$PROM_PORT" >"$run/operator.log" 2>&1 &
+  --prometheus-url "http://127.0.0.1:$PROM_PORT" --status-heartbeat 5 >"$run/operator.log" 2>&1 &
 pids+=($!)
 kubectl apply -f examples/01-chat-triton.yaml >/dev/null
 

@@ -21,6 +21,11 @@ def _operator(args: argparse.Namespace) -> int:
     kopf_app.CONFIG.prometheus_url = args.prometheus_url
     kopf_app.CONFIG.min_interval_seconds = args.min_interval
     kopf_app.CONFIG.triton_direct = args.triton_direct
+    kopf_app.CONFIG.workers = args.workers
+    kopf_app.CONFIG.kube_timeout_s = args.kube_timeout
+    kopf_app.CONFIG.peering_lifetime_s = args.peering_lifetime
+    kopf_app.CONFIG.heartbeat_s = args.status_heartbeat
+    kopf_app.CONFIG.selector = kopf_app.parse_selector(args.selector or "")
     if args.price_table:
         from gpufleet.control.pricing import load_table
 
@@ -69,6 +74,19 @@ def main(argv: list[str] | None = None) -> int:
                     "overrides the services' capacity.pricePerGpuHour (docs/budgets.md)")
     op.add_argument("--triton-direct", action="store_true",
                     help="read Triton's statistics from pod IPs when Prometheus is down (needs pod network access)")
+    op.add_argument("--selector", "-l", default=None, metavar="LABELS",
+                    help="handle only InferenceServices with these labels (k=v, k!=v, k, !k, comma-separated): "
+                    "instances with disjoint selectors shard a fleet; give each its own --peering")
+    op.add_argument("--workers", type=int, default=8,
+                    help="threads shared by all services' ticks (default 8; ticks are mostly waiting on I/O)")
+    op.add_argument("--kube-timeout", type=float, default=10.0,
+                    help="seconds before any Kubernetes request of a tick gives up (default 10)")
+    op.add_argument("--peering-lifetime", type=int, default=15,
+                    help="with --peering: seconds after which a silent peer counts as dead and a standby "
+                    "takes over (default 15; kopf's own default is 60)")
+    op.add_argument("--status-heartbeat", type=float, default=60.0,
+                    help="status fields that move every tick (observed metrics, usage, lastDecision.time) are "
+                    "written at most this often unless something else changed (default 60 s)")
     op.add_argument("--verbose", action="store_true")
     op.set_defaults(func=_operator)
     from gpufleet import report

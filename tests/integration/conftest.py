@@ -129,7 +129,9 @@ def operator(cluster: Cluster, prometheus: PrometheusServer, emulator: str,
     """The operator as a separate process, out of cluster, reading the session's Prometheus."""
     proc = Process("operator", [sys.executable, "-m", "gpufleet.cli", "operator", "--kubeconfig", cluster.kubeconfig,
                                 "--health", f"127.0.0.1:{free_port()}", "--min-interval", "1",
-                                "--prometheus-url", prometheus.url],
+                                "--prometheus-url", prometheus.url, "--status-heartbeat", "1",
+                                # Services labelled with a shard belong to the tests' own operators.
+                                "--selector", "!gpufleet.io/shard"],
                    tmp_path_factory.mktemp("operator") / "operator.log", cluster.env)
     try:
         proc.wait_log("Activity 'configure' succeeded")

@@ -272,6 +272,7 @@ class ChartAccount:
             sys.executable, "-m", "gpufleet.cli", "operator", "--kubeconfig", str(self.kubeconfig),
             "--namespace", self.namespace, "--peering", self.peering, "--health", f"127.0.0.1:{health}",
             "--metrics-port", str(metrics), "--metrics-host", "127.0.0.1", "--min-interval", "1",
+            "--status-heartbeat", "1",
         ], self.logs / f"{label}.log", env)
         return proc, metrics
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from gpufleet.adapters import manifests
-from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec
 from gpufleet.core.split import notice_drain_due
 from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
 
@@ -100,11 +101,67 @@ def p90(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
 
-class Kube:
-    """Thin wrapper over the typed clients, returning plain dicts."""
+# -- what the watches keep (kopf indexes in kopf_app) -------------------------------------------
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+Notice = tuple[float | None, float | None]  # (taint added at, seconds from then until the node goes)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the fleet needs of a node: its labels (GPU product, capacity type) and its
+    interruption notice, if any."""
+
+    labels: Mapping[str, str]
+    notice: Notice | None = None
+
+
+def node_info(node: Mapping[str, Any]) -> NodeInfo:
+    """A node's labels and interruption notice (taint or cordon). A noticed node carries (when its
+    reclaim taint was added, when known; seconds from then until it goes), or (None, None) when
+    the notice sets no deadline (see RECLAIM_AFTER_S)."""
+    spec = node.get("spec") or {}
+    taints = spec.get("taints") or []
+    notice: Notice | None = None
+    if spec.get("unschedulable") or any(t.get("key") in INTERRUPTION_TAINTS for t in taints):
+        hard = [t for t in taints if t.get("key") in RECLAIM_AFTER_S]
+        after = min((RECLAIM_AFTER_S[t["key"]] for t in hard), default=None)
+        added = min((ts for t in hard if (ts := _ts(t.get("timeAdded"))) is not None), default=None)
+        notice = (added, after)
+    return NodeInfo(labels=dict((node.get("metadata") or {}).get("labels") or {}), notice=notice)
+
+
+def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a pod the fleet reads, so a watch cache of thousands of pods stays small."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations", "creationTimestamp",
+                                          "deletionTimestamp", "resourceVersion") if k in meta},
+        "spec": {"nodeName": spec.get("nodeName"),
+                 "containers": [{"ports": c.get("ports") or []} for c in spec.get("containers") or []]},
+        "status": {"podIP": status.get("podIP"),
+                   "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]},
+    }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One service's slice of the watch caches, taken at one moment: no API call behind it."""
+
+    pods: tuple[dict[str, Any], ...] = ()
+    nodes: Mapping[str, NodeInfo] = field(default_factory=dict)  # the pods' nodes; absent = node gone
+    deployments: Mapping[str, int] = field(default_factory=dict)  # name -> spec.replicas
+    node_labels: tuple[Mapping[str, str], ...] = ()  # every GPU node's labels (price lookup); may be empty
+
+
+class Kube:
+    """Thin wrapper over the typed clients, returning plain dicts. Every call has a request
+    timeout, so a hung API server fails a tick instead of blocking a worker forever."""
+
+    def __init__(self, api_client: client.ApiClient | None = None, *, timeout_s: float = 10.0) -> None:
         self.api = api_client or client.ApiClient()
+        self.timeout = (min(timeout_s, 5.0), timeout_s)  # (connect, read)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.policy = client.PolicyV1Api(self.api)
@@ -133,75 +190,62 @@ class Kube:
         resource = self.dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])
         name = body["metadata"]["name"]
         try:
-            current = resource.get(name=name, namespace=namespace).to_dict()
+            current = resource.get(name=name, namespace=namespace, _request_timeout=self.timeout).to_dict()
         except NotFoundError:
             create_body = body
             if replicas is not None:
                 create_body = {**body, "spec": {**body["spec"], "replicas": replicas}}
-            resource.create(body=create_body, namespace=namespace, field_manager=FIELD_MANAGER)
+            resource.create(body=create_body, namespace=namespace, field_manager=FIELD_MANAGER,
+                            _request_timeout=self.timeout)
             return "created"
         after = resource.server_side_apply(
-            body=body, name=name, namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=True
+            body=body, name=name, namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=True,
+            _request_timeout=self.timeout,
         ).to_dict()
         changed = current["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion")
         return "updated" if changed else "unchanged"
 
-    def deployment_replicas(self, namespace: str, name: str) -> int | None:
-        try:
-            scale = self.apps.read_namespaced_deployment_scale(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return int((scale.spec.replicas if scale.spec else 0) or 0)
-
-    def scale(self, namespace: str, name: str, replicas: int) -> bool:
-        """Set a Deployment's size through its /scale subresource; False when already there
-        or when the Deployment does not exist yet (the create/update handler makes it)."""
-        current = self.deployment_replicas(namespace, name)
+    def scale(self, namespace: str, name: str, replicas: int, *, current: int | None) -> bool:
+        """Set a Deployment's size through its /scale subresource; False when the watch cache
+        says it is already there (`current`) or the Deployment does not exist yet (None: the
+        create/update handler makes it)."""
         if current is None or current == replicas:
             return False
-        self.apps.patch_namespaced_deployment_scale(
-            name, namespace, {"spec": {"replicas": replicas}}, field_manager=FIELD_MANAGER
-        )
+        try:
+            self.apps.patch_namespaced_deployment_scale(
+                name, namespace, {"spec": {"replicas": replicas}}, field_manager=FIELD_MANAGER,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 404:  # deleted meanwhile (the service is going away)
+                return False
+            raise
         return True
 
-    # -- pods and nodes -------------------------------------------------------------------
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_manager=FIELD_MANAGER,
+            _request_timeout=self.timeout,
+        )
 
-    def pods(self, namespace: str, service: str) -> list[dict[str, Any]]:
-        selector = f"{manifests.LABEL_SERVICE}={service}"
-        items = self.core.list_namespaced_pod(namespace, label_selector=selector).items
-        return [self.plain(p) for p in items]
-
-    def nodes(self) -> tuple[set[str], dict[str, tuple[float | None, float | None]]]:
-        """(all node names, nodes with an interruption notice: taint or cordon). A noticed node maps
-        to (when its reclaim taint was added, when known; seconds from then until it goes), or
-        (None, None) when the notice sets no deadline (see RECLAIM_AFTER_S)."""
-        names: set[str] = set()
-        noticed: dict[str, tuple[float | None, float | None]] = {}
-        for node in self.core.list_node().items:
-            name = str(node.metadata.name if node.metadata else "")
-            names.add(name)
-            taints = (node.spec.taints if node.spec else None) or []
-            if (node.spec and node.spec.unschedulable) or any(t.key in INTERRUPTION_TAINTS for t in taints):
-                hard = [t for t in taints if t.key in RECLAIM_AFTER_S]
-                after = min((RECLAIM_AFTER_S[t.key] for t in hard), default=None)
-                added = min((ts for t in hard if (ts := _ts(t.time_added)) is not None), default=None)
-                noticed[name] = (added, after)
-        return names, noticed
+    # -- pods -----------------------------------------------------------------------------
 
     def patch_pod_metadata(self, namespace: str, name: str, *, labels: dict[str, str | None] | None = None,
-                           annotations: dict[str, str | None] | None = None) -> None:
+                           annotations: dict[str, str | None] | None = None) -> dict[str, Any] | None:
+        """Patch a pod's labels/annotations; the pod after the patch, or None when it is gone."""
         meta: dict[str, Any] = {}
         if labels:
             meta["labels"] = labels
         if annotations:
             meta["annotations"] = annotations
         try:
-            self.core.patch_namespaced_pod(name, namespace, {"metadata": meta}, field_manager=FIELD_MANAGER)
+            pod = self.core.patch_namespaced_pod(name, namespace, {"metadata": meta}, field_manager=FIELD_MANAGER,
+                                                 _request_timeout=self.timeout)
         except ApiException as exc:
-            if exc.status != 404:  # gone meanwhile: nothing to do
-                raise
+            if exc.status == 404:  # gone meanwhile: nothing to do
+                return None
+            raise
+        return trim_pod(self.plain(pod))
 
 
 class KubeFleet:
@@ -214,32 +258,52 @@ class KubeFleet:
     """
 
     def __init__(self, kube: Kube, *, namespace: str, name: str, spec: InferenceServiceSpec,
-                 in_flight: Callable[[], dict[str, float]] = dict, history: int = 20) -> None:
+                 snapshot: Callable[[], Snapshot], in_flight: Callable[[], dict[str, float]] = dict,
+                 history: int = 20) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
         self.spec = spec
+        self.snapshot = snapshot  # this service's pods, their nodes and its Deployments, from watches
         self.in_flight = in_flight  # per-pod in-flight requests, from metrics; {} when unknown
         # Recent creation-to-Ready durations per class, remembered across pods that are gone.
         self._starts: dict[str, deque[float]] = {c: deque(maxlen=history) for c in CAPACITY_CLASSES}
         self._seen_ready: set[str] = set()
         self._pods: dict[str, dict[str, Any]] = {}
+        self._snap = Snapshot()
         self._noticed_at: dict[str, float] = {}  # node -> when this loop first saw its notice
         self._reclaim_at: dict[str, float | None] = {}  # pod -> when its node goes (None: no deadline)
         self.events: list[tuple[str, str]] = []  # (reason, message) of changes made by apply()
 
+    def start_samples(self) -> dict[str, list[float]]:
+        """The creation-to-Ready durations kept per class (persisted with the policy's memory)."""
+        return {c: list(v) for c, v in self._starts.items() if v}
+
+    def time_to_ready(self) -> dict[str, float]:
+        return {c: p90(list(v)) for c, v in self._starts.items() if v}
+
+    def restore_samples(self, samples: Mapping[str, list[float]]) -> None:
+        for capacity_class, values in samples.items():
+            if capacity_class in self._starts:
+                self._starts[capacity_class].extend(values)
+
     def state(self, *, now: float) -> FleetState:
-        nodes, notices = self.kube.nodes()
-        noticed = set(notices)
-        self._noticed_at = {n: self._noticed_at.get(n, now) for n in noticed}
-        in_flight = self.in_flight()
+        """Fleet state from a fresh snapshot of the watch caches (no API call)."""
+        self._snap = self.snapshot()
         # Pods already terminating are gone as far as the Deployment is concerned.
-        self._pods = {p["metadata"]["name"]: p for p in self.kube.pods(self.namespace, self.name)
+        self._pods = {p["metadata"]["name"]: p for p in self._snap.pods
                       if not p["metadata"].get("deletionTimestamp")}
+        return self._state(now)
+
+    def _state(self, now: float) -> FleetState:
+        """Fleet state of the pods as last read or patched by this loop."""
+        notices = {n: info.notice for n, info in self._snap.nodes.items() if info.notice is not None}
+        self._noticed_at = {n: self._noticed_at.get(n, now) for n in notices}
+        in_flight = self.in_flight()
         # A pod whose node object is gone (spot reclaim without notice) is as good as lost.
         lost = {p["spec"]["nodeName"] for p in self._pods.values()
-                if p.get("spec", {}).get("nodeName") and p["spec"]["nodeName"] not in nodes}
-        replicas = tuple(replica_from_pod(p, noticed | lost, in_flight) for p in self._pods.values())
+                if p.get("spec", {}).get("nodeName") and p["spec"]["nodeName"] not in self._snap.nodes}
+        replicas = tuple(replica_from_pod(p, set(notices) | lost, in_flight) for p in self._pods.values())
         self._reclaim_at = {}
         for p in self._pods.values():
             node = p.get("spec", {}).get("nodeName")
@@ -254,8 +318,8 @@ class KubeFleet:
             if r.ready_at is not None and r.name not in self._seen_ready:
                 self._seen_ready.add(r.name)
                 self._starts[r.capacity_class].append(max(0.0, r.ready_at - r.created_at))
-        ttr = {c: p90(list(v)) for c, v in self._starts.items() if v}
-        return FleetState(replicas=replicas, time_to_ready_s=ttr, spot_unavailable=self._spot_stuck(now))
+        self._seen_ready &= set(self._pods)  # forget pods that are gone (bounded memory)
+        return FleetState(replicas=replicas, time_to_ready_s=self.time_to_ready(), spot_unavailable=self._spot_stuck(now))
 
     def endpoints(self) -> list[str]:
         """host:port of Triton's HTTP endpoint on each serving pod (from the last state read)."""
@@ -281,8 +345,8 @@ class KubeFleet:
     def apply(self, plan: Plan, *, now: float) -> None:
         self.events = []
         leaving = set(plan.retire)
-        self._route(plan, self.state(now=now), leaving)
-        state = self.state(now=now)
+        self._route(plan, self._state(now), leaving)
+        state = self._state(now)  # with this tick's own label patches (the watch may lag)
         # Replicas with an interruption notice keep serving until their replacements serve.
         covered = sum(1 for r in state.replicas
                       if r.state == ReplicaState.serving and not r.interrupted and r.name not in leaving) >= plan.serving
@@ -290,7 +354,7 @@ class KubeFleet:
             mine = [r for r in state.replicas if r.capacity_class == capacity_class]
             replicas = self._scale_in(mine, target, leaving, now, covered=covered)
             deployment = manifests.deployment_name(self.name, capacity_class)
-            if self.kube.scale(self.namespace, deployment, replicas):
+            if self.kube.scale(self.namespace, deployment, replicas, current=self._snap.deployments.get(deployment)):
                 self.events.append(("Scaled", f"{deployment} -> {replicas} replicas ({plan.reason}: {plan.message})"))
 
     def _scale_in(self, mine: list[Replica], target: int, leaving: set[str], now: float, *, covered: bool) -> int:
@@ -353,7 +417,9 @@ class KubeFleet:
 
     def _set(self, pod: str, *, labels: dict[str, str | None] | None = None,
              annotations: dict[str, str | None] | None = None) -> None:
-        self.kube.patch_pod_metadata(self.namespace, pod, labels=labels, annotations=annotations)
+        after = self.kube.patch_pod_metadata(self.namespace, pod, labels=labels, annotations=annotations)
+        if after is not None:
+            self._pods[pod] = after
 
     def _route(self, plan: Plan, state: FleetState, leaving: set[str]) -> None:
         """Promote standbys into the Service up to plan.serving; demote surplus serving pods."""

@@ -1,0 +1,276 @@
+"""One operator for many services, on the real cluster: more services than worker threads, a
+blackholed API server, memory kept across kill -9.
+
+Each test runs its own operator process on its own shard (`--selector gpufleet.io/shard=<x>`),
+so the session's operator (which takes `!gpufleet.io/shard`) never touches these services.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gpufleet.control.memory import decode
+from gpufleet.devenv.prometheus import PrometheusServer
+from tests.integration.conftest import Cluster, Process, free_port
+from tests.support import wait_for
+
+pytestmark = [pytest.mark.cluster]
+
+SHARD = "gpufleet.io/shard"
+
+
+def service(namespace: str, name: str, shard: str, *, interval: int = 5) -> dict[str, Any]:
+    return {
+        "apiVersion": "gpufleet.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace, "labels": {SHARD: shard}},
+        "spec": {
+            "model": {"name": name, "backend": "triton"},
+            "replicas": {"min": 1, "max": 3},
+            "scaling": {"intervalSeconds": interval},
+            "warmPool": {"size": 0, "max": 1},
+            "capacity": {"onDemand": {"nodeSelector": {"karpenter.sh/capacity-type": "on-demand"}},
+                         "spot": {"enabled": False}},
+            "template": {
+                "metadata": {"annotations": {"kwok.gpufleet.io/ready-delay": "1s"}},
+                "spec": {"containers": [{"name": "triton", "image": "nvcr.io/nvidia/tritonserver:25.01-py3"}]},
+            },
+        },
+    }
+
+
+OperatorFactory = Callable[..., tuple[Process, int]]
+
+
+@pytest.fixture
+def shard_operator(cluster: Cluster, prometheus: PrometheusServer, tmp_path: Path) -> Iterator[OperatorFactory]:
+    """Start operators on one shard; each is stopped (and its log tail printed) at teardown."""
+    started: list[Process] = []
+
+    def start(shard: str, *extra: str, kubeconfig: str | None = None, label: str = "operator") -> tuple[Process, int]:
+        metrics = free_port()
+        config = kubeconfig or cluster.kubeconfig
+        proc = Process(label, [
+            sys.executable, "-m", "gpufleet.cli", "operator", "--kubeconfig", config,
+            "--selector", f"{SHARD}={shard}", "--prometheus-url", prometheus.url, "--min-interval", "1",
+            "--health", f"127.0.0.1:{free_port()}", "--metrics-port", str(metrics), "--metrics-host", "127.0.0.1",
+            *extra,
+        ], tmp_path / f"{label}-{len(started)}.log", {**cluster.env, "KUBECONFIG": config})
+        started.append(proc)
+        proc.wait_log("Activity 'configure' succeeded")
+        return proc, metrics
+
+    yield start
+    for proc in started:
+        proc.stop()
+        sys.stderr.write(f"\n--- {proc.name} log (tail) ---\n{proc.log.read_text()[-3000:]}\n")
+
+
+def isvcs(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    return cluster.list("inferenceservices.gpufleet.io", namespace)
+
+
+def decided(obj: dict[str, Any]) -> bool:
+    return bool(((obj.get("status") or {}).get("lastDecision") or {}).get("time"))
+
+
+def metric(port: int, name: str, labels: str = "") -> float:
+    """Sum of a metric's samples on the operator's /metrics whose labels contain `labels`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {") and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_more_services_than_workers_all_decide_and_delete_fast(
+        cluster: Cluster, namespace: str, shard_operator: OperatorFactory) -> None:
+    """20 services on 4 worker threads (the old design parked one thread per service, and kopf's
+    executor has min(32, CPUs + 4)): all decide within three intervals, and deleting all 20
+    finishes within 60 s."""
+    _, port = shard_operator("twenty", "--workers", "4")
+    interval = 5
+    cluster.apply("\n---\n".join(yaml.safe_dump(service(namespace, f"svc-{i:02d}", "twenty", interval=interval))
+                                 for i in range(20)))
+    applied = time.monotonic()
+    wait_for(lambda: len(isvcs(cluster, namespace)) == 20 and all(decided(o) for o in isvcs(cluster, namespace)),
+             timeout=3 * interval + 5, what="a lastDecision on all 20 services within three intervals")
+    took = time.monotonic() - applied
+    assert took <= 3 * interval + 5, took
+    # Every service got its children (create handlers never wait behind loops).
+    deployments = cluster.list("deployments", namespace, "gpufleet.io/inference-service")
+    assert len(deployments) == 20
+    # Status is written only when something changed: once decided, a steady service skips writes.
+    wait_for(lambda: metric(port, "gpufleet_status_writes_total", 'result="skipped"') > 20, timeout=30,
+             what="skipped status writes on steady services")
+
+    start = time.monotonic()
+    cluster.kubectl("delete", "inferenceservices.gpufleet.io", "--all", "-n", namespace, "--wait=true",
+                    "--timeout=60s")
+    assert not isvcs(cluster, namespace)
+    assert time.monotonic() - start <= 60
+
+
+class Blackhole:
+    """A loopback TCP proxy to the API server that can stop passing bytes (a hung server: the
+    connection stays open, nothing comes back) and heal (held connections are closed)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.holes = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target, timeout=10)
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while self.holes.is_set():  # swallow: hold the bytes, send nothing
+                    time.sleep(0.05)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def blackhole(self) -> None:
+        self.holes.set()
+
+    def heal(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:  # clients reconnect; their new connections pass again
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.holes.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.heal()
+
+
+def api_server(cluster: Cluster) -> tuple[str, int]:
+    server = yaml.safe_load(Path(cluster.kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
+    host, _, port = server.removeprefix("https://").partition(":")
+    return host, int(port)
+
+
+def proxied_kubeconfig(cluster: Cluster, port: int, path: Path) -> str:
+    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_blackholed_api_server_times_out_and_the_loop_recovers(
+        cluster: Cluster, namespace: str, shard_operator: OperatorFactory, tmp_path: Path) -> None:
+    hole = Blackhole(api_server(cluster))
+    try:
+        kubeconfig = proxied_kubeconfig(cluster, hole.port, tmp_path / "proxied.kubeconfig")
+        proc, metrics = shard_operator("hole", "--kube-timeout", "3", "--status-heartbeat", "1",
+                                       kubeconfig=kubeconfig)
+        obj = service(namespace, "held", "hole", interval=2)
+        obj["spec"]["replicas"]["min"] = 2
+        cluster.apply(obj)
+        wait_for(lambda: decided(cluster.get("inferenceservice", "held", namespace) or {}), timeout=60,
+                 what="a first decision through the proxy")
+
+        hole.blackhole()
+        holed = time.time()
+        # Writes cannot pass: a tick's status patch times out (3 s) instead of hanging for ever.
+        wait_for(lambda: "TimeoutError" in proc.log.read_text() or "timed out" in proc.log.read_text(),
+                 timeout=30, what="a Kubernetes call timing out in the operator's log")
+        # The loop is not stuck: later ticks keep starting (and failing fast) while it hangs.
+        failed = metric(metrics, "gpufleet_errors_total")
+        wait_for(lambda: metric(metrics, "gpufleet_errors_total") >= failed + 2, timeout=30,
+                 what="later ticks running (and failing) while the API server hangs")
+
+        hole.heal()
+        healed = time.time()
+        assert healed > holed
+
+        def decided_after_heal() -> bool:
+            stamp = ((cluster.get("inferenceservice", "held", namespace) or {}).get("status") or {}) \
+                .get("lastDecision", {}).get("time")
+            return bool(stamp) and time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone >= healed
+        wait_for(decided_after_heal, timeout=60, what="a decision written after the proxy healed")
+        assert proc.proc.poll() is None, "the operator crashed"
+    finally:
+        hole.close()
+
+
+def test_spot_backoff_survives_kill_9(cluster: Cluster, namespace: str, shard_operator: OperatorFactory) -> None:
+    """Spot pods that never schedule put spot in back-off for 10 minutes; the operator is killed
+    with SIGKILL and restarted: the new process restores the back-off from status.memory and
+    creates no spot pod (before memory was persisted, it went straight back to spot)."""
+    obj = service(namespace, "backoff", "restart", interval=2)
+    spec = obj["spec"]
+    spec["replicas"] = {"min": 2, "max": 4}
+    spec["capacity"]["onDemand"]["base"] = 1
+    # No node carries this label: spot pods stay Pending and spot is marked unavailable.
+    spec["capacity"]["spot"] = {"enabled": True, "maxFraction": 0.5, "pendingTimeoutSeconds": 10,
+                                "returnAfterSeconds": 600, "nodeSelector": {"gpufleet.test/no-such-node": "x"}}
+    first, _ = shard_operator("restart", "--status-heartbeat", "1", label="first")
+    cluster.apply(obj)
+
+    def backed_off() -> dict[str, Any] | None:
+        status = (cluster.get("inferenceservice", "backoff", namespace) or {}).get("status") or {}
+        if not status.get("memory"):
+            return None
+        memory, _ = decode(status["memory"], now=time.time())
+        spot = cluster.get("deployment", "backoff-spot", namespace) or {}
+        if memory.spot_retry_at and memory.spot_retry_at > time.time() + 300 and spot.get("spec", {}).get("replicas") == 0:
+            return status
+        return None
+    wait_for(backed_off, timeout=90, what="spot in back-off, persisted in status.memory, spot Deployment at 0")
+
+    first.proc.kill()  # SIGKILL: no cleanup, no goodbye
+    first.proc.wait()
+    _, port = shard_operator("restart", "--status-heartbeat", "1", label="second")
+
+    def spot_replicas() -> int:
+        return int(((cluster.get("deployment", "backoff-spot", namespace) or {}).get("spec") or {}).get("replicas", 0))
+
+    # Ten ticks of the new process, and not one spot replica asked for.
+    def ticked() -> bool:
+        assert spot_replicas() == 0, "the restarted operator forgot the spot back-off"
+        return metric(port, "gpufleet_tick_lag_seconds_count") >= 10
+    wait_for(ticked, timeout=90, what="ten ticks of the restarted operator", interval=0.2)
+    events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    assert not [e for e in events if e["reason"] == "MemoryDiscarded"]
