@@ -111,7 +111,7 @@ def test_more_services_than_workers_all_decide_and_delete_fast(
     took = time.monotonic() - applied
     assert took <= 3 * interval + 5, took
     # Every service got its children (create handlers never wait behind loops).
-    deployments = cluster.list("deployments", namespace, "gpufleet.io/inference-service")
+    deployments = cluster.list("deployments", namespace, "gpufleet.io/capacity-class=on-demand")
     assert len(deployments) == 20
     # Status is written only when something changed: once decided, a steady service skips writes.
     wait_for(lambda: metric(port, "gpufleet_status_writes_total", 'result="skipped"') > 20, timeout=30,
