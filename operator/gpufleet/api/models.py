@@ -591,3 +591,9 @@ class InferenceServiceStatus(ApiModel):
     """Metered GPU-hours, cost and requests, per capacity class; survives operator restarts."""
     budget: BudgetStatus | None = None
     """Where the fleet stands against spec.budget (absent without a budget)."""
+    memory: str | None = Field(default=None, max_length=65536)
+    """The operator's learned state: stabilisation windows, the learned requests/s per replica,
+    the warm pool's memory of load steps, the spot back-off and the measured time-to-ready.
+    Opaque and versioned (compact JSON, `{"v":1,...}`), restored when the operator restarts or
+    fails over so that it does not start from scratch. Safe to delete: the operator then relearns
+    from an empty memory (and holds scale-downs for one stabilisation window)."""
