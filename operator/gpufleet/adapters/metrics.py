@@ -1,8 +1,8 @@
 """Metrics adapter: Triton / TensorRT-LLM signals from Prometheus, as an Observation.
 
 Built-in PromQL (overridable per service in spec.metrics.queries) selects the service's pods by
-namespace and pod-name prefix (`<service>-ondemand-…`, `<service>-spot-…`, the Deployments the
-operator owns) and the Triton `model` label. Every failure mode (Prometheus down, HTTP error, empty
+namespace and pod name (`<service>-ondemand-<rs-hash>-<pod-hash>`, `<service>-spot-…`, the Deployments
+the operator owns) and the Triton `model` label. Every failure mode (Prometheus down, HTTP error, empty
 result, NaN, stale samples) becomes a *missing* value, never an exception and never a zero, so the
 core's safe mode can hold capacity instead of scaling down blindly.
 """
@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from string import Template
 
 from prometheus_api_client import PrometheusConnect
+from prometheus_client import Counter
 from urllib3.util.retry import Retry
 
 from gpufleet.api.models import Backend, InferenceServiceSpec
@@ -23,7 +24,17 @@ from gpufleet.core.types import Observation
 
 log = logging.getLogger(__name__)
 
-_SEL = 'namespace="$namespace",pod=~"$service-(ondemand|spot)-.*",model="$model"'
+# A pod-name segment the Deployment/ReplicaSet controllers generate (pod-template hash, random pod
+# suffix): Kubernetes' "safe" alphabet has no vowels, so a segment is never "ondemand" or "spot". That
+# keeps service `chat` from matching pods of a service `chat-spot` (`chat-spot-ondemand-<h>-<p>`), as
+# the former `chat-(ondemand|spot)-.*` did. One segment is enough for names the 63-character limit
+# truncated (`<rs-name>` cut, then the suffix appended) and for hand-named pods like `chat-ondemand-0`.
+POD_SEGMENT = "[b-df-hj-np-tv-z0-9]+"
+_SEL = f'namespace="$namespace",pod=~"$service-(ondemand|spot)-{POD_SEGMENT}(-{POD_SEGMENT})?",model="$model"'
+
+# Every PromQL request the operator sends: kind="service" (one service's query, PrometheusMetrics) or
+# kind="batched" (one query for all services, gpufleet.adapters.fleet_metrics).
+PROMQL_QUERIES = Counter("gpufleet_promql_queries", "PromQL queries sent to Prometheus", ["kind"])
 
 # Built-in queries. Triton's nv_inference_*_duration_us are cumulative counters: per-request means
 # are rate(duration) / rate(request_success). nv_inference_pending_request_count is the honest
@@ -99,6 +110,7 @@ class PrometheusMetrics:
     timeout_s: float = 5.0
     available: bool = False  # did the last observe() reach Prometheus and find the service?
     errors: dict[str, str] = field(default_factory=dict)  # per query: why it is missing
+    history_error: str | None = None  # why the last history() read failed (None: it answered)
     _client: PrometheusConnect | None = None
 
     def _prom(self) -> PrometheusConnect:
@@ -109,6 +121,7 @@ class PrometheusMetrics:
         return self._client
 
     def _query(self, key: str) -> float | None:
+        PROMQL_QUERIES.labels(kind="service").inc()
         try:
             value = scalar(self._prom().custom_query(self.queries[key]))
         except Exception as exc:  # noqa: BLE001 - connection errors, HTTP errors, bad PromQL
@@ -139,6 +152,7 @@ class PrometheusMetrics:
 
     def per_pod(self, key: str = "in_flight") -> dict[str, float]:
         """{pod: value} of a per-pod query; pods without a finite value are left out."""
+        PROMQL_QUERIES.labels(kind="service").inc()
         try:
             result = self._prom().custom_query(self.queries[key])
         except Exception as exc:  # noqa: BLE001
@@ -155,12 +169,15 @@ class PrometheusMetrics:
     def history(self, key: str, *, start: float, end: float, step: float) -> list[tuple[float, float]]:
         """(time, value) samples of one query over a range; [] on any failure (never raises)."""
         step = max(step, (end - start) / 10_000)  # Prometheus refuses more than 11,000 points
+        PROMQL_QUERIES.labels(kind="service").inc()
+        self.history_error = None
         try:
             result = self._prom().custom_query_range(
                 self.queries[key], start_time=datetime.fromtimestamp(start, tz=timezone.utc),
                 end_time=datetime.fromtimestamp(end, tz=timezone.utc), step=f"{max(int(step), 1)}s")
         except Exception as exc:  # noqa: BLE001
             log.info("no %s history from %s: %s", key, self.url, exc)
+            self.history_error = f"{type(exc).__name__}: {exc}"[:200]
             return []
         if len(result) != 1:
             return []
