@@ -31,7 +31,8 @@ from gpufleet import telemetry, ticks
 from gpufleet.adapters import manifests
 from gpufleet.adapters.fallback import FallbackMetrics
 from gpufleet.adapters.kube import Kube, KubeFleet, NodeInfo, Snapshot, adopt, node_info, trim_pod
-from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics, metrics_port
+from gpufleet.adapters.fleet_metrics import FleetQueries, ServiceMetrics, fleet_metrics_port
+from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics
 from gpufleet.adapters.triton import TritonStats
 from gpufleet.api.models import GROUP, PLURAL, VERSION, Condition, InferenceServiceSpec, InferenceServiceStatus
 from gpufleet.control import metering, pricing
@@ -108,6 +109,9 @@ STATUS_WRITES = Counter("gpufleet_status_writes_total",
                         "Status patches per tick result: written, or skipped because nothing material changed",
                         ["result"])
 POOL = ticks.TickPool()
+# One set of batched PromQL queries per Prometheus URL, shared by every service that uses the
+# built-in queries (gpufleet.adapters.fleet_metrics).
+SHARED_METRICS: dict[str, FleetQueries] = {}
 _kube_lock = threading.Lock()
 _kube: Kube | None = None
 
@@ -251,7 +255,7 @@ class ServiceLoop:
         self.memory = PolicyMemory()
         self.spec: InferenceServiceSpec | None = None
         self.fleet: KubeFleet | None = None
-        self.metrics: PrometheusMetrics | FallbackMetrics | NoMetrics = NoMetrics()
+        self.metrics: ServiceMetrics | PrometheusMetrics | FallbackMetrics | NoMetrics = NoMetrics()
         self.forecaster: ForecastAdapter | None = None
         self.raw_spec: InferenceServiceSpec | None = None
         self.accounting = Accounting()
@@ -275,14 +279,23 @@ class ServiceLoop:
             self.fleet = KubeFleet(kube(), namespace=self.namespace, name=self.name, spec=spec,
                                    snapshot=self.snapshot)
         self.fleet.spec = spec
-        self.metrics = metrics_port(spec, namespace=self.namespace, name=self.name, default_url=CONFIG.prometheus_url)
-        if CONFIG.triton_direct and isinstance(self.metrics, PrometheusMetrics):
+        self.close()
+        self.metrics = fleet_metrics_port(spec, namespace=self.namespace, name=self.name,
+                                          default_url=CONFIG.prometheus_url, shared=SHARED_METRICS)
+        if CONFIG.triton_direct and isinstance(self.metrics, (PrometheusMetrics, ServiceMetrics)):
             self.metrics = FallbackMetrics(primary=self.metrics, secondary=TritonStats(endpoints=[], model=spec.model.name),
                                            endpoints=self.fleet.endpoints)
         self.fleet.in_flight = self.metrics.per_pod if not isinstance(self.metrics, NoMetrics) else dict
         if self.forecaster is None or old is None or old.forecast != spec.forecast:
             self.forecaster = ForecastAdapter(spec.forecast, refit_offset_s=float(hash(self.name) % 86400))
             self.backfill_due = now
+
+    def close(self) -> None:
+        """Leave the shared metric queries (the service is gone, or its metrics port changes)."""
+        if isinstance(self.metrics, ServiceMetrics):
+            self.metrics.close()
+        elif isinstance(self.metrics, FallbackMetrics) and isinstance(self.metrics.primary, ServiceMetrics):
+            self.metrics.primary.close()
 
     def _products(self, spec: InferenceServiceSpec) -> dict[str, str]:
         """GPU product per class from the nodes its selector matches, when they all agree (only
@@ -314,7 +327,7 @@ class ServiceLoop:
                                        step=self.forecaster.rate.step_s)
         for t, rps in history:
             self.forecaster.observe(t, rps)
-        failed = getattr(self.metrics, "history_error", None)
+        failed = self.metrics.history_error
         self.backfill_due = now + 60.0 if failed else None
 
     def restore(self, status: Mapping[str, Any], now: float) -> str | None:
@@ -452,8 +465,11 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
             telemetry.record_error(namespace=namespace, name=name, labels=body.metadata.labels, error=exc)
             kopf.warn(raw, reason="TickFailed", message=f"{type(exc).__name__}: {exc}"[:500])
 
-    await ticks.run_loop(POOL, name=f"{namespace}/{name}", tick=tick, interval=interval,
-                         sleep=stopped.wait, stopped=lambda: bool(stopped))
+    try:
+        await ticks.run_loop(POOL, name=f"{namespace}/{name}", tick=tick, interval=interval,
+                             sleep=stopped.wait, stopped=lambda: bool(stopped))
+    finally:
+        loop.close()
     telemetry.forget(namespace=namespace, name=name)  # deleted, or paused by peering: no stale series
 
 

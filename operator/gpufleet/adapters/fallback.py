@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gpufleet.adapters.fleet_metrics import ServiceMetrics
 from gpufleet.adapters.metrics import PrometheusMetrics
 from gpufleet.adapters.triton import TritonStats
 from gpufleet.core.types import Observation
@@ -17,7 +18,7 @@ from gpufleet.core.types import Observation
 
 @dataclass
 class FallbackMetrics:
-    primary: PrometheusMetrics
+    primary: PrometheusMetrics | ServiceMetrics
     secondary: TritonStats
     endpoints: Callable[[], Sequence[str]]  # host:port of each serving pod's Triton HTTP endpoint
     available: bool = False
@@ -39,6 +40,10 @@ class FallbackMetrics:
 
     def history(self, key: str, *, start: float, end: float, step: float) -> list[tuple[float, float]]:
         return self.primary.history(key, start=start, end=end, step=step)
+
+    @property
+    def history_error(self) -> str | None:
+        return self.primary.history_error
 
     def summary(self) -> str:
         if self.source == "prometheus":

@@ -391,6 +391,10 @@ class ServiceMetrics:
         """A range query of this service's own built-in query (a one-off at start)."""
         return self.single.history(key, start=start, end=end, step=step)
 
+    @property
+    def history_error(self) -> str | None:
+        return self.single.history_error
+
     def summary(self) -> str:
         if not self.errors:
             return "all signals read"
