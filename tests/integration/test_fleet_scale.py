@@ -23,7 +23,7 @@ import yaml
 from gpufleet.control.memory import decode
 from gpufleet.devenv.prometheus import PrometheusServer
 from tests.integration.conftest import Cluster, Process, free_port
-from tests.support import wait_for
+from tests.support import ROOT, wait_for
 
 pytestmark = [pytest.mark.cluster]
 
@@ -85,13 +85,13 @@ def decided(obj: dict[str, Any]) -> bool:
     return bool(((obj.get("status") or {}).get("lastDecision") or {}).get("time"))
 
 
-def metric(port: int, name: str, labels: str = "") -> float:
-    """Sum of a metric's samples on the operator's /metrics whose labels contain `labels`."""
+def metric(port: int, name: str, *labels: str) -> float:
+    """Sum of a metric's samples on the operator's /metrics whose labels contain each of `labels`."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {") and labels in line:
+        if line.startswith(name) and (line[len(name)] in " {") and all(label in line for label in labels):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -274,3 +274,53 @@ def test_spot_backoff_survives_kill_9(cluster: Cluster, namespace: str, shard_op
     wait_for(ticked, timeout=90, what="ten ticks of the restarted operator", interval=0.2)
     events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
     assert not [e for e in events if e["reason"] == "MemoryDiscarded"]
+
+
+def peering(cluster: Cluster, name: str) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "charts/gpufleet/crds/kopf-peering.yaml"))
+    cluster.apply({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}})
+
+
+def ticks_of(port: int, namespace: str, name: str) -> float:
+    return metric(port, "gpufleet_loop_duration_seconds_count", f'namespace="{namespace}"', f'name="{name}"')
+
+
+def test_two_shards_each_with_peering_and_a_kill_9_failover(
+        cluster: Cluster, namespace: str, shard_operator: OperatorFactory) -> None:
+    """Two shards by label, each with its own peering object; shard a has two replicas. Each
+    shard's services are ticked only by that shard's active replica; when it is killed with SIGKILL
+    the standby takes over within the peering lifetime and resumes the persisted memory."""
+    suffix = namespace.removeprefix("t-")
+    pa, pb = f"shard-a-{suffix}", f"shard-b-{suffix}"
+    for name in (pa, pb):
+        peering(cluster, name)
+    try:
+        active_proc, active = shard_operator(f"a-{suffix}", "--peering", pa, "--priority", "100",
+                                             "--status-heartbeat", "1", label="a-active")
+        standby_proc, standby = shard_operator(f"a-{suffix}", "--peering", pa, "--priority", "50",
+                                               "--status-heartbeat", "1", label="a-standby")
+        _, other = shard_operator(f"b-{suffix}", "--peering", pb, "--priority", "100", "--status-heartbeat", "1",
+                                  label="b")
+        cluster.apply(service(namespace, "sa", f"a-{suffix}", interval=2))
+        cluster.apply(service(namespace, "sb", f"b-{suffix}", interval=2))
+        wait_for(lambda: ticks_of(active, namespace, "sa") >= 3 and ticks_of(other, namespace, "sb") >= 3,
+                 timeout=60, what="each shard's active replica ticking its own service")
+        assert ticks_of(active, namespace, "sb") == 0 and ticks_of(other, namespace, "sa") == 0
+        assert ticks_of(standby, namespace, "sa") == 0  # paused by peering
+
+        status = (cluster.get("inferenceservice", "sa", namespace) or {})["status"]
+        before, _ = decode(status["memory"], now=time.time())
+        killed = time.monotonic()
+        active_proc.proc.kill()
+        wait_for(lambda: ticks_of(standby, namespace, "sa") >= 1, timeout=60,
+                 what="the standby replica ticking after the active one was killed")
+        failover = time.monotonic() - killed
+        assert failover <= 30, failover
+        after, _ = decode((cluster.get("inferenceservice", "sa", namespace) or {})["status"]["memory"],
+                          now=time.time())
+        assert after.started_at == before.started_at  # resumed, not started afresh
+        assert standby_proc.proc.poll() is None
+        sys.stderr.write(f"\nfailover after kill -9: {failover:.1f}s\n")
+    finally:
+        for name in (pa, pb):
+            cluster.kubectl("delete", "clusterkopfpeering", name, "--wait=false", check=False)
