@@ -4,14 +4,15 @@ Every model answers two questions from the same state: `paths(origins, horizon)`
 would have made from each past origin (the rolling-origin backtest reads these), and `forecast(steps)`
 from the end of the history. `append(values)` advances the state with the parameters kept, which is
 what bounds the refit cost: estimating Holt-Winters parameters is the expensive part, filtering new
-points with known parameters costs about a millisecond.
+points with known parameters costs about a millisecond. `compact()` then drops what only the backtest
+read: a fitted forecaster keeps the last value, the last season, or the last smoothing state.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +38,17 @@ class Model(Protocol):
         """A model advanced over `values` (NaN = missing: replaced by the model's own forecast)."""
         ...
 
+    def compact(self) -> Model:
+        """The same model holding only what `forecast` and `append` read (own arrays, no views
+        of the history): equal forecasts and appends, but `paths` no longer reaches the backtest's
+        origins. `fit` calls it once the backtest is scored."""
+        ...
+
+
+def _own(a: FloatArray) -> FloatArray:
+    """`a` itself if it owns its memory, else a copy: a slice must not keep a longer array alive."""
+    return a if a.base is None else a.copy()
+
 
 def _season_offsets(horizon: int, period: int) -> npt.NDArray[np.int64]:
     """Index of the seasonal slot for step h relative to the origin: h - period*ceil(h/period).
@@ -51,7 +63,7 @@ def _season_offsets(horizon: int, period: int) -> npt.NDArray[np.int64]:
 class LastValue:
     """Naive: the last observation, flat."""
 
-    y: FloatArray  # imputed history (only the last value matters for the forecast)
+    y: FloatArray  # imputed history (only the last value matters for the forecast); compacted: that value
 
     @property
     def name(self) -> str:
@@ -65,14 +77,17 @@ class LastValue:
 
     def append(self, values: FloatArray) -> LastValue:
         finite = values[np.isfinite(values)]
-        return LastValue(finite[-1:] if len(finite) else self.y[-1:])
+        return LastValue(_own(finite[-1:] if len(finite) else self.y[-1:]))
+
+    def compact(self) -> LastValue:
+        return LastValue(_own(self.y[-1:]))
 
 
 @dataclass(frozen=True)
 class SeasonalNaive:
     """The value one season earlier (e.g. the same 10-minute window a day ago)."""
 
-    y: FloatArray  # imputed history, at least `period` long
+    y: FloatArray  # imputed history, at least `period` long; compact: the last `period` values
     period: int
     label: str  # e.g. "1d", for names and notes
 
@@ -95,7 +110,10 @@ class SeasonalNaive:
         y = self.y
         for v in values:
             y = np.append(y, v if np.isfinite(v) else y[len(y) - self.period])
-        return SeasonalNaive(y[-self.period :], self.period, self.label)
+        return SeasonalNaive(_own(y[-self.period :]), self.period, self.label)
+
+    def compact(self) -> SeasonalNaive:
+        return SeasonalNaive(_own(self.y[-self.period :]), self.period, self.label)
 
 
 @dataclass(frozen=True)
@@ -113,7 +131,8 @@ class Ets:
     """Simple exponential smoothing or additive damped-trend Holt-Winters (statsmodels).
 
     The state arrays are the filtered level/trend/season at each index of the kept tail, so the
-    backtest can read the h-step forecast from every origin without refitting.
+    backtest can read the h-step forecast from every origin without refitting; `compact()` keeps
+    a tail of one: the final state and the `period` seasonal states before it.
     """
 
     params: EtsParams
@@ -166,7 +185,7 @@ class Ets:
         without rebuilding a model (milliseconds per point; this loop is microseconds).
         Missing points take the model's own one-step forecast, so the state just propagates.
         `test_holt_winters_append_equals_a_statsmodels_refilter` pins it to statsmodels."""
-        if len(values) == 0 or len(self.level) < 2:
+        if len(values) == 0 or len(self.level) == 0:
             return self
         p = self.params
         per = self.period
@@ -198,15 +217,24 @@ class Ets:
         keep = len(self.level)
         season = self.season
         if per is not None:
-            season = np.concatenate([self.season, seas])[-(keep + per) :]
+            season = _own(np.concatenate([self.season, seas])[-(keep + per) :])
         return Ets(
             params=p,
             period=per,
             label=self.label,
-            level=np.concatenate([self.level, new_l])[-keep:],
-            trend=np.concatenate([self.trend, new_b])[-keep:],
+            level=_own(np.concatenate([self.level, new_l])[-keep:]),
+            trend=_own(np.concatenate([self.trend, new_b])[-keep:]),
             season=season,
             n_total=self.n_total + len(new_l),
+        )
+
+    def compact(self) -> Ets:
+        n_season = 1 + self.period if self.period is not None else 0
+        return replace(
+            self,
+            level=_own(self.level[-1:]),
+            trend=_own(self.trend[-1:]),
+            season=_own(self.season[len(self.season) - n_season :]),
         )
 
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
-from gpufleet.forecasting import METHODS, FittedForecaster, fit, smape
-from gpufleet.forecasting._models import fit_ets
+from gpufleet.forecasting import METHODS, FittedForecaster, Forecast, fit, smape
+from gpufleet.forecasting._models import Ets, LastValue, SeasonalNaive, fit_ets
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -148,6 +148,37 @@ def test_fitted_forecaster_append_moves_the_forecast_forward() -> None:
     assert g.nobs == f.nobs + 10 and g.chosen == f.chosen
     h = g.append([np.nan, np.nan])  # missing points propagate the state, never raise
     assert np.all(np.isfinite(h.forecast(5).mean))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compacted_models_forecast_and_append_exactly_as_the_full_ones(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit keeps only the last value / season / smoothing state (`compact`); forecasts and
+    appends (missing points included) equal, bit for bit, those of models keeping the history."""
+    y = daily(8, noise=0.05, seed=6)
+    later = y[150:170].copy()
+    later[[3, 11]] = np.nan
+
+    def run() -> tuple[FittedForecaster, list[Forecast]]:
+        f = fit(y[:150], step_seconds=HOUR, method=method, seasonalities_s=(DAY,))
+        out = [f.forecast(30, 0.9)]
+        for i in range(0, len(later), 5):
+            f = f.append(later[i : i + 5])
+            out.append(f.forecast(30, 0.8))
+        return f, out
+
+    compact, got = run()
+    for cls in (LastValue, SeasonalNaive, Ets):
+        monkeypatch.setattr(cls, "compact", lambda self: self)
+    full, want = run()
+    assert list(compact.models) == list(full.models)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a.mean, b.mean)
+        np.testing.assert_array_equal(a.upper, b.upper)
+        assert (a.method, a.note) == (b.method, b.note)
+    held = [a.size for m in compact.models.values() for a in vars(m).values() if isinstance(a, np.ndarray)]
+    assert held and max(held) <= 24 + 1  # a day of hourly steps, plus Holt-Winters' final state
 
 
 def test_steps_beyond_the_backtest_horizon_reuse_its_last_choice() -> None:

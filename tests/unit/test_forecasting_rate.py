@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from types import FunctionType, MethodType, ModuleType
+from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpufleet.forecasting import RateForecaster
+from gpufleet.forecasting import RateForecast, RateForecaster
+from gpufleet.forecasting import _models, api
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -136,3 +141,142 @@ def test_a_deferred_refit_keeps_the_old_parameters_and_moves_on() -> None:
     fc = rf.forecast(later + 1, 60, allow_fit=False)
     assert fc is not None and "refit deferred" in fc.note and fc.mean_rps == 30.0
     assert rf.fits == fits
+
+
+# ------------------------------------------- what a fitted forecaster keeps (one per service, for days)
+
+DAY_S, WEEK_S = 86400.0, 604800.0
+
+
+def operator_like() -> RateForecaster:
+    """As operator/gpufleet/control/forecast.py's ForecastAdapter builds it for a default spec."""
+    return RateForecaster(step_s=60, method="auto", seasonalities_s=(DAY_S, WEEK_S))
+
+
+def minute_rates(minutes: int, seed: int = 7) -> np.ndarray:
+    """Daily and weekly shape (quieter weekends), noise, a few bursts and missing scrapes (NaN),
+    one value a minute."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(minutes) * 60.0
+    day, week = 2 * np.pi * t / DAY_S, 2 * np.pi * t / WEEK_S
+    weekend = np.where((t // DAY_S) % 7 >= 5, 0.7, 1.0)
+    r = (40.0 + 25.0 * np.sin(day - 1.3) + 8.0 * np.sin(2 * day) + 6.0 * np.sin(week)) * weekend * (
+        1.0 + 0.08 * rng.standard_normal(minutes)
+    )
+    for s in rng.integers(0, minutes - 30, size=8):
+        r[s : s + 20] *= 1.6
+    r[rng.random(minutes) < 0.004] = np.nan
+    out: np.ndarray = np.maximum(r, 0.0)
+    return out
+
+
+def serve(rf: RateForecaster, rates: np.ndarray, n_history: int) -> Iterator[RateForecast | None]:
+    """Observe `n_history` minutes, then the rest one minute at a time, asking as the control loop
+    does (every 15 s, plus other horizons and quantiles); yields every answer."""
+    for i in range(n_history):
+        if math.isfinite(rates[i]):
+            rf.observe(i * 60.0 + 30.0, float(rates[i]))
+    yield rf.forecast(n_history * 60.0 + 1.0, 600.0, 0.9)
+    for i in range(n_history, len(rates)):
+        if math.isfinite(rates[i]):
+            rf.observe(i * 60.0 + 30.0, float(rates[i]))
+        for dt in (61.0, 76.0, 91.0, 106.0):
+            yield rf.forecast(i * 60.0 + dt, 600.0, 0.9)
+        yield rf.forecast(i * 60.0 + 62.0, 3600.0, 0.5)
+        yield rf.forecast(i * 60.0 + 63.0, 300.0, 0.99)
+
+
+def reachable_arrays(root: object) -> list[tuple[str, np.ndarray]]:
+    """Every numpy array reachable from `root` (through attributes, dicts, lists, tuples and sets),
+    each with the arrays behind it (`.base`): a short view of a long array holds the long one."""
+    out: list[tuple[str, np.ndarray]] = []
+    seen: set[int] = set()
+    skip = (type, ModuleType, FunctionType, MethodType, str, bytes, int, float, bool, type(None))
+    stack: list[tuple[str, Any]] = [("rf", root)]
+    while stack:
+        path, obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, skip):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            out.append((path, obj))
+            if obj.base is not None:
+                stack.append((path + ".base", obj.base))
+        elif isinstance(obj, dict):
+            stack.extend((f"{path}[{k!r}]", v) for k, v in obj.items())
+            stack.extend((f"{path}.key", k) for k in obj)
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(obj))
+        else:
+            attrs = dict(vars(obj)) if hasattr(obj, "__dict__") else {}
+            for cls in type(obj).__mro__:
+                for name in getattr(cls, "__slots__", ()):
+                    if hasattr(obj, name):
+                        attrs[name] = getattr(obj, name)
+            stack.extend((f"{path}.{k}", v) for k, v in attrs.items())
+    return out
+
+
+def test_a_fitted_forecaster_keeps_a_season_not_the_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a forecast at 15 days of 1-minute history, and after minutes of cheap updates and a
+    refit, only the history ring holds a full-history array: every model keeps at most its
+    longest season (a week: 10080 values), and the residuals one column per horizon, exactly the
+    finite errors of the model chosen there."""
+    scored: list[dict[str, np.ndarray]] = []
+    score = api._score
+
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        residuals, backtest = score(*args, **kwargs)
+        scored.append(residuals)
+        return residuals, backtest
+
+    monkeypatch.setattr(api, "_score", capture)
+    rf = operator_like()
+    n_history = 15 * 1440 - 20  # the daily refit falls within the served minutes
+    answers = serve(rf, minute_rates(n_history + 30), n_history)
+    ring = {id(rf._sums), id(rf._counts)}
+    longest = int(WEEK_S // 60)
+
+    def check() -> None:
+        fitted = rf._fitted
+        assert fitted is not None and fitted.models and fitted.nobs > 14 * 1440
+        arrays = reachable_arrays(rf)
+        assert {id(a) for _, a in arrays} >= ring
+        too_long = [(p, a.size) for p, a in arrays if id(a) not in ring and a.size > longest + 16]
+        assert not too_long, too_long
+        # The residuals: a column of finite errors per horizon, the chosen model's, nothing else.
+        kept = {(name, h): col for name, cols in fitted.residuals.items() for h, col in cols.items()}
+        assert set(kept) == {(name, h) for h, name in enumerate(fitted.chosen, start=1)}
+        for (name, h), col in kept.items():
+            full = scored[-1][name][:, h - 1]
+            np.testing.assert_array_equal(col, full[np.isfinite(full)])
+            assert col.base is None
+
+    assert next(answers) is not None
+    check()
+    for _ in answers:
+        pass
+    assert rf.fits == 2 and rf.appends >= 25
+    check()
+
+
+def test_compact_state_forecasts_exactly_as_the_untrimmed_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same answers, bit for bit, as forecasters whose models keep the whole history (here:
+    several models chosen by horizon, missing minutes among the updates, a refit)."""
+    n_history = 15 * 1440 - 20
+    rates = minute_rates(n_history + 30)
+    rates[[n_history + 4, n_history + 25]] = np.nan
+    compact = list(serve(operator_like(), rates, n_history))
+    keep_all: Callable[[Any], Any] = lambda self: self  # noqa: E731
+    for cls in (_models.LastValue, _models.SeasonalNaive, _models.Ets):
+        monkeypatch.setattr(cls, "compact", keep_all)
+    reference_rf = operator_like()
+    answers = serve(reference_rf, rates, n_history)
+    reference = [next(answers)]
+    fitted = reference_rf._fitted
+    assert fitted is not None
+    assert max(a.size for _, a in reachable_arrays(fitted)) > 14 * 1440  # it did keep it all
+    assert len(fitted.models) >= 2  # several models, each chosen at some horizons
+    reference.extend(answers)
+    assert reference_rf.fits == 2 and all(r is not None for r in compact)
+    assert compact == reference
