@@ -259,7 +259,7 @@ class ServiceLoop:
         self.forecaster: ForecastAdapter | None = None
         self.raw_spec: InferenceServiceSpec | None = None
         self.accounting = Accounting()
-        self.restored: str | None = None  # status.memory to restore on the first tick
+        self.restored = False  # status.memory is read back on the first tick
         self.backfill_due: float | None = None  # when to (re)try reading history from Prometheus
         self.written: dict[str, Any] | None = None  # the last status this loop wrote
         self.written_at = 0.0
@@ -349,8 +349,8 @@ class ServiceLoop:
         assert self.spec is not None and self.fleet is not None
         now = time.time()
         status = body.get("status") or {}
-        if self.restored is None:
-            self.restored = "done"
+        if not self.restored:
+            self.restored = True
             discarded = self.restore(status, now)
             if discarded:
                 kopf.warn(body, reason="MemoryDiscarded", message=f"status.memory not restored: {discarded}"[:500])
