@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint bench bench-quick bench-forecast clean
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint bench bench-quick bench-forecast bench-scale bench-scale-quick clean
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
@@ -14,6 +14,7 @@ help:
 	@echo "make cluster-up   start the local control plane with fake GPU nodes; cluster-down stops it"
 	@echo "make crds         regenerate crds/ from the pydantic models; check-crds fails on drift"
 	@echo "make bench        simulator benchmark report; bench-forecast: forecasting report"
+	@echo "make bench-scale  one operator vs 50/200/500 InferenceServices on the local cluster (reports/scale)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +71,13 @@ bench-quick: venv
 bench-forecast: venv
 	$(PY) benchmarks/forecast_bench.py --out reports/forecast --validation
 	$(PY) benchmarks/forecast_bench.py --out reports/forecast
+
+# SCALE_ARGS="--sizes 50 --window-s 60" narrows it; bench-scale-quick is a smoke run (N=10, .run/scale-quick).
+bench-scale: venv deps bins
+	$(PY) benchmarks/scale_bench.py --sizes 50,200,500 --window-s 120 --out reports/scale $(SCALE_ARGS)
+
+bench-scale-quick: venv deps bins
+	$(PY) benchmarks/scale_bench.py --quick $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) .run build *.egg-info operator/*.egg-info

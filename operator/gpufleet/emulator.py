@@ -1,12 +1,12 @@
 """Fleet emulator for the local KWOK cluster: per-pod Triton `/metrics` from an offered load.
 
 KWOK pods run no containers, so something must play the Triton servers. This process watches the
-pods of every InferenceService, splits each service's offered load (a step function or a trace)
-over the pods that are Ready *and* labelled serving, runs a fluid queue per pod each tick, and
-serves per-pod cumulative Triton counters and gauges at /metrics/<namespace>/<pod>. A file_sd
-JSON lists one Prometheus target per pod (labels namespace, pod, capacity_class), so a real
-Prometheus scrapes realistic per-pod series and the operator reads them through its normal
-queries. Everything listens on 127.0.0.1.
+pods of every InferenceService (one LIST, then a WATCH: it adds no per-tick load to the API server),
+splits each service's offered load (a step function or a trace) over the pods that are Ready *and*
+labelled serving, runs a fluid queue per pod each tick, and serves per-pod cumulative Triton
+counters and gauges at /metrics/<namespace>/<pod>. A file_sd JSON lists one Prometheus target per
+pod (labels namespace, pod, capacity_class), so a real Prometheus scrapes realistic per-pod series
+and the operator reads them through its normal queries. Everything listens on 127.0.0.1.
 
     python -m gpufleet.emulator --kubeconfig K --file-sd DIR --port 9400 \
         --load default/chat=step:0=20,60=100,300=20
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
 import threading
@@ -27,11 +28,13 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
-from kubernetes import client, config
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 
-from gpufleet.adapters.kube import Kube, replica_from_pod
+from gpufleet.adapters.kube import replica_from_pod
 from gpufleet.adapters.manifests import LABEL_SERVICE
 from gpufleet.core.types import ReplicaState
 from gpufleet.devenv.prometheus import Target, write_file_sd
@@ -108,26 +111,44 @@ class Emulator:
     serving: dict[str, list[str]] = field(default_factory=dict)  # service -> serving pod keys
     started: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _pod_service: dict[str, str] = field(default_factory=dict)  # serving pod key -> its service
 
-    def sync_pods(self, kube: Kube) -> bool:
-        """Refresh the pod set from the API server; True when the scrape targets changed."""
-        pods = kube.plain(kube.core.list_pod_for_all_namespaces(label_selector=LABEL_SERVICE).items)
-        seen: dict[str, PodCounters] = {}
-        serving: dict[str, list[str]] = {}
+    def sync_pods(self, pods: list[dict[str, Any]]) -> bool:
+        """Replace the pod set with a full listing; True when the scrape targets changed."""
         with self.lock:
+            old = self.pods
+            self.pods, self.serving, self._pod_service = {}, {}, {}
             for pod in pods:
-                meta = pod["metadata"]
-                key = f"{meta['namespace']}/{meta['name']}"
-                if meta.get("deletionTimestamp"):
-                    continue  # terminating: Triton is gone
-                replica = replica_from_pod(pod, set())
-                seen[key] = self.pods.get(key) or PodCounters(capacity_class=replica.capacity_class)
-                if replica.state == ReplicaState.serving:
-                    service = f"{meta['namespace']}/{meta['labels'][LABEL_SERVICE]}"
-                    serving.setdefault(service, []).append(key)
-            changed = set(seen) != set(self.pods)
-            self.pods, self.serving = seen, serving
-        return changed
+                self._apply(pod, deleted=False, counters=old)
+            return set(self.pods) != set(old)
+
+    def update_pod(self, pod: dict[str, Any], *, deleted: bool) -> bool:
+        """Apply one watch event (ADDED/MODIFIED, or DELETED); True when the scrape targets changed."""
+        key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+        with self.lock:
+            had = key in self.pods
+            self._apply(pod, deleted=deleted, counters=self.pods)
+            return had != (key in self.pods)
+
+    def _apply(self, pod: dict[str, Any], *, deleted: bool, counters: dict[str, PodCounters]) -> None:
+        """Add, update or drop one pod (lock held); a terminating pod is gone (Triton stops with it).
+        `counters` holds the pods' running counters to carry over."""
+        meta = pod["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        service = self._pod_service.pop(key, None)
+        if service is not None:
+            self.serving[service] = [k for k in self.serving.get(service, []) if k != key]
+            if not self.serving[service]:
+                del self.serving[service]
+        if deleted or meta.get("deletionTimestamp"):
+            self.pods.pop(key, None)
+            return
+        replica = replica_from_pod(pod, set())
+        self.pods[key] = counters.get(key) or PodCounters(capacity_class=replica.capacity_class)
+        if replica.state == ReplicaState.serving:
+            service = f"{meta['namespace']}/{(meta.get('labels') or {})[LABEL_SERVICE]}"
+            self._pod_service[key] = service
+            self.serving.setdefault(service, []).append(key)
 
     def set_load(self, service: str, profile: LoadProfile) -> None:
         with self.lock:
@@ -216,6 +237,47 @@ class Emulator:
             ]
 
 
+def watch_pods(emulator: Emulator, core: client.CoreV1Api, changed: threading.Event, stop: threading.Event,
+               *, timeout_s: int = 240) -> None:
+    """Keep the emulator's pod set current: LIST once, then WATCH from its resourceVersion.
+
+    The watch ends after `timeout_s` (server side) and resumes from the last resourceVersion seen;
+    a 410 Gone or any other error starts over with a fresh LIST (after a short pause on errors).
+    Sets `changed` whenever the scrape targets change. Runs until `stop` is set.
+    """
+    version: str | None = None
+    while not stop.is_set():
+        try:
+            if version is None:
+                resp = core.list_pod_for_all_namespaces(label_selector=LABEL_SERVICE, _preload_content=False,
+                                                        _request_timeout=(5, 60))
+                listing = json.loads(cast(Any, resp).data)
+                version = listing["metadata"]["resourceVersion"]
+                if emulator.sync_pods(listing["items"]):
+                    changed.set()
+            events = watch.Watch().stream(core.list_pod_for_all_namespaces, label_selector=LABEL_SERVICE,
+                                          resource_version=version, allow_watch_bookmarks=True,
+                                          timeout_seconds=timeout_s, _request_timeout=(5, timeout_s + 30),
+                                          deserialize=False)
+            for event in events:
+                obj = event["object"]
+                version = obj.get("metadata", {}).get("resourceVersion") or version
+                if event["type"] in ("ADDED", "MODIFIED", "DELETED") and \
+                        emulator.update_pod(obj, deleted=event["type"] == "DELETED"):
+                    changed.set()
+                if stop.is_set():
+                    return
+        except ApiException as exc:
+            if exc.status != 410:  # 410 Gone: the version is too old, relist at once
+                log.warning("pod watch failed (%s); listing again", exc.status)
+                stop.wait(1.0)
+            version = None
+        except Exception:  # noqa: BLE001 - an API hiccup must not stop the metrics
+            log.exception("pod watch failed; listing again")
+            version = None
+            stop.wait(1.0)
+
+
 def serve(emulator: Emulator, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -286,16 +348,16 @@ def main(argv: list[str] | None = None) -> int:
              slots, service_time, slots / service_time)
     server = serve(emulator, args.port)
     address = f"127.0.0.1:{server.server_address[1]}"
-    kube = Kube(client.ApiClient())
     log.info("serving per-pod metrics on %s, targets in %s", address, args.file_sd)
-    last = time.monotonic()
     write_file_sd(args.file_sd, SD_NAME, [])
+    changed, stop = threading.Event(), threading.Event()
+    threading.Thread(target=watch_pods, args=(emulator, client.CoreV1Api(), changed, stop), name="pod-watch",
+                     daemon=True).start()
+    last = time.monotonic()
     while True:
-        try:
-            if emulator.sync_pods(kube):
-                write_file_sd(args.file_sd, SD_NAME, emulator.targets(address))
-        except Exception:  # noqa: BLE001 - an API hiccup must not stop the metrics
-            log.exception("pod sync failed")
+        if changed.is_set():
+            changed.clear()
+            write_file_sd(args.file_sd, SD_NAME, emulator.targets(address))
         now = time.monotonic()
         emulator.advance(time.time(), now - last)
         last = now
