@@ -420,12 +420,22 @@ class ServiceLoop:
 # Status fields that change on every tick without meaning a change: written with the next
 # material change or once per heartbeat.
 VOLATILE = ("observed", "forecast", "usage", "memory")
+# Which signal is the binding one (QueueDepth, RequestRate, ForecastLoad, ...) and the one-line
+# explanation with its numbers move while the fleet holds still; the sizes decided do not.
+DECISION_COUNTS = ("desired", "standby", "onDemand", "spot", "applied")
 
 
 def material(status: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reader acts on: sizes, conditions' states and reasons (the Scaling condition's
+    reason is the decision's, so only its state counts), windows, budget, generation."""
     out = {k: v for k, v in status.items() if k not in VOLATILE}
     if "lastDecision" in out:
-        out["lastDecision"] = {k: v for k, v in out["lastDecision"].items() if k != "time"}
+        out["lastDecision"] = {k: v for k, v in out["lastDecision"].items() if k in DECISION_COUNTS}
+    if "conditions" in out:
+        out["conditions"] = [
+            {"type": c.get("type"), "status": c.get("status"),
+             **({} if c.get("type") == "Scaling" else {"reason": c.get("reason")})}
+            for c in out["conditions"]]
     return out
 
 

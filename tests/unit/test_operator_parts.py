@@ -44,9 +44,14 @@ def status(**over: Any) -> dict[str, Any]:
 
 def test_material_ignores_what_moves_every_tick() -> None:
     later = status(observed={"requestRate": 98.7, "time": "2026-12-02T10:00:10Z"}, usage={"gpuHours": 1.26},
-                   lastDecision={"time": "2026-12-02T10:00:10Z", "desired": 2, "reason": "QueueDepth"},
+                   lastDecision={"time": "2026-12-02T10:00:10Z", "desired": 2, "reason": "RequestRate",
+                                 "message": "rate 98.7 rps: need 1; holding 2"},
+                   conditions=[{"type": "Ready", "status": "True", "reason": "Serving", "message": "2/2 ok"},
+                               {"type": "Scaling", "status": "False", "reason": "RequestRate", "message": "x"}],
                    forecast={"meanRps": 97.0}, memory='{"v":1,"r":[]}')
-    assert material(later) == material(status())
+    earlier = status(conditions=[{"type": "Ready", "status": "True", "reason": "Serving", "message": "2/2"},
+                                 {"type": "Scaling", "status": "False", "reason": "ForecastLoad", "message": "y"}])
+    assert material(later) == material(earlier)
 
 
 @pytest.mark.parametrize("change", [
@@ -54,6 +59,7 @@ def test_material_ignores_what_moves_every_tick() -> None:
     {"lastDecision": {"time": "2026-12-02T10:00:00Z", "desired": 3, "reason": "QueueDepth"}},
     {"conditions": [{"type": "Ready", "status": "False", "reason": "NoServingReplicas", "message": "0/2"}]},
     {"observedGeneration": 4},
+    {"conditions": [{"type": "Ready", "status": "True", "reason": "Degraded", "message": "2/2"}]},
 ])
 def test_material_sees_what_a_reader_acts_on(change: dict[str, Any]) -> None:
     assert material(status(**change)) != material(status())
