@@ -537,6 +537,9 @@ def summarize(n: int, with_op: dict[str, Any], without: dict[str, Any], fail: di
         "operator_promql_qps": with_op["operator_promql_qps"],
         "operator_promql_by_kind": {k: v * INTERVAL_S / with_op["seconds"] for k, v in
                                     with_op["promql_by_kind"].items()},  # queries per interval
+        # The per-signal queries shared by the fleet; the per-service ones are one-off history reads
+        # (forecast backfill when a loop starts) and user overrides.
+        "promql_batched_per_interval": with_op["promql_by_kind"].get("batched", 0.0) * INTERVAL_S / with_op["seconds"],
         "operator_errors": with_op["operator_errors"], "decision_reasons": with_op["decision_reasons"],
         "scale_changes_per_s": diff.get("PATCH deployments/scale", 0.0),
         "pods_created_per_s": diff.get("POST pods", 0.0),
@@ -559,7 +562,9 @@ METRICS = [  # key, label, unit format, goal key (None: context only)
      "kube_requests_per_service_tick"),
     ("status_writes_per_s", "status writes/s", "{:.2f}", None),
     ("scale_changes_per_s", "Deployment scale changes/s (0 = steady)", "{:.2f}", None),
-    ("promql_per_interval", "PromQL queries per 10 s interval", "{:.0f}", "promql_n_exponent"),
+    ("promql_batched_per_interval", "batched PromQL queries per 10 s interval (one per signal)", "{:.1f}",
+     "promql_n_exponent"),
+    ("promql_per_interval", "all PromQL queries per 10 s interval (with one-off history reads)", "{:.0f}", None),
     ("failover_s", "failover: status written by the standby (s)", "{:.1f}", "failover_s"),
     ("failover_first_decision_s", "failover: standby's first decision (s)", "{:.1f}", None),
     ("machine_busy_cores", "whole machine busy (cores)", "{:.2f}", None),
