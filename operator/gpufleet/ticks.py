@@ -71,12 +71,12 @@ async def run_loop(
     """Run `tick` on the pool every `interval()` seconds until `stopped()`.
 
     `sleep(seconds)` waits and returns early when the loop is asked to stop (kopf's
-    `stopped.wait`). The first tick comes after a random part of one interval. A tick that runs
+    `stopped.wait`). The first tick comes within a random tenth of an interval. A tick that runs
     past its deadline (one interval) is abandoned: the loop waits for the next due time and skips
     ticks until the old one has finished (every call inside has a timeout, so it does).
     """
     loop = asyncio.get_running_loop()
-    due = clock() + random.uniform(0.0, interval())
+    due = clock() + random.uniform(0.0, 0.1 * interval())
     running: Future[None] | None = None
     while not stopped():
         await sleep(max(0.0, due - clock()))
