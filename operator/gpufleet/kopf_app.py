@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
@@ -48,7 +48,7 @@ from gpufleet.control.memory import fingerprint as memory_fingerprint
 from gpufleet.core import stabilize, warmpool
 from gpufleet.core.policy import GpufleetPolicy
 from gpufleet.core.schedule import default_lead_s
-from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Observation, Plan, PolicyMemory, ReplicaState
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Observation, PolicyMemory, ReplicaState
 
 log = logging.getLogger("gpufleet")
 
@@ -209,18 +209,13 @@ def invalid_spec_status(body: kopf.Body, message: str, now: float) -> dict[str, 
     return {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]}
 
 
-def initial_plan(spec: InferenceServiceSpec, now: float) -> Plan:
-    """The plan brand-new Deployments start from: the floor (a planned window's, if one is open
-    or in its lead now), split as the policy would with no load."""
+def initial_replicas(spec: InferenceServiceSpec, now: float) -> dict[str, int]:
+    """Sizes for brand-new Deployments: the floor (a planned window's, if one is open or in its
+    lead now), split as the policy would with no load."""
     plan, _ = GpufleetPolicy().decide(
         spec=spec, observation=Observation(), forecast=None, fleet=FleetState(),
         memory=PolicyMemory(), now=now, windows=calendar.windows(spec.schedules, now),
     )
-    return plan
-
-
-def initial_replicas(spec: InferenceServiceSpec, now: float) -> dict[str, int]:
-    plan = initial_plan(spec, now)
     return {ON_DEMAND: plan.on_demand, SPOT: plan.spot}
 
 
@@ -339,12 +334,6 @@ class ServiceLoop:
         """Take back what an earlier operator process persisted in status.memory; the reason it
         was discarded, if it was."""
         text = status.get("memory")
-        if not text and not status.get("lastDecision") and self.spec is not None:
-            # Never decided on: its Deployments were just sized from the initial plan, which is the
-            # plan its pods (still starting, standbys among them) came from. Without it, a first
-            # tick in safe mode would hold every starting pod as serving capacity.
-            self.memory = replace(self.memory, last_serving=initial_plan(self.spec, now).serving)
-            return None
         if not text or self.fleet is None:
             return None
         try:

@@ -39,6 +39,7 @@ from gpufleet.adapters.metrics import (
     PrometheusMetrics,
     metrics_port,
     queries_for,
+    read_observation,
 )
 from gpufleet.api.models import Backend, InferenceServiceSpec
 from gpufleet.core.types import Observation
@@ -357,22 +358,9 @@ class ServiceMetrics:
     def observe(self, *, now: float) -> Observation:
         self.errors = {}
         self.fleet.refresh(now)
-        sampled_at = self.value("sampled_at")
-        if sampled_at is None or now - sampled_at > self.stale_after_s:
-            # Nothing fresh: report all signals missing rather than trusting old rates.
-            self.available = False
-            if sampled_at is not None:
-                self.errors["sampled_at"] = f"newest sample {now - sampled_at:.0f}s old"
-            return Observation(sampled_at=sampled_at)
-        self.available = True
-        return Observation(
-            sampled_at=sampled_at,
-            queue_depth=self.value("queue_depth"),
-            queue_time_ms=self.value("queue_time_ms"),
-            ttft_p95_ms=self.value("ttft_p95_ms") if "ttft_p95_ms" in self.keys else None,
-            latency_p95_ms=self.value("latency_p95_ms") if "latency_p95_ms" in self.keys else None,
-            request_rate=self.value("request_rate"),
-        )
+        observation, self.available = read_observation(self.value, self.keys, self.errors,
+                                                       now=now, stale_after_s=self.stale_after_s)
+        return observation
 
     def per_pod(self, key: str = "in_flight") -> dict[str, float]:
         """{pod: value} of a per-pod signal; pods without a finite value are left out."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from string import Template
@@ -100,6 +101,26 @@ def scalar(result: list[dict[str, object]]) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def read_observation(read: Callable[[str], float | None], keys: Container[str], errors: dict[str, str], *,
+                     now: float, stale_after_s: float) -> tuple[Observation, bool]:
+    """The service's Observation from one reader of signals, and whether it is fresh. Nothing
+    fresh: every signal is missing rather than trusting old rates. Percentile signals are read
+    only when configured (`keys`)."""
+    sampled_at = read("sampled_at")
+    if sampled_at is None or now - sampled_at > stale_after_s:
+        if sampled_at is not None:
+            errors["sampled_at"] = f"newest sample {now - sampled_at:.0f}s old"
+        return Observation(sampled_at=sampled_at), False
+    return Observation(
+        sampled_at=sampled_at,
+        queue_depth=read("queue_depth"),
+        queue_time_ms=read("queue_time_ms"),
+        ttft_p95_ms=read("ttft_p95_ms") if "ttft_p95_ms" in keys else None,
+        latency_p95_ms=read("latency_p95_ms") if "latency_p95_ms" in keys else None,
+        request_rate=read("request_rate"),
+    ), True
+
+
 @dataclass
 class PrometheusMetrics:
     """MetricsPort reading one InferenceService's signals from Prometheus."""
@@ -133,22 +154,9 @@ class PrometheusMetrics:
 
     def observe(self, *, now: float) -> Observation:
         self.errors = {}
-        sampled_at = self._query("sampled_at")
-        if sampled_at is None or now - sampled_at > self.stale_after_s:
-            # Nothing fresh: report all signals missing rather than trusting old rates.
-            self.available = False
-            if sampled_at is not None:
-                self.errors["sampled_at"] = f"newest sample {now - sampled_at:.0f}s old"
-            return Observation(sampled_at=sampled_at)
-        self.available = True
-        return Observation(
-            sampled_at=sampled_at,
-            queue_depth=self._query("queue_depth"),
-            queue_time_ms=self._query("queue_time_ms"),
-            ttft_p95_ms=self._query("ttft_p95_ms") if "ttft_p95_ms" in self.queries else None,
-            latency_p95_ms=self._query("latency_p95_ms") if "latency_p95_ms" in self.queries else None,
-            request_rate=self._query("request_rate"),
-        )
+        observation, self.available = read_observation(self._query, self.queries, self.errors,
+                                                       now=now, stale_after_s=self.stale_after_s)
+        return observation
 
     def per_pod(self, key: str = "in_flight") -> dict[str, float]:
         """{pod: value} of a per-pod query; pods without a finite value are left out."""
