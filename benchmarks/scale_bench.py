@@ -51,6 +51,7 @@ from kubernetes import client, config, watch  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from gpufleet.api.timefmt import iso_seconds  # noqa: E402
 from gpufleet.devenv._proc import free_port  # noqa: E402
 from gpufleet.devenv.prometheus import PrometheusServer  # noqa: E402
 
@@ -480,7 +481,7 @@ def measure_failover(env: Env, workers: int | None, timeout_s: float = 240) -> d
             if first_decision_s is None and decisions(standby_port) > standby_before:
                 first_decision_s = time.time() - killed
             if status_s is None:
-                status_s = next((r - killed for r, t in list(events) if r > killed and iso_ts(t) >= after), None)
+                status_s = next((r - killed for r, t in list(events) if r > killed and iso_seconds(t) >= after), None)
             time.sleep(0.25)
         return {"seconds": status_s, "first_decision_s": first_decision_s, "timeout_s": timeout_s,
                 "standby_decisions_before_kill": standby_before, "standby_alive": standby.alive()}
@@ -488,10 +489,6 @@ def measure_failover(env: Env, workers: int | None, timeout_s: float = 240) -> d
         stop.set()
         standby.stop()
         active.stop()
-
-
-def iso_ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def run_size(n: int, args: argparse.Namespace, failover: bool) -> dict[str, Any]:

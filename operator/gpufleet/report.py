@@ -35,7 +35,7 @@ import yaml
 
 from gpufleet.adapters.metrics import PrometheusMetrics, queries_for
 from gpufleet.api.models import InferenceServiceSpec, Mode, Slo, WarmPool
-from gpufleet.control.forecast import duration_s
+from gpufleet.api.timefmt import duration_seconds
 from gpufleet.sim.capacity import capacity_table
 from gpufleet.sim.engine import SimResult
 from gpufleet.sim.model import LatencyBook
@@ -292,7 +292,7 @@ def plots(rows: list[Row], out: str) -> list[str]:
 
 
 def _seconds(text: str) -> float:
-    return duration_s(text) if text[-1] in "smhd" else float(text)
+    return float(duration_seconds(text)) if text[-1] in "smhd" else float(text)
 
 
 def run(args: argparse.Namespace) -> int:

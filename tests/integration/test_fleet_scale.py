@@ -230,7 +230,7 @@ def test_blackholed_api_server_times_out_and_the_loop_recovers(
         def decided_after_heal() -> bool:
             stamp = ((cluster.get("inferenceservice", "held", namespace) or {}).get("status") or {}) \
                 .get("lastDecision", {}).get("time")
-            return bool(stamp) and time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone >= healed
+            return bool(stamp) and iso_seconds(stamp) >= healed
         wait_for(decided_after_heal, timeout=60, what="a decision written after the proxy healed")
         assert proc.proc.poll() is None, "the operator crashed"
     finally:

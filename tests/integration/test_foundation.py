@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +37,6 @@ def pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
 
 def is_ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
-
-
-def ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def test_crd_has_explain_text(cluster: Cluster) -> None:
@@ -120,8 +115,8 @@ def test_lifecycle_children_placement_status_update_delete(
         capacity_class = pod["metadata"]["labels"]["gpufleet.io/capacity-class"]
         classes.append(capacity_class)
         assert nodes[pod["spec"]["nodeName"]]["karpenter.sh/capacity-type"] == capacity_class
-        ready_at = next(ts(c["lastTransitionTime"]) for c in pod["status"]["conditions"] if c["type"] == "Ready")
-        assert ready_at - ts(pod["metadata"]["creationTimestamp"]) >= READY_DELAY_S - 1
+        ready_at = next(iso_seconds(c["lastTransitionTime"]) for c in pod["status"]["conditions"] if c["type"] == "Ready")
+        assert ready_at - iso_seconds(pod["metadata"]["creationTimestamp"]) >= READY_DELAY_S - 1
     assert classes.count("on-demand") >= 1 and classes.count("spot") >= 1
 
     def status_says_ready() -> dict[str, Any] | None:

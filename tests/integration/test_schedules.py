@@ -6,7 +6,6 @@ plus one interval)."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,6 @@ pytestmark = [pytest.mark.cluster]
 READY_DELAY_S = 15
 OPENS_IN_S = 45
 FLOOR = 4
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 ONE_OFF = {"name": "launch", "start": "2026-12-01T14:00:00Z", "duration": "2h", "minReplicas": 3}
@@ -102,7 +97,7 @@ def test_window_opening_soon_has_its_replicas_ready_when_it_opens(
     opens = created + OPENS_IN_S
     obj = loop_service(namespace, "launch")
     obj["spec"]["template"]["metadata"]["annotations"]["kwok.gpufleet.io/ready-delay"] = f"{READY_DELAY_S}s"
-    obj["spec"]["schedules"] = [{"name": "launch", "start": rfc3339(opens), "duration": "3m", "minReplicas": FLOOR}]
+    obj["spec"]["schedules"] = [{"name": "launch", "start": iso(opens), "duration": "3m", "minReplicas": FLOOR}]
     cluster.apply(obj)
 
     wait_for(lambda: ready_pods(cluster, namespace, "launch") >= 1, timeout=60, what="the floor replica Ready")
@@ -121,7 +116,7 @@ def test_window_opening_soon_has_its_replicas_ready_when_it_opens(
     assert ttr, "time-to-ready was measured from the first replica"
     (window,) = status(cluster, namespace, "launch")["schedules"]
     assert (window["name"], window["state"]) == ("launch", "Provisioning"), window
-    assert window["opens"] == rfc3339(opens), window  # the spec's start, as written
+    assert window["opens"] == iso(opens), window  # the spec's start, as written
 
     # ... early enough that the capacity is Ready when the window opens.
     time.sleep(max(0.0, opens - time.time()))

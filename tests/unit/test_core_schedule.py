@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.api.timefmt import iso_seconds
 from gpufleet.control import schedule as calendar
 from gpufleet.core import schedule
 from gpufleet.core.capacity import bounds
@@ -254,10 +255,6 @@ def test_overlapping_windows_take_the_max(floors: list[int], hi: int) -> None:
 # The calendar: cron, start, time zones, DST (gpufleet.control.schedule).
 
 
-def ts(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
 def spec_with(*schedules: dict[str, Any]) -> InferenceServiceSpec:
     return make_spec(schedules=list(schedules))
 
@@ -267,23 +264,23 @@ def test_one_off_start_with_offset_and_without() -> None:
         {"name": "utc", "start": "2026-12-01T14:00:00Z", "duration": "2h", "minReplicas": 3},
         {"name": "local", "start": "2026-12-01T14:00", "timeZone": "Europe/Berlin", "duration": "30m", "minReplicas": 3},
     )
-    now = ts("2026-12-01T12:00:00+00:00")
+    now = iso_seconds("2026-12-01T12:00:00+00:00")
     utc, local = calendar.windows(spec.schedules, now)
-    assert (utc.start, utc.end) == (ts("2026-12-01T14:00:00+00:00"), ts("2026-12-01T16:00:00+00:00"))
-    assert local.start == ts("2026-12-01T13:00:00+00:00")  # 14:00 CET is 13:00 UTC
+    assert (utc.start, utc.end) == (iso_seconds("2026-12-01T14:00:00+00:00"), iso_seconds("2026-12-01T16:00:00+00:00"))
+    assert local.start == iso_seconds("2026-12-01T13:00:00+00:00")  # 14:00 CET is 13:00 UTC
     assert (utc.opens, local.opens, local.closes) == ("14:00 UTC", "14:00 CET", "14:30 CET")
-    assert calendar.windows(spec.schedules, ts("2026-12-01T16:00:00+00:00")) == ()  # past: dropped
+    assert calendar.windows(spec.schedules, iso_seconds("2026-12-01T16:00:00+00:00")) == ()  # past: dropped
 
 
 def test_cron_gives_the_open_occurrence_and_the_next() -> None:
     spec = spec_with({"name": "batch", "cron": "0 2 * * *", "duration": "1h", "minReplicas": 4})
-    now = ts("2026-12-01T02:30:00+00:00")
+    now = iso_seconds("2026-12-01T02:30:00+00:00")
     open_, nxt = calendar.windows(spec.schedules, now)
-    assert open_.start == ts("2026-12-01T02:00:00+00:00") and nxt.start == ts("2026-12-02T02:00:00+00:00")
+    assert open_.start == iso_seconds("2026-12-01T02:00:00+00:00") and nxt.start == iso_seconds("2026-12-02T02:00:00+00:00")
     assert nxt.opens == "2026-12-02 02:00 UTC"
     # Exactly at an occurrence the window is open (croniter's get_prev would skip it).
-    (at,) = [w for w in calendar.windows(spec.schedules, ts("2026-12-02T02:00:00+00:00")) if w.start <= ts("2026-12-02T02:00:00+00:00")]
-    assert at.start == ts("2026-12-02T02:00:00+00:00")
+    (at,) = [w for w in calendar.windows(spec.schedules, iso_seconds("2026-12-02T02:00:00+00:00")) if w.start <= iso_seconds("2026-12-02T02:00:00+00:00")]
+    assert at.start == iso_seconds("2026-12-02T02:00:00+00:00")
 
 
 @pytest.mark.parametrize(
@@ -297,16 +294,16 @@ def test_cron_gives_the_open_occurrence_and_the_next() -> None:
 def test_cron_follows_daylight_saving_time(day: str, utc_start: str) -> None:
     spec = spec_with({"name": "office", "cron": "0 9 * * 1-5", "timeZone": "Europe/Berlin", "duration": "8h",
                       "minReplicas": 4})
-    now = ts(f"{day}T06:00:00+00:00")
+    now = iso_seconds(f"{day}T06:00:00+00:00")
     first = calendar.windows(spec.schedules, now)[0]
-    assert first.start == ts(utc_start) and first.opens == "09:00 " + ("CEST" if "-30" in day else "CET")
+    assert first.start == iso_seconds(utc_start) and first.opens == "09:00 " + ("CEST" if "-30" in day else "CET")
 
 
 def test_duration_is_elapsed_time_across_a_dst_change() -> None:
     # 01:00 CET on the spring-forward night, 3h long: ends 05:00 CEST (04:00 CET + 1 h skipped).
     spec = spec_with({"name": "night", "start": "2026-03-29T01:00", "timeZone": "Europe/Berlin", "duration": "3h",
                       "minReplicas": 2})
-    (w,) = calendar.windows(spec.schedules, ts("2026-03-28T12:00:00+00:00"))
+    (w,) = calendar.windows(spec.schedules, iso_seconds("2026-03-28T12:00:00+00:00"))
     assert w.end - w.start == 3 * 3600
     assert w.closes == "2026-03-29 05:00 CEST"
 
@@ -319,7 +316,7 @@ ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/
     zone=st.sampled_from(ZONES),
     minute=st.integers(0, 59),
     hour=st.integers(0, 23),
-    now=st.floats(ts("2025-01-01T00:00:00+00:00"), ts("2028-01-01T00:00:00+00:00")),
+    now=st.floats(iso_seconds("2025-01-01T00:00:00+00:00"), iso_seconds("2028-01-01T00:00:00+00:00")),
     hours=st.integers(1, 20),
 )
 def test_cron_windows_in_any_zone_bracket_now(zone: str, minute: int, hour: int, now: float, hours: int) -> None:

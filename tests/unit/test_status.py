@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpufleet.api.timefmt import iso
 from gpufleet.control import status
 from gpufleet.core.types import FleetState, Plan, Replica, ReplicaState
 
@@ -12,9 +13,9 @@ def test_condition_transition_time_moves_only_on_flip() -> None:
     first = status.set_condition([], type="Ready", status=True, reason="A", message="", now=100.0, generation=1)
     same = status.set_condition(first, type="Ready", status=True, reason="B", message="", now=200.0, generation=2)
     flipped = status.set_condition(same, type="Ready", status=False, reason="C", message="", now=300.0, generation=2)
-    assert same[0].last_transition_time == first[0].last_transition_time == status.iso(100.0)
+    assert same[0].last_transition_time == first[0].last_transition_time == iso(100.0)
     assert same[0].reason == "B" and same[0].observed_generation == 2
-    assert flipped[0].last_transition_time == status.iso(300.0) and flipped[0].status == "False"
+    assert flipped[0].last_transition_time == iso(300.0) and flipped[0].status == "False"
 
 
 def test_degraded_names_the_cause() -> None:
@@ -51,8 +52,8 @@ def test_schedule_status_says_open_provisioning_or_upcoming() -> None:
                                                  ("batch", "Upcoming")]
     launch = rows[1]
     assert (launch.opens, launch.closes, launch.provision_from) == (
-        status.iso(2 * hour), status.iso(3 * hour), status.iso(2 * hour - 600.0))
-    assert rows[2].provision_from == status.iso(10 * hour - 120.0)  # the default lead
+        iso(2 * hour), iso(3 * hour), iso(2 * hour - 600.0))
+    assert rows[2].provision_from == iso(10 * hour - 120.0)  # the default lead
     assert status.schedule_status((), now, 120.0) == []
 
 

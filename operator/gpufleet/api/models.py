@@ -260,7 +260,10 @@ _CRON_GAP_SAMPLES = 400
 
 
 def duration_seconds(text: str) -> int:
-    """'90s', '15m', '2h', '1d' -> seconds (the CRD pattern guarantees the shape)."""
+    """'90s', '15m', '2h', '1d' -> seconds (the CRD pattern guarantees the shape).
+
+    Defined here, not in gpufleet.api.timefmt (which re-exports it): the decision core imports
+    this module and may not reach `datetime`."""
     return int(text[:-1]) * _UNIT_SECONDS[text[-1]]
 
 

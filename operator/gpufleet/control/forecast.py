@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from gpufleet.api.models import Forecast, ForecastMethod
+from gpufleet.api.timefmt import duration_seconds
 from gpufleet.core.types import ForecastSummary
 from gpufleet.forecasting.rate import RateForecaster
-
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def duration_s(text: str) -> float:
-    """'90s', '15m', '1d' -> seconds (the CRD pattern guarantees the shape)."""
-    return float(text[:-1]) * _UNIT_S[text[-1]]
-
 
 class ForecastAdapter:
     """Keeps one service's request-rate history and answers the control step's forecast call."""
@@ -22,7 +15,7 @@ class ForecastAdapter:
         self.rate = RateForecaster(
             step_s=step_s,
             method=method,
-            seasonalities_s=tuple(duration_s(s) for s in spec.seasonality),
+            seasonalities_s=tuple(float(duration_seconds(s)) for s in spec.seasonality),
             refit_offset_s=refit_offset_s,
         )
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from gpufleet.api.models import ClassUsage, InferenceServiceSpec, UsageStatus
+from gpufleet.api.timefmt import iso, iso_seconds
 from gpufleet.core.budget import DAY_S, replica_hour_prices
 from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, SPOT, FleetState
 
@@ -24,15 +25,16 @@ MAX_RATE_GAP_S = 300.0
 
 
 def iso_ms(ts: float) -> str:
-    """UTC ISO-8601 with milliseconds: the next accumulation integrates from exactly here."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """Milliseconds: the next accumulation integrates from exactly here."""
+    return iso(ts, ms=True)
 
 
-def parse_iso(text: str | None) -> float | None:
+def stamp_seconds(text: str | None) -> float | None:
+    """A stored timestamp, or None if absent or unreadable (then the usage restarts from now)."""
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return iso_seconds(text)
     except ValueError:
         return None
 
@@ -64,7 +66,7 @@ def accumulate(
 
     Prices are the spec's (the operator has already applied its price table to the spec).
     """
-    last = parse_iso(prev.updated_at)
+    last = stamp_seconds(prev.updated_at)
     if last is None or now < last:
         # First tick (or a clock step backwards): start metering here.
         since = prev.since or iso_ms(now)

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from gpufleet.api.models import Schedule, duration_seconds
+from gpufleet.api.models import Schedule
+from gpufleet.api.timefmt import duration_seconds, parse_iso
 from gpufleet.core.schedule import Window
 
 # croniter's get_prev skips an occurrence exactly at its base time: look back from just after now.
@@ -22,8 +23,7 @@ _JUST_AFTER = timedelta(seconds=1)
 
 def parse_start(text: str, zone: ZoneInfo) -> datetime:
     """RFC 3339 (the CRD pattern guarantees the shape); without an offset, read in `zone`."""
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return dt.replace(tzinfo=zone) if dt.tzinfo is None else dt
+    return parse_iso(text, zone)
 
 
 def occurrences(schedule: Schedule, now: float) -> list[datetime]:

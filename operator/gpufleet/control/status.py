@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from gpufleet.api.models import (
     ClassCounts,
     Condition,
@@ -14,6 +12,7 @@ from gpufleet.api.models import (
     ReplicaStatus,
     ScheduleStatus,
 )
+from gpufleet.api.timefmt import iso
 from gpufleet.core.schedule import Window
 from gpufleet.core.types import (
     ON_DEMAND,
@@ -24,10 +23,6 @@ from gpufleet.core.types import (
     Plan,
     ReplicaState,
 )
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def replica_status(fleet: FleetState, desired: dict[str, int]) -> ReplicaStatus:
