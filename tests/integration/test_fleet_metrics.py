@@ -52,12 +52,13 @@ class Pod:
     active: int = 0
     waiting: int = 0
     kv_fraction: float = 0.0
+    executions: bool = True  # False: no model execution finishes on it (nv_inference_exec_count stays)
 
 
 PODS = [
     Pod("fm-a", "chat-ondemand-5d9f7c8b6-x2k4q", "chat", pending=2, rps=10, queue_ms=4, request_ms=40),
     Pod("fm-a", "chat-spot-7b4c9d8f5-q9z8w", "chat", pending=3, rps=30, queue_ms=8, request_ms=60,
-        ttft_split=(0.3, 0.5, 0.2, 0.0)),
+        ttft_split=(0.3, 0.5, 0.2, 0.0), executions=False),
     # Service `chat-spot`: the old `chat-(ondemand|spot)-.*` of `chat` took this pod too.
     Pod("fm-a", "chat-spot-ondemand-6c8d9f7b5-k2x9p", "chat", pending=7, rps=5, queue_ms=100, request_ms=300,
         ttft_split=(0.0, 0.0, 0.5, 0.4)),
@@ -80,6 +81,8 @@ def render(pod: Pod, elapsed: float) -> str:
     lines = [
         "# TYPE nv_inference_request_success counter",
         f"nv_inference_request_success{{{labels}}} {success:.6f}",
+        "# TYPE nv_inference_exec_count counter",
+        f"nv_inference_exec_count{{{labels}}} {success if pod.executions else 0:.6f}",
         "# TYPE nv_inference_pending_request_count gauge",
         f"nv_inference_pending_request_count{{{labels}}} {pod.pending}",
         "# TYPE nv_inference_queue_duration_us counter",
@@ -302,8 +305,9 @@ def test_each_service_reads_what_its_own_queries_read(prometheus: devprom.Promet
     assert chat.ttft_p95_ms is not None and chat_spot.ttft_p95_ms is not None
     assert chat_spot.ttft_p95_ms > 100 > chat.ttft_p95_ms  # chat-spot's slow first responses stay its own
     assert chat.sampled_at is not None and now - chat.sampled_at < 3 * SCRAPE_S + 1
-    assert ports[("fm-a", "chat")][0].per_pod() == {"chat-ondemand-5d9f7c8b6-x2k4q": 2.0, "chat-spot-7b4c9d8f5-q9z8w": 3.0}
-    assert ports[("fm-a", "chat-spot")][0].per_pod() == {"chat-spot-ondemand-6c8d9f7b5-k2x9p": 7.0}
+    # In flight: pending, plus 1 where an execution finished within the last 30 s (not on q9z8w).
+    assert ports[("fm-a", "chat")][0].per_pod() == {"chat-ondemand-5d9f7c8b6-x2k4q": 3.0, "chat-spot-7b4c9d8f5-q9z8w": 3.0}
+    assert ports[("fm-a", "chat-spot")][0].per_pod() == {"chat-spot-ondemand-6c8d9f7b5-k2x9p": 8.0}
 
     # TensorRT-LLM: queue = pending + waiting; in flight per pod = pending + active + waiting.
     llm = ports[("fm-b", "llm")][0]

@@ -408,6 +408,9 @@ def test_promtool_evaluates_the_grouping(tmp_path: Path) -> None:
                 {"series": f"nv_inference_pending_request_count{{{labels}}}", "values": f"{pending}x40"},
                 {"series": f"nv_inference_request_success{{{labels}}}", "values": "0+15x40"},  # 1/s
                 {"series": f"nv_inference_queue_duration_us{{{labels}}}", "values": "0+150000x40"},  # 10 ms each
+                # Executions finish on every pod but chat-spot-7b4…, which finished its last at 150 s.
+                {"series": f"nv_inference_exec_count{{{labels}}}",
+                 "values": "0+15x10 150x30" if pod.startswith("chat-spot-7b") else "0+15x40"},
             ]
     input_series.append({"series": 'nv_inference_pending_request_count{namespace="a",pod="other-0",model="m"}',
                          "values": "100x40"})
@@ -427,8 +430,9 @@ def test_promtool_evaluates_the_grouping(tmp_path: Path) -> None:
         {"expr": BATCHED_QUERIES["sampled_at"], "eval_time": "5m",
          "exp_samples": [sample("chat", 300), sample("chat-spot", 300)]},
         {"expr": BATCHED_QUERIES["in_flight"], "eval_time": "5m",
-         "exp_samples": [sample(svc, 2 if svc == "chat" else 5, pod=pod) for svc, names in pods.items()
-                         for pod in names]},
+         # Queued requests, plus 1 on a pod where an execution finished within the last 30 s.
+         "exp_samples": [sample("chat", 3, pod=pods["chat"][0]), sample("chat", 2, pod=pods["chat"][1]),
+                         sample("chat-spot", 6, pod=pods["chat-spot"][0])]},
     ]
     rules = tmp_path / "rules.yml"
     rules.write_text(yaml.safe_dump({"groups": []}))

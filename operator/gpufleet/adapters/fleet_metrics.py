@@ -33,6 +33,7 @@ from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from gpufleet.adapters.metrics import (
+    IDLE_WINDOW,
     POD_SEGMENT,
     PROMQL_QUERIES,
     NoMetrics,
@@ -79,6 +80,7 @@ def _per_request_ms(duration_us: str) -> str:
 
 
 _PENDING = _sel("nv_inference_pending_request_count")
+_EXEC = _sel("nv_inference_exec_count")
 _TRT_WAITING = _sel("nv_trt_llm_request_metrics", ',request_type="waiting"')
 _TRT_HELD = _sel("nv_trt_llm_request_metrics", ',request_type=~"active|waiting"')
 _KV_FRACTION = _sel("nv_trt_llm_kv_cache_block_metrics", ',kv_cache_block_type="fraction"')
@@ -94,7 +96,9 @@ BATCHED_QUERIES: dict[str, str] = {
     "request_rate": _sum(f"rate({_sel('nv_inference_request_success')}[1m])"),
     # timestamp() directly on the selector (sample times, not evaluation time); label_replace after it.
     "sampled_at": f"max by ({_BY}) ({_svc(f'timestamp({_PENDING})')})",
-    "in_flight": _sum(_PENDING, _BY_POD),
+    # Queued requests, plus 1 while an execution finished within IDLE_WINDOW (metrics.TRITON_QUERIES).
+    "in_flight": (f"{_sum(_PENDING, _BY_POD)}"
+                  f" + on ({_BY_POD}) ({_sum(f'increase({_EXEC}[{IDLE_WINDOW}])', _BY_POD)} > bool 0)"),
     "trtllm:queue_depth": f"{_sum(_PENDING)} + on ({_BY}) {_sum(_TRT_WAITING)}",
     "trtllm:in_flight": f"{_sum(_PENDING, _BY_POD)} + on ({_BY_POD}) {_sum(_TRT_HELD, _BY_POD)}",
     "trtllm:kv_cache_fraction": f"avg by ({_BY}) ({_svc(_KV_FRACTION)})",

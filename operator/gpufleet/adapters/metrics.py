@@ -37,6 +37,9 @@ _SEL = f'namespace="$namespace",pod=~"$service-(ondemand|spot)-{POD_SEGMENT}(-{P
 # kind="batched" (one query for all services, gpufleet.adapters.fleet_metrics).
 PROMQL_QUERIES = Counter("gpufleet_promql_queries", "PromQL queries sent to Prometheus", ["kind"])
 
+# A plain-Triton pod is idle only after no model execution finished on it for this long (see in_flight).
+IDLE_WINDOW = "30s"
+
 # Built-in queries. Triton's nv_inference_*_duration_us are cumulative counters: per-request means
 # are rate(duration) / rate(request_success). nv_inference_pending_request_count is the honest
 # instantaneous queue gauge.
@@ -55,9 +58,15 @@ TRITON_QUERIES: dict[str, str] = {
         f"histogram_quantile(0.95, sum by (le) (rate(nv_inference_first_response_histogram_ms_bucket{{{_SEL}}}[1m])))"
     ),
     "request_rate": f"sum(rate(nv_inference_request_success{{{_SEL}}}[1m]))",
-    # Per pod (one series each): requests a pod still holds, for draining before deletion. Plain
-    # Triton exposes only the waiting ones; executing requests finish during pod termination.
-    "in_flight": f"sum by (pod) (nv_inference_pending_request_count{{{_SEL}}})",
+    # Per pod (one series each): > 0 while the pod may still hold a request, for draining before
+    # deletion. Triton has no gauge of executing requests (the pending gauge counts queued ones only,
+    # the counters move at completion), so a pod also counts busy (+1) while a model execution
+    # finished on it within IDLE_WINDOW: a request that started when the one before it finished is
+    # still covered. docs/draining.md says what this cannot see and what covers that.
+    "in_flight": (
+        f"sum by (pod) (nv_inference_pending_request_count{{{_SEL}}})"
+        f" + (sum by (pod) (increase(nv_inference_exec_count{{{_SEL}}}[{IDLE_WINDOW}])) > bool 0)"
+    ),
     # Time of the newest queue-gauge sample: older than staleAfterSeconds means "stale".
     "sampled_at": f"max(timestamp(nv_inference_pending_request_count{{{_SEL}}}))",
 }
