@@ -14,6 +14,7 @@ from gpufleet.api.models import InferenceServiceSpec, Prices, UsageStatus
 from gpufleet.control import metering, pricing
 from gpufleet.control.accounting import Accounting
 from gpufleet.core.policy import GpufleetPolicy
+from gpufleet.core.schedule import Window
 from gpufleet.core.types import (
     ON_DEMAND,
     SPOT,
@@ -46,13 +47,14 @@ class MeteringPolicy:
     last_now: float = 0.0
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
-               fleet: FleetState, memory: PolicyMemory, now: float) -> tuple[Plan, PolicyMemory]:
+               fleet: FleetState, memory: PolicyMemory, now: float,
+               windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
         self.usage, _ = metering.accumulate(self.usage, spec, fleet, observation.request_rate, now)
         if now >= self.restart_at > self.last_now:
             self.usage = UsageStatus.model_validate_json(self.usage.model_dump_json(by_alias=True))
         self.last_now = now
         return self.inner.decide(spec=spec, observation=observation, forecast=forecast, fleet=fleet,
-                                 memory=memory, now=now)
+                                 memory=memory, now=now, windows=windows)
 
 
 @pytest.mark.parametrize("restart_at", [-1.0, 1234.0])

@@ -8,7 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from gpufleet.core.types import ForecastSummary, Observation, Plan, PolicyMemory, ReplicaState
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.schedule import Window
+from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory, ReplicaState
 from gpufleet.sim import traces as T
 from gpufleet.sim.baselines import HpaLike, StaticPeak
 from gpufleet.sim.engine import simulate
@@ -93,8 +95,9 @@ class FixedWithStandby:
     name: str = "fixed-standby"
     interval_s: int = 5
 
-    def decide(self, *, spec, observation: Observation, forecast: ForecastSummary | None, fleet, memory: PolicyMemory,
-               now: float) -> tuple[Plan, PolicyMemory]:
+    def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
+               fleet: FleetState, memory: PolicyMemory, now: float,
+               windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
         self.hi = getattr(self, "hi", False) or (observation.request_rate or 0.0) > self.switch_rps \
             or (observation.queue_depth or 0.0) > 20.0
         hi = self.hi

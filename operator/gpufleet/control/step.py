@@ -59,17 +59,10 @@ def step(
         )
     # Planned windows are resolved here (calendar, time zones) and decided on in the core. They
     # never reach the forecaster: it learns from observed demand only (see kopf_app / sim engine).
-    windows: tuple[Window, ...] = ()
-    if spec.schedules:
-        windows = schedule.windows(spec.schedules, now)
-        plan, memory = policy.decide(
-            spec=spec, observation=observation, forecast=forecast, fleet=state, memory=memory, now=now,
-            windows=windows,
-        )
-    else:  # policies written before planned events (e.g. tests' stubs) need not accept `windows`
-        plan, memory = policy.decide(
-            spec=spec, observation=observation, forecast=forecast, fleet=state, memory=memory, now=now
-        )
+    windows: tuple[Window, ...] = schedule.windows(spec.schedules, now)
+    plan, memory = policy.decide(
+        spec=spec, observation=observation, forecast=forecast, fleet=state, memory=memory, now=now, windows=windows
+    )
     applied = False
     if plan.apply:
         plan = revalidate(plan, fleet.state(now=now))
