@@ -23,6 +23,8 @@ ANNOTATION_DRAINING = "gpufleet.io/draining-since"  # unix time the pod left the
 
 # Triton's default ports; the Service exposes them under their usual names.
 TRITON_PORTS = (("http", 8000), ("grpc", 8001), ("metrics", 8002))
+TRITON_EXIT_TIMEOUT_S = 30  # tritonserver's default --exit-timeout-secs
+GRACE_MARGIN_S = 5  # Triton's own timeout ends the shutdown, not the kubelet's SIGKILL
 
 _CLASS_SUFFIX = {ON_DEMAND: "ondemand", SPOT: "spot"}
 
@@ -42,6 +44,55 @@ def placement(spec: InferenceServiceSpec, capacity_class: str) -> ClassPlacement
     return spec.capacity.on_demand if capacity_class == ON_DEMAND else spec.capacity.spot
 
 
+def triton_container(pod_spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The container that runs Triton: the one named `triton`, else the first whose image, command or
+    args name tritonserver, else the first one."""
+    containers: list[dict[str, Any]] = pod_spec.get("containers") or []
+    for c in containers:
+        if c.get("name") == "triton":
+            return c
+    for c in containers:
+        words = [str(c.get("image", "")), *map(str, c.get("command") or []), *map(str, c.get("args") or [])]
+        if any("tritonserver" in w for w in words):
+            return c
+    return containers[0] if containers else None
+
+
+def exit_timeout_s(container: dict[str, Any]) -> int:
+    """Triton's --exit-timeout-secs from the container's command and args (default 30)."""
+    words = [str(w) for w in [*(container.get("command") or []), *(container.get("args") or [])]]
+    for i, w in enumerate(words):
+        value = w.partition("=")[2] if w.startswith("--exit-timeout-secs=") else (
+            words[i + 1] if w == "--exit-timeout-secs" and i + 1 < len(words) else None)
+        if value is not None and value.strip().isdigit():
+            return int(value)
+    return TRITON_EXIT_TIMEOUT_S
+
+
+def http_port(container: dict[str, Any]) -> int | str:
+    ports = container.get("ports") or []
+    return next((p["containerPort"] for p in ports if p.get("name") == "http"), TRITON_PORTS[0][1])
+
+
+def serving_defaults(pod_spec: dict[str, Any], model: str) -> None:
+    """What makes the operator's rules true on a real cluster, unless the template says otherwise:
+
+    - a readinessProbe on Triton's model-ready endpoint, so pod Ready (all that promotion of a
+      standby checks) means the model is loaded and ready, not only that the container started;
+    - terminationGracePeriodSeconds beyond Triton's exit timeout: on SIGTERM Triton refuses new
+      requests and waits up to --exit-timeout-secs for the ones in flight, and the kubelet must not
+      kill it before (a released pod may still execute a request no metric shows, docs/draining.md).
+    """
+    container = triton_container(pod_spec)
+    if container is None:
+        return
+    if "readinessProbe" not in container:
+        container["readinessProbe"] = {"httpGet": {"path": f"/v2/models/{model}/ready", "port": http_port(container)},
+                                       "periodSeconds": 5, "failureThreshold": 3}
+    if "terminationGracePeriodSeconds" not in pod_spec:
+        pod_spec["terminationGracePeriodSeconds"] = exit_timeout_s(container) + GRACE_MARGIN_S
+
+
 def deployment(name: str, spec: InferenceServiceSpec, capacity_class: str) -> dict[str, Any]:
     """The Deployment for one capacity class, without `replicas` (owned through /scale)."""
     template = copy.deepcopy(spec.template)
@@ -50,6 +101,7 @@ def deployment(name: str, spec: InferenceServiceSpec, capacity_class: str) -> di
         {**selector_labels(name, capacity_class), LABEL_MANAGED: MANAGER}
     )
     pod_spec = template.setdefault("spec", {})
+    serving_defaults(pod_spec, spec.model.name)
     where = placement(spec, capacity_class)
     if where.node_selector:
         pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **where.node_selector}
@@ -64,7 +116,7 @@ def deployment(name: str, spec: InferenceServiceSpec, capacity_class: str) -> di
         },
         "spec": {
             "selector": {"matchLabels": selector_labels(name, capacity_class)},
-            # New pods must pass readiness (model loaded) before old ones go; never below capacity.
+            # New pods must pass readiness (model ready, serving_defaults) before old ones go.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": template,
         },
