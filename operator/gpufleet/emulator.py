@@ -34,8 +34,8 @@ import numpy as np
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from gpufleet.adapters.kube import replica_from_pod
 from gpufleet.adapters.manifests import LABEL_SERVICE
+from gpufleet.adapters.pods import replica_from_pod
 from gpufleet.core.types import ReplicaState
 from gpufleet.devenv.prometheus import Target, write_file_sd
 from gpufleet.sim.model import ReplicaModel

@@ -30,17 +30,18 @@ from pydantic import ValidationError
 from gpufleet import telemetry, ticks
 from gpufleet.adapters import manifests
 from gpufleet.adapters.fallback import FallbackMetrics
-from gpufleet.adapters.kube import Kube, KubeFleet, NodeInfo, Snapshot, adopt, node_info, trim_pod
+from gpufleet.adapters.kube import Kube, adopt
+from gpufleet.adapters.kubefleet import KubeFleet
+from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, trim_pod
 from gpufleet.adapters.fleet_metrics import FleetQueries, ServiceMetrics, fleet_metrics_port
 from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics
 from gpufleet.adapters.triton import TritonStats
 from gpufleet.api.models import GROUP, PLURAL, VERSION, Condition, InferenceServiceSpec, InferenceServiceStatus
 from gpufleet.control import metering, pricing
-from gpufleet.control import schedule as calendar
 from gpufleet.control import status as render
 from gpufleet.control.accounting import Accounting
 from gpufleet.control.forecast import ForecastAdapter
-from gpufleet.control.step import StepResult, step
+from gpufleet.control.step import StepResult, initial_decision, step
 from gpufleet.control.memory import MemoryFormatError
 from gpufleet.control.memory import decode as decode_memory
 from gpufleet.control.memory import encode as encode_memory
@@ -48,7 +49,7 @@ from gpufleet.control.memory import fingerprint as memory_fingerprint
 from gpufleet.core import stabilize, warmpool
 from gpufleet.core.policy import GpufleetPolicy
 from gpufleet.core.schedule import default_lead_s
-from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Observation, PolicyMemory, ReplicaState
+from gpufleet.core.types import ON_DEMAND, SPOT, PolicyMemory, ReplicaState
 
 log = logging.getLogger("gpufleet")
 
@@ -210,12 +211,8 @@ def invalid_spec_status(body: kopf.Body, message: str, now: float) -> dict[str, 
 
 
 def initial_replicas(spec: InferenceServiceSpec, now: float) -> dict[str, int]:
-    """Sizes for brand-new Deployments: the floor (a planned window's, if one is open or in its
-    lead now), split as the policy would with no load."""
-    plan, _ = GpufleetPolicy().decide(
-        spec=spec, observation=Observation(), forecast=None, fleet=FleetState(),
-        memory=PolicyMemory(), now=now, windows=calendar.windows(spec.schedules, now),
-    )
+    """Sizes for brand-new Deployments (see control.step.initial_decision)."""
+    plan, _ = initial_decision(spec, GpufleetPolicy(), now=now)
     return {ON_DEMAND: plan.on_demand, SPOT: plan.spot}
 
 
@@ -334,6 +331,10 @@ class ServiceLoop:
         """Take back what an earlier operator process persisted in status.memory; the reason it
         was discarded, if it was."""
         text = status.get("memory")
+        if not text and not status.get("lastDecision") and self.spec is not None:
+            # Never decided on: start from the decision its new Deployments were sized from.
+            self.memory = initial_decision(self.spec, self.policy, now=now)[1]
+            return None
         if not text or self.fleet is None:
             return None
         try:
@@ -365,7 +366,7 @@ class ServiceLoop:
         if self.forecaster is not None and result.observation.request_rate is not None:
             self.forecaster.observe(now, result.observation.request_rate)
         for reason, message in self.fleet.events if result.applied else []:
-            kopf.info(body, reason=reason, message=message)
+            (kopf.warn if reason == "RolloutFailed" else kopf.info)(body, reason=reason, message=message)
         self._warn_metrics(body, result)
         delta = self.accounting.meter(self.spec, result.fleet, result.observation.request_rate, now)
         # What this loop wrote last is newer than the body, whose watch event may still be on its way.

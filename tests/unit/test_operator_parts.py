@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gpufleet.adapters.kube import NodeInfo, node_info, trim_pod
+from gpufleet.adapters.pods import NodeInfo, node_info, trim_pod
 from gpufleet.kopf_app import Config, material, parse_selector, take_snapshot
 
 

@@ -32,6 +32,18 @@ def forecast_horizon_s(spec: InferenceServiceSpec, fleet: FleetState) -> float:
     return ttr + spec.scaling.interval_seconds
 
 
+def initial_decision(spec: InferenceServiceSpec, policy: Policy, *, now: float) -> tuple[Plan, PolicyMemory]:
+    """The decision brand-new Deployments are sized from: no load, no pods, no memory (the floor,
+    or an open planned window's, split as the policy would).
+
+    Its memory is what the service's first tick starts from until it has memory of its own: the
+    pods it finds starting came from this plan, standbys among them. Without it, a first tick in
+    safe mode (no metrics yet) would hold every starting pod as serving and add a pool on top.
+    """
+    return policy.decide(spec=spec, observation=Observation(), forecast=None, fleet=FleetState(),
+                         memory=PolicyMemory(), now=now, windows=schedule.windows(spec.schedules, now))
+
+
 def revalidate(plan: Plan, fresh: FleetState) -> Plan:
     """Drop promotions/retirements of replicas that vanished or changed state since the decision."""
     by_name = {r.name: r for r in fresh.replicas}

@@ -31,6 +31,9 @@ class Replica:
     ready_at: float | None = None
     in_flight: float | None = None  # requests pending + executing, when known
     interrupted: bool = False  # its node has an interruption notice (spot reclaim, drain)
+    draining_since: float | None = None  # when it left the Service to drain (draining only)
+    reclaim_at: float | None = None  # when its node is expected to go (interrupted only; None: unknown)
+    deletion_cost: int | None = None  # its pod-deletion-cost mark, if any (core.rollout)
 
 
 @dataclass(frozen=True)
@@ -165,3 +168,6 @@ class Plan:
     @property
     def total(self) -> int:
         return self.on_demand + self.spot
+
+    def by_class(self, capacity_class: str) -> int:
+        return self.on_demand if capacity_class == ON_DEMAND else self.spot

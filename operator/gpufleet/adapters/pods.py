@@ -1,0 +1,153 @@
+"""Pods and nodes as the fleet sees them: the translation of Kubernetes objects into core values.
+
+No API calls here: kopf's watches keep the objects (trimmed by `trim_pod`), and a tick reads one
+service's slice of them as a `Snapshot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gpufleet.adapters import manifests
+from gpufleet.core.types import ON_DEMAND, Replica, ReplicaState
+
+# Node taints that announce an interruption (spot reclaim, scheduled drain).
+INTERRUPTION_TAINTS = (
+    "karpenter.sh/disrupted",
+    "karpenter.sh/disruption",
+    "cloud.google.com/impending-node-termination",
+    "aws-node-termination-handler/spot-itn",
+    "aws-node-termination-handler/rebalance-recommendation",
+    "aws-node-termination-handler/scheduled-maintenance",
+    "node.kubernetes.io/unschedulable",
+)
+# Taints whose node goes away at a fixed time after the notice, and that time: AWS spot
+# interruption notices give 2 minutes, GCP preemption 30 seconds (../shared/traces/coldstart cites
+# both). Karpenter's disruption taint on AWS follows the interruption notice. The other taints
+# (rebalance recommendation, maintenance, cordon) set no deadline: those pods drain once covered.
+RECLAIM_AFTER_S = {
+    "karpenter.sh/disrupted": 120.0,
+    "karpenter.sh/disruption": 120.0,
+    "aws-node-termination-handler/spot-itn": 120.0,
+    "cloud.google.com/impending-node-termination": 30.0,
+}
+
+def _ts(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _ready_since(pod: dict[str, Any]) -> float | None:
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "True":
+            return _ts(cond.get("lastTransitionTime"))
+    return None
+
+
+def replica_from_pod(pod: dict[str, Any], interrupted_nodes: set[str],
+                     in_flight: dict[str, float] | None = None, reclaim_at: float | None = None) -> Replica:
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    ready_at = _ready_since(pod)
+    if meta.get("deletionTimestamp") or manifests.ANNOTATION_DRAINING in annotations:
+        state = ReplicaState.draining
+    elif ready_at is None:
+        state = ReplicaState.starting
+    elif labels.get(manifests.LABEL_SERVING) == "true":
+        state = ReplicaState.serving
+    else:
+        state = ReplicaState.standby
+    return Replica(
+        name=meta["name"],
+        capacity_class=labels.get(manifests.LABEL_CLASS, ON_DEMAND),
+        state=state,
+        created_at=_ts(meta.get("creationTimestamp")) or 0.0,
+        ready_at=ready_at,
+        in_flight=(in_flight or {}).get(meta["name"]),
+        interrupted=pod.get("spec", {}).get("nodeName") in interrupted_nodes,
+        draining_since=_float(annotations.get(manifests.ANNOTATION_DRAINING)),
+        reclaim_at=reclaim_at,
+        deletion_cost=_int(annotations.get(manifests.ANNOTATION_DELETION_COST)),
+    )
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def pending_since(pod: dict[str, Any]) -> float | None:
+    """Creation time of a pod the scheduler has not placed yet, else None."""
+    if pod.get("spec", {}).get("nodeName"):
+        return None
+    return _ts(pod["metadata"].get("creationTimestamp"))
+
+
+# -- what the watches keep (kopf indexes in kopf_app) -------------------------------------------
+
+Notice = tuple[float | None, float | None]  # (taint added at, seconds from then until the node goes)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the fleet needs of a node: its labels (GPU product, capacity type) and its
+    interruption notice, if any."""
+
+    labels: Mapping[str, str]
+    notice: Notice | None = None
+
+
+def node_info(node: Mapping[str, Any]) -> NodeInfo:
+    """A node's labels and interruption notice (taint or cordon). A noticed node carries (when its
+    reclaim taint was added, when known; seconds from then until it goes), or (None, None) when
+    the notice sets no deadline (see RECLAIM_AFTER_S)."""
+    spec = node.get("spec") or {}
+    taints = spec.get("taints") or []
+    notice: Notice | None = None
+    if spec.get("unschedulable") or any(t.get("key") in INTERRUPTION_TAINTS for t in taints):
+        hard = [t for t in taints if t.get("key") in RECLAIM_AFTER_S]
+        after = min((RECLAIM_AFTER_S[t["key"]] for t in hard), default=None)
+        added = min((ts for t in hard if (ts := _ts(t.get("timeAdded"))) is not None), default=None)
+        notice = (added, after)
+    return NodeInfo(labels=dict((node.get("metadata") or {}).get("labels") or {}), notice=notice)
+
+
+def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a pod the fleet reads, so a watch cache of thousands of pods stays small."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations", "creationTimestamp",
+                                          "deletionTimestamp", "resourceVersion") if k in meta},
+        "spec": {"nodeName": spec.get("nodeName"),
+                 "containers": [{"ports": c.get("ports") or []} for c in spec.get("containers") or []]},
+        "status": {"podIP": status.get("podIP"),
+                   "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]},
+    }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One service's slice of the watch caches, taken at one moment: no API call behind it."""
+
+    pods: tuple[dict[str, Any], ...] = ()
+    nodes: Mapping[str, NodeInfo] = field(default_factory=dict)  # the pods' nodes; absent = node gone
+    deployments: Mapping[str, int] = field(default_factory=dict)  # name -> spec.replicas
+    node_labels: tuple[Mapping[str, str], ...] = ()  # every GPU node's labels (price lookup); may be empty

@@ -1,0 +1,231 @@
+"""Which pods serve, drain and leave: one rollout step for the operator and the simulator.
+
+The policy decides how many replicas serve and how many each class keeps (a Plan); this module
+decides which pods, from the plan and the pods as they are now, and returns one plain `Rollout`
+value. The executors (adapters.kubefleet on the cluster, sim.fleet in the simulator) only carry
+it out. Karpenter's disruption controller is the model: compute a command value, re-check it
+against fresh state, execute.
+
+Pods move like this:
+- a Ready standby joins the Service (promotion) while fewer healthy pods serve than planned;
+  named promotions first, then the oldest standbys, on-demand first (they stay longest);
+- surplus serving pods leave the Service and stay loaded (demotion): least work in flight
+  first, then the most recently Ready;
+- a serving pod the plan retires leaves the Service and drains: it keeps its in-flight requests
+  and is released when they are done, or after spec.scaling.scaleDown.drainTimeoutSeconds;
+  an interrupted one waits until the healthy serving pods cover the plan, or until its node is
+  about to go (core.split.notice_drain_due);
+- a draining pod whose capacity is wanted back has its drain cancelled (it is still loaded);
+- a retired standby has no traffic and goes at once.
+
+How a pod leaves a Deployment: its pod-deletion-cost is set to the minimum and the Deployment
+shrinks by one, so the ReplicaSet deletes exactly that pod. The ReplicaSet ranks not-Ready pods
+before the deletion cost, though, so a pod released while another pod of its class is still
+starting is deleted directly first (and the Deployment shrinks after): otherwise the starting
+pod would go in its place. `replicaset_victims` is that ranking, for the simulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from gpufleet.core.split import notice_drain_due
+from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, Plan, Replica, ReplicaState
+
+# pod-deletion-cost marks (controller.kubernetes.io/pod-deletion-cost): a draining pod is kept
+# while it finishes; a released or discarded one is deleted first when its Deployment shrinks.
+KEEP_COST = 1000
+GO_FIRST_COST = -1000
+
+# Creation-to-Ready durations kept per class, and the statistic planned with: the p90 of the
+# recent starts (one slow start should not size the pool, nine should).
+TTR_SAMPLES = 20
+TTR_MIN_SAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    why: str  # "idle", or "drain timeout 30s (in flight: 2)"
+    after_s: float = 0.0  # since it left the Service
+    delete: bool = False  # delete the pod itself first (a not-Ready pod of its class would go instead)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    promote: tuple[str, ...] = ()  # standby -> in the Service
+    demote: tuple[str, ...] = ()  # in the Service -> standby (still loaded)
+    drain: tuple[str, ...] = ()  # leave the Service, finish in-flight work, then go
+    cancel: tuple[str, ...] = ()  # drains called off: standby again (capacity is wanted back)
+    release: tuple[Release, ...] = ()  # drained pods that go now
+    discard: tuple[str, ...] = ()  # retired standbys: no traffic, they go first
+    deferred: tuple[str, ...] = ()  # interrupted serving pods kept in the Service until covered
+    costs: tuple[tuple[str, int | None], ...] = ()  # deletion-cost marks to write (None: remove)
+    sizes: tuple[tuple[str, int], ...] = ()  # Deployment size per capacity class
+
+    def size(self, capacity_class: str) -> int:
+        return dict(self.sizes)[capacity_class]
+
+    def notes(self) -> list[tuple[str, str]]:
+        """(Event reason, message) of every pod that moves."""
+        out = [("Promoted", f"pod {n} joined the Service") for n in self.promote]
+        out += [("Demoted", f"pod {n} left the Service (standby)") for n in self.demote]
+        out += [("DrainCancelled", f"pod {n} kept: capacity is needed again") for n in self.cancel]
+        out += [("Draining", f"pod {n} left the Service; deleted when idle") for n in self.drain]
+        out += [("Drained", f"pod {r.name} released after {r.after_s:.0f}s: {r.why}") for r in self.release]
+        return out
+
+
+def demotion_key(r: Replica) -> tuple[float, float, str]:
+    """Least work in flight first (fewest requests to finish), then the most recently Ready."""
+    return (r.in_flight or 0.0, -(r.ready_at or 0.0), r.name)
+
+
+def promotion_key(r: Replica) -> tuple[bool, float, str]:
+    """On-demand first (they stay longest), then the longest Ready."""
+    return (r.capacity_class != ON_DEMAND, r.ready_at or 0.0, r.name)
+
+
+def release_reason(r: Replica, *, now: float, drain_timeout_s: float) -> str | None:
+    """Why a draining pod may go now (idle, or past its drain timeout); None while it must stay."""
+    if r.in_flight is not None and r.in_flight <= 0:
+        return "idle"
+    since = r.draining_since if r.draining_since is not None else now
+    if now - since >= drain_timeout_s:
+        return f"drain timeout {drain_timeout_s:.0f}s (in flight: {_count(r.in_flight)})"
+    return None
+
+
+def _count(x: float | None) -> str:
+    return "unknown" if x is None else f"{x:g}"
+
+
+def _moved(r: Replica, state: ReplicaState) -> Replica:
+    return Replica(r.name, r.capacity_class, state, r.created_at, r.ready_at, r.in_flight, r.interrupted,
+                   r.draining_since, r.reclaim_at, r.deletion_cost)
+
+
+def route(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(promote, demote): healthy serving pods brought to plan.serving. Interrupted serving pods
+    are not capacity here, and pods the plan retires are drained, not demoted."""
+    kept = [r for r in replicas if r.state == ReplicaState.serving and not r.interrupted and r.name not in leaving]
+    standby = {r.name: r for r in replicas
+               if r.state == ReplicaState.standby and not r.interrupted and r.name not in leaving}
+    wanted = [n for n in dict.fromkeys(plan.promote) if n in standby]
+    gap = plan.serving - len(kept) - len(wanted)
+    for r in sorted(standby.values(), key=promotion_key):
+        if gap <= 0:
+            break
+        if r.name not in wanted:
+            wanted.append(r.name)
+            gap -= 1
+    # Never more promotions than the plan has room for (a named promotion may be stale).
+    wanted = wanted[: max(0, plan.serving - len(kept))]
+    surplus = len(kept) - plan.serving
+    demote = tuple(r.name for r in sorted(kept, key=demotion_key)[:surplus]) if surplus > 0 else ()
+    return tuple(sorted(wanted)), demote
+
+
+def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeout_s: float) -> Rollout:
+    """The one rollout step: which pods move, and each Deployment's size (see the module doc).
+
+    `plan.on_demand` / `plan.spot` count the healthy replicas wanted plus the interrupted ones
+    still present (the core's convention), so a Deployment grows for replacements as soon as a
+    notice lands.
+    """
+    leaving = set(plan.retire)
+    promote, demote = route(plan, replicas, leaving)
+    up, down = set(promote), set(demote)
+    after = [_moved(r, ReplicaState.serving) if r.name in up
+             else _moved(r, ReplicaState.standby) if r.name in down else r for r in replicas]
+    # Interrupted serving pods keep serving until the healthy ones cover the plan.
+    covered = sum(1 for r in after if r.state == ReplicaState.serving and not r.interrupted
+                  and r.name not in leaving) >= plan.serving
+
+    drain: list[str] = []
+    cancel: list[str] = []
+    release: list[Release] = []
+    discard: list[str] = []
+    deferred: list[str] = []
+    sizes: list[tuple[str, int]] = []
+    for capacity_class, target in ((c, plan.by_class(c)) for c in CAPACITY_CLASSES):
+        mine = [r for r in after if r.capacity_class == capacity_class]
+        draining = [r for r in mine if r.state == ReplicaState.draining]
+        noticed = [r for r in mine if r.interrupted and r.state != ReplicaState.draining]
+        healthy_target = max(target - len(noticed), 0)
+        staying = [r for r in mine if r.state != ReplicaState.draining and not r.interrupted and r.name not in leaving]
+        # Capacity wanted back: a healthy draining pod still has its model loaded; keep it.
+        for r in [r for r in draining if not r.interrupted][: max(0, healthy_target - len(staying))]:
+            cancel.append(r.name)
+            draining.remove(r)
+            staying.append(r)
+        held_back = 0
+        for r in mine:
+            if r.name not in leaving:
+                continue
+            if r.state == ReplicaState.serving:
+                if r.interrupted and not covered and not notice_drain_due(r.reclaim_at, now):
+                    deferred.append(r.name)  # still carries load; drained once the replacements serve
+                    held_back += 1
+                else:
+                    drain.append(r.name)
+                    draining.append(Replica(r.name, r.capacity_class, ReplicaState.draining, r.created_at,
+                                            r.ready_at, r.in_flight, r.interrupted, now, r.reclaim_at))
+            elif r.state == ReplicaState.standby:
+                discard.append(r.name)
+        starting = any(o.state == ReplicaState.starting for o in mine)
+        held = 0
+        for r in draining:
+            why = release_reason(r, now=now, drain_timeout_s=drain_timeout_s)
+            if why is None:
+                held += 1
+            else:
+                since = r.draining_since if r.draining_since is not None else now
+                release.append(Release(r.name, why, now - since, delete=starting))
+        # With named victims, keep exactly the others; without, let the ReplicaSet choose.
+        base = max(healthy_target, len(staying)) if any(r.name in leaving for r in mine) else healthy_target
+        sizes.append((capacity_class, base + held + held_back))
+
+    costs = _costs(after, set(drain), {r.name for r in release} | set(discard), set(cancel))
+    return Rollout(promote=promote, demote=demote, drain=tuple(drain), cancel=tuple(cancel), release=tuple(release),
+                   discard=tuple(discard), deferred=tuple(deferred), costs=costs, sizes=tuple(sizes))
+
+
+def _costs(pods: Iterable[Replica], drain: set[str], go: set[str], cancel: set[str]) -> tuple[tuple[str, int | None], ...]:
+    """Deletion-cost marks that differ from what each pod carries. A pod that stays (promoted,
+    standby kept, drain cancelled) loses any mark: a standby once retired with the minimum and
+    promoted since must not be the ReplicaSet's first pick while it serves."""
+    out: list[tuple[str, int | None]] = []
+    for r in pods:
+        if r.name in go:
+            want: int | None = GO_FIRST_COST
+        elif r.name in drain or (r.state == ReplicaState.draining and r.name not in cancel):
+            want = KEEP_COST
+        else:
+            want = None
+        if want != r.deletion_cost:
+            out.append((r.name, want))
+    return tuple(out)
+
+
+def replicaset_victims(pods: Sequence[Replica], count: int) -> list[Replica]:
+    """The pods a ReplicaSet deletes when it shrinks by `count`, in its order (Kubernetes'
+    controller.ActivePodsWithRanks: not Ready first, then lower pod-deletion-cost, then shorter
+    Ready, then newer). The simulator's stand-in for the ReplicaSet controller."""
+    def rank(r: Replica) -> tuple[int, int, float, float]:
+        ready = r.state != ReplicaState.starting
+        return (1 if ready else 0, r.deletion_cost or 0, -(r.ready_at or 0.0), -r.created_at)
+    return sorted(pods, key=rank)[: max(count, 0)]
+
+
+def time_to_ready(samples: Sequence[float], prior: float | None = None) -> float | None:
+    """Creation-to-Ready seconds planned with: the p90 (linear interpolation) of the last
+    TTR_SAMPLES starts; with fewer than TTR_MIN_SAMPLES, the prior (None: unknown)."""
+    recent = sorted(samples[-TTR_SAMPLES:])
+    if len(recent) < TTR_MIN_SAMPLES:
+        return prior
+    pos = 0.9 * (len(recent) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(recent) - 1)
+    return float(recent[lo] + (recent[hi] - recent[lo]) * (pos - lo))
