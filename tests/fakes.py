@@ -79,8 +79,8 @@ class RecordingKube:
                     meta[key][k] = v
         return copy.deepcopy(current)
 
-    def delete_pod(self, namespace: str, name: str) -> bool:
-        self._check("delete", name)
+    def evict_pod(self, namespace: str, name: str) -> bool:
+        self._check("evict", name)
         return self.pods.pop(name, None) is not None
 
     # -- what the watches would show ------------------------------------------------------------

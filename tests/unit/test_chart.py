@@ -34,6 +34,7 @@ BASE_RULES = {
     ("", "services"): {"get", "create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "create", "patch"},
     ("", "pods"): {"list", "watch", "patch"},
+    ("", "pods/eviction"): {"create"},
     ("", "nodes"): {"list", "watch"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -137,7 +138,8 @@ def test_cluster_role_is_exactly_what_the_operator_uses() -> None:
         ("", "namespaces"): {"list", "watch"},
     }
     assert rules(render("peering.enabled=false", "replicaCount=1")) == BASE_RULES
-    # Nothing is ever deleted (owner references let the garbage collector do it) and no secrets read.
+    # Nothing is ever deleted (owner references let the garbage collector do it; a pod leaves by
+    # its ReplicaSet or by eviction) and no secrets read.
     flat = render()
     assert all("delete" not in v for v in rules(flat).values())
     assert ("", "secrets") not in rules(flat)

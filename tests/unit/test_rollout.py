@@ -92,12 +92,12 @@ def test_a_promoted_standby_loses_its_go_first_cost() -> None:
     assert ro.promote == ("b",) and ("b", None) in ro.costs
 
 
-def test_a_release_while_a_pod_of_its_class_starts_deletes_the_pod_itself() -> None:
+def test_a_release_while_a_pod_of_its_class_starts_evicts_the_pod_itself() -> None:
     # Bug: the drained pod was held out of the Service while any pod of its class was starting
     # (the ReplicaSet deletes not-Ready pods before it looks at the deletion cost).
     pods = [rep("s", S), rep("d", D, in_flight=0, draining_since=NOW - 5), rep("new", P)]
     ro = go(plan(1, 2), pods)
-    assert [(r.name, r.delete) for r in ro.release] == [("d", True)] and ro.size(ON_DEMAND) == 2
+    assert [(r.name, r.evict) for r in ro.release] == [("d", True)] and ro.size(ON_DEMAND) == 2
 
 
 def test_time_to_ready_is_the_p90_of_the_last_twenty_starts() -> None:
@@ -128,7 +128,7 @@ def run(api: RecordingKube, p: Plan, now: float = NOW, in_flight: dict[str, floa
 
 def test_the_fake_implements_the_protocol_the_real_wrapper_does() -> None:
     assert isinstance(RecordingKube(), KubeAPI) and isinstance(Kube.__new__(Kube), KubeAPI)
-    for name in ("scale", "patch_pod_metadata", "delete_pod"):
+    for name in ("scale", "patch_pod_metadata", "evict_pod"):
         assert inspect.signature(getattr(RecordingKube, name)) == inspect.signature(getattr(Kube, name)), name
 
 
@@ -151,7 +151,7 @@ def test_a_release_next_to_a_starting_pod_keeps_the_starting_pod() -> None:
                         deployments={"chat-ondemand": 3})
     run(api, plan(2, 2), in_flight={"a": 1, "d": 0})
     assert set(api.pods) == {"a", "new"} and api.deployments["chat-ondemand"] == 2
-    assert api.calls.index(("delete", "d")) < api.calls.index(("scale", "chat-ondemand"))
+    assert api.calls.index(("evict", "d")) < api.calls.index(("scale", "chat-ondemand"))
 
 
 def test_a_pod_vanishing_mid_rollout_is_skipped() -> None:

@@ -31,7 +31,7 @@ class KubeAPI(Protocol):
     def patch_pod_metadata(self, namespace: str, name: str, *, labels: dict[str, str | None] | None = None,
                            annotations: dict[str, str | None] | None = None) -> dict[str, Any] | None: ...
 
-    def delete_pod(self, namespace: str, name: str) -> bool: ...
+    def evict_pod(self, namespace: str, name: str) -> bool: ...
 
 
 class Kube:
@@ -126,11 +126,13 @@ class Kube:
             raise
         return trim_pod(self.plain(pod))
 
-    def delete_pod(self, namespace: str, name: str) -> bool:
-        """Delete a pod (gracefully: its containers get their termination grace period); False
-        when it was already gone."""
+    def evict_pod(self, namespace: str, name: str) -> bool:
+        """Evict a pod through the Eviction API (graceful, like `kubectl drain`: its containers get
+        their termination grace period, and PodDisruptionBudgets are honoured); False when it was
+        already gone."""
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
         try:
-            self.core.delete_namespaced_pod(name, namespace, _request_timeout=self.timeout)
+            self.core.create_namespaced_pod_eviction(name, namespace, body, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return False

@@ -2,10 +2,10 @@
 
 It reads the service's pods, their nodes and its Deployments from the watch caches (a Snapshot:
 no API call), and carries out the core's rollout (core.rollout) with the Kubernetes API: labels
-for the Service, annotations for drains and pod-deletion-cost, deletions, and /scale. Which pod
+for the Service, annotations for drains and pod-deletion-cost, evictions, and /scale. Which pod
 moves is never decided here.
 
-A pod that vanished meanwhile is skipped. A patch or deletion that fails leaves its class's
+A pod that vanished meanwhile is skipped. A patch or eviction that fails leaves its class's
 Deployment at least at its current size this tick (shrinking then could take a pod whose move
 failed), and is reported in `errors` and as a RolloutFailed event; the next tick retries.
 """
@@ -133,14 +133,14 @@ class KubeFleet:
                      now=now, reason=f"{plan.reason}: {plan.message}")
 
     def execute(self, ro: Rollout, *, now: float, reason: str = "") -> None:
-        """Carry out a rollout: one metadata patch per pod that moves, direct deletions, then sizes."""
+        """Carry out a rollout: one metadata patch per pod that moves, evictions, then sizes."""
         self.events, self.errors, self.last_rollout = [], [], ro
         failed: set[str] = set()  # classes with a failed move: not shrunk this tick
         for pod, (labels, annotations) in pod_patches(ro, now).items():
             if not self._patch(pod, labels, annotations):
                 failed.add(self._class_of(pod))
         for release in ro.release:
-            if release.delete and release.name in self._pods and not self._delete(release.name):
+            if release.evict and release.name in self._pods and not self._evict(release.name):
                 failed.add(self._class_of(release.name))
         self.events += ro.notes()
         for capacity_class, size in ro.sizes:
@@ -174,11 +174,11 @@ class KubeFleet:
             self._pods[pod] = after
         return True
 
-    def _delete(self, pod: str) -> bool:
+    def _evict(self, pod: str) -> bool:
         try:
-            self.kube.delete_pod(self.namespace, pod)
+            self.kube.evict_pod(self.namespace, pod)
         except ApiException as exc:
-            self.errors.append(f"delete pod {pod}: {exc.status} {exc.reason}")
+            self.errors.append(f"evict pod {pod}: {exc.status} {exc.reason}")
             return False
         self._pods.pop(pod, None)
         return True

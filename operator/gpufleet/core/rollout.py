@@ -21,8 +21,8 @@ Pods move like this:
 How a pod leaves a Deployment: its pod-deletion-cost is set to the minimum and the Deployment
 shrinks by one, so the ReplicaSet deletes exactly that pod. The ReplicaSet ranks not-Ready pods
 before the deletion cost, though, so a pod released while another pod of its class is still
-starting is deleted directly first (and the Deployment shrinks after): otherwise the starting
-pod would go in its place. `replicaset_victims` is that ranking, for the simulator.
+starting is evicted first (and the Deployment shrinks after): otherwise the starting pod would
+go in its place. `replicaset_victims` is that ranking, for the simulator.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Release:
     name: str
     why: str  # "idle", or "drain timeout 30s (in flight: 2)"
     after_s: float = 0.0  # since it left the Service
-    delete: bool = False  # delete the pod itself first (a not-Ready pod of its class would go instead)
+    evict: bool = False  # evict the pod itself first (a not-Ready pod of its class would go instead)
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
                 held += 1
             else:
                 since = r.draining_since if r.draining_since is not None else now
-                release.append(Release(r.name, why, now - since, delete=starting))
+                release.append(Release(r.name, why, now - since, evict=starting))
         # With named victims, keep exactly the others; without, let the ReplicaSet choose.
         base = max(healthy_target, len(staying)) if any(r.name in leaving for r in mine) else healthy_target
         sizes.append((capacity_class, base + held + held_back))
