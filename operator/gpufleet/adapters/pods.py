@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from gpufleet.adapters import manifests
+from gpufleet.api.timefmt import iso_seconds
 from gpufleet.core.types import ON_DEMAND, Replica, ReplicaState
 
 # Node taints that announce an interruption (spot reclaim, scheduled drain).
@@ -40,7 +41,7 @@ def _ts(value: Any) -> float | None:
         return None
     if isinstance(value, datetime):
         return value.timestamp()
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    return iso_seconds(str(value))
 
 
 def _ready_since(pod: dict[str, Any]) -> float | None:
