@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gpufleet.api.timefmt import iso_seconds
 from gpufleet.control.memory import decode
 from gpufleet.devenv.prometheus import PrometheusServer
 from tests.integration.conftest import Cluster, Process, free_port

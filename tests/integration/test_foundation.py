@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gpufleet.api.timefmt import iso_seconds
 from tests.integration.conftest import Cluster
 from tests.support import ROOT, wait_for
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gpufleet.api.timefmt import iso
 from tests.integration.conftest import Cluster
 from tests.integration.test_closed_loop import condition, loop_service, status
 from tests.integration.test_foundation import example, is_ready, pods
