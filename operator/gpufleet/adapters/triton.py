@@ -1,8 +1,9 @@
 """Triton directly, through tritonclient (HTTP): model readiness, and a fallback metrics source.
 
-- `model_ready` is asked before a pod is promoted to serving: a Ready pod whose model is not loaded
-  would take traffic and fail it. It distinguishes "not ready" (False) from "cannot ask" (None), so
-  the caller can tell a loading model from an unreachable pod.
+- `model_ready` asks Triton whether a model is ready, telling "not ready" (False) from "cannot ask"
+  (None). Promotion does not call it: it trusts pod Ready, which the Deployments make mean model
+  ready (a readinessProbe on /v2/models/<model>/ready unless the template declares its own, see
+  gpufleet.adapters.manifests.serving_defaults).
 - `TritonStats` reads each pod's cumulative inference statistics and turns the difference between two
   reads into request rate and mean queue time: the signals the operator can still get when
   Prometheus is down. Like the Prometheus adapter, every failure is a missing value, never an

@@ -100,8 +100,11 @@ class ScaleDown(ApiModel):
     max_step_percent: int = Field(default=20, ge=1, le=100)
     """Most replicas removed per step, as a percent of current replicas (at least one)."""
     drain_timeout_seconds: int = Field(default=120, ge=0, le=3600)
-    """A serving replica chosen for removal leaves the Service first and is deleted once its
-    in-flight requests reach zero, or after this many seconds."""
+    """A serving replica chosen for removal leaves the Service first and is deleted once it reads
+    idle, or after this many seconds. Plain Triton exposes no gauge of executing requests: idle means
+    nothing queued and no execution finished in the last 30 s (TensorRT-LLM: no active or waiting
+    request); a request still executing at deletion finishes within Triton's exit timeout, which the
+    pod's grace period outlasts (docs/draining.md)."""
 
 
 class Scaling(ApiModel):
