@@ -101,7 +101,7 @@ def test_a_release_while_a_pod_of_its_class_starts_evicts_the_pod_itself() -> No
 
 
 def test_time_to_ready_is_the_p90_of_the_last_twenty_starts() -> None:
-    assert time_to_ready([10.0, 20.0]) is None and time_to_ready([10.0, 20.0], prior=90.0) == 90.0
+    assert time_to_ready([]) is None and time_to_ready([], prior=90.0) == 90.0 and time_to_ready([42.0]) == 42.0
     assert time_to_ready([float(x) for x in range(1, 11)]) == 9.1
     assert time_to_ready([1000.0] * 5 + [10.0] * 20) == 10.0  # only the last 20
 

@@ -41,7 +41,6 @@ GO_FIRST_COST = -1000
 # Creation-to-Ready durations kept per class, and the statistic planned with: the p90 of the
 # recent starts (one slow start should not size the pool, nine should).
 TTR_SAMPLES = 20
-TTR_MIN_SAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -221,9 +220,9 @@ def replicaset_victims(pods: Sequence[Replica], count: int) -> list[Replica]:
 
 def time_to_ready(samples: Sequence[float], prior: float | None = None) -> float | None:
     """Creation-to-Ready seconds planned with: the p90 (linear interpolation) of the last
-    TTR_SAMPLES starts; with fewer than TTR_MIN_SAMPLES, the prior (None: unknown)."""
+    TTR_SAMPLES starts; without any, the prior (None: unknown)."""
     recent = sorted(samples[-TTR_SAMPLES:])
-    if len(recent) < TTR_MIN_SAMPLES:
+    if not recent:
         return prior
     pos = 0.9 * (len(recent) - 1)
     lo = int(pos)
