@@ -1,14 +1,24 @@
-"""Helpers shared by the test suites: waiting on a condition with a deadline (never a bare sleep)."""
+"""Helpers shared by the test suites: waiting on a condition with a deadline (never a bare sleep),
+the helm binary and the RBAC the chart must grant, the metric names the operator exports.
+
+Builders of core values are in tests.builders, hypothesis strategies in tests.strategies, and
+helpers that need the local cluster in tests.integration.support: test modules never import
+each other."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from gpufleet.telemetry import Telemetry
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+HELM = shutil.which("helm") or str(Path(os.environ.get("GPUFLEET_BIN", Path.home() / ".cache/gpufleet/bin")) / "helm")
 
 
 def wait_for(predicate: Callable[[], T], *, timeout: float, what: str, interval: float = 0.5) -> T:
@@ -22,3 +32,30 @@ def wait_for(predicate: Callable[[], T], *, timeout: float, what: str, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
         time.sleep(interval)
+
+
+# Exactly what the operator (gpufleet.adapters.kube, gpufleet.kopf_app) and kopf call. A new API call
+# in the code needs a rule here and in templates/rbac.yaml, on purpose.
+BASE_RULES = {
+    ("gpufleet.io", "inferenceservices"): {"list", "watch", "patch"},
+    ("gpufleet.io", "inferenceservices/status"): {"patch"},
+    ("gpufleet.io", "inferenceservices/finalizers"): {"update"},
+    ("apps", "deployments"): {"get", "create", "patch", "list", "watch"},
+    ("apps", "deployments/scale"): {"patch"},
+    ("", "services"): {"get", "create", "patch"},
+    ("policy", "poddisruptionbudgets"): {"get", "create", "patch"},
+    ("", "pods"): {"list", "watch", "patch"},
+    ("", "pods/eviction"): {"create"},
+    ("", "nodes"): {"list", "watch"},
+    ("", "events"): {"create"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+
+
+def exported_names() -> set[str]:
+    names = set()
+    for family in Telemetry().registry.collect():
+        names.add(family.name)
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ("",))
+        names.update(family.name + s for s in suffixes)
+    return names

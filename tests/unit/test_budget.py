@@ -24,7 +24,7 @@ from gpufleet.core.types import (
     Replica,
     ReplicaState,
 )
-from tests.unit.test_core_properties import SETTINGS, fleets, forecasts, memories, observations, specs
+from tests.strategies import SETTINGS, fleets, forecasts, memories, observations, specs
 
 NOW = 100_000.0
 POLICY = GpufleetPolicy()

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT
-from tests.unit.test_dashboard import exported_names
+from tests.support import ROOT, exported_names
 
 DOC = (ROOT / "docs" / "budgets.md").read_text()
 

@@ -5,8 +5,6 @@ Needs only the helm binary that hack/build-cluster-bins.sh builds (no cluster)."
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,32 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import ROOT
+from tests.support import BASE_RULES, HELM, ROOT
 
 CHART = ROOT / "charts" / "gpufleet"
-HELM = shutil.which("helm") or str(Path(os.environ.get("GPUFLEET_BIN", Path.home() / ".cache/gpufleet/bin")) / "helm")
 # helm built from source without version ldflags assumes Kubernetes v1.20 for `template`.
 KUBE_VERSION = "1.33.0"
 
 pytestmark = pytest.mark.skipif(not Path(HELM).exists(), reason="helm not built: run `make bins`")
-
-# Exactly what the operator (gpufleet.adapters.kube, gpufleet.kopf_app) and kopf call. A new API call
-# in the code needs a rule here and in templates/rbac.yaml, on purpose.
-BASE_RULES = {
-    ("gpufleet.io", "inferenceservices"): {"list", "watch", "patch"},
-    ("gpufleet.io", "inferenceservices/status"): {"patch"},
-    ("gpufleet.io", "inferenceservices/finalizers"): {"update"},
-    ("apps", "deployments"): {"get", "create", "patch", "list", "watch"},
-    ("apps", "deployments/scale"): {"patch"},
-    ("", "services"): {"get", "create", "patch"},
-    ("policy", "poddisruptionbudgets"): {"get", "create", "patch"},
-    ("", "pods"): {"list", "watch", "patch"},
-    ("", "pods/eviction"): {"create"},
-    ("", "nodes"): {"list", "watch"},
-    ("", "events"): {"create"},
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-}
-
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=120, check=False)

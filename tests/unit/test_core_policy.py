@@ -21,49 +21,9 @@ from gpufleet.core.types import (
     Replica,
     ReplicaState,
 )
+from tests.builders import NOW, deep_merge, make_spec, obs, rep, serving_fleet
 
-NOW = 10_000.0
 POLICY = GpufleetPolicy()
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def make_spec(**overrides: Any) -> InferenceServiceSpec:
-    base: dict[str, Any] = {
-        "model": {"name": "chat"},
-        "template": {"spec": {"containers": [{"name": "triton", "image": "triton"}]}},
-        "replicas": {"min": 1, "max": 32},
-        "capacity": {"onDemand": {"base": 0}},
-        "scaling": {"targetRpsPerReplica": 10},
-    }
-    return InferenceServiceSpec.model_validate(deep_merge(base, overrides))
-
-
-def rep(
-    name: str,
-    state: ReplicaState = ReplicaState.serving,
-    cls: str = ON_DEMAND,
-    created: float = 0.0,
-    in_flight: float | None = None,
-    interrupted: bool = False,
-) -> Replica:
-    ready = None if state == ReplicaState.starting else created + 60
-    return Replica(name, cls, state, created, ready, in_flight, interrupted)
-
-
-def serving_fleet(n: int, cls: str = ON_DEMAND, **kw: Any) -> FleetState:
-    return FleetState(replicas=tuple(rep(f"s{i}", cls=cls, created=float(i)) for i in range(n)), **kw)
-
-
-def obs(**kw: Any) -> Observation:
-    values: dict[str, Any] = {"sampled_at": NOW, "queue_depth": 0.0, "request_rate": 0.0}
-    values.update(kw)
-    return Observation(**values)
 
 
 def decide(

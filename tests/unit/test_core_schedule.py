@@ -21,8 +21,8 @@ from gpufleet.core.capacity import bounds
 from gpufleet.core.policy import GpufleetPolicy
 from gpufleet.core.schedule import SCHEDULE, Window
 from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
-from tests.unit.test_core_policy import make_spec, obs, serving_fleet
-from tests.unit.test_core_properties import SETTINGS, fleets, forecasts, memories, observations, specs
+from tests.builders import make_spec, obs, serving_fleet
+from tests.strategies import SETTINGS, fleets, forecasts, memories, observations, specs
 
 NOW = 10_000.0
 POLICY = GpufleetPolicy()

@@ -21,7 +21,7 @@ from gpufleet.core.types import (
     Replica,
     ReplicaState,
 )
-from tests.unit.test_core_properties import SETTINGS, decide, fleets, forecasts, memories, observations, specs
+from tests.strategies import SETTINGS, decide, fleets, forecasts, memories, observations, specs
 
 
 def test_notice_drain_due() -> None:

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gpufleet.telemetry import Telemetry
-from tests.support import ROOT
+from tests.support import ROOT, exported_names
 
 DASHBOARD: dict[str, Any] = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
 
@@ -25,15 +24,6 @@ def exprs() -> list[str]:
     for panel in DASHBOARD["panels"]:
         out += [t["expr"] for t in panel.get("targets", [])]
     return out
-
-
-def exported_names() -> set[str]:
-    names = set()
-    for family in Telemetry().registry.collect():
-        names.add(family.name)
-        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ("",))
-        names.update(family.name + s for s in suffixes)
-    return names
 
 
 def test_dashboard_shape() -> None:
