@@ -3,56 +3,18 @@ kwok), started once per test session with hack/cluster.sh, and the operator run 
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from gpufleet.devenv.prometheus import PrometheusServer
-from tests.support import ROOT, wait_for
-
-CLUSTER = os.environ.get("GPUFLEET_TEST_CLUSTER", "gpufleet-test")
-
-
-class Cluster:
-    def __init__(self, kubeconfig: str) -> None:
-        self.kubeconfig = kubeconfig
-        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(["kubectl", *args], input=input, env=self.env, text=True,
-                              capture_output=True, timeout=120)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc
-
-    def apply(self, obj: dict[str, Any] | str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
-        return self.kubectl("apply", "-f", "-", input=text, check=check)
-
-    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-        proc = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-        if proc.returncode != 0:
-            if "NotFound" in proc.stderr:
-                return None
-            raise AssertionError(proc.stderr)
-        result: dict[str, Any] = json.loads(proc.stdout)
-        return result
-
-    def list(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
-        args = ["get", kind, "-n", namespace, "-o", "json"]
-        if selector:
-            args += ["-l", selector]
-        items: list[dict[str, Any]] = json.loads(self.kubectl(*args).stdout)["items"]
-        return items
+from tests.integration.support import CLUSTER, Cluster, Process, free_port
+from tests.support import ROOT
 
 
 @pytest.fixture(scope="session")
@@ -64,36 +26,6 @@ def cluster() -> Iterator[Cluster]:
     yield Cluster(kubeconfig)
     if not os.environ.get("GPUFLEET_KEEP_CLUSTER"):
         subprocess.run([str(ROOT / "hack/cluster.sh"), "down"], env=env, timeout=300)
-
-
-class Process:
-    """A child process of the test session with its log; stopped at teardown."""
-
-    def __init__(self, name: str, args: list[str], log: Path, env: dict[str, str]) -> None:
-        self.name = name
-        self.log = log
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd="/")
-
-    def wait_log(self, text: str, timeout: float = 60) -> None:
-        wait_for(lambda: self.proc.poll() is not None or text in self.log.read_text(),
-                 timeout=timeout, what=f"{self.name}: {text!r}")
-        assert self.proc.poll() is None, f"{self.name} exited: {self.log.read_text()[-3000:]}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ import yaml
 from gpufleet.adapters.metrics import PrometheusMetrics, queries_for
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.devenv.prometheus import PrometheusServer
-from tests.integration.conftest import Cluster
-from tests.integration.test_closed_loop import condition, desired, loop_service, set_load, status, wait_ticks
+from tests.integration.support import Cluster, condition, desired, loop_service, set_load, status, wait_ticks
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]

@@ -4,74 +4,39 @@ Deployments -> KWOK pods Ready after the model-load delay -> queue recovers."""
 from __future__ import annotations
 
 import math
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gpufleet.devenv.prometheus import PrometheusServer
-from tests.integration.conftest import Cluster
-from tests.integration.test_foundation import example
+from tests.integration.support import (
+    MAX_STEP_PERCENT,
+    STABILIZE_S,
+    Cluster,
+    Decision,
+    DecisionLog,
+    condition,
+    desired,
+    loop_service,
+    set_load,
+    status,
+    wait_ticks,
+)
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
-STABILIZE_S = 20
-MAX_STEP_PERCENT = 50
 
-
-def loop_service(namespace: str, name: str, prometheus_url: str | None = None) -> dict[str, Any]:
-    obj = example(namespace, name=name)
-    spec = obj["spec"]
-    spec["replicas"] = {"min": 1, "max": 8}
-    spec["warmPool"] = {"size": 0, "max": 0}
-    spec["capacity"]["spot"]["enabled"] = False
-    spec["forecast"] = {"enabled": False}
-    spec["slo"] = {"queueDepthPerReplica": 8}
-    spec["scaling"] = {"intervalSeconds": 2, "targetRpsPerReplica": 100,
-                       "scaleDown": {"stabilizationSeconds": STABILIZE_S, "maxStepPercent": MAX_STEP_PERCENT}}
-    spec["metrics"] = {"staleAfterSeconds": 10, **({"prometheusUrl": prometheus_url} if prometheus_url else {})}
-    spec["template"]["metadata"]["annotations"]["kwok.gpufleet.io/ready-delay"] = "5s"
-    return obj
-
-
-def set_load(emulator: str, namespace: str, name: str, rps: float) -> None:
-    req = urllib.request.Request(f"{emulator}/load/{namespace}/{name}", data=f"step:0={rps}".encode(), method="PUT")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        assert resp.status == 204
-
-
-def status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    obj = cluster.get("inferenceservice", name, namespace) or {}
-    result: dict[str, Any] = obj.get("status", {})
-    return result
-
-
-def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in st.get("conditions", []) if c["type"] == kind), {})
-
-
-def desired(cluster: Cluster, namespace: str, name: str) -> int:
-    dep = cluster.get("deployment", f"{name}-ondemand", namespace) or {}
-    return int(dep.get("spec", {}).get("replicas", 0))
-
-
-def wait_ticks(cluster: Cluster, namespace: str, name: str, ticks: int, timeout: float) -> list[int]:
-    """Follow `ticks` new decisions of the operator; return the Deployment size seen at each."""
-    seen: list[str] = []
-    sizes: list[int] = []
-
-    def next_tick() -> bool:
-        t = status(cluster, namespace, name).get("lastDecision", {}).get("time")
-        if t and (not seen or t != seen[-1]):
-            seen.append(t)
-            sizes.append(desired(cluster, namespace, name))
-        return len(seen) > ticks
-
-    wait_for(next_tick, timeout=timeout, what=f"{ticks} operator decisions", interval=0.5)
-    return sizes
+def held_by_the_window(log: list[Decision], peak: int, start: int) -> tuple[Decision, list[Decision], Decision]:
+    """The first scale-down below `peak` from log[start], the decisions held by the stabilisation
+    window just before it (reason Stabilizing: the load asked for less), and the last decision
+    before those (the load still asked for `peak`: its need stays in the window for STABILIZE_S)."""
+    down = next(i for i, d in enumerate(log) if i >= start and d.desired < peak)
+    first_held = down
+    while first_held > 0 and log[first_held - 1].reason == "Stabilizing":
+        first_held -= 1
+    assert first_held > 0, f"the log does not reach back past the held decisions: {log}"
+    return log[first_held - 1], log[first_held:down], log[down]
 
 
 def test_load_step_scales_up_then_stabilised_scale_down(
@@ -104,19 +69,30 @@ def test_load_step_scales_up_then_stabilised_scale_down(
     wait_for(queue_recovered, timeout=90, what="queue depth back under target")
     events = cluster.list("events", namespace)
     assert any(e["reason"] == "Scaled" and e["involvedObject"]["name"] == "loop" for e in events)
-    # Settle: the size follows the current load and no longer a backlog the stabilisation window
-    # still holds, i.e. it stayed the same for a whole window of decisions.
-    def steady() -> bool:
-        return len(set(wait_ticks(cluster, namespace, "loop", STABILIZE_S // 2 + 2, timeout=STABILIZE_S + 40))) == 1
 
-    wait_for(steady, timeout=180, what="a size unchanged for a stabilisation window")
-    peak = desired(cluster, namespace, "loop")
+    with DecisionLog(cluster, namespace, "loop") as log:
+        # Settle: the size follows the current load and no longer a backlog the stabilisation
+        # window still holds, i.e. it stayed the same for a whole window of decisions.
+        def steady() -> bool:
+            return len(set(wait_ticks(cluster, namespace, "loop", STABILIZE_S // 2 + 2, timeout=STABILIZE_S + 40))) == 1
 
-    # Load drops: nothing is removed before the stabilisation window, then bounded steps down.
-    set_load(emulator, namespace, "loop", 20)
-    dropped_at = time.monotonic()
-    wait_for(lambda: desired(cluster, namespace, "loop") < peak, timeout=STABILIZE_S + 60, what="first scale-down")
-    assert time.monotonic() - dropped_at >= STABILIZE_S - 3, "scaled down inside the stabilisation window"
+        wait_for(steady, timeout=180, what="a size unchanged for a stabilisation window")
+        peak = desired(cluster, namespace, "loop")
+
+        # Load drops. The 1-minute request rate falls over a minute, so the need falls late
+        # whatever the window; what the window adds is measured from the last decision that
+        # still needed the peak, in the operator's own decision times: no scale-down for
+        # STABILIZE_S after it, the decisions between held as Stabilizing. Without a window the
+        # first decision that needs less scales down (no Stabilizing, 1 interval later).
+        start = len(log.decisions())
+        set_load(emulator, namespace, "loop", 20)
+        wait_for(lambda: any(d.desired < peak for d in log.decisions()[start:]), timeout=STABILIZE_S + 90,
+                 what="first scale-down")
+        last_high, held, first_down = held_by_the_window(log.decisions(), peak, start)
+        assert held, f"scaled down at the first decision that needed less: {log.decisions()}"
+        # Decision times are whole seconds: 1 s of rounding.
+        assert first_down.at - last_high.at >= STABILIZE_S - 1, (last_high, held, first_down)
+
     sizes = [peak, *wait_ticks(cluster, namespace, "loop", 30, timeout=150)]
     for before, after in zip(sizes, sizes[1:]):
         if after < before:

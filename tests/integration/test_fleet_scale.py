@@ -23,7 +23,7 @@ import yaml
 from gpufleet.api.timefmt import iso_seconds
 from gpufleet.control.memory import decode
 from gpufleet.devenv.prometheus import PrometheusServer
-from tests.integration.conftest import Cluster, Process, free_port
+from tests.integration.support import Cluster, Process, free_port
 from tests.support import ROOT, wait_for
 
 pytestmark = [pytest.mark.cluster]

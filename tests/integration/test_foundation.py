@@ -7,37 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from gpufleet.api.timefmt import iso_seconds
-from tests.integration.conftest import Cluster
-from tests.support import ROOT, wait_for
+from tests.integration.support import READY_DELAY_S, Cluster, example, is_ready, pods
+from tests.support import wait_for
 
 pytestmark = pytest.mark.cluster
-
-READY_DELAY_S = 8
-
-
-def example(namespace: str, name: str = "chat", **spec_overrides: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = yaml.safe_load((ROOT / "examples/01-chat-triton.yaml").read_text())
-    obj["metadata"].update(name=name, namespace=namespace)
-    obj["spec"]["template"]["metadata"]["annotations"]["kwok.gpufleet.io/ready-delay"] = f"{READY_DELAY_S}s"
-    obj["spec"].update(spec_overrides)
-    return obj
-
 
 def owned_by(obj: dict[str, Any], isvc: dict[str, Any]) -> bool:
     refs = obj["metadata"].get("ownerReferences") or []
     return any(r["uid"] == isvc["metadata"]["uid"] and r["kind"] == "InferenceService" and r.get("controller")
                for r in refs)
-
-
-def pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    return cluster.list("pods", namespace, f"gpufleet.io/inference-service={name}")
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
 
 
 def test_crd_has_explain_text(cluster: Cluster) -> None:

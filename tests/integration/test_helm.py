@@ -26,9 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import Cluster, Process, free_port
-from tests.support import ROOT, wait_for
-from tests.unit.test_chart import BASE_RULES, HELM
+from tests.integration.support import Cluster, Process, free_port
+from tests.support import BASE_RULES, HELM, ROOT, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -13,9 +13,7 @@ import pytest
 import yaml
 
 from gpufleet.api.timefmt import iso
-from tests.integration.conftest import Cluster
-from tests.integration.test_closed_loop import condition, loop_service, status
-from tests.integration.test_foundation import example, is_ready, pods
+from tests.integration.support import Cluster, condition, example, is_ready, loop_service, pods, status
 from tests.support import ROOT, wait_for
 
 pytestmark = [pytest.mark.cluster]

@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import CLUSTER, Cluster
-from tests.integration.test_closed_loop import loop_service, set_load, status
-from tests.integration.test_foundation import pods
+from tests.integration.support import CLUSTER, Cluster, loop_service, pods, set_load, status
 from tests.support import ROOT, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]

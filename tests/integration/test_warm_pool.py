@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Cluster
-from tests.integration.test_closed_loop import condition, loop_service, set_load, status
-from tests.integration.test_foundation import pods
+from tests.integration.support import Cluster, condition, loop_service, pods, set_load, status
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
