@@ -20,6 +20,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "operator"))
@@ -29,6 +31,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -59,6 +62,50 @@ STEP_POOLS = (6, 8, 12)
 STEP_POLICIES = ("static-peak", "hpa", "keda", "knative-kpa", "gpufleet", *(f"gpufleet+pool{n}" for n in STEP_POOLS),
                  "oracle")
 PLANNED_WINDOW = {"name": "launch", "start": "1970-01-01T00:30:00Z", "duration": "20m", "loadMultiplier": 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A report row: a policy run on the scenario's spec with some fields overridden. An override
+    maps a spec field to a value, or a section to {field: value} (merged, at any depth)."""
+
+    name: str
+    policy: str
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+SPOT_OFF = {"capacity": {"spot": {"enabled": False}}}
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("static-peak", "static-peak"),
+    # The HPA rows run on on-demand only (in a spot scenario too); `hpa+spot` splits naively.
+    Variant("hpa", "hpa", SPOT_OFF),
+    Variant("hpa+spot", "hpa"),
+    # The HPA at the utilisation targets a user tunes next (the spec's own is the `hpa` row).
+    Variant("hpa@0.75", "hpa", {**SPOT_OFF, "scaling": {"target_utilization": 0.75}}),
+    Variant("hpa@0.7", "hpa", {**SPOT_OFF, "scaling": {"target_utilization": 0.7}}),
+    Variant("keda", "keda"),
+    Variant("knative-kpa", "knative-kpa"),
+    Variant("gpufleet", "gpufleet"),
+    Variant("gpufleet-od", "gpufleet", SPOT_OFF),
+    # The same spec without standbys: the pool's price in GPU-h.
+    Variant("gpufleet-nopool", "gpufleet", {"warm_pool": {"size": 0}}),
+    # The step's fixed warmPool.size (STEP_POOLS).
+    *(Variant(f"gpufleet+pool{n}", "gpufleet", {"warm_pool": {"size": n}}) for n in STEP_POOLS),
+    # The planned-event scenario's window (simulated time starts at the epoch).
+    Variant("gpufleet+schedule", "gpufleet", {"schedules": [Schedule.model_validate(PLANNED_WINDOW)]}),
+    Variant("oracle", "oracle"),
+)}
+
+
+def overridden(model: BaseModel, overrides: Mapping[str, Any]) -> Any:
+    """`model` with `overrides` applied: a mapping onto a sub-model merges into it, anything else
+    replaces the field."""
+    update = {}
+    for key, value in overrides.items():
+        current = getattr(model, key)
+        update[key] = overridden(current, value) if isinstance(value, Mapping) and isinstance(current, BaseModel) \
+            else value
+    return model.model_copy(update=update)
 
 
 @dataclasses.dataclass
@@ -166,39 +213,15 @@ def suites(args: argparse.Namespace) -> list[Suite]:
     return out
 
 
-def variant(sc: Scenario, name: str, policy: str, **spec: dict[str, object]) -> SimResult:
-    """Run `policy` on the scenario with spec sections updated (section -> {field: value})."""
-    update = {section: getattr(sc.spec, section).model_copy(update=fields) for section, fields in spec.items()}
-    res = dataclasses.replace(sc, spec=sc.spec.model_copy(update=update)).run(policy)
-    res.policy = name
-    return res
-
-
 def run_policy(sc: Scenario, name: str) -> SimResult:
-    """Policy names: POLICIES, plus 'hpa+spot' (naive spot), 'gpufleet-od' (spot off), 'hpa@U'
-    (HPA at utilisation target U), 'gpufleet+poolN' / 'gpufleet-nopool' (warmPool.size N / 0),
-    'gpufleet+schedule' (the planned-event window)."""
-    spot_off = {"spot": sc.spec.capacity.spot.model_copy(update={"enabled": False})}
-    if name == "hpa+spot":
-        return variant(sc, name, "hpa")
-    if name == "hpa" and sc.spot is not None:
-        return variant(sc, name, "hpa", capacity=spot_off)
-    if name == "gpufleet-od":
-        return variant(sc, name, "gpufleet", capacity=spot_off)
-    if name == "gpufleet+schedule":  # the planned-event scenario's window (simulated time starts at the epoch)
-        res = dataclasses.replace(sc, spec=sc.spec.model_copy(update={"schedules": [
-            Schedule.model_validate(PLANNED_WINDOW)]})).run("gpufleet")
-        res.policy = name
-        return res
-    if name.startswith("gpufleet+pool"):  # the step's fixed warmPool.size (STEP_POOLS)
-        return variant(sc, name, "gpufleet", warm_pool={"size": int(name.removeprefix("gpufleet+pool"))})
-    if name == "gpufleet-nopool":  # the same spec without standbys: the pool's price in GPU-h
-        return variant(sc, name, "gpufleet", warm_pool={"size": 0})
-    if name.startswith("hpa@"):  # the HPA at another utilisation target (what a user tunes)
-        return variant(sc, name, "hpa", scaling={"target_utilization": float(name.removeprefix("hpa@"))})
-    if name == "oracle":
-        return sc.run_oracle()
-    return sc.run(name)
+    """One report row: the VARIANTS entry `name` on the scenario."""
+    v = VARIANTS[name]
+    if v.policy == "oracle":
+        res = sc.run_oracle()
+    else:
+        res = dataclasses.replace(sc, spec=overridden(sc.spec, v.overrides)).run(v.policy)
+    res.policy = v.name
+    return res
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,10 +265,10 @@ def table_md(results: list[SimResult], best: dict[str, str]) -> str:
 
 def compare(results: list[SimResult], goal: float = 0.999, ratio_goal: float = 0.75) -> tuple[dict[str, str], str]:
     """gpufleet's GPU-hours against the cheapest baseline that reaches gpufleet's attainment."""
-    baselines = [r for r in results if not r.policy.startswith("gpufleet") and r.policy != "oracle"]
+    baselines = [r for r in results if VARIANTS[r.policy].policy not in ("gpufleet", "oracle")]
     marks: dict[str, str] = {}
     lines = []
-    for g in (r for r in results if r.policy.startswith("gpufleet") and r.policy != "gpufleet-od"):
+    for g in (r for r in results if VARIANTS[r.policy].policy == "gpufleet" and r.policy != "gpufleet-od"):
         peers = [b for b in baselines if b.attainment >= min(g.attainment, goal) - 1e-9]
         ratio_h = float("nan")
         if peers:
@@ -406,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="default reports/bench (reports/bench-quick with --quick)")
     ap.add_argument("--quick", action="store_true", help="small CI smoke suite (< 2 min)")
     args = ap.parse_args(argv)
+    unknown = set(args.policy.split(",")) - VARIANTS.keys() if args.policy else set()
+    if unknown:
+        ap.error(f"unknown --policy {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
     args.out = args.out or ("reports/bench-quick" if args.quick else "reports/bench")
     os.makedirs(args.out, exist_ok=True)
     console = Console(stderr=True)

@@ -66,7 +66,8 @@ class Scenario:
         peak_min = float(self.trace.rate_per_window(60).max())
         return min(self.spec.replicas.max, max(1, math.ceil(peak_min / self.rps_per_replica)))
 
-    def policy(self, name: str) -> Policy:
+    def policy(self, name: str, *, oracle_window_s: int = 1) -> Policy:
+        """The policy called `name` (POLICIES); the oracle sizes for its need over `oracle_window_s`."""
         spot = self.spot is not None and self.spec.capacity.spot.enabled
         if name == "static-peak":
             return StaticPeak(self.static_replicas(), naive_spot=spot)
@@ -82,19 +83,18 @@ class Scenario:
             from gpufleet.core.policy import GpufleetPolicy
 
             return cast(Policy, GpufleetPolicy())
-        if name.startswith("oracle"):
-            w = int(name.split("@")[1]) if "@" in name else 1
-            return Oracle(self.oracle_need(w))
+        if name == "oracle":
+            return Oracle(self.oracle_need(oracle_window_s))
         raise ValueError(f"unknown policy {name!r}")
 
-    def run(self, name: str, progress: Callable[[int], None] | None = None) -> SimResult:
+    def run(self, name: str, progress: Callable[[int], None] | None = None, *, oracle_window_s: int = 1) -> SimResult:
         from gpufleet.sim.engine import RateForecastPort
 
         res = simulate(
-            self.trace, self.policy(name), self.spec, self.cfg, spot=self.spot,
+            self.trace, self.policy(name, oracle_window_s=oracle_window_s), self.spec, self.cfg, spot=self.spot,
             # Only gpufleet reads forecasts; baselines skip the forecaster's cost.
             forecaster=RateForecastPort if name == "gpufleet" else None,
-            instant_start=name.startswith("oracle"), step_at_s=self.step_at_s, progress=progress,
+            instant_start=name == "oracle", step_at_s=self.step_at_s, progress=progress,
         )
         res.policy = name
         return res
@@ -103,7 +103,7 @@ class Scenario:
         """The cheapest perfect-knowledge run reaching the goal: sizing windows from long to short."""
         res = None
         for w in windows:
-            res = self.run(f"oracle@{w}")
+            res = self.run("oracle", oracle_window_s=w)
             if res.attainment >= goal:
                 break
         assert res is not None
