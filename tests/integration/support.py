@@ -167,7 +167,9 @@ class DecisionLog:
     so a test can bound what happens in decisions and in the operator's own clock, not in the
     wall-clock time of a poll on a busy machine."""
 
-    TEMPLATE = '{.status.lastDecision.time}{"\\t"}{.status.lastDecision.reason}{"\\t"}{.status.lastDecision.desired}{"\\n"}'
+    # Spaces, not tabs: kubectl's printer turns tabs into padding. Empty fields (no decision yet)
+    # leave fewer than three words.
+    TEMPLATE = '{.status.lastDecision.time} {.status.lastDecision.reason} {.status.lastDecision.desired}{"\\n"}'
 
     def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
         self._lock = threading.Lock()
@@ -181,10 +183,10 @@ class DecisionLog:
     def _read(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
-            at, reason, desired = (line.rstrip("\n").split("\t") + ["", "", ""])[:3]
-            if not at or not desired:
+            words = line.split()
+            if len(words) != 3:
                 continue
-            d = Decision(iso_seconds(at), reason, int(desired))
+            d = Decision(iso_seconds(words[0]), words[1], int(words[2]))
             with self._lock:
                 if not self._decisions or d.at > self._decisions[-1].at:  # one entry per decision
                     self._decisions.append(d)

@@ -72,32 +72,41 @@ def test_load_step_scales_up_then_stabilised_scale_down(
 
     with DecisionLog(cluster, namespace, "loop") as log:
         # Settle: the size follows the current load and no longer a backlog the stabilisation
-        # window still holds, i.e. it stayed the same for a whole window of decisions.
+        # window still holds: the same for a whole window of decisions, none of them held.
         def steady() -> bool:
-            return len(set(wait_ticks(cluster, namespace, "loop", STABILIZE_S // 2 + 2, timeout=STABILIZE_S + 40))) == 1
+            recent = log.decisions()[-(STABILIZE_S // 2 + 2):]
+            return (len(recent) == STABILIZE_S // 2 + 2 and len({d.desired for d in recent}) == 1
+                    and all(d.reason != "Stabilizing" for d in recent))
 
-        wait_for(steady, timeout=180, what="a size unchanged for a stabilisation window")
-        peak = desired(cluster, namespace, "loop")
+        wait_for(steady, timeout=180, what="a size the load needs, unchanged for a stabilisation window")
+        settled = log.decisions()
+        peak, start = settled[-1].desired, len(settled)
 
         # Load drops. The 1-minute request rate falls over a minute, so the need falls late
         # whatever the window; what the window adds is measured from the last decision that
         # still needed the peak, in the operator's own decision times: no scale-down for
         # STABILIZE_S after it, the decisions between held as Stabilizing. Without a window the
         # first decision that needs less scales down (no Stabilizing, 1 interval later).
-        start = len(log.decisions())
         set_load(emulator, namespace, "loop", 20)
-        wait_for(lambda: any(d.desired < peak for d in log.decisions()[start:]), timeout=STABILIZE_S + 90,
-                 what="first scale-down")
+        try:
+            wait_for(lambda: any(d.desired < peak for d in log.decisions()[start:]), timeout=STABILIZE_S + 90,
+                     what="first scale-down")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; peak {peak}, Deployment {desired(cluster, namespace, 'loop')}, "
+                                 f"decisions {log.decisions()[max(0, start - 3):]}") from None
         last_high, held, first_down = held_by_the_window(log.decisions(), peak, start)
         assert held, f"scaled down at the first decision that needed less: {log.decisions()}"
         # Decision times are whole seconds: 1 s of rounding.
         assert first_down.at - last_high.at >= STABILIZE_S - 1, (last_high, held, first_down)
 
-    sizes = [peak, *wait_ticks(cluster, namespace, "loop", 30, timeout=150)]
+        # Then bounded steps down to the floor (the rate falls over its minute, each step waits).
+        wait_for(lambda: log.decisions()[-1].desired == 1, timeout=240, what="the floor")
+        sizes = [d.desired for d in log.decisions()[start - 1:]]
     for before, after in zip(sizes, sizes[1:]):
         if after < before:
             assert before - after <= max(1, math.ceil(before * MAX_STEP_PERCENT / 100)), sizes
-    assert sizes[-1] == 1, f"did not settle at the floor: {sizes}"
+    # The Deployment keeps draining pods until their requests are done, then follows.
+    wait_for(lambda: desired(cluster, namespace, "loop") == 1, timeout=120, what="the Deployment at the floor")
 
 
 def test_prometheus_down_holds_capacity_and_recovers(
