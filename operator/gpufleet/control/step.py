@@ -52,6 +52,15 @@ def revalidate(plan: Plan, fresh: FleetState) -> Plan:
     return replace(plan, promote=promote, retire=retire)
 
 
+def reroute(plan: Plan, fleet: FleetPort, *, now: float) -> Plan:
+    """Carry out the last decision again on fresh state, between ticks: when a pod turns Ready it
+    joins the Service now if that plan wants more serving (a plain Deployment's pod serves once
+    Ready; a standby is promoted the same way). No metrics read, no new decision."""
+    plan = revalidate(plan, fleet.state(now=now))
+    fleet.apply(plan, now=now)
+    return plan
+
+
 def step(
     *,
     spec: InferenceServiceSpec,
