@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.fleet import FleetView, is_healthy
-from gpufleet.core.split import NOTICE_DRAIN_S, interrupted_by_class, notice_drain_due
+from gpufleet.core.split import DRAIN_S, interrupted_by_class, notice_drain_due
 from gpufleet.core.types import (
     ON_DEMAND,
     SPOT,
@@ -26,8 +26,11 @@ from tests.strategies import SETTINGS, decide, fleets, forecasts, memories, obse
 
 def test_notice_drain_due() -> None:
     reclaim = 1000.0
-    assert not notice_drain_due(reclaim, reclaim - NOTICE_DRAIN_S - 1)
-    assert notice_drain_due(reclaim, reclaim - NOTICE_DRAIN_S)
+    assert not notice_drain_due(reclaim, reclaim - DRAIN_S - 1)
+    assert notice_drain_due(reclaim, reclaim - DRAIN_S)
+    # the next look is an interval away: drain at the last one that leaves DRAIN_S
+    assert not notice_drain_due(reclaim, reclaim - DRAIN_S - 11, interval_s=10)
+    assert notice_drain_due(reclaim, reclaim - DRAIN_S - 10, interval_s=10)
     assert notice_drain_due(reclaim, reclaim + 5)
     assert not notice_drain_due(None, 1e9)  # a notice without a deadline (cordon): once covered
 

@@ -6,16 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpufleet.core.split import NOTICE_DRAIN_S
+from gpufleet.core.rollout import Rollout
+from gpufleet.core.split import DRAIN_S
 from gpufleet.core.types import ON_DEMAND, SPOT, Plan, ReplicaState
 from gpufleet.sim import traces as T
-from gpufleet.sim.fleet import DRAIN_S, SimFleet
+from gpufleet.sim.fleet import SimFleet
 from gpufleet.sim.model import ColdStart
 from gpufleet.sim.scenarios import make_scenario
 from gpufleet.sim.spot import SpotTrace
 
 NOTICE = 120.0
 RECLAIM_NOTICE_AT = 600.0  # the trace turns 0 at tick 10 (60 s ticks)
+INTERVAL = 10  # seconds between decisions
 
 
 def spot_trace(notice_s: float = NOTICE, ones: int = 10, zeros: int = 10, ticks: int = 60) -> SpotTrace:
@@ -33,14 +35,15 @@ class Run:
 
     def __init__(self, cold_s: float, notice_s: float = NOTICE) -> None:
         self.fleet = SimFleet(cold=ColdStart(fixed_s=cold_s), rng=np.random.default_rng(0),
-                              spot=spot_trace(notice_s))
+                              spot=spot_trace(notice_s), interval_s=INTERVAL)
+        self.fleet.in_flight_per_serving = 4.0  # under load: a drained pod takes DRAIN_S to finish
         self.fleet.bootstrap(1)
         self.fleet.schedule_preemptions(3600.0)
         self.t = 0
         self.lost = 0.0  # share of in-flight requests lost, composed over reclaims
         self.serving: dict[int, int] = {}
 
-    def until(self, end: int, apply: Plan | None = None, every: int = 10) -> None:
+    def until(self, end: int, apply: Plan | None = None, every: int = INTERVAL) -> None:
         while self.t < end:
             if self.t >= self.fleet.next_due:
                 self.fleet.advance(float(self.t))
@@ -82,19 +85,22 @@ def test_interrupted_replicas_drain_once_replacements_serve() -> None:
 
 
 def test_interrupted_replicas_drain_at_the_deadline_without_replacements() -> None:
-    """Replacements slower than the notice: the interrupted pods leave the Service
-    NOTICE_DRAIN_S before their node goes, whether or not replacements are Ready."""
+    """Replacements slower than the notice: the interrupted pods leave the Service at the last
+    decision that leaves them DRAIN_S before their node goes, whether or not replacements are
+    Ready, and finish what they run."""
     run = Run(cold_s=300.0)
     run.fleet.cold = ColdStart(fixed_s=30.0)
     spot = run.with_spot()
     run.fleet.cold = ColdStart(fixed_s=300.0)
     reclaim = RECLAIM_NOTICE_AT + NOTICE
-    run.until(int(reclaim - NOTICE_DRAIN_S) - 1, plan(4, 4, 3, retire=tuple(spot)))
+    last = int(reclaim - DRAIN_S - INTERVAL)  # the last decision with DRAIN_S to spare
+    run.until(last, plan(4, 4, 3, retire=tuple(spot)))
     assert all(run.fleet.replicas[n].state == ReplicaState.serving for n in spot)  # still carrying load
-    run.until(int(reclaim - NOTICE_DRAIN_S) + 1, plan(4, 4, 3, retire=tuple(spot)))
+    run.until(last + 1, plan(4, 4, 3, retire=tuple(spot)))
     assert all(run.fleet.replicas[n].state == ReplicaState.draining for n in spot)
+    run.until(int(reclaim) - 1, plan(4, 4, 3, retire=tuple(spot)))
+    assert not any(n in run.fleet.replicas for n in spot)  # idle and released before the node went
     run.until(int(reclaim) + 5, plan(4, 4, 0))
-    assert NOTICE_DRAIN_S >= DRAIN_S
     assert run.lost == 0.0
 
 
@@ -115,8 +121,7 @@ def test_a_late_drain_loses_the_unfinished_part(left_before_s: float) -> None:
     reclaim = int(RECLAIM_NOTICE_AT + NOTICE)
     run.until(reclaim - int(left_before_s), plan(4, 1, 3))
     victim = run.fleet.replicas[spot[0]]
-    run.fleet._now = float(run.t)
-    run.fleet._drain(victim)  # as the adapter would (the naive plan never asks)
+    run.fleet.execute(Rollout(drain=(victim.name,)), float(run.t))  # the naive plan never asks
     assert victim.share == pytest.approx(0.25)
     run.until(reclaim + 1, plan(4, 1, 3))
     others = 1 - (1 - 1 / 3) * (1 - 1 / 2)  # the two still serving

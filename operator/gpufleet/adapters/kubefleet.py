@@ -129,7 +129,8 @@ class KubeFleet:
     def apply(self, plan: Plan, *, now: float) -> None:
         state = self._state(now)
         drain_timeout = float(self.spec.scaling.scale_down.drain_timeout_seconds)
-        self.execute(rollout(plan, state.replicas, now=now, drain_timeout_s=drain_timeout),
+        self.execute(rollout(plan, state.replicas, now=now, drain_timeout_s=drain_timeout,
+                             interval_s=float(self.spec.scaling.interval_seconds)),
                      now=now, reason=f"{plan.reason}: {plan.message}")
 
     def execute(self, ro: Rollout, *, now: float, reason: str = "") -> None:

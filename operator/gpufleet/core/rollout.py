@@ -126,12 +126,14 @@ def route(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tuple[t
     return tuple(sorted(wanted)), demote
 
 
-def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeout_s: float) -> Rollout:
+def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeout_s: float,
+            interval_s: float = 0.0) -> Rollout:
     """The one rollout step: which pods move, and each Deployment's size (see the module doc).
 
     `plan.on_demand` / `plan.spot` count the healthy replicas wanted plus the interrupted ones
     still present (the core's convention), so a Deployment grows for replacements as soon as a
-    notice lands.
+    notice lands. `interval_s` is how soon the next rollout comes (the decision interval): an
+    interrupted pod is drained at the last one that leaves it core.split.DRAIN_S.
     """
     leaving = set(plan.retire)
     promote, demote = route(plan, replicas, leaving)
@@ -164,7 +166,7 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
             if r.name not in leaving:
                 continue
             if r.state == ReplicaState.serving:
-                if r.interrupted and not covered and not notice_drain_due(r.reclaim_at, now):
+                if r.interrupted and not covered and not notice_drain_due(r.reclaim_at, now, interval_s):
                     deferred.append(r.name)  # still carries load; drained once the replacements serve
                     held_back += 1
                 else:
@@ -184,7 +186,10 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
                 release.append(Release(r.name, why, now - since, evict=starting))
         # With named victims, keep exactly the others; without, let the ReplicaSet choose.
         base = max(healthy_target, len(staying)) if any(r.name in leaving for r in mine) else healthy_target
-        sizes.append((capacity_class, base + held + held_back))
+        # An interrupted pod the plan does not retire stays in its Deployment until its node goes
+        # (a plain Deployment's pod; the core always retires them).
+        kept_noticed = sum(1 for r in noticed if r.name not in leaving)
+        sizes.append((capacity_class, base + held + held_back + kept_noticed))
 
     costs = _costs(after, set(drain), {r.name for r in release} | set(discard), set(cancel))
     return Rollout(promote=promote, demote=demote, drain=tuple(drain), cancel=tuple(cancel), release=tuple(release),
@@ -216,6 +221,17 @@ def replicaset_victims(pods: Sequence[Replica], count: int) -> list[Replica]:
         ready = r.state != ReplicaState.starting
         return (1 if ready else 0, r.deletion_cost or 0, -(r.ready_at or 0.0), -r.created_at)
     return sorted(pods, key=rank)[: max(count, 0)]
+
+
+def replicaset_retirements(replicas: Sequence[Replica], sizes: dict[str, int]) -> tuple[str, ...]:
+    """The pods a plain Deployment loses when each class shrinks to `sizes`: its ReplicaSet's
+    own choice among the pods it still counts (the draining ones are terminating). The
+    baselines name these in their plans, so their pods leave as a scaled-down Deployment's do."""
+    out: list[str] = []
+    for capacity_class, size in sizes.items():
+        mine = [r for r in replicas if r.capacity_class == capacity_class and r.state != ReplicaState.draining]
+        out += [r.name for r in replicaset_victims(mine, len(mine) - size)]
+    return tuple(out)
 
 
 def time_to_ready(samples: Sequence[float], prior: float | None = None) -> float | None:

@@ -9,8 +9,8 @@ Ready replacements, as far as replicas.max allows.
 Interruptions are break-before-make by necessity: the node goes at the end of its notice whatever
 the plan says. Their replacements start at once on on-demand (standbys are promoted first), and
 an interrupted serving replica leaves the Service as soon as the healthy ones cover the serving
-target, and in any case once less than NOTICE_DRAIN_S of its notice is left (`notice_drain_due`),
-so that its in-flight requests finish before the node goes.
+target, and in any case once less than DRAIN_S and one decision interval of its notice is left
+(`notice_drain_due`), so that its in-flight requests finish before the node goes.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Replica, ReplicaSta
 
 _EPS = 1e-9
 
-# Time an interrupted replica needs to finish its in-flight requests after leaving the Service:
-# the longest answer (4,096 tokens) at ~9 ms per token under a full batch. An interrupted replica
-# with less than this left on its notice is drained even if its replacements are not Ready: from
-# then on, keeping it in the Service only loses the requests that would still be running on it.
-NOTICE_DRAIN_S = 40.0
+# Time a replica needs to finish its in-flight requests after leaving the Service: the longest
+# answer (4,096 tokens, the trace loaders' clip) at ~9 ms per token under a full batch, rounded up.
+# The one figure for the operator and the simulator (whose pods take this long to drain). An
+# interrupted replica with less than this (and one interval) left on its notice is drained even
+# if its replacements are not Ready: from then on, keeping it in the Service only loses the
+# requests that would still be running on it.
+DRAIN_S = 40.0
 
 
 @dataclass(frozen=True)
@@ -131,13 +133,14 @@ def interrupted_by_class(fleet: FleetState) -> dict[str, int]:
     return out
 
 
-def notice_drain_due(reclaim_at: float | None, now: float, drain_s: float = NOTICE_DRAIN_S) -> bool:
-    """Whether an interrupted serving replica must leave the Service now, covered or not.
+def notice_drain_due(reclaim_at: float | None, now: float, interval_s: float = 0.0) -> bool:
+    """Whether an interrupted serving replica must leave the Service now, covered or not: at the
+    last decision (every `interval_s`) that still leaves it DRAIN_S before its node goes.
 
     `reclaim_at` is when its node is expected to go (notice time + the cloud's notice length);
     None for a notice without a deadline (cordon, rebalance recommendation): drained once covered.
     """
-    return reclaim_at is not None and now >= reclaim_at - drain_s
+    return reclaim_at is not None and now >= reclaim_at - DRAIN_S - interval_s
 
 
 def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, ...]:

@@ -36,7 +36,8 @@ import numpy as np
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.schedule import Window
-from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory, ReplicaState
+from gpufleet.core.rollout import replicaset_retirements
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, ForecastSummary, Observation, Plan, PolicyMemory, ReplicaState
 
 
 def _split(spec: InferenceServiceSpec, total: int, naive_spot: bool) -> tuple[int, int]:
@@ -50,10 +51,14 @@ def _split(spec: InferenceServiceSpec, total: int, naive_spot: bool) -> tuple[in
     return od, spot
 
 
-def _plan(spec: InferenceServiceSpec, total: int, reason: str, message: str, naive_spot: bool) -> Plan:
+def _plan(spec: InferenceServiceSpec, fleet: FleetState, total: int, reason: str, message: str,
+          naive_spot: bool) -> Plan:
+    """Every pod serves (a plain Deployment); when a class shrinks, its ReplicaSet picks the pods
+    that go, and they leave as a deleted pod does: out of the Endpoints, finishing what they run."""
     total = max(spec.replicas.min, min(spec.replicas.max, total))
     od, spot = _split(spec, total, naive_spot)
-    return Plan(serving=total, standby=0, on_demand=od, spot=spot, reason=reason, message=message)
+    retire = replicaset_retirements(fleet.replicas, {ON_DEMAND: od, SPOT: spot})
+    return Plan(serving=total, standby=0, on_demand=od, spot=spot, reason=reason, message=message, retire=retire)
 
 
 def _current(fleet: FleetState) -> int:
@@ -104,7 +109,7 @@ class HpaLike:
         cur = max(_current(fleet), 1)
         n = self.hpa.desired(metric_total=observation.request_rate, target=target, current=cur, now=now,
                              lo=spec.replicas.min, hi=spec.replicas.max)
-        return _plan(spec, n, "RequestRate", f"rps {observation.request_rate} / {target:.2f}: {n}",
+        return _plan(spec, fleet, n, "RequestRate", f"rps {observation.request_rate} / {target:.2f}: {n}",
                      self.naive_spot), memory
 
 
@@ -122,7 +127,7 @@ class KedaLike:
         cur = max(_current(fleet), 1)
         n = self.hpa.desired(metric_total=observation.queue_depth, target=threshold, current=cur, now=now,
                              lo=spec.replicas.min, hi=spec.replicas.max)
-        return _plan(spec, n, "QueueDepth", f"queue {observation.queue_depth} / {threshold:g}: {n}",
+        return _plan(spec, fleet, n, "QueueDepth", f"queue {observation.queue_depth} / {threshold:g}: {n}",
                      self.naive_spot), memory
 
 
@@ -176,7 +181,7 @@ class KpaLike:
             want = want_stable
         want = min(want, math.ceil(ready * self.max_up_rate))
         want = max(want, math.floor(ready / self.max_down_rate))
-        return _plan(spec, want, "Concurrency", f"concurrency {stable_avg:.1f}/{panic_avg:.1f}: {want}",
+        return _plan(spec, fleet, want, "Concurrency", f"concurrency {stable_avg:.1f}/{panic_avg:.1f}: {want}",
                      self.naive_spot), memory
 
 
@@ -190,7 +195,7 @@ class StaticPeak:
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
                fleet: FleetState, memory: PolicyMemory, now: float,
                windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
-        return _plan(spec, self.replicas, "Static", f"static {self.replicas}", self.naive_spot), memory
+        return _plan(spec, fleet, self.replicas, "Static", f"static {self.replicas}", self.naive_spot), memory
 
 
 @dataclass
@@ -208,4 +213,4 @@ class Oracle:
         # A replica asked for now is Ready at the next tick, and this decision holds one interval.
         window = self.need[t + 1: t + 1 + self.interval_s]
         n = int(window.max()) if window.size else int(self.need[-1])
-        return _plan(spec, n, "Oracle", f"oracle {n}", False), memory
+        return _plan(spec, fleet, n, "Oracle", f"oracle {n}", False), memory

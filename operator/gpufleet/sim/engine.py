@@ -170,13 +170,14 @@ def simulate(
     book = LatencyBook(model, trace.in_sample, cfg.target_ttft_s)
     metrics = SimMetrics(horizon, cfg.scrape_s)
     fore = forecaster(spec) if forecaster is not None else None
+    interval = int(getattr(policy, "interval_s", spec.scaling.interval_seconds))
     fleet = SimFleet(cold=cfg.cold, rng=rng, spot=spot, gpus_per_replica=spec.capacity.gpus_per_replica,
-                     pending_timeout_s=spec.capacity.spot.pending_timeout_seconds, instant_start=instant_start)
+                     pending_timeout_s=spec.capacity.spot.pending_timeout_seconds, instant_start=instant_start,
+                     drain_timeout_s=float(spec.scaling.scale_down.drain_timeout_seconds), interval_s=interval)
     rps0 = spec.scaling.target_rps_per_replica or 1.0
     init = cfg.initial_serving or _initial_serving(trace, rps0)
     fleet.bootstrap(max(init, spec.replicas.min))
     fleet.schedule_preemptions(horizon)
-    interval = int(getattr(policy, "interval_s", spec.scaling.interval_seconds))
     if hasattr(policy, "concurrency_source"):
         policy.concurrency_source = metrics  # the KPA baseline's queue-proxy view
     offset = int(getattr(policy, "phase_s", 0))
