@@ -20,14 +20,15 @@ from gpufleet.core.rollout import replicaset_victims
 
 
 def pod(name: str, capacity_class: str = "on-demand", *, ready_at: str | None = "2026-01-01T00:01:00Z",
-        serving: bool = False, annotations: dict[str, str] | None = None, node: str = "n1") -> dict[str, Any]:
+        serving: bool = False, annotations: dict[str, str] | None = None, node: str = "n1",
+        created_at: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
     """A trimmed pod as the watch cache keeps it."""
     labels = {manifests.LABEL_CLASS: capacity_class, manifests.LABEL_SERVICE: "chat"}
     if serving:
         labels[manifests.LABEL_SERVING] = "true"
     conditions = [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}] if ready_at else []
     return {"metadata": {"name": name, "namespace": "ns", "labels": labels, "annotations": dict(annotations or {}),
-                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+                         "creationTimestamp": created_at},
             "spec": {"nodeName": node, "containers": []}, "status": {"conditions": conditions}}
 
 

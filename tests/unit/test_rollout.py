@@ -10,7 +10,7 @@ from gpufleet.adapters import manifests
 from gpufleet.adapters.kube import Kube, KubeAPI
 from gpufleet.adapters.kubefleet import KubeFleet
 from gpufleet.api.models import InferenceServiceSpec
-from gpufleet.core.rollout import GO_FIRST_COST, KEEP_COST, rollout, time_to_ready
+from gpufleet.core.rollout import GO_FIRST_COST, KEEP_COST, replicaset_retirements, rollout, time_to_ready
 from gpufleet.core.types import ON_DEMAND, SPOT, Plan, Replica, ReplicaState
 from tests.fakes import RecordingKube, pod
 
@@ -98,6 +98,22 @@ def test_a_release_while_a_pod_of_its_class_starts_evicts_the_pod_itself() -> No
     pods = [rep("s", S), rep("d", D, in_flight=0, draining_since=NOW - 5), rep("new", P)]
     ro = go(plan(1, 2), pods)
     assert [(r.name, r.evict) for r in ro.release] == [("d", True)] and ro.size(ON_DEMAND) == 2
+
+
+def test_an_interrupted_pod_the_plan_does_not_retire_stays_in_its_deployment() -> None:
+    # A plain Deployment (the naive baselines) keeps a noticed pod until its node goes; counting it
+    # out of the size made its ReplicaSet delete a healthy pod instead.
+    pods = [rep("ok", S, SPOT), rep("noticed", S, SPOT, interrupted=True, reclaim_at=NOW + 100)]
+    ro = go(plan(2, 0, 2), pods)
+    assert ro.size(SPOT) == 2 and ro.drain == ()
+
+
+def test_a_plain_deployment_loses_the_pods_its_replicaset_picks() -> None:
+    pods = [rep("old", S, ready_at=T0 + 30), rep("young", S, ready_at=T0 + 90), rep("new", P),
+            rep("going", D, draining_since=NOW)]
+    assert replicaset_retirements(pods, {ON_DEMAND: 2}) == ("new",)  # not Ready first
+    assert replicaset_retirements(pods, {ON_DEMAND: 1}) == ("new", "young")  # then the shortest Ready
+    assert replicaset_retirements(pods, {ON_DEMAND: 3}) == ()  # the draining pod is not counted
 
 
 def test_time_to_ready_is_the_p90_of_the_last_twenty_starts() -> None:

@@ -136,16 +136,20 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     interrupted pod is drained at the last one that leaves it core.split.DRAIN_S.
     """
     leaving = set(plan.retire)
-    promote, demote = route(plan, replicas, leaving)
+    # Capacity wanted back: a healthy draining pod still has its model loaded; keep it, and let
+    # it serve again in this same step if the plan wants more serving.
+    cancel = _cancels(plan, replicas, leaving)
+    pods = [Replica(r.name, r.capacity_class, ReplicaState.standby, r.created_at, r.ready_at, r.in_flight,
+                    r.interrupted, None, r.reclaim_at, r.deletion_cost) if r.name in cancel else r for r in replicas]
+    promote, demote = route(plan, pods, leaving)
     up, down = set(promote), set(demote)
     after = [_moved(r, ReplicaState.serving) if r.name in up
-             else _moved(r, ReplicaState.standby) if r.name in down else r for r in replicas]
+             else _moved(r, ReplicaState.standby) if r.name in down else r for r in pods]
     # Interrupted serving pods keep serving until the healthy ones cover the plan.
     covered = sum(1 for r in after if r.state == ReplicaState.serving and not r.interrupted
                   and r.name not in leaving) >= plan.serving
 
     drain: list[str] = []
-    cancel: list[str] = []
     release: list[Release] = []
     discard: list[str] = []
     deferred: list[str] = []
@@ -156,11 +160,6 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
         noticed = [r for r in mine if r.interrupted and r.state != ReplicaState.draining]
         healthy_target = max(target - len(noticed), 0)
         staying = [r for r in mine if r.state != ReplicaState.draining and not r.interrupted and r.name not in leaving]
-        # Capacity wanted back: a healthy draining pod still has its model loaded; keep it.
-        for r in [r for r in draining if not r.interrupted][: max(0, healthy_target - len(staying))]:
-            cancel.append(r.name)
-            draining.remove(r)
-            staying.append(r)
         held_back = 0
         for r in mine:
             if r.name not in leaving:
@@ -192,8 +191,25 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
         sizes.append((capacity_class, base + held + held_back + kept_noticed))
 
     costs = _costs(after, set(drain), {r.name for r in release} | set(discard), set(cancel))
-    return Rollout(promote=promote, demote=demote, drain=tuple(drain), cancel=tuple(cancel), release=tuple(release),
+    return Rollout(promote=promote, demote=demote, drain=tuple(drain), cancel=cancel, release=tuple(release),
                    discard=tuple(discard), deferred=tuple(deferred), costs=costs, sizes=tuple(sizes))
+
+
+def _cancels(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tuple[str, ...]:
+    """Healthy draining pods to keep, per class, while fewer pods stay than the plan wants (the
+    most recent drains first: they have gone least far)."""
+    out: list[str] = []
+    for capacity_class in CAPACITY_CLASSES:
+        mine = [r for r in replicas if r.capacity_class == capacity_class]
+        noticed = sum(1 for r in mine if r.interrupted and r.state != ReplicaState.draining)
+        staying = sum(1 for r in mine
+                      if r.state != ReplicaState.draining and not r.interrupted and r.name not in leaving)
+        gap = max(plan.by_class(capacity_class) - noticed, 0) - staying
+        if gap > 0:
+            candidates = sorted((r for r in mine if r.state == ReplicaState.draining and not r.interrupted),
+                                key=lambda r: (-(r.draining_since or 0.0), r.name))
+            out += [r.name for r in candidates[:gap]]
+    return tuple(out)
 
 
 def _costs(pods: Iterable[Replica], drain: set[str], go: set[str], cancel: set[str]) -> tuple[tuple[str, int | None], ...]:

@@ -181,6 +181,10 @@ class SimFleet:
         """What the API server and the controllers do with a rollout: labels (Service membership),
         annotations (drains, deletion costs), evictions, then the Deployments' sizes."""
         self._now, self.last_rollout = now, ro
+        for name in ro.cancel:  # standby again; it may be promoted below
+            r = self.replicas[name]
+            self._set_state(r, ReplicaState.standby)
+            r.draining_since = None
         for name in ro.promote:
             self._set_state(self.replicas[name], ReplicaState.serving)
         for name in ro.demote:
@@ -190,10 +194,6 @@ class SimFleet:
             r.carried = self.in_flight_per_serving if r.state == ReplicaState.serving else 0.0
             self._set_state(r, ReplicaState.draining)
             r.draining_since = now
-        for name in ro.cancel:
-            r = self.replicas[name]
-            self._set_state(r, ReplicaState.standby)
-            r.draining_since = None
         for name, cost in ro.costs:
             self.replicas[name].deletion_cost = cost
             self.version += 1

@@ -1,0 +1,81 @@
+"""The simulator's fleet drains and promotes as the cluster does (issue 15 item 2): a retired
+serving pod leaves the Service, finishes what it runs, is billed meanwhile and goes at the first
+decision after it is idle or past drainTimeoutSeconds; a pod that turns Ready serves at once if
+the last decision wants it to."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpufleet.core.split import DRAIN_S
+from gpufleet.core.types import ON_DEMAND, Plan, ReplicaState
+from gpufleet.sim.fleet import SimFleet
+from gpufleet.sim.model import ColdStart
+
+INTERVAL = 10
+
+
+def plan(serving: int, od: int, retire: tuple[str, ...] = ()) -> Plan:
+    return Plan(serving=serving, standby=od - serving, on_demand=od, spot=0, reason="t", message="", retire=retire)
+
+
+def fleet(serving: int, drain_timeout_s: float = 120.0) -> SimFleet:
+    f = SimFleet(cold=ColdStart(fixed_s=30.0), rng=np.random.default_rng(0), drain_timeout_s=drain_timeout_s,
+                 interval_s=INTERVAL)
+    f.bootstrap(serving)
+    f.in_flight_per_serving = 4.0
+    return f
+
+
+def drive(f: SimFleet, start: int, end: int, p: Plan) -> dict[int, tuple[int, int]]:
+    """Second by second as the engine drives it; (serving, billed GPUs) per second."""
+    seen = {}
+    for t in range(start, end):
+        if t >= f.next_due:
+            f.advance(float(t))
+        if t % INTERVAL == 0:
+            f.apply(p, now=float(t))
+        seen[t] = (f.n_serving, sum(f.gpus_running()))
+    return seen
+
+
+def test_a_retired_serving_pod_drains_is_billed_and_goes_at_the_first_decision_after_it_is_idle() -> None:
+    f = fleet(3)
+    victim = next(iter(f.replicas))
+    seen = drive(f, 0, 100, plan(2, 2, retire=(victim,)))
+    assert seen[0] == (2, 3)  # out of the Service at once, still billed
+    gone = min(t for t, (_, gpus) in seen.items() if gpus == 2)
+    assert gone == INTERVAL * int(np.ceil(DRAIN_S / INTERVAL))  # idle after DRAIN_S, released at the next decision
+    assert victim not in f.replicas and len(f.replicas) == 2 and f.size[ON_DEMAND] == 2
+
+
+def test_a_drain_timeout_shorter_than_the_work_releases_the_pod_at_the_timeout() -> None:
+    f = fleet(3, drain_timeout_s=15.0)
+    victim = next(iter(f.replicas))
+    seen = drive(f, 0, 100, plan(2, 2, retire=(victim,)))
+    assert min(t for t, (_, gpus) in seen.items() if gpus == 2) == 20  # the first decision past 15 s
+    assert victim not in f.replicas
+
+
+def test_a_drain_is_cancelled_when_the_capacity_is_wanted_back() -> None:
+    f = fleet(3)
+    victim = next(iter(f.replicas))
+    drive(f, 0, 10, plan(2, 2, retire=(victim,)))
+    assert f.replicas[victim].state == ReplicaState.draining
+    drive(f, 10, 11, plan(3, 3))
+    assert f.last_rollout.cancel == (victim,)
+    assert f.replicas[victim].state == ReplicaState.serving and f.n_serving == 3  # cancelled, then promoted
+    assert f.created == 3  # no cold start for it
+
+
+def test_a_pod_turning_ready_stays_a_standby_when_the_last_decision_keeps_one() -> None:
+    f = fleet(1)
+    drive(f, 0, 45, plan(1, 2))
+    assert f.n_serving == 1 and sum(1 for r in f.replicas.values() if r.state == ReplicaState.standby) == 1
+
+
+def test_a_pod_turning_ready_between_decisions_serves_at_once() -> None:
+    f = SimFleet(cold=ColdStart(fixed_s=25.0), rng=np.random.default_rng(0), interval_s=INTERVAL)
+    f.bootstrap(1)
+    seen = drive(f, 0, 40, plan(2, 2))
+    assert seen[24] == (1, 2) and seen[25] == (2, 2)  # Ready at 25 s, serving at 25 s (decisions at 20, 30)
