@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from gpufleet.api.models import Budget, InferenceServiceSpec
-from gpufleet.core import split, warmpool
+from gpufleet.core import rollout, split
 from gpufleet.core.fleet import FleetView
 from gpufleet.core.types import ON_DEMAND, SPOT, BudgetCheck, FleetState, Plan, PolicyMemory
 
@@ -203,9 +203,9 @@ def enforce(
 
     # Who goes and who joins, again, for the capped counts (same rules as the policy's step 4).
     view = FleetView.of(fleet)
-    retire = split.retirements(fleet, {ON_DEMAND: f.on_demand, SPOT: f.spot})
+    retire = rollout.retirements(fleet, {ON_DEMAND: f.on_demand, SPOT: f.spot})
     leaving = frozenset(retire)
-    promote = warmpool.promotions(tuple(r for r in fleet.replicas if r.name not in leaving), f.serving - view.serving)
+    promote = rollout.promotions(tuple(r for r in fleet.replicas if r.name not in leaving), f.serving - view.serving)
     capped = replace(
         plan,
         serving=f.serving,

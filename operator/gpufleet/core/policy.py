@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpufleet.api.models import InferenceServiceSpec, Mode
-from gpufleet.core import budget, capacity, schedule, split, stabilize, warmpool
+from gpufleet.core import budget, capacity, rollout, schedule, split, stabilize, warmpool
 from gpufleet.core.capacity import Need
 from gpufleet.core.fleet import FleetView
 from gpufleet.core.schedule import Window
@@ -301,9 +301,9 @@ class GpufleetPolicy:
 
         # 4. Who goes and who joins. Retire first, then promote among the standbys that stay: a
         #    standby of a class being shrunk must not enter the Service only to be drained again.
-        retire = split.retirements(fleet, {ON_DEMAND: sp.on_demand, SPOT: sp.spot})
+        retire = rollout.retirements(fleet, {ON_DEMAND: sp.on_demand, SPOT: sp.spot})
         leaving = frozenset(retire)
-        promote = warmpool.promotions(tuple(r for r in fleet.replicas if r.name not in leaving), target - view.serving)
+        promote = rollout.promotions(tuple(r for r in fleet.replicas if r.name not in leaving), target - view.serving)
 
         # 5. Interrupted replicas are still in their Deployments until their node goes: the class
         #    counts (Deployment sizes) include them, so their replacements start now, not after

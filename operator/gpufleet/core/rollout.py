@@ -1,8 +1,9 @@
 """Which pods serve, drain and leave: one rollout step for the operator and the simulator.
 
-The policy decides how many replicas serve and how many each class keeps (a Plan); this module
-decides which pods, from the plan and the pods as they are now, and returns one plain `Rollout`
-value. The executors (adapters.kubefleet on the cluster, sim.fleet in the simulator) only carry
+The policy decides how many replicas serve and how many each class keeps (a Plan), and names
+the pods to retire and promote in this module's orders (`retirements`, `promotions`); this module
+decides which pods move, from the plan and the pods as they are now, and returns one plain
+`Rollout` value. The executors (adapters.kubefleet on the cluster, sim.fleet in the simulator) only carry
 it out. Karpenter's disruption controller is the model: compute a command value, re-check it
 against fresh state, execute.
 
@@ -30,8 +31,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from gpufleet.core.fleet import is_healthy
 from gpufleet.core.split import notice_drain_due
-from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, Plan, Replica, ReplicaState
+from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
 
 # pod-deletion-cost marks (controller.kubernetes.io/pod-deletion-cost): a draining pod is kept
 # while it finishes; a released or discarded one is deleted first when its Deployment shrinks.
@@ -74,6 +76,47 @@ class Rollout:
         out += [("Draining", f"pod {n} left the Service; deleted when idle") for n in self.drain]
         out += [("Drained", f"pod {r.name} released after {r.after_s:.0f}s: {r.why}") for r in self.release]
         return out
+
+
+_STATE_RANK = {ReplicaState.starting: 0, ReplicaState.standby: 1, ReplicaState.serving: 2, ReplicaState.draining: 3}
+_CLASS_RANK = {SPOT: 0, ON_DEMAND: 1}
+
+
+def retirement_key(r: Replica) -> tuple[int, int, int, float, float, str]:
+    """Interrupted first, then not-yet-Ready, standby before serving, spot before on-demand,
+    least in-flight work, youngest first (it has warmed the least), and the name for ties."""
+    return (
+        0 if r.interrupted else 1,
+        _STATE_RANK[r.state],
+        _CLASS_RANK.get(r.capacity_class, 0),
+        r.in_flight if r.in_flight is not None else 0.0,
+        -r.created_at,
+        r.name,
+    )
+
+
+def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, ...]:
+    """Replicas to retire, in order: every interrupted one, then each class's excess.
+
+    Draining replicas are already leaving and are not listed again.
+    """
+    victims = [r for r in fleet.replicas if r.interrupted and r.state != ReplicaState.draining]
+    healthy = [r for r in fleet.replicas if is_healthy(r)]
+    for cls, wanted in plan_by_class.items():
+        mine = [r for r in healthy if r.capacity_class == cls]
+        if len(mine) > wanted:  # sorting only when something goes (most decisions retire nothing)
+            victims.extend(sorted(mine, key=retirement_key)[: len(mine) - wanted])
+    if not victims:
+        return ()
+    return tuple(r.name for r in sorted(victims, key=retirement_key))
+
+
+def promotions(replicas: Sequence[Replica], count: int) -> tuple[str, ...]:
+    """Standbys the policy names to move into the Service now, in the rollout's own order."""
+    if count <= 0:
+        return ()
+    ready = sorted((r for r in replicas if r.state == ReplicaState.standby and not r.interrupted), key=promotion_key)
+    return tuple(r.name for r in ready[:count])
 
 
 def demotion_key(r: Replica) -> tuple[float, float, str]:

@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass
 
 from gpufleet.api.models import InferenceServiceSpec
-from gpufleet.core.fleet import FleetView, is_healthy
-from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Replica, ReplicaState
+from gpufleet.core.fleet import FleetView
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, ReplicaState
 
 _EPS = 1e-9
 
@@ -107,23 +107,6 @@ def keep_ready(split: Split, view: FleetView, hi: int) -> Split:
     return Split(od, spot, split.note)
 
 
-_STATE_RANK = {ReplicaState.starting: 0, ReplicaState.standby: 1, ReplicaState.serving: 2, ReplicaState.draining: 3}
-_CLASS_RANK = {SPOT: 0, ON_DEMAND: 1}
-
-
-def retirement_key(r: Replica) -> tuple[int, int, int, float, float, str]:
-    """Interrupted first, then not-yet-Ready, standby before serving, spot before on-demand,
-    least in-flight work, youngest first (it has warmed the least), and the name for ties."""
-    return (
-        0 if r.interrupted else 1,
-        _STATE_RANK[r.state],
-        _CLASS_RANK.get(r.capacity_class, 0),
-        r.in_flight if r.in_flight is not None else 0.0,
-        -r.created_at,
-        r.name,
-    )
-
-
 def interrupted_by_class(fleet: FleetState) -> dict[str, int]:
     """Replicas on nodes with an interruption notice, not yet draining, per class."""
     out = {ON_DEMAND: 0, SPOT: 0}
@@ -141,19 +124,3 @@ def notice_drain_due(reclaim_at: float | None, now: float, interval_s: float = 0
     None for a notice without a deadline (cordon, rebalance recommendation): drained once covered.
     """
     return reclaim_at is not None and now >= reclaim_at - DRAIN_S - interval_s
-
-
-def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, ...]:
-    """Replicas to retire, in order: every interrupted one, then each class's excess.
-
-    Draining replicas are already leaving and are not listed again.
-    """
-    victims = [r for r in fleet.replicas if r.interrupted and r.state != ReplicaState.draining]
-    healthy = [r for r in fleet.replicas if is_healthy(r)]
-    for cls, wanted in plan_by_class.items():
-        mine = [r for r in healthy if r.capacity_class == cls]
-        if len(mine) > wanted:  # sorting only when something goes (most decisions retire nothing)
-            victims.extend(sorted(mine, key=retirement_key)[: len(mine) - wanted])
-    if not victims:
-        return ()
-    return tuple(r.name for r in sorted(victims, key=retirement_key))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.capacity import ceil_replicas
-from gpufleet.core.types import ForecastSummary, Replica, ReplicaState
+from gpufleet.core.types import ForecastSummary
 
 # Recent rises in need are remembered with this half-life: about the next cold start or two.
 # Longer memory pays for standbys through quiet periods without helping the SLO (measured on
@@ -108,17 +108,6 @@ def pool_size(
         f"standby {n} (auto: forecast spread {spread:.1f}, burst {burst:.1f}, recurring step {recurring:.1f}, "
         f"headroom {headroom}, max {spec.warm_pool.max})",
     )
-
-
-def promotions(replicas: tuple[Replica, ...], count: int) -> tuple[str, ...]:
-    """Standbys to move into the Service now: the longest-Ready (fully warmed) first."""
-    if count <= 0:
-        return ()
-    ready = sorted(
-        (r for r in replicas if r.state == ReplicaState.standby and not r.interrupted),
-        key=lambda r: (r.ready_at if r.ready_at is not None else r.created_at, r.name),
-    )
-    return tuple(r.name for r in ready[:count])
 
 
 def stabilize_pool(

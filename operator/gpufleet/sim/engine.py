@@ -278,7 +278,6 @@ def simulate(
         slot_cap = max(free, 0.0) * mean_in + (d * 0.5 * mean_in if d > 0 else 0.0)
         proc = min(demand, cap, slot_cap) if n > 0 else 0.0
         u = proc / cap if cap > 0 else 0.0  # share of the second spent in prompt-carrying iterations
-        rho = (a_in + (wq if wq > 0 else 0.0)) / cap if cap > 0 else 1.0
         # Sub-second queueing is a steady-state effect of the recent utilisation (EWMA), not of one
         # second's count (whose excess the fluid queue already carries).
         tok_rate += (a_in - tok_rate) * 0.1
