@@ -1,6 +1,7 @@
-"""A recording fake of adapters.kube.KubeAPI for unit tests of the rollout's execution.
+"""A recording fake of adapters.kube.KubeAPI for unit tests of the rollout's execution, and fakes
+of the other ports a service's loop (control.service) is wired to.
 
-It keeps pods (trimmed, as the watches keep them) and Deployment sizes, records every call, can
+RecordingKube keeps pods (trimmed, as the watches keep them) and Deployment sizes, records every call, can
 fail a call with an ApiException (error injection) or lose a pod before a call reaches it, and
 shrinks a Deployment the way a ReplicaSet does (core.rollout.replicaset_victims), so a test sees
 which pods a rollout really removes.
@@ -9,14 +10,18 @@ which pods a rollout really removes.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from gpufleet.adapters import manifests
+from gpufleet.adapters.kubefleet import KubeFleet
 from gpufleet.adapters.pods import NodeInfo, Snapshot, replica_from_pod
+from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.rollout import replicaset_victims
+from gpufleet.core.types import Observation
 
 
 def pod(name: str, capacity_class: str = "on-demand", *, ready_at: str | None = "2026-01-01T00:01:00Z",
@@ -91,3 +96,48 @@ class RecordingKube:
                         nodes={p["spec"]["nodeName"]: NodeInfo(labels={}) for p in self.pods.values()},
                         deployments=dict(self.deployments))
 
+
+
+@dataclass
+class FakeMetrics:
+    """A service's metrics port (control.service.ServiceMetrics): a fixed request rate, fresh at
+    every read, or nothing at all while `available` is False (an outage)."""
+
+    request_rate: float = 0.0
+    available: bool = True
+    history_error: str | None = None
+    reads: int = 0
+
+    def observe(self, *, now: float) -> Observation:
+        self.reads += 1
+        if not self.available:
+            return Observation()
+        return Observation(sampled_at=now, queue_depth=0.0, request_rate=self.request_rate)
+
+    def summary(self) -> str:
+        return "all signals read" if self.available else "request_rate: connection refused"
+
+    def history(self, key: str, *, start: float, end: float, step: float) -> list[tuple[float, float]]:
+        return []
+
+
+@dataclass
+class FakeWiring:
+    """The I/O behind one service's loop (control.service.Wiring): the real KubeFleet on a
+    RecordingKube, and one FakeMetrics whatever the spec."""
+
+    kube: RecordingKube
+    metrics_port: FakeMetrics = field(default_factory=FakeMetrics)
+    released: int = 0
+
+    def fleet(self, spec: InferenceServiceSpec) -> KubeFleet:
+        return KubeFleet(self.kube, namespace="ns", name="chat", spec=spec, snapshot=self.kube.snapshot)
+
+    def metrics(self, spec: InferenceServiceSpec) -> FakeMetrics:
+        return self.metrics_port
+
+    def release(self, metrics: object) -> None:
+        self.released += 1
+
+    def node_labels(self) -> Sequence[Mapping[str, str]]:
+        return []

@@ -1,12 +1,15 @@
-"""The kopf layer: handlers that wire Kubernetes events to the control step.
+"""The kopf layer: handlers that wire Kubernetes events to the control layer, and nothing more.
 
 - create/update/resume: render and apply the children (Deployments per class, Service, PDB).
 - indexes: kopf keeps the pods, GPU nodes and Deployments the fleet needs in memory, fed by one
-  watch per kind, so a tick reads no list from the API server.
+  watch per kind, so a tick reads no list from the API server. A pod that turns Ready wakes its
+  service's loop.
 - one async daemon per InferenceService: it sleeps until its (jittered) tick is due and runs the
   tick on the operator's bounded worker pool (gpufleet.ticks), so threads do not grow with the
-  number of services; the tick runs `control.step` with the Kubernetes fleet port, the metrics
-  port and the gpufleet policy, then writes status (only when it changed) and Events.
+  number of services. The tick is `control.service.ServiceLoop.tick` on the cluster's ports
+  (adapters.wiring); it returns what to do, and this layer does it: post the Events, patch
+  status (only when it changed), record telemetry. Woken by a pod turning Ready, the loop runs
+  `ServiceLoop.reroute` instead: the last applied plan carried out again, its Events posted.
 - what the policy learned is persisted in status.memory and restored when a loop starts (after a
   restart or a peering failover).
 The operator never writes `spec` of an InferenceService (GitOps tools own it).
@@ -19,7 +22,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -29,27 +32,17 @@ from pydantic import ValidationError
 
 from gpufleet import telemetry, ticks
 from gpufleet.adapters import manifests
-from gpufleet.adapters.fallback import FallbackMetrics
+from gpufleet.adapters.fleet_metrics import FleetQueries
 from gpufleet.adapters.kube import Kube, adopt
-from gpufleet.adapters.kubefleet import KubeFleet
-from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, trim_pod
-from gpufleet.adapters.fleet_metrics import FleetQueries, ServiceMetrics, fleet_metrics_port
-from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics
-from gpufleet.adapters.triton import TritonStats
-from gpufleet.api.models import GROUP, PLURAL, VERSION, Condition, InferenceServiceSpec, InferenceServiceStatus
-from gpufleet.control import metering, pricing
+from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, trim_pod, turned_ready
+from gpufleet.adapters.wiring import ClusterWiring
+from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, InferenceServiceStatus
+from gpufleet.control import pricing
 from gpufleet.control import status as render
-from gpufleet.control.accounting import Accounting
-from gpufleet.control.forecast import ForecastAdapter
-from gpufleet.control.step import StepResult, initial_decision, step
-from gpufleet.control.memory import MemoryFormatError
-from gpufleet.control.memory import decode as decode_memory
-from gpufleet.control.memory import encode as encode_memory
-from gpufleet.control.memory import fingerprint as memory_fingerprint
-from gpufleet.core import stabilize, warmpool
+from gpufleet.control.service import Event, ServiceLoop, Settings, TickTelemetry
+from gpufleet.control.step import initial_decision
 from gpufleet.core.policy import GpufleetPolicy
-from gpufleet.core.schedule import default_lead_s
-from gpufleet.core.types import ON_DEMAND, SPOT, PolicyMemory, ReplicaState
+from gpufleet.core.types import ON_DEMAND, SPOT
 
 log = logging.getLogger("gpufleet")
 
@@ -152,10 +145,21 @@ def stop_pool(**_: Any) -> None:
 
 # -- watch caches: one stream per kind for the whole fleet ---------------------------------------
 
+# Each service loop's wake-up, set when one of its pods turns Ready: the loop carries out its last
+# plan again now instead of at its next tick (gpufleet.ticks.run_loop, docs/rollout.md).
+WAKES: dict[tuple[str | None, str], asyncio.Event] = {}
+
+
 @kopf.index("pods", labels={manifests.LABEL_SERVICE: kopf.PRESENT})
 async def gpufleet_pods(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
-                        **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
-    return {(namespace, labels[manifests.LABEL_SERVICE]): trim_pod(copy.deepcopy(dict(body)))}
+                        **kwargs: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
+    key = (namespace, labels[manifests.LABEL_SERVICE])
+    pod = trim_pod(copy.deepcopy(dict(body)))
+    # The index still holds this pod as the previous event left it (kopf passes every index,
+    # this one too, and replaces the entry after this handler returns).
+    if turned_ready(kwargs["gpufleet_pods"].get(key) or (), pod) and (wake := WAKES.get(key)) is not None:
+        wake.set()
+    return {key: pod}
 
 
 @kopf.index("nodes")
@@ -240,211 +244,26 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
     patch.status["observedGeneration"] = body.metadata.get("generation")
 
 
-class ServiceLoop:
-    """State one InferenceService's loop keeps between ticks: policy memory, forecaster, ports,
-    and what it last wrote to status."""
-
-    def __init__(self, *, namespace: str, name: str, snapshot: Callable[..., Snapshot]) -> None:
-        self.namespace = namespace
-        self.name = name
-        self.snapshot = snapshot  # this service's slice of the watch caches (thread-safe)
-        self.policy = GpufleetPolicy()
-        self.memory = PolicyMemory()
-        self.spec: InferenceServiceSpec | None = None
-        self.fleet: KubeFleet | None = None
-        self.metrics: ServiceMetrics | PrometheusMetrics | FallbackMetrics | NoMetrics = NoMetrics()
-        self.forecaster: ForecastAdapter | None = None
-        self.raw_spec: InferenceServiceSpec | None = None
-        self.accounting = Accounting()
-        self.restored = False  # status.memory is read back on the first tick
-        self.backfill_due: float | None = None  # when to (re)try reading history from Prometheus
-        self.written: dict[str, Any] | None = None  # the last status this loop wrote
-        self.written_at = 0.0
-        self.memory_fp = ""
-        self.metrics_warned = False
-
-    def configure(self, spec: InferenceServiceSpec, now: float) -> None:
-        """(Re)build the ports when the spec changed; keep memory and history across edits."""
-        if spec == self.raw_spec:
-            return
-        self.raw_spec = spec
-        # The price table's prices replace the spec's before anything decides or meters.
-        spec = pricing.with_prices(spec, pricing.resolve(spec, CONFIG.price_table, self._products(spec))[0])
-        old = self.spec
-        self.spec = spec
-        if self.fleet is None:
-            self.fleet = KubeFleet(kube(), namespace=self.namespace, name=self.name, spec=spec,
-                                   snapshot=self.snapshot)
-        self.fleet.spec = spec
-        self.close()
-        self.metrics = fleet_metrics_port(spec, namespace=self.namespace, name=self.name,
-                                          default_url=CONFIG.prometheus_url, shared=SHARED_METRICS)
-        if CONFIG.triton_direct and isinstance(self.metrics, (PrometheusMetrics, ServiceMetrics)):
-            self.metrics = FallbackMetrics(primary=self.metrics, secondary=TritonStats(endpoints=[], model=spec.model.name),
-                                           endpoints=self.fleet.endpoints)
-        self.fleet.in_flight = self.metrics.per_pod if not isinstance(self.metrics, NoMetrics) else dict
-        if self.forecaster is None or old is None or old.forecast != spec.forecast:
-            self.forecaster = ForecastAdapter(spec.forecast, refit_offset_s=float(hash(self.name) % 86400))
-            self.backfill_due = now
-
-    def close(self) -> None:
-        """Leave the shared metric queries (the service is gone, or its metrics port changes)."""
-        if isinstance(self.metrics, ServiceMetrics):
-            self.metrics.close()
-        elif isinstance(self.metrics, FallbackMetrics) and isinstance(self.metrics.primary, ServiceMetrics):
-            self.metrics.primary.close()
-
-    def _products(self, spec: InferenceServiceSpec) -> dict[str, str]:
-        """GPU product per class from the nodes its selector matches, when they all agree (only
-        needed with a price table and no product in the selector)."""
-        if not CONFIG.price_table:
-            return {}
-        wanted = [(cls, p) for cls, p in ((ON_DEMAND, spec.capacity.on_demand), (SPOT, spec.capacity.spot))
-                  if not pricing.product_of(spec, p)]
-        if not wanted:
-            return {}
-        nodes = self.snapshot(node_labels=True).node_labels
-        out: dict[str, str] = {}
-        for cls, placement in wanted:
-            products = {labels.get(pricing.PRODUCT_LABEL) for labels in nodes
-                        if all(labels.get(k) == v for k, v in placement.node_selector.items())} - {None}
-            if len(products) == 1:
-                out[cls] = str(products.pop())
-        return out
-
-    def _backfill(self, now: float) -> None:
-        """Seed the forecaster with the request-rate history Prometheus already has; retried
-        every minute until Prometheus answers (it may be down when the operator starts)."""
-        if self.backfill_due is None or now < self.backfill_due or self.forecaster is None:
-            return
-        if isinstance(self.metrics, NoMetrics) or not self.metrics.available:
-            self.backfill_due = now + 60.0
-            return
-        history = self.metrics.history("request_rate", start=now - CONFIG.backfill_seconds, end=now,
-                                       step=self.forecaster.rate.step_s)
-        for t, rps in history:
-            self.forecaster.observe(t, rps)
-        failed = self.metrics.history_error
-        self.backfill_due = now + 60.0 if failed else None
-
-    def restore(self, status: Mapping[str, Any], now: float) -> str | None:
-        """Take back what an earlier operator process persisted in status.memory; the reason it
-        was discarded, if it was."""
-        text = status.get("memory")
-        if not text and not status.get("lastDecision") and self.spec is not None:
-            # Never decided on: start from the decision its new Deployments were sized from.
-            self.memory = initial_decision(self.spec, self.policy, now=now)[1]
-            return None
-        if not text or self.fleet is None:
-            return None
-        try:
-            memory, samples = decode_memory(str(text), now=now)
-        except MemoryFormatError as exc:
-            return str(exc)
-        self.memory = memory
-        self.fleet.restore_samples(samples)
-        self.memory_fp = memory_fingerprint(memory, samples)
-        return None
-
-    def tick(self, body: kopf.Body) -> None:
-        assert self.spec is not None and self.fleet is not None
-        now = time.time()
-        status = body.get("status") or {}
-        if not self.restored:
-            self.restored = True
-            discarded = self.restore(status, now)
-            if discarded:
-                kopf.warn(body, reason="MemoryDiscarded", message=f"status.memory not restored: {discarded}"[:500])
-        forecaster = self.forecaster if self.spec.forecast.enabled else None
-        old = InferenceServiceStatus.model_validate(dict(status))
-        self.accounting.resume(old.usage, old.budget)
-        self.memory = self.accounting.seed(self.memory, now)
-        result = step(spec=self.spec, policy=self.policy, metrics=self.metrics, fleet=self.fleet,
-                      forecaster=forecaster, memory=self.memory, now=now)
-        self.memory = result.memory
-        self._backfill(now)
-        if self.forecaster is not None and result.observation.request_rate is not None:
-            self.forecaster.observe(now, result.observation.request_rate)
-        for reason, message in self.fleet.events if result.applied else []:
-            (kopf.warn if reason == "RolloutFailed" else kopf.info)(body, reason=reason, message=message)
-        self._warn_metrics(body, result)
-        delta = self.accounting.meter(self.spec, result.fleet, result.observation.request_rate, now)
-        # What this loop wrote last is newer than the body, whose watch event may still be on its way.
-        previous = self.written if self.written is not None else status
-        new = render_status(previous, (body.get("metadata") or {}).get("generation"), self.spec, result, now,
-                            metrics_ok=self.metrics.available, metrics_note=self.metrics.summary(),
-                            accounting=self.accounting)
-        self._write(body, new, now)
-        for event in self.accounting.take_events():
-            (kopf.warn if event.warning else kopf.info)(body, reason=event.reason, message=event.message)
-        labels = (body.get("metadata") or {}).get("labels")
-        telemetry.record_tick(namespace=self.namespace, name=self.name, labels=labels,
-                              spec=self.spec, result=result, duration_s=time.time() - now)
-        budget = self.spec.budget
-        telemetry.record_usage(namespace=self.namespace, name=self.name, labels=labels,
-                               usage=self.accounting.usage or InferenceServiceStatus().usage, delta=delta,
-                               budget=result.plan.budget,
-                               max_cost_per_day=budget.max_cost_per_day if budget else None,
-                               alert_percent=budget.alert_percent if budget else None)
-
-    def _warn_metrics(self, body: kopf.Body, result: StepResult) -> None:
-        """One Warning when the metrics go away (not one per tick), one Normal when they return."""
-        blind = result.plan.safe_mode and self.metrics.available is False
-        if blind and not self.metrics_warned:
-            kopf.warn(body, reason="MetricsUnavailable", message=self.metrics.summary()[:500])
-        elif not blind and self.metrics_warned:
-            kopf.info(body, reason="MetricsAvailable", message="metrics are back")
-        self.metrics_warned = blind
-
-    def _write(self, body: kopf.Body, new: dict[str, Any], now: float) -> None:
-        """Patch status only when something a reader acts on changed, when the learned memory
-        changed, or once per heartbeat for the fields that move every tick."""
-        assert self.spec is not None and self.fleet is not None
-        samples = self.fleet.start_samples()
-        fp = memory_fingerprint(self.memory, samples)
-        heartbeat = now - self.written_at >= CONFIG.heartbeat_s
-        if self.written is not None and not heartbeat and fp == self.memory_fp \
-                and material(new) == material(self.written):
-            STATUS_WRITES.labels(result="skipped").inc()
-            return
-        keep = stabilize.retention_s(self.spec, warmpool.horizon_s(self.spec, self.fleet.time_to_ready()))
-        new["memory"] = encode_memory(self.memory, samples, now=now, keep_s=keep)
-        patch = dict(new)
-        old_budget = ((self.written or body.get("status") or {}).get("budget"))
-        if "budget" not in patch and old_budget is not None:
-            patch["budget"] = None  # budget removed from spec: drop its status (merge patch deletes nulls)
-        kube().patch_status(self.namespace, self.name, patch)
-        STATUS_WRITES.labels(result="written").inc()
-        self.written, self.written_at, self.memory_fp = new, now, fp
+def post(body: kopf.Body, events: Sequence[Event]) -> None:
+    for event in events:
+        (kopf.warn if event.type == "Warning" else kopf.info)(body, reason=event.reason, message=event.message)
 
 
-# Status fields that change on every tick without meaning a change: written with the next
-# material change or once per heartbeat.
-VOLATILE = ("observed", "forecast", "usage", "memory")
-# Which signal is the binding one (QueueDepth, RequestRate, ForecastLoad, ...) and the one-line
-# explanation with its numbers move while the fleet holds still; the sizes decided do not.
-DECISION_COUNTS = ("desired", "standby", "onDemand", "spot", "applied")
-
-
-def material(status: Mapping[str, Any]) -> dict[str, Any]:
-    """What a reader acts on: sizes, conditions' states and reasons (the Scaling condition's
-    reason is the decision's, so only its state counts), windows, budget, generation."""
-    out = {k: v for k, v in status.items() if k not in VOLATILE}
-    if "lastDecision" in out:
-        out["lastDecision"] = {k: v for k, v in out["lastDecision"].items() if k in DECISION_COUNTS}
-    if "conditions" in out:
-        out["conditions"] = [
-            {"type": c.get("type"), "status": c.get("status"),
-             **({} if c.get("type") == "Scaling" else {"reason": c.get("reason")})}
-            for c in out["conditions"]]
-    return out
+def record(namespace: str, name: str, labels: Mapping[str, str] | None, data: TickTelemetry,
+           duration_s: float) -> None:
+    telemetry.record_tick(namespace=namespace, name=name, labels=labels, spec=data.spec, result=data.result,
+                          duration_s=duration_s)
+    telemetry.record_usage(namespace=namespace, name=name, labels=labels, usage=data.usage, delta=data.delta,
+                           budget=data.budget, max_cost_per_day=data.max_cost_per_day,
+                           alert_percent=data.alert_percent)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0, when=in_shard)
 async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str | None,
                      **kwargs: Any) -> None:
-    """One loop per InferenceService: a coroutine that schedules its ticks on the shared pool.
-    kwargs carry the indexes above (kopf passes each under its function's name)."""
+    """One loop per InferenceService: a coroutine that schedules its ticks (and the reroutes a
+    pod turning Ready wakes it for) on the shared pool. kwargs carry the indexes above (kopf
+    passes each under its function's name)."""
     assert namespace is not None  # the CRD is namespaced
     event_loop = asyncio.get_running_loop()
 
@@ -456,77 +275,60 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         # Called from a worker thread: the indexes are read on the event loop that updates them.
         return asyncio.run_coroutine_threadsafe(read(node_labels), event_loop).result(timeout=CONFIG.kube_timeout_s)
 
-    loop = ServiceLoop(namespace=namespace, name=name, snapshot=snapshot)
+    wiring = ClusterWiring(kube=kube, namespace=namespace, name=name, snapshot=snapshot,
+                           prometheus_url=CONFIG.prometheus_url, triton_direct=CONFIG.triton_direct,
+                           shared=SHARED_METRICS)
+    loop = ServiceLoop(name=name, wiring=wiring, settings=Settings(
+        heartbeat_s=CONFIG.heartbeat_s, backfill_s=CONFIG.backfill_seconds, price_table=CONFIG.price_table))
 
     def interval() -> float:
         parsed = parse_spec(body.spec)
         seconds = float(parsed.scaling.interval_seconds) if isinstance(parsed, InferenceServiceSpec) else 10.0
         return max(CONFIG.min_interval_seconds, seconds)
 
+    def failed(raw: kopf.Body, reason: str, exc: Exception) -> None:
+        log.exception("%s failed for %s/%s", reason, namespace, name)
+        telemetry.record_error(namespace=namespace, name=name, labels=body.metadata.labels, error=exc)
+        kopf.warn(raw, reason=reason, message=f"{type(exc).__name__}: {exc}"[:500])
+
     def tick() -> None:
         raw = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))  # one consistent view for this tick
         parsed = parse_spec(raw.spec)
         if not isinstance(parsed, InferenceServiceSpec):
             return  # reported by reconcile_children
+        now = time.time()
         try:
-            loop.configure(parsed, time.time())
-            loop.tick(raw)
+            loop.configure(parsed, now)
+            outcome = loop.tick(raw.get("status") or {}, raw.metadata.get("generation"), now=now)
+            post(raw, outcome.events)
+            if outcome.status is not None:
+                kube().patch_status(namespace, name, outcome.status)
+                loop.confirm(outcome)
+            STATUS_WRITES.labels(result="skipped" if outcome.status is None else "written").inc()
+            if outcome.telemetry is not None:
+                record(namespace, name, raw.metadata.labels, outcome.telemetry, time.time() - now)
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failing API call
-            log.exception("tick failed for %s/%s", namespace, name)
-            telemetry.record_error(namespace=namespace, name=name, labels=body.metadata.labels, error=exc)
-            kopf.warn(raw, reason="TickFailed", message=f"{type(exc).__name__}: {exc}"[:500])
+            failed(raw, "TickFailed", exc)
 
+    def reroute() -> None:
+        raw = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))
+        parsed = parse_spec(raw.spec)
+        if not isinstance(parsed, InferenceServiceSpec):
+            return
+        try:
+            outcome = loop.reroute(parsed, now=time.time())
+            if outcome is not None:
+                post(raw, outcome.events)
+        except Exception as exc:  # noqa: BLE001 - as a tick: reported, and the next tick retries
+            failed(raw, "RerouteFailed", exc)
+
+    key = (namespace, name)
+    wake = WAKES[key] = asyncio.Event()
     try:
         await ticks.run_loop(POOL, name=f"{namespace}/{name}", tick=tick, interval=interval,
-                             sleep=stopped.wait, stopped=lambda: bool(stopped))
+                             sleep=stopped.wait, stopped=lambda: bool(stopped), wake=wake, reroute=reroute)
     finally:
+        if WAKES.get(key) is wake:
+            del WAKES[key]
         loop.close()
     telemetry.forget(namespace=namespace, name=name)  # deleted, or paused by peering: no stale series
-
-
-def render_status(status: Mapping[str, Any], generation: int | None, spec: InferenceServiceSpec,
-                  result: StepResult, now: float, *, metrics_ok: bool, metrics_note: str,
-                  accounting: Accounting | None = None) -> dict[str, Any]:
-    """The status this tick's result calls for (from the previous one), as the API server stores it."""
-    old = InferenceServiceStatus.model_validate(dict(status))
-    fresh = result.fleet
-    desired = {ON_DEMAND: result.plan.on_demand, SPOT: result.plan.spot}
-    conditions: list[Condition] = old.conditions
-    ready, reason, message = render.ready_condition(fresh, spec)
-    conditions = render.set_condition(conditions, type="Ready", status=ready, reason=reason,
-                                      message=message, now=now, generation=generation)
-    conditions = render.set_condition(
-        conditions, type="MetricsAvailable", status=metrics_ok,
-        reason="MetricsOK" if metrics_ok else "MetricsUnavailable",
-        message=metrics_note[:1000],
-        now=now, generation=generation)
-    live = [r for r in fresh.replicas if r.state != ReplicaState.draining]
-    scaling = result.plan.total != len(live) or fresh.count(ReplicaState.starting) > 0
-    conditions = render.set_condition(
-        conditions, type="Scaling", status=scaling, reason=result.plan.reason, message=result.plan.message,
-        now=now, generation=generation)
-    degraded, reason, message = render.degraded_condition(result.plan, fresh)
-    conditions = render.set_condition(conditions, type="Degraded", status=degraded, reason=reason,
-                                      message=message, now=now, generation=generation)
-    budget_status, budget_condition = accounting.judge(spec, result.plan) if accounting else (None, None)
-    if budget_condition is not None:
-        conditions = render.set_condition(
-            conditions, type="BudgetExceeded", status=budget_condition.status, reason=budget_condition.reason,
-            message=budget_condition.message[:1000], now=now, generation=generation)
-    else:
-        conditions = [c for c in conditions if c.type != "BudgetExceeded"]
-    new = InferenceServiceStatus(
-        observed_generation=generation,
-        conditions=conditions,
-        replicas=render.replica_status(fresh, desired),
-        observed=render.observed_status(result.observation),
-        forecast=render.forecast_status(result.forecast),
-        last_decision=render.decision_status(result.plan, now, result.applied),
-        time_to_ready_seconds={k: round(v, 1) for k, v in fresh.time_to_ready_s.items()},
-        cost_per_hour=render.cost_per_hour(spec, fresh),
-        usage=metering.rounded(accounting.usage) if accounting and accounting.usage else old.usage,
-        budget=budget_status,
-        schedules=render.schedule_status(
-            result.windows, now, default_lead_s(fresh.time_to_ready_s, spec.scaling.interval_seconds)),
-    )
-    return new.model_dump(by_alias=True, exclude_none=True)

@@ -6,6 +6,10 @@ the number of services and kopf's own handlers never wait behind service loops. 
 jittered (services created together do not tick together), have a deadline (a slow service is
 given up on for this round; it never holds more than one worker), and their lag (due -> done) is
 measured: the figure a platform team watches when it adds services.
+
+A loop can also be woken between ticks (an asyncio.Event its service's pod watch sets when a pod
+turns Ready): after a short debounce it runs `reroute` on the same pool, never beside its own
+tick, so a Ready pod joins the Service without waiting up to an interval for the next tick.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ TICK_LAG = Histogram(
     "gpufleet_tick_lag_seconds",
     "Seconds from when a service's tick was due to when its decision was applied and reported",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+REROUTES = Counter(
+    "gpufleet_reroutes_total",
+    "Wake-ups between ticks (a pod turned Ready) by result: run, the last plan was carried out again; "
+    "deferred, the service's tick was due or still running and covers it",
+    ["result"],
 )
 TICK_OVERRUNS = Counter(
     "gpufleet_tick_overruns_total",
@@ -58,6 +68,27 @@ class TickPool:
             self._executor = None
 
 
+async def _wait(sleep: Callable[[float], Awaitable[object]], seconds: float, wake: asyncio.Event | None) -> bool:
+    """`sleep(seconds)`, cut short when `wake` is set: True when woken."""
+    if wake is None:
+        await sleep(seconds)
+        return False
+    if wake.is_set():
+        return True
+
+    async def sleeping() -> None:
+        await sleep(seconds)  # kopf's stopped.wait() is an awaitable, not a coroutine
+
+    tasks = (asyncio.ensure_future(sleeping()), asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return wake.is_set()
+
+
 async def run_loop(
     pool: TickPool,
     *,
@@ -67,6 +98,9 @@ async def run_loop(
     sleep: Callable[[float], Awaitable[object]],
     stopped: Callable[[], bool],
     clock: Callable[[], float] = time.time,
+    wake: asyncio.Event | None = None,
+    reroute: Callable[[], None] | None = None,
+    debounce_s: float = 0.5,
 ) -> None:
     """Run `tick` on the pool every `interval()` seconds until `stopped()`.
 
@@ -74,12 +108,47 @@ async def run_loop(
     `stopped.wait`). The first tick comes within a random tenth of an interval. A tick that runs
     past its deadline (one interval) is abandoned: the loop waits for the next due time and skips
     ticks until the old one has finished (every call inside has a timeout, so it does).
+
+    When `wake` is set (with `reroute` given), the loop waits `debounce_s` more (pods of one
+    rollout turn Ready close together), clears it and runs `reroute` on the pool, unless the tick
+    is due by then or the previous call is still running: the tick reads fresh state anyway, and
+    the wake is cleared as each tick starts. `reroute` has the same deadline as a tick.
     """
     loop = asyncio.get_running_loop()
+    wake = wake if reroute is not None else None
     due = clock() + random.uniform(0.0, 0.1 * interval())
     running: Future[None] | None = None
+
+    async def run(call: Callable[[], None], deadline: float, what: str) -> tuple[Future[None], bool]:
+        """Run `call` on the pool; the future and whether it finished in time without raising."""
+        # Keep kopf's context (its event posting) in the worker thread.
+        future = pool.executor().submit(contextvars.copy_context().run, call)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future, loop=loop), timeout=deadline)
+            return future, True
+        except asyncio.TimeoutError:
+            if call is tick:
+                TICK_OVERRUNS.labels(result="abandoned").inc()
+            log.warning("%s of %s ran past its deadline (%.1fs)", what, name, deadline)
+        except Exception:  # noqa: BLE001 - the call reports its own errors; the loop goes on
+            log.exception("%s of %s failed", what, name)
+        return future, False
+
     while not stopped():
-        await sleep(max(0.0, due - clock()))
+        if await _wait(sleep, max(0.0, due - clock()), wake):
+            await sleep(min(debounce_s, max(0.0, due - clock())))
+            if stopped():
+                break
+            if clock() < due:
+                assert wake is not None and reroute is not None
+                wake.clear()
+                if running is not None and not running.done():
+                    REROUTES.labels(result="deferred").inc()
+                else:
+                    REROUTES.labels(result="run").inc()
+                    running, _ = await run(reroute, interval(), "reroute")
+                continue
+            REROUTES.labels(result="deferred").inc()
         if stopped():
             break
         period = pool.next_interval(interval())
@@ -87,17 +156,11 @@ async def run_loop(
             TICK_OVERRUNS.labels(result="skipped").inc()
             log.warning("tick of %s skipped: the previous one is still running", name)
         else:
-            # Keep kopf's context (its event posting) in the worker thread.
-            context = contextvars.copy_context()
-            running = pool.executor().submit(context.run, tick)
-            try:
-                await asyncio.wait_for(asyncio.wrap_future(running, loop=loop), timeout=period)
+            if wake is not None:
+                wake.clear()  # this tick reads fresh state: it covers every wake so far
+            running, ok = await run(tick, period, "tick")
+            if ok:
                 TICK_LAG.observe(max(0.0, clock() - due))
-            except asyncio.TimeoutError:
-                TICK_OVERRUNS.labels(result="abandoned").inc()
-                log.warning("tick of %s ran past its deadline (%.1fs)", name, period)
-            except Exception:  # noqa: BLE001 - the tick reports its own errors; the loop goes on
-                log.exception("tick of %s failed", name)
         due += period
         if due < clock():  # fell behind (a long tick): start again from now, do not burst
             due = clock() + period * random.uniform(0.0, 0.1)

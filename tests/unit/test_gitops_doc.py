@@ -69,7 +69,7 @@ def health(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def conditions(fleet: FleetState, *, safe_mode: bool = False) -> list[dict[str, Any]]:
-    """The conditions kopf_app.write_status renders, from the operator's own status functions."""
+    """The conditions control.status.render_status renders, from the operator's own status functions."""
     plan = Plan(serving=2, standby=0, on_demand=2, spot=0, reason="SafeMode" if safe_mode else "QueueDepth",
                 message="m", safe_mode=safe_mode)
     ready, reason, message = render.ready_condition(fleet, SPEC)

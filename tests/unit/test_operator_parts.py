@@ -1,4 +1,4 @@
-"""Pure parts of the kopf layer: shard selectors, what counts as a status change, index snapshots."""
+"""Pure parts of the kopf layer: shard selectors, index snapshots, pods turning Ready."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from gpufleet.adapters.pods import NodeInfo, node_info, trim_pod
-from gpufleet.kopf_app import Config, material, parse_selector, take_snapshot
+from gpufleet.adapters.pods import turned_ready
+from gpufleet.kopf_app import Config, parse_selector, take_snapshot
 
 
 def test_selector_terms_and_matching() -> None:
@@ -25,44 +26,6 @@ def test_selector_terms_and_matching() -> None:
 def test_selector_rejects_what_it_does_not_support(bad: str) -> None:
     with pytest.raises(ValueError, match="unsupported selector term"):
         parse_selector(bad)
-
-
-def status(**over: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "observedGeneration": 3,
-        "conditions": [{"type": "Ready", "status": "True", "reason": "Serving", "message": "2/2"}],
-        "replicas": {"desired": 2, "serving": 2},
-        "observed": {"requestRate": 101.3, "time": "2026-12-02T10:00:00Z"},
-        "forecast": {"meanRps": 99.0},
-        "usage": {"gpuHours": 1.25},
-        "lastDecision": {"time": "2026-12-02T10:00:00Z", "desired": 2, "reason": "QueueDepth"},
-        "memory": '{"v":1}',
-    }
-    base.update(over)
-    return base
-
-
-def test_material_ignores_what_moves_every_tick() -> None:
-    later = status(observed={"requestRate": 98.7, "time": "2026-12-02T10:00:10Z"}, usage={"gpuHours": 1.26},
-                   lastDecision={"time": "2026-12-02T10:00:10Z", "desired": 2, "reason": "RequestRate",
-                                 "message": "rate 98.7 rps: need 1; holding 2"},
-                   conditions=[{"type": "Ready", "status": "True", "reason": "Serving", "message": "2/2 ok"},
-                               {"type": "Scaling", "status": "False", "reason": "RequestRate", "message": "x"}],
-                   forecast={"meanRps": 97.0}, memory='{"v":1,"r":[]}')
-    earlier = status(conditions=[{"type": "Ready", "status": "True", "reason": "Serving", "message": "2/2"},
-                                 {"type": "Scaling", "status": "False", "reason": "ForecastLoad", "message": "y"}])
-    assert material(later) == material(earlier)
-
-
-@pytest.mark.parametrize("change", [
-    {"replicas": {"desired": 3, "serving": 2}},
-    {"lastDecision": {"time": "2026-12-02T10:00:00Z", "desired": 3, "reason": "QueueDepth"}},
-    {"conditions": [{"type": "Ready", "status": "False", "reason": "NoServingReplicas", "message": "0/2"}]},
-    {"observedGeneration": 4},
-    {"conditions": [{"type": "Ready", "status": "True", "reason": "Degraded", "message": "2/2"}]},
-])
-def test_material_sees_what_a_reader_acts_on(change: dict[str, Any]) -> None:
-    assert material(status(**change)) != material(status())
 
 
 class Store(list[Any]):
@@ -110,3 +73,14 @@ def test_node_notice_from_taints_and_cordon() -> None:
     cordoned = node_info({"metadata": {}, "spec": {"unschedulable": True}})
     assert cordoned.notice == (None, None)
     assert node_info({"metadata": {"labels": {"x": "y"}}, "spec": {}}) == NodeInfo(labels={"x": "y"})
+
+
+def test_a_pod_turns_ready_once_per_transition() -> None:
+    starting, ready = pod("p", "n1"), pod("p", "n1")
+    starting["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    assert turned_ready([starting], ready)
+    assert turned_ready([], ready)  # first seen Ready (a restart's listing: no loop to wake yet)
+    assert not turned_ready([ready], ready)  # still Ready: a label patch, a new resourceVersion
+    assert not turned_ready([ready], starting)  # lost Ready
+    assert not turned_ready([starting, ready], pod("q", "n1") | {"status": {}})
+    assert turned_ready([pod("other", "n1") | {"status": {}}, starting], ready)  # matched by name

@@ -1,6 +1,11 @@
-"""Status rendering (pure): conditions keep their transition time; Degraded says why."""
+"""Status rendering (pure): conditions keep their transition time; Degraded says why; what counts
+as a status change."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import pytest
 
 from gpufleet.api.timefmt import iso
 from gpufleet.control import status
@@ -69,3 +74,41 @@ def test_new_deployments_start_at_an_open_windows_floor() -> None:
     opens = 1_796_133_600.0  # 2026-12-01T14:00:00Z
     assert sum(initial_replicas(spec, opens + 60).values()) == 6
     assert sum(initial_replicas(spec, opens - 86_400).values()) == 1
+
+
+def written(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "observedGeneration": 3,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Serving", "message": "2/2"}],
+        "replicas": {"desired": 2, "serving": 2},
+        "observed": {"requestRate": 101.3, "time": "2026-12-02T10:00:00Z"},
+        "forecast": {"meanRps": 99.0},
+        "usage": {"gpuHours": 1.25},
+        "lastDecision": {"time": "2026-12-02T10:00:00Z", "desired": 2, "reason": "QueueDepth"},
+        "memory": '{"v":1}',
+    }
+    base.update(over)
+    return base
+
+
+def test_material_ignores_what_moves_every_tick() -> None:
+    later = written(observed={"requestRate": 98.7, "time": "2026-12-02T10:00:10Z"}, usage={"gpuHours": 1.26},
+                    lastDecision={"time": "2026-12-02T10:00:10Z", "desired": 2, "reason": "RequestRate",
+                                  "message": "rate 98.7 rps: need 1; holding 2"},
+                    conditions=[{"type": "Ready", "status": "True", "reason": "Serving", "message": "2/2 ok"},
+                                {"type": "Scaling", "status": "False", "reason": "RequestRate", "message": "x"}],
+                    forecast={"meanRps": 97.0}, memory='{"v":1,"r":[]}')
+    earlier = written(conditions=[{"type": "Ready", "status": "True", "reason": "Serving", "message": "2/2"},
+                                  {"type": "Scaling", "status": "False", "reason": "ForecastLoad", "message": "y"}])
+    assert status.material(later) == status.material(earlier)
+
+
+@pytest.mark.parametrize("change", [
+    {"replicas": {"desired": 3, "serving": 2}},
+    {"lastDecision": {"time": "2026-12-02T10:00:00Z", "desired": 3, "reason": "QueueDepth"}},
+    {"conditions": [{"type": "Ready", "status": "False", "reason": "NoServingReplicas", "message": "0/2"}]},
+    {"observedGeneration": 4},
+    {"conditions": [{"type": "Ready", "status": "True", "reason": "Degraded", "message": "2/2"}]},
+])
+def test_material_sees_what_a_reader_acts_on(change: dict[str, Any]) -> None:
+    assert status.material(written(**change)) != status.material(written())

@@ -1,4 +1,5 @@
-"""The tick scheduler: many service loops on a bounded pool, deadlines, no starvation, clean stop."""
+"""The tick scheduler: many service loops on a bounded pool, deadlines, no starvation, clean stop;
+wake-ups between ticks (a pod turned Ready) that run a reroute, debounced, never beside the tick."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from gpufleet import ticks
 
@@ -122,3 +124,130 @@ def test_intervals_are_jittered_within_bounds() -> None:
     draws = [pool.next_interval(10.0) for _ in range(500)]
     assert all(9.0 <= d <= 11.0 for d in draws)
     assert max(draws) - min(draws) > 1.0  # not one fixed period: services created together spread out
+
+
+class Stopping:
+    """kopf's stopped.wait for the tests: a sleep that returns as soon as the loop is stopped."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    async def sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+LONG = 10.0  # the interval: the next tick is never due while these tests run
+
+
+def test_a_wake_runs_reroute_on_the_pool_long_before_the_next_tick() -> None:
+    pool = ticks.TickPool(workers=2)
+    calls: list[tuple[str, float, str]] = []  # (what, when, thread)
+
+    def record(what: str) -> None:
+        calls.append((what, time.monotonic(), threading.current_thread().name))
+
+    async def main() -> None:
+        stop, wake = Stopping(), asyncio.Event()
+        loop = asyncio.create_task(ticks.run_loop(
+            pool, name="svc", tick=lambda: record("tick"), interval=lambda: LONG, sleep=stop.sleep, stopped=stop,
+            wake=wake, reroute=lambda: record("reroute"), debounce_s=0.2))
+        await until(lambda: calls, timeout=LONG / 10 + 5, what="the first tick")
+        woken = time.monotonic()
+        wake.set()
+        await until(lambda: len(calls) == 2, timeout=5, what="the reroute")
+        assert time.monotonic() - woken < 2.0
+        stop.event.set()
+        await asyncio.wait_for(loop, timeout=5)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert [c[0] for c in calls] == ["tick", "reroute"]
+    assert calls[1][2].startswith("tick")  # a worker of the shared pool, not kopf's event loop
+
+
+def test_wakes_within_the_debounce_make_one_reroute() -> None:
+    pool = ticks.TickPool(workers=2)
+    calls: list[str] = []
+    busy = threading.Event()
+
+    def reroute() -> None:
+        busy.set()
+        calls.append("reroute")
+        busy.clear()
+
+    async def main() -> None:
+        stop, wake = Stopping(), asyncio.Event()
+        loop = asyncio.create_task(ticks.run_loop(
+            pool, name="svc", tick=lambda: calls.append("tick"), interval=lambda: LONG, sleep=stop.sleep,
+            stopped=stop, wake=wake, reroute=reroute, debounce_s=0.5))
+        await until(lambda: calls, timeout=LONG / 10 + 5, what="the first tick")
+        for _ in range(5):  # five pods of one rollout turn Ready within 0.2 s
+            wake.set()
+            await asyncio.sleep(0.04)
+        await until(lambda: "reroute" in calls and not wake.is_set() and not busy.is_set(), timeout=5,
+                    what="the reroute")
+        stop.event.set()
+        await asyncio.wait_for(loop, timeout=5)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert calls == ["tick", "reroute"]
+
+
+def test_a_reroute_never_runs_beside_its_services_tick() -> None:
+    pool = ticks.TickPool(workers=2)  # room for both at once, were they allowed
+    calls: list[str] = []
+    tick_running = threading.Event()
+    overlapped = threading.Event()
+    woken = threading.Event()
+
+    def tick() -> None:
+        tick_running.set()
+        calls.append("tick")
+        if len(calls) == 1:
+            # Hold the first tick long past the debounce after the wake, so that a reroute that
+            # did not wait for the tick would start now (a fixed window: this proves an absence).
+            woken.wait(5)
+            time.sleep(0.6)
+        tick_running.clear()
+
+    def reroute() -> None:
+        if tick_running.is_set():
+            overlapped.set()
+        calls.append("reroute")
+
+    async def main() -> None:
+        stop, wake = Stopping(), asyncio.Event()
+        loop = asyncio.create_task(ticks.run_loop(
+            pool, name="svc", tick=tick, interval=lambda: LONG, sleep=stop.sleep, stopped=stop,
+            wake=wake, reroute=reroute, debounce_s=0.1))
+        await until(tick_running.is_set, timeout=LONG / 10 + 5, what="the first tick")
+        wake.set()  # a pod turned Ready while the tick runs (after it read the pods)
+        woken.set()
+        await until(lambda: "reroute" in calls, timeout=5, what="the reroute after the tick")
+        stop.event.set()
+        await asyncio.wait_for(loop, timeout=5)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert calls == ["tick", "reroute"]  # a wake during a tick is still served, after it
+    assert not overlapped.is_set()

@@ -219,9 +219,13 @@ class NoMetrics:
     """MetricsPort when no Prometheus is configured: every signal missing (safe mode)."""
 
     available: bool = False
+    history_error: str | None = None
 
     def observe(self, *, now: float) -> Observation:
         return Observation()
+
+    def history(self, key: str, *, start: float, end: float, step: float) -> list[tuple[float, float]]:
+        return []
 
     def summary(self) -> str:
         return "no Prometheus URL configured (spec.metrics.prometheusUrl or --prometheus-url)"

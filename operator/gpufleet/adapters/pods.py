@@ -6,7 +6,7 @@ service's slice of them as a `Snapshot`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -49,6 +49,21 @@ def _ready_since(pod: dict[str, Any]) -> float | None:
         if cond.get("type") == "Ready" and cond.get("status") == "True":
             return _ts(cond.get("lastTransitionTime"))
     return None
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def turned_ready(known: Iterable[Mapping[str, Any]], pod: Mapping[str, Any]) -> bool:
+    """`pod` is Ready and its copy among `known` (the watch cache before this event) was not, or
+    there was none."""
+    if not _ready(pod):
+        return False
+    name = pod["metadata"]["name"]
+    before = next((p for p in known if p["metadata"]["name"] == name), None)
+    return before is None or not _ready(before)
 
 
 def replica_from_pod(pod: dict[str, Any], interrupted_nodes: set[str],

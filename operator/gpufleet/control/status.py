@@ -1,6 +1,10 @@
-"""Render the InferenceService status from one step's values (pure)."""
+"""Render the InferenceService status from one step's values (pure), and tell which of its
+fields a reader acts on (`material`: what decides whether a status is worth a write)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from gpufleet.api.models import (
     ClassCounts,
@@ -8,12 +12,16 @@ from gpufleet.api.models import (
     DecisionStatus,
     ForecastStatus,
     InferenceServiceSpec,
+    InferenceServiceStatus,
     ObservedStatus,
     ReplicaStatus,
     ScheduleStatus,
 )
 from gpufleet.api.timefmt import iso
-from gpufleet.core.schedule import Window
+from gpufleet.control import metering
+from gpufleet.control.accounting import Accounting
+from gpufleet.control.step import StepResult
+from gpufleet.core.schedule import Window, default_lead_s
 from gpufleet.core.types import (
     ON_DEMAND,
     SPOT,
@@ -138,3 +146,73 @@ def degraded_condition(plan: Plan, fleet: FleetState) -> tuple[bool, str, str]:
     if fleet.spot_unavailable:
         return True, "SpotUnavailable", "spot pods Pending past their timeout: new capacity goes on-demand"
     return False, "AsPlanned", "no degradation"
+
+
+def render_status(status: Mapping[str, Any], generation: int | None, spec: InferenceServiceSpec,
+                  result: StepResult, now: float, *, metrics_ok: bool, metrics_note: str,
+                  accounting: Accounting | None = None) -> dict[str, Any]:
+    """The status this tick's result calls for (from the previous one), as the API server stores it."""
+    old = InferenceServiceStatus.model_validate(dict(status))
+    fresh = result.fleet
+    desired = {ON_DEMAND: result.plan.on_demand, SPOT: result.plan.spot}
+    conditions: list[Condition] = old.conditions
+    ready, reason, message = ready_condition(fresh, spec)
+    conditions = set_condition(conditions, type="Ready", status=ready, reason=reason,
+                               message=message, now=now, generation=generation)
+    conditions = set_condition(
+        conditions, type="MetricsAvailable", status=metrics_ok,
+        reason="MetricsOK" if metrics_ok else "MetricsUnavailable",
+        message=metrics_note[:1000],
+        now=now, generation=generation)
+    live = [r for r in fresh.replicas if r.state != ReplicaState.draining]
+    scaling = result.plan.total != len(live) or fresh.count(ReplicaState.starting) > 0
+    conditions = set_condition(
+        conditions, type="Scaling", status=scaling, reason=result.plan.reason, message=result.plan.message,
+        now=now, generation=generation)
+    degraded, reason, message = degraded_condition(result.plan, fresh)
+    conditions = set_condition(conditions, type="Degraded", status=degraded, reason=reason,
+                               message=message, now=now, generation=generation)
+    budget_status, budget_condition = accounting.judge(spec, result.plan) if accounting else (None, None)
+    if budget_condition is not None:
+        conditions = set_condition(
+            conditions, type="BudgetExceeded", status=budget_condition.status, reason=budget_condition.reason,
+            message=budget_condition.message[:1000], now=now, generation=generation)
+    else:
+        conditions = [c for c in conditions if c.type != "BudgetExceeded"]
+    new = InferenceServiceStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        replicas=replica_status(fresh, desired),
+        observed=observed_status(result.observation),
+        forecast=forecast_status(result.forecast),
+        last_decision=decision_status(result.plan, now, result.applied),
+        time_to_ready_seconds={k: round(v, 1) for k, v in fresh.time_to_ready_s.items()},
+        cost_per_hour=cost_per_hour(spec, fresh),
+        usage=metering.rounded(accounting.usage) if accounting and accounting.usage else old.usage,
+        budget=budget_status,
+        schedules=schedule_status(
+            result.windows, now, default_lead_s(fresh.time_to_ready_s, spec.scaling.interval_seconds)),
+    )
+    return new.model_dump(by_alias=True, exclude_none=True)
+
+
+# Status fields that change on every tick without meaning a change: written with the next
+# material change or once per heartbeat.
+VOLATILE = ("observed", "forecast", "usage", "memory")
+# Which signal is the binding one (QueueDepth, RequestRate, ForecastLoad, ...) and the one-line
+# explanation with its numbers move while the fleet holds still; the sizes decided do not.
+DECISION_COUNTS = ("desired", "standby", "onDemand", "spot", "applied")
+
+
+def material(status: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reader acts on: sizes, conditions' states and reasons (the Scaling condition's
+    reason is the decision's, so only its state counts), windows, budget, generation."""
+    out = {k: v for k, v in status.items() if k not in VOLATILE}
+    if "lastDecision" in out:
+        out["lastDecision"] = {k: v for k, v in out["lastDecision"].items() if k in DECISION_COUNTS}
+    if "conditions" in out:
+        out["conditions"] = [
+            {"type": c.get("type"), "status": c.get("status"),
+             **({} if c.get("type") == "Scaling" else {"reason": c.get("reason")})}
+            for c in out["conditions"]]
+    return out

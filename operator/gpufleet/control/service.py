@@ -1,0 +1,322 @@
+"""One InferenceService's loop: what the operator does for a service each interval, apart from
+talking to Kubernetes.
+
+`ServiceLoop.tick` (re)builds the ports when the spec changed (through a `Wiring`: the cluster's
+adapters in the operator, fakes in tests), takes back status.memory on the first tick, runs
+`control.step`, feeds the forecaster, meters, renders the status and decides whether it is worth
+a write. It returns a plain `TickOutcome`: the status patch (None when nothing material changed),
+the events to post and what to record in telemetry. The caller (kopf_app) carries it out and
+hands a written outcome back to `confirm`, so a write that failed is tried again next tick.
+
+`ServiceLoop.reroute` carries out the last applied plan again on fresh state, between ticks (a pod
+turned Ready: control.step.reroute). The caller never runs it beside a tick of the same service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from gpufleet.api.models import InferenceServiceSpec, InferenceServiceStatus, Mode, UsageStatus
+from gpufleet.control import pricing
+from gpufleet.control.accounting import Accounting
+from gpufleet.control.forecast import ForecastAdapter
+from gpufleet.control.memory import MemoryFormatError
+from gpufleet.control.memory import decode as decode_memory
+from gpufleet.control.memory import encode as encode_memory
+from gpufleet.control.memory import fingerprint as memory_fingerprint
+from gpufleet.control.metering import UsageDelta
+from gpufleet.control.ports import FleetPort, MetricsPort, Policy
+from gpufleet.control.status import material, render_status
+from gpufleet.control.step import StepResult, initial_decision, reroute, step
+from gpufleet.core import stabilize, warmpool
+from gpufleet.core.policy import GpufleetPolicy
+from gpufleet.core.types import ON_DEMAND, SPOT, BudgetCheck, Plan, PolicyMemory
+
+# -- the ports one service's loop needs -----------------------------------------------------------
+
+
+class ServiceFleet(FleetPort, Protocol):
+    """The fleet port as a service's loop uses it (adapters.kubefleet.KubeFleet fits)."""
+
+    spec: InferenceServiceSpec
+    events: list[tuple[str, str]]  # (reason, message) of what the last apply() changed
+
+    def start_samples(self) -> dict[str, list[float]]: ...  # time-to-Ready samples, persisted
+    def restore_samples(self, samples: Mapping[str, list[float]]) -> None: ...
+    def time_to_ready(self) -> dict[str, float]: ...
+
+
+class ServiceMetrics(MetricsPort, Protocol):
+    """The metrics port as a service's loop uses it (adapters' PrometheusMetrics, ServiceMetrics,
+    FallbackMetrics and NoMetrics fit)."""
+
+    @property
+    def available(self) -> bool: ...  # did the last observe() reach the metrics?
+    @property
+    def history_error(self) -> str | None: ...  # why the last history() failed (None: it answered)
+    def summary(self) -> str: ...
+    def history(self, key: str, *, start: float, end: float, step: float) -> list[tuple[float, float]]: ...
+
+
+class Wiring(Protocol):
+    """Builds (and lets go of) the I/O behind one service: adapters.wiring.ClusterWiring on a cluster."""
+
+    def fleet(self, spec: InferenceServiceSpec) -> ServiceFleet: ...  # called once per loop
+    def metrics(self, spec: InferenceServiceSpec) -> ServiceMetrics: ...  # again on every spec change
+    def release(self, metrics: ServiceMetrics) -> None: ...  # the port is replaced or the loop ends
+    def node_labels(self) -> Sequence[Mapping[str, str]]: ...  # every node's labels (price table)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator-wide settings a loop reads (the CLI's flags)."""
+
+    heartbeat_s: float = 60.0  # fields that change every tick are written at most this often
+    backfill_s: float = 8 * 86400.0  # request-rate history read back at start
+    price_table: pricing.PriceTable = field(default_factory=dict)
+
+
+# -- what a tick asks its caller to do --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TickTelemetry:
+    """What the tick's caller records in the operator's own metrics (gpufleet.telemetry)."""
+
+    spec: InferenceServiceSpec
+    result: StepResult
+    usage: UsageStatus
+    delta: UsageDelta
+    budget: BudgetCheck | None
+    max_cost_per_day: float | None
+    alert_percent: int | None
+
+
+@dataclass(frozen=True)
+class Written:
+    """The status a loop holds as written once its caller has patched it."""
+
+    status: dict[str, Any]
+    at: float
+    memory_fp: str
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    status: dict[str, Any] | None = None  # merge patch for status; None: nothing worth a write
+    events: tuple[Event, ...] = ()  # to post in this order
+    telemetry: TickTelemetry | None = None
+    written: Written | None = None  # for confirm(), once the patch went through
+
+
+def _fleet_events(events: Sequence[tuple[str, str]]) -> list[Event]:
+    return [Event("Warning" if reason == "RolloutFailed" else "Normal", reason, message)
+            for reason, message in events]
+
+
+class ServiceLoop:
+    """State one InferenceService's loop keeps between ticks: policy memory, forecaster, ports,
+    the last applied plan and what it last wrote to status."""
+
+    def __init__(self, *, name: str, wiring: Wiring, settings: Settings = Settings(),
+                 policy: Policy | None = None) -> None:
+        self.name = name
+        self.wiring = wiring
+        self.settings = settings
+        self.policy: Policy = policy or GpufleetPolicy()
+        self.memory = PolicyMemory()
+        self.spec: InferenceServiceSpec | None = None  # as decided on: the price table's prices in
+        self.raw_spec: InferenceServiceSpec | None = None  # as written
+        self.fleet: ServiceFleet | None = None
+        self.metrics: ServiceMetrics | None = None
+        self.forecaster: ForecastAdapter | None = None
+        self.accounting = Accounting()
+        self.restored = False  # status.memory is read back on the first tick
+        self.backfill_due: float | None = None  # when to (re)try reading history from Prometheus
+        self.written: dict[str, Any] | None = None  # the last status written
+        self.written_at = 0.0
+        self.memory_fp = ""
+        self.metrics_warned = False
+        # The last plan carried out, and the spec (as written) it was decided under: what a
+        # reroute carries out again. None after a tick that applied nothing (recommend mode).
+        self.applied: tuple[Plan, InferenceServiceSpec] | None = None
+
+    # -- ports ----------------------------------------------------------------------------------
+
+    def configure(self, spec: InferenceServiceSpec, now: float) -> None:
+        """(Re)build the ports when the spec changed; keep memory and history across edits."""
+        if spec == self.raw_spec:
+            return
+        self.raw_spec = spec
+        # The price table's prices replace the spec's before anything decides or meters.
+        spec = pricing.with_prices(spec, pricing.resolve(spec, self.settings.price_table, self._products(spec))[0])
+        old = self.spec
+        self.spec = spec
+        if self.fleet is None:
+            self.fleet = self.wiring.fleet(spec)
+        self.fleet.spec = spec
+        self.close()
+        self.metrics = self.wiring.metrics(spec)
+        if self.forecaster is None or old is None or old.forecast != spec.forecast:
+            self.forecaster = ForecastAdapter(spec.forecast, refit_offset_s=float(hash(self.name) % 86400))
+            self.backfill_due = now
+
+    def close(self) -> None:
+        """Let go of the metrics port (the service is gone, or its metrics port changes)."""
+        if self.metrics is not None:
+            self.wiring.release(self.metrics)
+            self.metrics = None
+
+    def _products(self, spec: InferenceServiceSpec) -> dict[str, str]:
+        """GPU product per class from the nodes its selector matches, when they all agree (only
+        needed with a price table and no product in the selector)."""
+        if not self.settings.price_table:
+            return {}
+        wanted = [(cls, p) for cls, p in ((ON_DEMAND, spec.capacity.on_demand), (SPOT, spec.capacity.spot))
+                  if not pricing.product_of(spec, p)]
+        if not wanted:
+            return {}
+        nodes = self.wiring.node_labels()
+        out: dict[str, str] = {}
+        for cls, placement in wanted:
+            products = {labels.get(pricing.PRODUCT_LABEL) for labels in nodes
+                        if all(labels.get(k) == v for k, v in placement.node_selector.items())} - {None}
+            if len(products) == 1:
+                out[cls] = str(products.pop())
+        return out
+
+    def _backfill(self, metrics: ServiceMetrics, now: float) -> None:
+        """Seed the forecaster with the request-rate history Prometheus already has; retried
+        every minute until Prometheus answers (it may be down when the operator starts)."""
+        if self.backfill_due is None or now < self.backfill_due or self.forecaster is None:
+            return
+        if not metrics.available:
+            self.backfill_due = now + 60.0
+            return
+        history = metrics.history("request_rate", start=now - self.settings.backfill_s, end=now,
+                                  step=self.forecaster.rate.step_s)
+        for t, rps in history:
+            self.forecaster.observe(t, rps)
+        self.backfill_due = now + 60.0 if metrics.history_error else None
+
+    # -- memory ---------------------------------------------------------------------------------
+
+    def restore(self, status: Mapping[str, Any], now: float) -> str | None:
+        """Take back what an earlier operator process persisted in status.memory; the reason it
+        was discarded, if it was."""
+        text = status.get("memory")
+        if not text and not status.get("lastDecision") and self.spec is not None:
+            # Never decided on: start from the decision its new Deployments were sized from.
+            self.memory = initial_decision(self.spec, self.policy, now=now)[1]
+            return None
+        if not text or self.fleet is None:
+            return None
+        try:
+            memory, samples = decode_memory(str(text), now=now)
+        except MemoryFormatError as exc:
+            return str(exc)
+        self.memory = memory
+        self.fleet.restore_samples(samples)
+        self.memory_fp = memory_fingerprint(memory, samples)
+        return None
+
+    # -- one tick -------------------------------------------------------------------------------
+
+    def tick(self, status: Mapping[str, Any], generation: int | None, *, now: float) -> TickOutcome:
+        """One interval's work from the service's status as last read (`configure` first)."""
+        spec, fleet, metrics = self.spec, self.fleet, self.metrics
+        assert spec is not None and fleet is not None and metrics is not None, "configure() first"
+        events: list[Event] = []
+        if not self.restored:
+            self.restored = True
+            discarded = self.restore(status, now)
+            if discarded:
+                events.append(Event("Warning", "MemoryDiscarded", f"status.memory not restored: {discarded}"[:500]))
+        forecaster = self.forecaster if spec.forecast.enabled else None
+        old = InferenceServiceStatus.model_validate(dict(status))
+        self.accounting.resume(old.usage, old.budget)
+        self.memory = self.accounting.seed(self.memory, now)
+        result = step(spec=spec, policy=self.policy, metrics=metrics, fleet=fleet,
+                      forecaster=forecaster, memory=self.memory, now=now)
+        self.memory = result.memory
+        self.applied = (result.plan, self.raw_spec) if result.applied and self.raw_spec is not None else None
+        self._backfill(metrics, now)
+        if self.forecaster is not None and result.observation.request_rate is not None:
+            self.forecaster.observe(now, result.observation.request_rate)
+        if result.applied:
+            events += _fleet_events(fleet.events)
+        events += self._metrics_events(metrics, result)
+        delta = self.accounting.meter(spec, result.fleet, result.observation.request_rate, now)
+        # What this loop wrote last is newer than the status read, whose watch event may still be on its way.
+        previous = self.written if self.written is not None else status
+        new = render_status(previous, generation, spec, result, now, metrics_ok=metrics.available,
+                            metrics_note=metrics.summary(), accounting=self.accounting)
+        patch, written = self._write(status, new, now)
+        events += [Event("Warning" if e.warning else "Normal", e.reason, e.message)
+                   for e in self.accounting.take_events()]
+        budget = spec.budget
+        telemetry = TickTelemetry(spec=spec, result=result, usage=self.accounting.usage or UsageStatus(),
+                                  delta=delta, budget=result.plan.budget,
+                                  max_cost_per_day=budget.max_cost_per_day if budget else None,
+                                  alert_percent=budget.alert_percent if budget else None)
+        return TickOutcome(status=patch, events=tuple(events), telemetry=telemetry, written=written)
+
+    def confirm(self, outcome: TickOutcome) -> None:
+        """The outcome's status patch went through: compare the next ticks against it."""
+        if outcome.written is not None:
+            self.written = outcome.written.status
+            self.written_at = outcome.written.at
+            self.memory_fp = outcome.written.memory_fp
+
+    def _metrics_events(self, metrics: ServiceMetrics, result: StepResult) -> list[Event]:
+        """One Warning when the metrics go away (not one per tick), one Normal when they return."""
+        blind = result.plan.safe_mode and metrics.available is False
+        out = []
+        if blind and not self.metrics_warned:
+            out.append(Event("Warning", "MetricsUnavailable", metrics.summary()[:500]))
+        elif not blind and self.metrics_warned:
+            out.append(Event("Normal", "MetricsAvailable", "metrics are back"))
+        self.metrics_warned = blind
+        return out
+
+    def _write(self, status: Mapping[str, Any], new: dict[str, Any],
+               now: float) -> tuple[dict[str, Any] | None, Written | None]:
+        """A status patch only when something a reader acts on changed, when the learned memory
+        changed, or once per heartbeat for the fields that move every tick."""
+        assert self.spec is not None and self.fleet is not None
+        samples = self.fleet.start_samples()
+        fp = memory_fingerprint(self.memory, samples)
+        heartbeat = now - self.written_at >= self.settings.heartbeat_s
+        if self.written is not None and not heartbeat and fp == self.memory_fp \
+                and material(new) == material(self.written):
+            return None, None
+        keep = stabilize.retention_s(self.spec, warmpool.horizon_s(self.spec, self.fleet.time_to_ready()))
+        new["memory"] = encode_memory(self.memory, samples, now=now, keep_s=keep)
+        patch = dict(new)
+        old_budget = (self.written or status).get("budget")
+        if "budget" not in patch and old_budget is not None:
+            patch["budget"] = None  # budget removed from spec: drop its status (merge patch deletes nulls)
+        return patch, Written(status=new, at=now, memory_fp=fp)
+
+    # -- between ticks --------------------------------------------------------------------------
+
+    def reroute(self, spec: InferenceServiceSpec, *, now: float) -> TickOutcome | None:
+        """Carry out the last applied plan again on fresh state (a pod turned Ready since): its
+        events, or None when there is nothing to carry out: no plan applied yet, recommend mode,
+        or a spec edited since the plan (the next tick decides under the new one)."""
+        if self.applied is None or self.fleet is None or spec.mode != Mode.active:
+            return None
+        plan, decided_under = self.applied
+        if spec != decided_under:
+            return None
+        reroute(plan, self.fleet, now=now)
+        return TickOutcome(events=tuple(_fleet_events(self.fleet.events)))
