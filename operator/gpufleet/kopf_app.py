@@ -287,7 +287,7 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         return max(CONFIG.min_interval_seconds, seconds)
 
     def failed(raw: kopf.Body, reason: str, exc: Exception) -> None:
-        log.exception("%s failed for %s/%s", reason, namespace, name)
+        log.exception("%s: %s/%s", reason, namespace, name)
         telemetry.record_error(namespace=namespace, name=name, labels=body.metadata.labels, error=exc)
         kopf.warn(raw, reason=reason, message=f"{type(exc).__name__}: {exc}"[:500])
 
