@@ -1,43 +1,111 @@
-"""Baseline autoscalers behind the same Policy protocol, faithful to their documented defaults.
+"""Baseline autoscalers behind the same Policy protocol, each configured as its own users configure
+it for LLM serving, with the documented defaults (cited below, quoted from the projects' docs).
 
-- HPA-like (Kubernetes HorizontalPodAutoscaler, autoscaling/v2; kubernetes.io "Horizontal Pod
-  Autoscaling", section "Default Behavior"): sync every 15 s
-  (--horizontal-pod-autoscaler-sync-period), desired = ceil(metric / target) for an AverageValue
-  Pods metric, 10 % tolerance, scale-up limited to the larger of +100 % and +4 pods per 15 s,
-  scale-down to the highest recommendation of the last 300 s (stabilizationWindowSeconds).
+The same per-replica figure for everyone: `spec.scaling.targetRpsPerReplica`, the scenario's load
+test of one replica (the steady Poisson rate it serves within the SLO). Each of the HPA, KEDA and
+KPA plans at a utilisation target u of it (headroom for bursts shorter than the metrics window):
+u is the baseline's knob, the constructor field `utilization` (None: the spec's
+`scaling.targetUtilization`, the value gpufleet plans at), so that a benchmark sweeps it (0.55-0.85)
+for each baseline instead of comparing against one hand-picked setting.
+
+HPA-like: Kubernetes HorizontalPodAutoscaler (autoscaling/v2) on requests/s per pod, an AverageValue
+  target of targetRpsPerReplica x u. kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale:
+  - sync: "The interval is set by the --horizontal-pod-autoscaler-sync-period parameter ... (and the
+    default interval is 15 seconds)";
+  - desiredReplicas = ceil[currentReplicas x currentMetricValue / desiredMetricValue], skipped when
+    "the ratio is sufficiently close to 1.0 (within a globally-configurable tolerance, 0.1 by
+    default)"; for an AverageValue target that is ceil(total / target);
+  - "Default Behavior": scaleDown stabilizationWindowSeconds 300 with one policy Percent 100 per
+    15 s; scaleUp stabilizationWindowSeconds 0 with Percent 100 and Pods 4 per 15 s, selectPolicy
+    Max ("4 pods or a 100% of the currently running replicas will be added every 15 seconds");
+  - stabilisation: "When the metrics indicate that the target should be scaled down the algorithm
+    looks into previously computed desired states, and uses the highest value from the specified
+    interval" (the controller keeps recommendations strictly newer than now - 300 s);
+  - several metrics: "this calculation is done for each metric, and then the largest of the desired
+    replica counts is chosen"; if a metric cannot be fetched and the others suggest a scale-down,
+    "scaling is skipped".
   (The API reference comment says "per 60 seconds"; the documented default behaviour and the
-  controller use 15 s periods, which is what we model.) Metric: requests/s per pod, target
-  `spec.scaling.targetRpsPerReplica` (the same load-test figure gpufleet gets).
-- KEDA-like (keda.sh ScaledObject spec): Prometheus trigger on queue depth (Triton's pending
-  request count) with threshold `spec.slo.queueDepthPerReplica`, pollingInterval 30 s; KEDA hands
-  the metric to an HPA, so scale-up/-down follow the HPA defaults above; cooldownPeriod 300 s only
-  governs scaling to zero, which minReplicas >= 1 rules out.
-- Knative-KPA-like (knative.dev "Additional autoscaling configuration for Knative Pod Autoscaler",
-  config-autoscaler defaults): concurrency metric, stable window 60 s, panic window 10 % of it (6 s),
-  panic threshold 200 % (desired in the panic window >= 2x ready pods), no scale-down while in
-  panic, leaving panic after a stable window without the condition; target utilisation 70 % of the
-  per-pod concurrency target; autoscaler tick 2 s; max scale-up rate 1000x, max scale-down rate 2x.
+  controller's defaulting use 15 s periods, which is what we model.)
+
+KEDA-like: a ScaledObject with the two triggers an LLM-serving user writes, both metricType
+  AverageValue (keda.sh/docs/2.15/reference/scaledobject-spec: "metricType ... Default: AverageValue";
+  with AverageValue "HPA will scale the deployment to 20 / 5 = 4 replicas"):
+  - a Prometheus request-rate trigger (keda.sh/docs/2.15/scalers/prometheus: `query`, `threshold`),
+    query sum(rate(<requests>[1m])) (the same 1-min rate the HPA reads), threshold = the HPA's
+    per-replica target, targetRpsPerReplica x u;
+  - a Prometheus queue-depth trigger on Triton's pending-request count, threshold
+    `spec.slo.queueDepthPerReplica`.
+  The queue trigger alone reads zero whenever replicas are not saturated, so a queue-only KEDA
+  scales to its floor and back (the old strawman); the rate trigger holds the count. KEDA hands
+  both metrics to the HPA it creates, which takes the larger: keda.sh/faq ("Horizontal Pod
+  Autoscaler (HPA) will calculate metrics for every scaler and use the highest desired replica
+  count to scale the workload to") and the HPA's several-metrics rule above. Evaluated every 15 s,
+  the HPA's sync: "Kubernetes (HPA controller) asks for a metric every few seconds (as defined by
+  --horizontal-pod-autoscaler-sync-period, usually 15s), then this request is routed to KEDA
+  Metrics Server, that by default queries the scaler" (keda.sh/docs/2.15/concepts/scaling-deployments,
+  "Caching Metrics"; useCachedMetrics defaults to false). pollingInterval (30 s) is the KEDA
+  operator's own check, the activation phase, which "only applies to 0<->1 scaling"; "This phase
+  [scaling] applies the to 1<->N scaling" (same page, "Activating and Scaling thresholds"), and
+  cooldownPeriod "only applies when scaling to 0" (scaledobject-spec). With minReplicas >= 1 the
+  workload is never at 0, so neither plays a part. Behaviour: the HPA defaults above (KEDA passes
+  `advanced.horizontalPodAutoscalerConfig.behavior` through only when set). Knob: u, as the HPA.
+
+Knative-KPA-like: the Knative Pod Autoscaler on concurrency (requests in flight at the pod, as the
+  queue-proxy reports them), the algorithm of knative/serving pkg/autoscaler/scaling/autoscaler.go:
+  - defaults, knative.dev/docs/serving/autoscaling/kpa-specific and config-autoscaler: stable-window
+    "Default: 60s"; panic-window-percentage "Default: 10.0" (6 s); panic-threshold-percentage
+    "Default: 200.0" ("panic mode will be start if traffic is twice as high as the current replica
+    population can handle"); "When using panic mode, the Revision will not scale down"; it leaves
+    panic "if there has been no reason to react quickly during the stable window timeframe";
+    max-scale-up-rate "Default: 1000.0", max-scale-down-rate "Default: 2.0" (bounds relative to the
+    ready pods); tick-interval "2s" ("the time between autoscaling calculations");
+  - scale-down-delay, knative.dev/docs/serving/autoscaling/scale-bounds: "a time window which must
+    pass at reduced concurrency before a scale-down decision is applied", "Default: 0s (no delay)";
+    the autoscaler applies the highest desired count of the last `scale-down-delay`. A knob to sweep.
+  - the per-pod target: autoscaling.knative.dev/target ("Default: 100") times
+    container-concurrency-target-percentage ("Default: 70", knative.dev/docs/serving/autoscaling/
+    concurrency, "Target utilization"): the autoscaler keeps target x 70 % in flight per pod.
+    A user sets the target from a load test (sim.loadtest): one replica driven at the rate it should
+    carry, targetRpsPerReplica x u, the same per-replica rate the HPA targets, and the requests in
+    flight it then holds, C = in_flight(targetRpsPerReplica x u). They want C per pod, so with the
+    percentage left at its default they write target = C / 0.70, and Knative's effective target is
+    C. The headroom is u, applied once, to the rate. (The old row took C at 100 % of the capacity
+    rate and let the 70 % apply to in-flight; in-flight is strongly convex in the rate, so 70 % of
+    the in-flight at capacity is reached at about 90 % of the capacity rate: "70 %" was ~90 %.)
+    The load test is the scenario's (`load_test`: per-replica rps -> in-flight per replica);
+    `target_concurrency` sets the annotation by hand instead. Knobs: u and scale_down_delay_s.
+  - observed concurrency: the simulator's live in-flight (queued + executing, SimMetrics.in_flight,
+    wired by the engine through `concurrency_source`), sampled at each 2 s tick; the stable and
+    panic values are the means of the samples in the windows (O(1) running sums). A new
+    autoscaler starts in panic holding the ready count when more than one pod is ready (as
+    Knative's does, so that a restart does not scale down on an empty history).
 - Static peak: a fixed fleet sized for the trace's peak minute at targetRpsPerReplica.
 - Oracle: knows every second's arrivals and replicas start instantly; runs, each interval, the
   fewest replicas that meet the SLO goal for the coming seconds (a lower bound on GPU-hours).
 
-Baselines keep their own window state on the instance (create one per run), return PolicyMemory
-untouched, and never use standbys. With spot enabled they split naively: on-demand base, the
-rest up to maxFraction on spot, no fallback when spot is unavailable ("naive spot").
+All of them scale plain Deployments: every pod serves, and when a class shrinks its ReplicaSet picks
+the pods that go (core.rollout.replicaset_retirements). Baselines keep their own window state on
+the instance (create one per run), return PolicyMemory untouched, and never use standbys. With spot
+enabled they split naively: on-demand base, the rest up to maxFraction on spot, no fallback when
+spot is unavailable ("naive spot").
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gpufleet.api.models import InferenceServiceSpec
-from gpufleet.core.schedule import Window
 from gpufleet.core.rollout import replicaset_retirements
+from gpufleet.core.schedule import Window
 from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, ForecastSummary, Observation, Plan, PolicyMemory, ReplicaState
+
+KNATIVE_TARGET_DEFAULT = 100.0  # container-concurrency-target-default
+KNATIVE_TARGET_PERCENTAGE = 70.0  # container-concurrency-target-percentage
 
 
 def _split(spec: InferenceServiceSpec, total: int, naive_spot: bool) -> tuple[int, int]:
@@ -51,138 +119,311 @@ def _split(spec: InferenceServiceSpec, total: int, naive_spot: bool) -> tuple[in
     return od, spot
 
 
+@dataclass(frozen=True)
+class _Counts:
+    """What a baseline reads off one fleet snapshot, counted once per snapshot: the simulator hands
+    back the same FleetState object while nothing changed, so on 2 s ticks this is a cache hit."""
+
+    fleet: FleetState  # the snapshot counted (held, so that identity is a safe cache key)
+    ready: int  # serving pods: the Service's ready endpoints
+    current: int  # the Deployments' spec.replicas: every pod not leaving (not draining, not noticed)
+    kept_od: int  # pods each class's ReplicaSet still counts (not draining)
+    kept_spot: int
+    in_flight: float  # summed over serving pods (the fleet's own view)
+
+
+def _count(fleet: FleetState, last: _Counts | None = None) -> _Counts:
+    if last is not None and last.fleet is fleet:
+        return last
+    ready = current = od = sp = 0
+    infl = 0.0
+    for r in fleet.replicas:
+        if r.state == ReplicaState.draining:
+            continue
+        if r.capacity_class == SPOT:
+            sp += 1
+        else:
+            od += 1
+        if not r.interrupted:
+            current += 1
+        if r.state == ReplicaState.serving:
+            ready += 1
+            infl += r.in_flight or 0.0
+    return _Counts(fleet=fleet, ready=ready, current=current, kept_od=od, kept_spot=sp, in_flight=infl)
+
+
 def _plan(spec: InferenceServiceSpec, fleet: FleetState, total: int, reason: str, message: str,
-          naive_spot: bool) -> Plan:
+          naive_spot: bool, counts: _Counts | None = None) -> Plan:
     """Every pod serves (a plain Deployment); when a class shrinks, its ReplicaSet picks the pods
     that go, and they leave as a deleted pod does: out of the Endpoints, finishing what they run."""
     total = max(spec.replicas.min, min(spec.replicas.max, total))
     od, spot = _split(spec, total, naive_spot)
-    retire = replicaset_retirements(fleet.replicas, {ON_DEMAND: od, SPOT: spot})
+    c = _count(fleet, counts)
+    retire: tuple[str, ...] = ()
+    if c.kept_od > od or c.kept_spot > spot:  # only a shrinking class has victims
+        retire = replicaset_retirements(fleet.replicas, {ON_DEMAND: od, SPOT: spot})
     return Plan(serving=total, standby=0, on_demand=od, spot=spot, reason=reason, message=message, retire=retire)
 
 
 def _current(fleet: FleetState) -> int:
     """The Deployment's spec.replicas: every pod not leaving."""
-    return sum(1 for r in fleet.replicas if r.state != ReplicaState.draining and not r.interrupted)
+    return _count(fleet).current
+
+
+def _utilization(knob: float | None, spec: InferenceServiceSpec) -> float:
+    u = spec.scaling.target_utilization if knob is None else knob
+    if not 0.0 < u <= 1.0:
+        raise ValueError(f"utilization must be in (0, 1], got {u}")
+    return u
+
+
+def _rps_target(spec: InferenceServiceSpec, knob: float | None) -> float:
+    """The per-replica requests/s every baseline targets: targetRpsPerReplica x u."""
+    return (spec.scaling.target_rps_per_replica or 1.0) * _utilization(knob, spec)
 
 
 @dataclass
 class HpaScaler:
-    """The HPA's replica arithmetic: tolerance, scale-up policies, scale-down stabilisation."""
+    """The HPA's replica arithmetic (autoscaling/v2, default behaviour): per metric an AverageValue
+    proposal with the tolerance, the largest proposal, scale-down stabilisation (the highest
+    recommendation of the window), scale-up limited to max(+100 %, +4 pods) per 15 s period."""
 
     sync_s: int = 15
     tolerance: float = 0.1
     up_percent: float = 100.0
     up_pods: int = 4
     down_window_s: float = 300.0
+    # Recommendations newer than now - down_window_s, as a monotone deque (values decreasing from
+    # the front): the front is the window's highest, in O(1) amortised.
     recs: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def proposal(self, metric_total: float | None, target: float, current: int) -> int | None:
+        """One AverageValue metric's desired replicas; None when the metric is missing."""
+        if metric_total is None or not math.isfinite(metric_total):
+            return None
+        ratio = (metric_total / max(current, 1)) / target
+        if abs(ratio - 1.0) <= self.tolerance:
+            return current
+        return math.ceil(metric_total / target - 1e-9)
 
     def desired(self, *, metric_total: float | None, target: float, current: int, now: float,
                 lo: int, hi: int) -> int:
-        if metric_total is None or not math.isfinite(metric_total):
-            raw = current  # missing metric: the HPA keeps the current scale
+        return self.desired_of(((metric_total, target),), current=current, now=now, lo=lo, hi=hi)
+
+    def desired_of(self, metrics: Sequence[tuple[float | None, float]], *, current: int, now: float,
+                   lo: int, hi: int) -> int:
+        """The HPA's decision over several metrics ((total, per-pod target) each)."""
+        props = [self.proposal(m, t, current) for m, t in metrics]
+        have = [p for p in props if p is not None]
+        if not have:
+            raw = current  # no metric at all: the HPA keeps the current scale
         else:
-            ratio = (metric_total / max(current, 1)) / target
-            raw = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(metric_total / target - 1e-9)
+            raw = max(have)
+            if len(have) < len(props) and raw < current:
+                raw = current  # a metric missing and the others suggest a scale-down: skipped
         raw = max(lo, min(hi, raw))
-        self.recs.append((now, raw))
-        while self.recs and self.recs[0][0] < now - self.down_window_s:
-            self.recs.popleft()
+        recs = self.recs
+        while recs and recs[-1][1] <= raw:
+            recs.pop()
+        recs.append((now, raw))
+        cutoff = now - self.down_window_s
+        while recs[0][0] <= cutoff:
+            recs.popleft()
         if raw < current:  # scale-down: the highest recommendation in the window
-            return max(raw, min(current, max(v for _, v in self.recs)))
+            return max(raw, min(current, recs[0][1]))
         limit = max(math.ceil(current * (1 + self.up_percent / 100.0)), current + self.up_pods)
         return min(raw, limit)
 
 
 @dataclass
 class HpaLike:
+    """HPA on requests/s per pod, AverageValue target targetRpsPerReplica x utilization."""
+
+    utilization: float | None = None  # the knob; None: spec.scaling.targetUtilization
     name: str = "hpa"
     naive_spot: bool = False
-    interval_s: int = 15
+    interval_s: int = 15  # --horizontal-pod-autoscaler-sync-period
     hpa: HpaScaler = field(default_factory=HpaScaler)
+    _counts: _Counts | None = field(default=None, repr=False)
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
                fleet: FleetState, memory: PolicyMemory, now: float,
                windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
-        # The HPA's target value is what the user sets: the same utilisation target as gpufleet's.
-        target = (spec.scaling.target_rps_per_replica or 1.0) * spec.scaling.target_utilization
-        cur = max(_current(fleet), 1)
+        c = self._counts = _count(fleet, self._counts)
+        target = _rps_target(spec, self.utilization)
+        cur = max(c.current, 1)
         n = self.hpa.desired(metric_total=observation.request_rate, target=target, current=cur, now=now,
                              lo=spec.replicas.min, hi=spec.replicas.max)
         return _plan(spec, fleet, n, "RequestRate", f"rps {observation.request_rate} / {target:.2f}: {n}",
-                     self.naive_spot), memory
+                     self.naive_spot, c), memory
 
 
 @dataclass
 class KedaLike:
+    """KEDA ScaledObject with a Prometheus request-rate trigger (threshold targetRpsPerReplica x
+    utilization) and a queue-depth trigger (threshold queueDepthPerReplica), both AverageValue,
+    on the HPA KEDA creates: the larger proposal wins, default HPA behaviour, 15 s sync."""
+
+    utilization: float | None = None  # the knob; None: spec.scaling.targetUtilization
     name: str = "keda"
     naive_spot: bool = False
-    interval_s: int = 30  # pollingInterval
+    interval_s: int = 15  # the HPA's sync: KEDA's metrics server queries the scaler on each one
     hpa: HpaScaler = field(default_factory=HpaScaler)
+    _counts: _Counts | None = field(default=None, repr=False)
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
                fleet: FleetState, memory: PolicyMemory, now: float,
                windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
-        threshold = spec.slo.queue_depth_per_replica
-        cur = max(_current(fleet), 1)
-        n = self.hpa.desired(metric_total=observation.queue_depth, target=threshold, current=cur, now=now,
-                             lo=spec.replicas.min, hi=spec.replicas.max)
-        return _plan(spec, fleet, n, "QueueDepth", f"queue {observation.queue_depth} / {threshold:g}: {n}",
-                     self.naive_spot), memory
+        c = self._counts = _count(fleet, self._counts)
+        rate_t = _rps_target(spec, self.utilization)
+        queue_t = spec.slo.queue_depth_per_replica
+        cur = max(c.current, 1)
+        rate, queue = observation.request_rate, observation.queue_depth
+        n = self.hpa.desired_of(((rate, rate_t), (queue, queue_t)), current=cur, now=now,
+                                lo=spec.replicas.min, hi=spec.replicas.max)
+        by_rate = self.hpa.proposal(rate, rate_t, cur) or 0
+        by_queue = self.hpa.proposal(queue, queue_t, cur) or 0
+        reason = "QueueDepth" if by_queue > by_rate else "RequestRate"
+        return _plan(spec, fleet, n, reason,
+                     f"rps {rate} / {rate_t:.2f}: {by_rate}; queue {queue} / {queue_t:g}: {by_queue}; {n}",
+                     self.naive_spot, c), memory
+
+
+class _WindowMean:
+    """Mean of the samples newer than now - span: a deque with a running sum (O(1) per sample)."""
+
+    __slots__ = ("span", "items", "total", "_adds")
+
+    def __init__(self, span: float) -> None:
+        self.span = span
+        self.items: deque[tuple[float, float]] = deque()
+        self.total = 0.0
+        self._adds = 0
+
+    def add(self, now: float, value: float) -> float:
+        items = self.items
+        items.append((now, value))
+        self.total += value
+        cutoff = now - self.span
+        while items[0][0] <= cutoff:
+            self.total -= items.popleft()[1]
+        self._adds += 1
+        if self._adds >= 4096:  # re-sum now and then: no drift from a long run of +/- updates
+            self._adds = 0
+            self.total = math.fsum(v for _, v in items)
+        return max(self.total, 0.0) / len(items)
+
+
+class _WindowMax:
+    """Highest value recorded in the last `span` seconds (monotone deque, O(1) amortised)."""
+
+    __slots__ = ("span", "items")
+
+    def __init__(self, span: float) -> None:
+        self.span = span
+        self.items: deque[tuple[float, int]] = deque()
+
+    def add(self, now: float, value: int) -> int:
+        items = self.items
+        while items and items[-1][1] <= value:
+            items.pop()
+        items.append((now, value))
+        cutoff = now - self.span
+        while items[0][0] <= cutoff:
+            items.popleft()
+        return items[0][1]
 
 
 @dataclass
 class KpaLike:
-    """Knative KPA on concurrency (in-flight requests per pod, as the queue-proxy reports it)."""
+    """Knative KPA on concurrency (in-flight requests per pod, as the queue-proxy reports them).
 
-    target_concurrency: float = 100.0  # container-concurrency-target-default
-    utilization: float = 0.70  # container-concurrency-target-percentage
+    The per-pod target Knative keeps (its TargetValue) is `target x target_percentage / 100`:
+    - with `load_test` (per-replica rps -> steady in-flight per replica, the scenario's
+      sim.loadtest.LoadTest.in_flight): the user's load test at targetRpsPerReplica x utilization
+      reads C in flight; they write target = C / 0.70 so that, with the percentage at its default
+      70 %, TargetValue = C. The headroom u is applied once, to the rate (applying the 70 % on top
+      of C would keep pods at 0.7 C, far below the HPA's u: in-flight is convex in the rate);
+    - with `target_concurrency`: that annotation, set by hand (TargetValue = it x 70 %);
+    - with neither: container-concurrency-target-default, 100.
+    """
+
+    load_test: Callable[[float], float] | None = None
+    utilization: float | None = None  # the knob; None: spec.scaling.targetUtilization
+    target_concurrency: float | None = None  # autoscaling.knative.dev/target set by hand
+    target_percentage: float = KNATIVE_TARGET_PERCENTAGE  # container-concurrency-target-percentage
+    scale_down_delay_s: float = 0.0  # scale-down-delay, a knob (Knative default 0s)
     name: str = "knative-kpa"
     naive_spot: bool = False
-    interval_s: int = 2  # autoscaler tick
-    stable_s: float = 60.0
-    panic_pct: float = 10.0
-    panic_threshold: float = 2.0
-    max_up_rate: float = 1000.0
-    max_down_rate: float = 2.0
-    samples: deque[tuple[float, float]] = field(default_factory=deque)
-    panic_since: float | None = None
-    panic_peak: int = 0
+    interval_s: int = 2  # tick-interval
+    stable_s: float = 60.0  # stable-window
+    panic_pct: float = 10.0  # panic-window-percentage
+    panic_threshold: float = 2.0  # panic-threshold-percentage 200
+    max_up_rate: float = 1000.0  # max-scale-up-rate
+    max_down_rate: float = 2.0  # max-scale-down-rate
     concurrency_source: object | None = None  # set by the simulator: has `.in_flight`
+    panic_since: float | None = None
+    max_panic_pods: int = 0
+    _started: bool = field(default=False, repr=False)
+    _stable: _WindowMean | None = field(default=None, repr=False)
+    _panic: _WindowMean | None = field(default=None, repr=False)
+    _delay: _WindowMax | None = field(default=None, repr=False)
+    _tv: tuple[tuple[float | None, float], float] | None = field(default=None, repr=False)
+    _counts: _Counts | None = field(default=None, repr=False)
+
+    def annotation(self, spec: InferenceServiceSpec) -> float:
+        """autoscaling.knative.dev/target as the user writes it."""
+        if self.target_concurrency is not None:
+            return self.target_concurrency
+        if self.load_test is not None and spec.scaling.target_rps_per_replica:
+            measured = self.load_test(_rps_target(spec, self.utilization))
+            return measured / (self.target_percentage / 100.0)
+        return KNATIVE_TARGET_DEFAULT
+
+    def per_pod_target(self, spec: InferenceServiceSpec) -> float:
+        """Knative's TargetValue: the in-flight requests per pod the autoscaler keeps."""
+        key = (spec.scaling.target_rps_per_replica, _utilization(self.utilization, spec))
+        if self._tv is None or self._tv[0] != key:
+            self._tv = (key, self.annotation(spec) * self.target_percentage / 100.0)
+        return self._tv[1]
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
                fleet: FleetState, memory: PolicyMemory, now: float,
                windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
-        serving = [r for r in fleet.replicas if r.state == ReplicaState.serving]
+        c = self._counts = _count(fleet, self._counts)
         src = self.concurrency_source
-        conc = float(getattr(src, "in_flight")) if src is not None else sum(r.in_flight or 0.0 for r in serving)
-        ready = max(len(serving), 1)
-        self.samples.append((now, conc))
-        while self.samples and self.samples[0][0] <= now - self.stable_s:
-            self.samples.popleft()
-        panic_s = self.stable_s * self.panic_pct / 100.0
-        stable_avg = sum(c for _, c in self.samples) / len(self.samples)
-        recent = [c for t, c in self.samples if t > now - panic_s]
-        panic_avg = sum(recent) / len(recent)
-        per_pod = self.target_concurrency * self.utilization
-        want_stable = math.ceil(stable_avg / per_pod - 1e-9)
-        want_panic = math.ceil(panic_avg / per_pod - 1e-9)
-        cur = max(_current(fleet), 1)
-        if want_panic / ready >= self.panic_threshold:
-            if self.panic_since is None:
-                self.panic_peak = cur
-            self.panic_since = now
-        elif self.panic_since is not None and now - self.panic_since >= self.stable_s:
-            self.panic_since = None
-        if self.panic_since is not None:
-            self.panic_peak = max(self.panic_peak, want_panic, cur)  # never scale down in panic
-            want = self.panic_peak
-        else:
-            want = want_stable
-        want = min(want, math.ceil(ready * self.max_up_rate))
-        want = max(want, math.floor(ready / self.max_down_rate))
-        return _plan(spec, fleet, want, "Concurrency", f"concurrency {stable_avg:.1f}/{panic_avg:.1f}: {want}",
-                     self.naive_spot), memory
+        conc = float(getattr(src, "in_flight")) if src is not None else c.in_flight
+        tv = self.per_pod_target(spec)
+        if not self._started:
+            self._started = True
+            self._stable = _WindowMean(self.stable_s)
+            self._panic = _WindowMean(self.stable_s * self.panic_pct / 100.0)
+            self._delay = _WindowMax(self.scale_down_delay_s) if self.scale_down_delay_s > 0 else None
+            if c.ready > 1:  # a new autoscaler starts in panic, holding what is there
+                self.panic_since, self.max_panic_pods = now, c.ready
+        assert self._stable is not None and self._panic is not None
+        stable = self._stable.add(now, conc)
+        panic = self._panic.add(now, conc)
+        ready = max(c.ready, 1)
+        max_up = math.ceil(self.max_up_rate * ready)
+        max_down = math.floor(ready / self.max_down_rate)
+        dspc = math.ceil(stable / tv)
+        dppc = math.ceil(panic / tv)
+        want_stable = min(max(dspc, max_down), max_up)
+        want_panic = min(max(dppc, max_down), max_up)
+        if dppc / ready >= self.panic_threshold:
+            self.panic_since = now  # enter panic, or stay in it
+        elif self.panic_since is not None and now - self.panic_since > self.stable_s:
+            self.panic_since, self.max_panic_pods = None, 0
+        want = want_stable
+        if self.panic_since is not None:  # never scale down in panic
+            self.max_panic_pods = max(self.max_panic_pods, want_stable, want_panic)
+            want = self.max_panic_pods
+        if self._delay is not None:  # scale-down-delay: the highest count of the delay window
+            want = self._delay.add(now, want)
+        mode = "Panic" if self.panic_since is not None else "Concurrency"
+        return _plan(spec, fleet, want, mode, f"concurrency {stable:.1f}/{panic:.1f} per {tv:.1f}: {want}",
+                     self.naive_spot, c), memory
 
 
 @dataclass
