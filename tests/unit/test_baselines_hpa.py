@@ -45,7 +45,8 @@ def test_lower_utilization_target_runs_more_replicas_and_default_is_the_specs() 
     counts = [decide(HpaLike(utilization=u), spec(), rate, 60, 0.0) for u in (0.55, 0.65, 0.75, 0.85)]
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
     for u in (0.6, 0.8):
-        assert decide(HpaLike(), spec(utilization=u), rate, 60, 0.0) == decide(HpaLike(utilization=u), spec(), rate, 60, 0.0)
+        by_spec = decide(HpaLike(), spec(utilization=u), rate, 60, 0.0)
+        assert by_spec == decide(HpaLike(utilization=u), spec(), rate, 60, 0.0)
     with pytest.raises(ValueError):
         decide(HpaLike(utilization=1.5), spec(), rate, 60, 0.0)
 

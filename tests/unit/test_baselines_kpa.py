@@ -64,6 +64,8 @@ def test_target_is_the_in_flight_measured_at_the_utilisation(scenario: Scenario,
     # the knob overrides the spec's utilisation
     assert KpaLike(load_test=load_test.in_flight, utilization=u).per_pod_target(with_utilization(s, 0.8)) == \
         pytest.approx(measured)
+    # the same target written as measured with the percentage at 100 %
+    assert KpaLike(target_concurrency=measured, target_percentage=100.0).per_pod_target(s) == pytest.approx(measured)
     # the load test at the capacity rate is the scenario's "in-flight per replica" figure
     at_capacity = load_test.in_flight(s.scaling.target_rps_per_replica)
     assert at_capacity == pytest.approx(scenario.inflight_per_replica, rel=0.01)

@@ -73,7 +73,9 @@ Knative-KPA-like: the Knative Pod Autoscaler on concurrency (requests in flight 
     rate and let the 70 % apply to in-flight; in-flight is strongly convex in the rate, so 70 % of
     the in-flight at capacity is reached at about 90 % of the capacity rate: "70 %" was ~90 %.)
     The load test is the scenario's (`load_test`: per-replica rps -> in-flight per replica);
-    `target_concurrency` sets the annotation by hand instead. Knobs: u and scale_down_delay_s.
+    `target_concurrency` sets the annotation by hand instead; `target_percentage` is
+    container-concurrency-target-percentage (70). Knobs: u (`utilization`) and
+    `scale_down_delay_s`.
   - observed concurrency: the simulator's live in-flight (queued + executing, SimMetrics.in_flight,
     wired by the engine through `concurrency_source`), sampled at each 2 s tick; the stable and
     panic values are the means of the samples in the windows (O(1) running sums). A new
@@ -338,14 +340,19 @@ class _WindowMax:
 class KpaLike:
     """Knative KPA on concurrency (in-flight requests per pod, as the queue-proxy reports them).
 
-    The per-pod target Knative keeps (its TargetValue) is `target x target_percentage / 100`:
+    The per-pod target Knative keeps (its TargetValue) is `target x target_percentage / 100`,
+    target being autoscaling.knative.dev/target and target_percentage Knative's "target
+    utilization" (container-concurrency-target-percentage, default 70):
     - with `load_test` (per-replica rps -> steady in-flight per replica, the scenario's
       sim.loadtest.LoadTest.in_flight): the user's load test at targetRpsPerReplica x utilization
-      reads C in flight; they write target = C / 0.70 so that, with the percentage at its default
-      70 %, TargetValue = C. The headroom u is applied once, to the rate (applying the 70 % on top
-      of C would keep pods at 0.7 C, far below the HPA's u: in-flight is convex in the rate);
-    - with `target_concurrency`: that annotation, set by hand (TargetValue = it x 70 %);
+      (the HPA's per-replica rate) reads C in flight; they want C per pod, so with the percentage
+      at its default they write target = C / 0.70 and TargetValue = C. The headroom u is applied
+      once, to the rate; applying the 70 % to C as well would keep pods at 0.7 C, a far lower
+      rate than the HPA's u (in-flight is convex in the rate);
+    - with `target_concurrency`: that annotation, set by hand (TargetValue = it x 70 %; a user who
+      measured C can equally write target C with target_percentage 100);
     - with neither: container-concurrency-target-default, 100.
+    Knobs: utilization (None: the spec's targetUtilization) and scale_down_delay_s.
     """
 
     load_test: Callable[[float], float] | None = None
@@ -368,7 +375,7 @@ class KpaLike:
     _stable: _WindowMean | None = field(default=None, repr=False)
     _panic: _WindowMean | None = field(default=None, repr=False)
     _delay: _WindowMax | None = field(default=None, repr=False)
-    _tv: tuple[tuple[float | None, float], float] | None = field(default=None, repr=False)
+    _tv: tuple[tuple[object, ...], float] | None = field(default=None, repr=False)
     _counts: _Counts | None = field(default=None, repr=False)
 
     def annotation(self, spec: InferenceServiceSpec) -> float:
@@ -382,7 +389,8 @@ class KpaLike:
 
     def per_pod_target(self, spec: InferenceServiceSpec) -> float:
         """Knative's TargetValue: the in-flight requests per pod the autoscaler keeps."""
-        key = (spec.scaling.target_rps_per_replica, _utilization(self.utilization, spec))
+        key = (spec.scaling.target_rps_per_replica, _utilization(self.utilization, spec),
+               self.target_concurrency, self.target_percentage, self.load_test)
         if self._tv is None or self._tv[0] != key:
             self._tv = (key, self.annotation(spec) * self.target_percentage / 100.0)
         return self._tv[1]
