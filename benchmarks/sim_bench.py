@@ -40,17 +40,17 @@ from gpufleet.api.models import Schedule  # noqa: E402
 from gpufleet.sim import traces as T  # noqa: E402
 from gpufleet.sim.engine import SimResult  # noqa: E402
 from gpufleet.sim.model import HIST_EDGES, ColdStart  # noqa: E402
-from gpufleet.sim.scenarios import POLICIES, Scenario, make_scenario  # noqa: E402
+from gpufleet.sim.scenarios import CLAIRVOYANT, POLICIES, Scenario, make_scenario  # noqa: E402
 from gpufleet.sim.spot import load_spot, load_spot_zones, offset_with_preemption  # noqa: E402
 
 SERVEGEN_SCALE = 0.1  # a service with a tenth of the model's clients' traffic (see README)
 SPOT_DEFAULT = "availability/1-node/aws-02-15-2023/us-east-2a_v100_1.json"
-SPOT_POLICIES = ("hpa", "hpa+spot", "gpufleet-od", "gpufleet", "oracle")
+SPOT_POLICIES = ("hpa", "hpa+spot", "gpufleet-od", "gpufleet", CLAIRVOYANT)
 # --spot-zones: the on-demand-only runs do not depend on the spot trace, so only the first zone
 # runs them; every zone runs naive spot and gpufleet.
 SPOT_ZONE_POLICIES = ("hpa", "gpufleet-od", "hpa+spot", "gpufleet")
 SPOT_ZONE_ONLY = ("hpa+spot", "gpufleet")
-PLANNED_POLICIES = ("hpa", "keda", "gpufleet", "gpufleet+schedule", "oracle")
+PLANNED_POLICIES = ("hpa", "keda", "gpufleet", "gpufleet+schedule", CLAIRVOYANT)
 # The 14-day traces also run the HPA at the utilisation targets a user would try next (the spec's
 # own target is the plain `hpa` row) and gpufleet without its warm pool (the pool's GPU-h price).
 SERVEGEN_POLICIES = (*POLICIES, "hpa@0.75", "hpa@0.7", "gpufleet-nopool")
@@ -60,7 +60,7 @@ SERVEGEN_POLICIES = (*POLICIES, "hpa@0.75", "hpa@0.7", "gpufleet-nopool")
 # ("with the pool on") is judged on these rows; the pool's price is in their GPU-h.
 STEP_POOLS = (6, 8, 12)
 STEP_POLICIES = ("static-peak", "hpa", "keda", "knative-kpa", "gpufleet", *(f"gpufleet+pool{n}" for n in STEP_POOLS),
-                 "oracle")
+                 CLAIRVOYANT)
 PLANNED_WINDOW = {"name": "launch", "start": "1970-01-01T00:30:00Z", "duration": "20m", "loadMultiplier": 3}
 
 
@@ -93,7 +93,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     *(Variant(f"gpufleet+pool{n}", "gpufleet", {"warm_pool": {"size": n}}) for n in STEP_POOLS),
     # The planned-event scenario's window (simulated time starts at the epoch).
     Variant("gpufleet+schedule", "gpufleet", {"schedules": [Schedule.model_validate(PLANNED_WINDOW)]}),
-    Variant("oracle", "oracle"),
+    Variant(CLAIRVOYANT, CLAIRVOYANT),
 )}
 
 
@@ -216,8 +216,8 @@ def suites(args: argparse.Namespace) -> list[Suite]:
 def run_policy(sc: Scenario, name: str) -> SimResult:
     """One report row: the VARIANTS entry `name` on the scenario."""
     v = VARIANTS[name]
-    if v.policy == "oracle":
-        res = sc.run_oracle()
+    if v.policy == CLAIRVOYANT:
+        res = sc.run_clairvoyant()
     else:
         res = dataclasses.replace(sc, spec=overridden(sc.spec, v.overrides)).run(v.policy)
     res.policy = v.name
@@ -265,7 +265,7 @@ def table_md(results: list[SimResult], best: dict[str, str]) -> str:
 
 def compare(results: list[SimResult], goal: float = 0.999, ratio_goal: float = 0.75) -> tuple[dict[str, str], str]:
     """gpufleet's GPU-hours against the cheapest baseline that reaches gpufleet's attainment."""
-    baselines = [r for r in results if VARIANTS[r.policy].policy not in ("gpufleet", "oracle")]
+    baselines = [r for r in results if VARIANTS[r.policy].policy not in ("gpufleet", CLAIRVOYANT)]
     marks: dict[str, str] = {}
     lines = []
     for g in (r for r in results if VARIANTS[r.policy].policy == "gpufleet" and r.policy != "gpufleet-od"):

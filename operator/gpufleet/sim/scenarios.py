@@ -10,7 +10,8 @@ forecast and an automatic warm pool.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Callable, cast
 
 import numpy as np
@@ -31,13 +32,31 @@ from gpufleet.control.ports import Policy
 from gpufleet.sim.baselines import HpaLike, KedaLike, KpaLike, Oracle, StaticPeak
 from gpufleet.sim.capacity import capacity_table, oracle_replicas
 from gpufleet.sim.engine import SimConfig, SimResult, simulate
+from gpufleet.sim.loadtest import LoadTest
+from gpufleet.sim.lowerbound import LowerBound, lower_bound
 from gpufleet.sim.model import ColdStart, LatencyBook, ReplicaModel
 from gpufleet.sim.spot import SpotTrace
 from gpufleet.sim.traces import Trace
 
 TEMPLATE = {"spec": {"containers": [{"name": "triton", "image": "nvcr.io/nvidia/tritonserver:24.08-trtllm-python-py3"}]}}
 UTILIZATION = 0.8  # the spec's scaling.targetUtilization, shared by gpufleet and the HPA baseline
-POLICIES = ("static-peak", "hpa", "keda", "knative-kpa", "gpufleet", "oracle")
+# "clairvoyant-5s" is the policy once called "oracle": it knows the next 5 s of arrivals and starts
+# replicas instantly. It is not a lower bound (sim/lowerbound.py is: each second's exact need).
+CLAIRVOYANT = "clairvoyant-5s"
+POLICIES = ("static-peak", "hpa", "keda", "knative-kpa", "gpufleet", CLAIRVOYANT)
+
+
+# Knobs a user turns, by policy (benchmarks/frontier.py sweeps them):
+# - "u": the utilisation target. gpufleet: spec.scaling.targetUtilization; the HPA: its AverageValue
+#   is targetRpsPerReplica x u; KEDA: the same for its request-rate trigger; Knative KPA: its per-pod
+#   concurrency target is the in-flight count a load test reads at that rate (sim/baselines.py).
+# - "pool": gpufleet's spec.warmPool.size (an int, or "auto").
+# - "scale_down_delay_s": Knative's scale-down-delay (its default is 0).
+KNOBS: dict[str, tuple[str, ...]] = {
+    "static-peak": (), "hpa": ("u",), "keda": ("u",), "knative-kpa": ("u", "scale_down_delay_s"),
+    "gpufleet": ("u", "pool"), CLAIRVOYANT: (),
+}
+Knobs = Mapping[str, "float | int | str"]
 
 
 @dataclass
@@ -54,6 +73,7 @@ class Scenario:
     _oracle_need: dict[int, np.ndarray] = field(default_factory=dict)
 
     def oracle_need(self, window_s: int = 1) -> np.ndarray:
+        """Replicas per second a clairvoyant policy sizes for (sim.capacity.oracle_replicas)."""
         if window_s not in self._oracle_need:
             book = LatencyBook(self.cfg.model, self.trace.in_sample, self.cfg.target_ttft_s)
             self._oracle_need[window_s] = oracle_replicas(
@@ -62,12 +82,49 @@ class Scenario:
                 window_s=window_s)
         return self._oracle_need[window_s]
 
+    def lower_bound(self) -> LowerBound:
+        """Each second's exact need, zero cold start (sim/lowerbound.py)."""
+        return lower_bound(self.trace, self.cfg.model, self.cfg.target_ttft_s, n_min=self.spec.replicas.min,
+                           gpus_per_replica=self.spec.capacity.gpus_per_replica)
+
     def static_replicas(self) -> int:
         peak_min = float(self.trace.rate_per_window(60).max())
         return min(self.spec.replicas.max, max(1, math.ceil(peak_min / self.rps_per_replica)))
 
+    def load_test(self) -> LoadTest:
+        """One replica under a steady Poisson load with the trace's request mix (sim.loadtest):
+        what a Knative user reads the per-pod concurrency target from."""
+        return LoadTest.of(self.cfg.model, self.trace)
+
+    def with_knobs(self, name: str, knobs: Knobs | None = None) -> tuple[Policy, InferenceServiceSpec]:
+        """The policy `name` and the spec it runs on, with `knobs` (KNOBS) applied: the baselines
+        take theirs as constructor fields, gpufleet as spec fields."""
+        knobs = dict(knobs or {})
+        unknown = set(knobs) - set(KNOBS.get(name, ()))
+        if unknown:
+            raise ValueError(f"{name} has no knob {', '.join(sorted(unknown))}")
+        u = float(knobs["u"]) if "u" in knobs else None
+        spot = self.spot is not None and self.spec.capacity.spot.enabled
+        spec = self.spec
+        if name == "hpa":
+            return HpaLike(utilization=u, naive_spot=spot), spec
+        if name == "keda":
+            return KedaLike(utilization=u, naive_spot=spot), spec
+        if name == "knative-kpa":
+            return KpaLike(load_test=self.load_test().in_flight, utilization=u, naive_spot=spot,
+                           scale_down_delay_s=float(knobs.get("scale_down_delay_s", 0.0))), spec
+        if name == "gpufleet":
+            if u is not None:
+                spec = spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"target_utilization": u})})
+            if "pool" in knobs:
+                pool = knobs["pool"]
+                size: int | str = pool if pool == "auto" else int(pool)
+                spec = spec.model_copy(update={"warm_pool": spec.warm_pool.model_copy(update={"size": size})})
+        return self.policy(name), spec
+
     def policy(self, name: str, *, oracle_window_s: int = 1) -> Policy:
-        """The policy called `name` (POLICIES); the oracle sizes for its need over `oracle_window_s`."""
+        """The policy called `name` (POLICIES); the clairvoyant one sizes for its need over
+        `oracle_window_s` seconds."""
         spot = self.spot is not None and self.spec.capacity.spot.enabled
         if name == "static-peak":
             return StaticPeak(self.static_replicas(), naive_spot=spot)
@@ -76,39 +133,40 @@ class Scenario:
         if name == "keda":
             return KedaLike(naive_spot=spot)
         if name == "knative-kpa":
-            # The per-pod concurrency target a user derives from the same load test (Knative's 70 %
-            # utilisation default applies on top).
-            return KpaLike(target_concurrency=self.inflight_per_replica, naive_spot=spot)
+            # The per-pod concurrency target a user reads off a load test at the HPA's rate target.
+            return KpaLike(load_test=self.load_test().in_flight, naive_spot=spot)
         if name == "gpufleet":
             from gpufleet.core.policy import GpufleetPolicy
 
             return cast(Policy, GpufleetPolicy())
-        if name == "oracle":
-            return Oracle(self.oracle_need(oracle_window_s))
+        if name == CLAIRVOYANT:
+            return Oracle(self.oracle_need(oracle_window_s), name=CLAIRVOYANT)
         raise ValueError(f"unknown policy {name!r}")
 
-    def run(self, name: str, progress: Callable[[int], None] | None = None, *, oracle_window_s: int = 1) -> SimResult:
+    def run(self, name: str, progress: Callable[[int], None] | None = None, *, oracle_window_s: int = 1,
+            knobs: Knobs | None = None) -> SimResult:
         from gpufleet.sim.engine import RateForecastPort
 
+        if knobs:
+            policy, spec = self.with_knobs(name, knobs)
+        else:
+            policy, spec = self.policy(name, oracle_window_s=oracle_window_s), self.spec
         res = simulate(
-            self.trace, self.policy(name, oracle_window_s=oracle_window_s), self.spec, self.cfg, spot=self.spot,
+            self.trace, policy, spec, self.cfg, spot=self.spot,
             # Only gpufleet reads forecasts; baselines skip the forecaster's cost.
             forecaster=RateForecastPort if name == "gpufleet" else None,
-            instant_start=name == "oracle", step_at_s=self.step_at_s, progress=progress,
+            instant_start=name == CLAIRVOYANT, step_at_s=self.step_at_s, progress=progress,
         )
         res.policy = name
         return res
 
-    def run_oracle(self, goal: float = 0.999, windows: tuple[int, ...] = (60, 30, 10, 3, 1)) -> SimResult:
-        """The cheapest perfect-knowledge run reaching the goal: sizing windows from long to short."""
-        res = None
-        for w in windows:
-            res = self.run("oracle", oracle_window_s=w)
-            if res.attainment >= goal:
-                break
-        assert res is not None
-        res.policy = "oracle"
-        return res
+    def run_clairvoyant(self) -> SimResult:
+        """Perfect knowledge of the next 5 s (the policy's interval), each second sized for its own
+        need (with the simulator's 10 s smoothing of sub-second queueing), instant starts."""
+        return self.run(CLAIRVOYANT)
+
+    # The old name; it was never a lower bound (sim/lowerbound.py is).
+    run_oracle = run_clairvoyant
 
 
 def ttft_target_s(trace: Trace, model: ReplicaModel) -> float:
@@ -155,3 +213,107 @@ def make_scenario(name: str, trace: Trace, *, seed: int = 0, cold: ColdStart | N
     sc.notes.append(f"TTFT target {target:g} s; load-test capacity {rps:.2f} req/s per replica "
                     f"(at {n_mean} replicas), in-flight {inflight:.0f}/replica; max replicas {maxr}")
     return sc
+
+
+# ---------------------------------------------------------------------------------------------
+# The frontier benchmark's traces, splits and cold-start settings (benchmarks/frontier.py).
+
+DAY = 86400
+SERVEGEN_SCALE = 0.1  # a service with a tenth of the model's clients' traffic
+
+
+@dataclass(frozen=True)
+class BenchTrace:
+    """A trace of the frontier benchmark: a source, a load factor and a window of it.
+
+    `split` is "tune" (knobs may be chosen on it: days 1-10 of ServeGen m-small and m-mid only) or
+    "eval" (never used to choose anything); `held_out` says why an eval trace is held out."""
+
+    id: str
+    source: str  # servegen:<language model> | servegen-reason:<model> | azure | mooncake
+    split: str
+    start_s: int = 0
+    length_s: int | None = None  # None: to the end
+    scale: float = 1.0
+    held_out: str = ""
+
+    @property
+    def days(self) -> float:
+        """Simulated days (the length of the source where no window is set)."""
+        if self.length_s is not None:
+            return self.length_s / DAY
+        full = {"servegen": 14.0, "servegen-reason": 1.0, "azure": 1 / 24, "mooncake": 1 / 24}
+        return full[self.source.partition(":")[0]] - self.start_s / DAY
+
+
+def _sg_days(model: str, first: int, last: int, split: str, held_out: str = "") -> BenchTrace:
+    """ServeGen language `model`, days first..last (1-based, inclusive)."""
+    return BenchTrace(f"{model}/d{first}-{last}", f"servegen:{model}", split, (first - 1) * DAY,
+                      (last - first + 1) * DAY, SERVEGEN_SCALE, held_out)
+
+
+def _sg_hours(model: str, day: int, hour: int, hours: int, split: str, held_out: str = "") -> BenchTrace:
+    """`hours` hours of ServeGen language `model` from `hour` o'clock of `day` (1-based)."""
+    return BenchTrace(f"{model}/d{day}-{hour:02d}h+{hours}h", f"servegen:{model}", split,
+                      (day - 1) * DAY + hour * 3600, hours * 3600, SERVEGEN_SCALE, held_out)
+
+
+BENCH_TRACES: dict[str, BenchTrace] = {t.id: t for t in (
+    _sg_days("m-small", 1, 10, "tune"), _sg_days("m-mid", 1, 10, "tune"),
+    # A shorter slice of the tuning days (the reduced grid's tuning).
+    _sg_days("m-small", 8, 10, "tune"), _sg_days("m-mid", 8, 10, "tune"),
+    _sg_days("m-small", 11, 14, "eval", "days 11-14 (tuning saw days 1-10)"),
+    _sg_days("m-mid", 11, 14, "eval", "days 11-14 (tuning saw days 1-10)"),
+    BenchTrace("deepseek-r1", "servegen-reason:deepseek-r1", "eval", 0, None, 1.0,
+               "never used for tuning (ServeGen reasoning, 1 day)"),
+    BenchTrace("azure-code-x4", "azure", "eval", 0, None, 4.0, "never used for tuning (Azure code, 1 h, 4x load)"),
+    BenchTrace("mooncake-x4", "mooncake", "eval", 0, None, 4.0, "never used for tuning (Mooncake, 1 h, 4x load)"),
+    # The quick variant's slices: three afternoon hours (the daily ramp).
+    _sg_hours("m-small", 10, 13, 3, "tune"),
+    _sg_hours("m-small", 11, 13, 3, "eval", "day 11 (tuning saw day 10)"),
+)}
+
+
+def load_bench_trace(trace_id: str, seed: int = 0) -> Trace:
+    """The trace `trace_id` of BENCH_TRACES for `seed` (ServeGen's per-second counts are drawn)."""
+    import os
+
+    from gpufleet.sim import traces as T
+
+    bt = BENCH_TRACES[trace_id]
+    kind, _, arg = bt.source.partition(":")
+    if kind == "servegen":
+        tr = T.load_servegen_clients(T.servegen_folder(arg), scale=bt.scale, seed=seed)
+    elif kind == "servegen-reason":
+        tr = T.load_servegen_clients(os.path.join(T.SHARED_TRACES, "servegen", "reason", arg), scale=bt.scale,
+                                     seed=seed)
+    elif kind in ("azure", "mooncake"):
+        tr = T.load_azure() if kind == "azure" else T.load_mooncake()
+        if bt.scale != 1.0:
+            tr = T.scale_load(tr, bt.scale, seed=seed)
+    else:
+        raise ValueError(f"unknown source {bt.source!r}")
+    if bt.start_s or bt.length_s is not None:
+        length = bt.length_s if bt.length_s is not None else tr.seconds - bt.start_s
+        tr = T.window(tr, bt.start_s, length)
+    return replace(tr, name=bt.id)
+
+
+# Cold-start settings: creation to Ready. Until sim/coldstart.py (staged: node, image pull, weight
+# load, server start) lands, lognormals around the issue's three figures stand in for them.
+COLD_SETTINGS: dict[str, ColdStart] = {
+    "warm": ColdStart(median_s=60.0, p90_s=80.0, floor_s=30.0),
+    "typical": ColdStart(median_s=300.0, p90_s=390.0, floor_s=150.0),
+    "large": ColdStart(median_s=600.0, p90_s=780.0, floor_s=300.0),
+}
+
+
+def cold_setting(name: str) -> ColdStart:
+    return COLD_SETTINGS[name]
+
+
+def bench_scenario(trace_id: str, seed: int, cold: str | None) -> Scenario:
+    """The frontier benchmark's scenario: a BENCH_TRACES trace, a cold-start setting (None: the
+    default, for the clairvoyant policy and the lower bound, which start nothing cold)."""
+    tr = load_bench_trace(trace_id, seed)
+    return make_scenario(trace_id, tr, seed=seed, cold=cold_setting(cold) if cold else None)
