@@ -8,9 +8,12 @@ Time advances in 1 s ticks. Each tick:
    share iterations with decoding (see model.ReplicaModel); decode advances every in-flight
    sequence; departures follow from the remaining decode tokens (fluid);
 4. each cohort's fluid FIFO wait is known exactly from cumulative arrival/service curves; the
-   sub-second queueing a fluid model cannot see is added analytically (model.LatencyBook);
+   sub-second queueing a fluid model cannot see is added analytically (model.LatencyBook) with
+   the arrivals' variability *inside* the second (Trace.ca2): the bursts from one second to the
+   next are in the counts, which the fluid queue already serves, and are not added again;
 5. every `interval_s` of the policy, `gpufleet.control.step.step` runs with SimMetrics (what
-   Prometheus would report, scraped every 15 s), SimFleet and a forecaster port.
+   Prometheus would report, scraped every 15 s; the request rate counts every arrival, rejected
+   ones included, as a gateway would), SimFleet and a forecaster port.
 
 Approximations (documented in reports/bench/README.md): pooled replicas (join-shortest-queue
 across replicas is close to one pooled queue), 1 s fluid dynamics with M/G/c waiting inside the
@@ -97,7 +100,10 @@ class SimMetrics:
 
     def __init__(self, n: int, scrape_s: int = SCRAPE_S) -> None:
         self.scrape_s = scrape_s
+        # Requests reaching the Service each second, rejected ones included: what a gateway counts,
+        # and the request rate every policy reads (a policy must see the load it is turning away).
         self.arrivals = np.zeros(n)
+        self.admitted = np.zeros(n)  # of those, queued: the weights of queue time and TTFT p95
         self.queue = np.zeros(n)  # waiting requests at the end of each second
         self.wait_ms = np.zeros(n)  # mean queue wait of the second's arrivals
         self.p95_ms = np.zeros(n)  # TTFT p95 of the second's arrivals (estimated)
@@ -114,9 +120,9 @@ class SimMetrics:
         if hi <= 0:
             self.last = Observation(sampled_at=None)
             return self.last
-        arr = self.arrivals[lo:hi]
+        rate = float(self.arrivals[lo:hi].sum()) / (hi - lo)
+        arr = self.admitted[lo:hi]  # latency histograms hold the requests that were served
         total = float(arr.sum())
-        rate = total / (hi - lo)
         if total > 0:
             p95 = float(np.dot(arr, self.p95_ms[lo:hi]) / total)
             qt = float(np.dot(arr, self.wait_ms[lo:hi]) / total)
@@ -215,7 +221,8 @@ def simulate(
     rec_load = np.zeros(nrec)
     rec_serv = np.zeros(nrec)
     rec_total = np.zeros(nrec)
-    arr_m, queue_m, wait_m, p95_m = metrics.arrivals, metrics.queue, metrics.wait_ms, metrics.p95_ms
+    arr_m, adm_m, queue_m, wait_m, p95_m = (metrics.arrivals, metrics.admitted, metrics.queue, metrics.wait_ms,
+                                            metrics.p95_ms)
     s_coarse = book.s[::16]
     stat_cache: dict[tuple[int, int, int, int], tuple[float, float]] = {}
 
@@ -256,6 +263,7 @@ def simulate(
         a_out = outs[t] if t < n_trace else 0.0
         ca2 = ca2s[t] if t < n_trace else 1.0
         arrived += a
+        arr_m[t] = a  # the observed rate counts every arrival, before any rejection
         rec_load_l[t // rec] += a  # offered load (before any rejection)
         b = d / n if n > 0 else 0.0
         itl = itl_tab[int(b) if b < B else B]
@@ -292,7 +300,7 @@ def simulate(
                 # No backlog and the second's load fits: only sub-second (M/G/c) queueing.
                 k = book.key(n, min(rho_s, 0.98), ca2, 0.0)
                 share_ok = book.add(k, a)
-                arr_m[t] = a
+                adm_m[t] = a
                 p95_m[t], wmean = stats_of(k)
                 wait_m[t] = wmean * 1000.0
                 lq = a * wmean
@@ -303,7 +311,7 @@ def simulate(
                         viol_after += 1
             else:
                 cohorts.append([mid, t + 0.5, a, ca2])
-                arr_m[t] = a
+                adm_m[t] = a
         wq = demand - proc
         cum_s += proc
         # Cohorts whose midpoint is processed this second get their fluid wait.
