@@ -12,6 +12,15 @@ pod serves, drains or leaves is never decided here. The cluster's machinery is m
   DRAIN_S (they decay linearly from what it carried when it left); the rollout releases it when
   it is idle or past drainTimeoutSeconds, at the next decision. It is billed until it goes.
 
+Nodes (sim/nodes.py): each pod runs on a GPU node of its own class (on-demand and spot are separate
+node pools). A starting pod takes a free node of its class (and zone) if one exists, skipping the
+cold-start model's node stages (provisioning, image pull, weight download: sim/coldstart.py), or
+has a node provisioned for it. A pod removed by a scale-in or a drain frees its node, which stays
+for the model's consolidate_after_s (Karpenter's consolidateAfter), billed, for the next start of
+its class, then goes; a reclaimed pod's node goes with it. Billing (`gpus_running`) is per node,
+busy or free. With the simple ColdStart (no node stages, consolidate_after_s 0) a node lives
+exactly as long as its pod: billing is the pods', as before the node model.
+
 Spot zones (a SpotTrace over several zones of a region): a new spot pod is placed in an available
 zone, the one with the fewest of this fleet's spot pods (lowest index on ties), as a topology
 spread constraint on the zone would place it; it receives notices at its own zone's reclaims only.
@@ -38,8 +47,17 @@ import numpy as np
 from gpufleet.control.step import reroute
 from gpufleet.core.rollout import Rollout, replicaset_victims, rollout, time_to_ready
 from gpufleet.core.split import DRAIN_S
-from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
-from gpufleet.sim.model import ColdStart
+from gpufleet.core.types import (
+    CAPACITY_CLASSES,
+    ON_DEMAND,
+    SPOT,
+    FleetState,
+    Plan,
+    Replica,
+    ReplicaState,
+)
+from gpufleet.sim.coldstart import ColdStart
+from gpufleet.sim.nodes import Node, NodePool
 from gpufleet.sim.spot import SpotTrace
 
 
@@ -60,6 +78,7 @@ class SimReplica:
     draining_since: float | None = None
     deletion_cost: int | None = None
     zone: int = -1  # spot: the zone of its node (-1: none yet)
+    node: Node | None = None  # the GPU node it runs on (None: pending, no node)
 
 
 class SimFleet:
@@ -70,6 +89,7 @@ class SimFleet:
         self.rng = rng
         self.spot = spot
         self.gpus = gpus_per_replica
+        self.nodes = NodePool(gpus_per_replica)  # one node per replica, per capacity class
         self.pending_timeout_s = pending_timeout_s
         self.instant = instant_start
         self.drain_timeout_s = drain_timeout_s  # spec.scaling.scaleDown.drainTimeoutSeconds
@@ -109,6 +129,8 @@ class SimFleet:
         for _ in range(serving):
             r = self._new(ON_DEMAND, now)
             r.state, r.ready_at = ReplicaState.serving, now
+            if r.node is not None:
+                r.node.warm_at = now  # found up, with the image
             self.starts[ON_DEMAND].append(0.0 if self.instant else self.cold.sample(self.rng))
             self.n_serving += 1
         self.size[ON_DEMAND] = serving
@@ -249,8 +271,21 @@ class SimFleet:
         return min(zones, key=lambda z: (count[z], z))
 
     def _schedule_ready(self, r: SimReplica, now: float) -> None:
+        """The pod gets a node (a free one of its class and zone, else a new one) and its Ready time:
+        the cold-start model's node stages on a new node, then its pod stages."""
         r.pending = False
-        r.ready_at = now if self.instant else now + self.cold.sample(self.rng)
+        node = self.nodes.take(r.cls, r.zone, r.name)
+        if self.instant:
+            r.ready_at = now
+            if node is None:
+                node = self.nodes.provision(r.cls, r.zone, r.name, now=now, warm_at=now)
+        elif node is None:
+            warm_at = now + self.cold.node_s(self.rng)
+            node = self.nodes.provision(r.cls, r.zone, r.name, now=now, warm_at=warm_at)
+            r.ready_at = warm_at + self.cold.pod_s(self.rng)
+        else:
+            r.ready_at = max(now, node.warm_at) + self.cold.pod_s(self.rng)
+        r.node = node
         heapq.heappush(self._ready_heap, (r.ready_at, r.name))
         self._due(r.ready_at)
 
@@ -272,6 +307,13 @@ class SimFleet:
         elif lost and r.left_at is not None:
             # Left the Service too shortly before its node went: what it still ran is lost.
             self._lose(r.share * max(0.0, 1.0 - (now - r.left_at) / DRAIN_S))
+        if r.node is not None:
+            if lost or r.interrupted:  # reclaimed with it, or noticed: Karpenter deletes it
+                self.nodes.delete(r.node)
+            else:  # empty: kept for the next start until consolidated
+                self.nodes.release(r.node, now=now, keep_s=0.0 if self.instant else self.cold.consolidate_after_s)
+                self._due(self.nodes.next_event())
+            r.node = None
         del self.replicas[r.name]
         self.version += 1
 
@@ -285,7 +327,7 @@ class SimFleet:
         self._now = now
         if self._advance(now) and self.plan is not None:
             reroute(self.plan, self, now=now)  # a pod turned Ready: the last decision, carried out again
-        nxt = [math.inf]
+        nxt = [math.inf, self.nodes.next_event()]
         for h in (self._ready_heap, self._term_heap):
             if h:
                 nxt.append(h[0][0])
@@ -298,6 +340,8 @@ class SimFleet:
     def _advance(self, now: float) -> bool:
         """Events due by `now`; True when a pod turned Ready."""
         ready = False
+        if self.nodes.consolidate(now):
+            self.version += 1  # fewer nodes billed
         heap = self._ready_heap
         while heap and heap[0][0] <= now:
             t, name = heapq.heappop(heap)
@@ -312,6 +356,7 @@ class SimFleet:
         pt = self._preempt_times
         while pt and pt[0][0] <= now:
             t, zone = pt.pop(0)
+            self.nodes.reclaim_zone(SPOT, zone)  # the zone's free spot nodes go at the notice
             for r in list(self.replicas.values()):
                 if r.cls == SPOT and not r.pending and not r.interrupted and r.zone == zone:
                     r.interrupted, r.terminate_at = True, t + self.spot.notice_s
@@ -336,13 +381,7 @@ class SimFleet:
         return ready
 
     def gpus_running(self) -> tuple[int, int]:
-        """GPUs billed now per class (every pod with a node: starting, standby, serving, draining)."""
-        od = sp = 0
-        for r in self.replicas.values():
-            if r.pending:
-                continue
-            if r.cls == ON_DEMAND:
-                od += self.gpus
-            else:
-                sp += self.gpus
-        return od, sp
+        """GPUs billed now per class: every node that exists, busy (a pod starting, standby,
+        serving or draining on it) or free (waiting for consolidation); a pending pod has none."""
+        g = self.gpus
+        return self.nodes.billed(ON_DEMAND) * g, self.nodes.billed(SPOT) * g

@@ -13,11 +13,9 @@ H100/H200, bf16. Figures and where they come from (../shared/calibration, ../sha
 - Batching: at most 128 sequences in flight per replica (the calibrated range); prompts are
   processed in chunks of 2,048 tokens piggy-backed on decode iterations (chunked context), so an
   iteration with a chunk takes ITL(b) + 2048/24000 s and decode slows while prompts wait.
-- Cold start (pod creation to Ready): lognormal with median 48 s and p90 79 s, floor 20 s: vLLM
-  start-up on H100 NVL measured 47.6 s for Llama-2-7B and 79.2 s for Qwen-14B with weights on SSD,
-  20.5-31 s with weights in page cache (MLSys'26 profiler); Alibaba's production model loads have
-  p50 22.7 s / p90 42 s. Node provisioning and image pull are not included (nodes and images are
-  assumed present, which favours reactive baselines).
+- Cold start (pod creation to Ready): sim/coldstart.py (ColdStart, the simple lognormal with median
+  48 s and p90 79 s, re-exported here; NodeColdStart and COLD_SETTINGS, Time-to-Ready as stages
+  with the node: provisioning, image pull, weight download and load, server start).
 """
 
 from __future__ import annotations
@@ -26,6 +24,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from gpufleet.sim.coldstart import ColdStart as ColdStart  # noqa: PLC0414  (re-exported: it lived here)
 
 # Normalised ITL shape from ../shared/calibration/h200-transformers-llama1b.json (batch -> ITL/ITL(1)).
 _CAL_BATCH = np.array([1, 4, 16, 64, 128], dtype=float)
@@ -62,26 +62,6 @@ class ReplicaModel:
     def first_token_s(self, in_tokens: np.ndarray, batch: float = 0.0) -> np.ndarray:
         """TTFT of a request on an idle-queue replica: its own prompt, then one decode iteration."""
         return np.asarray(in_tokens, dtype=float) / self.prefill_rate(batch) + self.itl(batch)
-
-
-@dataclass(frozen=True)
-class ColdStart:
-    """Creation-to-Ready seconds: lognormal(median, p90) with a floor, or a fixed value."""
-
-    median_s: float = 48.0
-    p90_s: float = 79.0
-    floor_s: float = 20.0
-    fixed_s: float | None = None
-
-    def sample(self, rng: np.random.Generator) -> float:
-        if self.fixed_s is not None:
-            return self.fixed_s
-        sigma = math.log(self.p90_s / self.median_s) / 1.2815515655446004
-        return max(self.floor_s, float(rng.lognormal(math.log(self.median_s), sigma)))
-
-    @property
-    def p90(self) -> float:
-        return self.fixed_s if self.fixed_s is not None else self.p90_s
 
 
 # ---------------------------------------------------------------------------------------------
