@@ -84,12 +84,20 @@ def test_lifecycle_children_placement_status_update_delete(
     assert svc and svc["spec"]["selector"] == {"gpufleet.io/inference-service": "chat", "gpufleet.io/serving": "true"}
 
     # min 2 serving + 1 warm standby, split across classes; every pod Ready only after its delay.
+    seen: list[str] = []
+
     def settled() -> list[dict[str, Any]] | None:
         current = pods(cluster, namespace, "chat")
         ready = [p for p in current if is_ready(p)]
+        seen[:] = [f"{p['metadata']['name']} {p['status'].get('phase')} ready={is_ready(p)} "
+                   f"node={p['spec'].get('nodeName')} labels={p['metadata'].get('labels')}" for p in current]
         return current if len(current) == 3 and len(ready) == 3 else None
 
-    current = wait_for(settled, timeout=120, what="3 Ready pods")
+    try:
+        current = wait_for(settled, timeout=120, what="3 Ready pods")
+    except AssertionError as exc:  # say what was there instead, and what the operator decided
+        decisions = [line for line in operator.read_text().splitlines() if namespace in line][-20:]
+        raise AssertionError(f"{exc}\npods: {seen}\noperator: {decisions}") from None
     nodes = {n["metadata"]["name"]: n["metadata"]["labels"] for n in cluster.list("nodes", "")}
     classes = []
     for pod in current:
