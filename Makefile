@@ -6,14 +6,15 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint bench bench-quick bench-forecast bench-scale bench-scale-quick clean
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint bench bench-frontier bench-scenarios bench-spot bench-quick bench-forecast bench-scale bench-scale-quick clean
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
 	@echo "make test         all tests (unit, property, integration on the real local cluster)"
 	@echo "make cluster-up   start the local control plane with fake GPU nodes; cluster-down stops it"
 	@echo "make crds         regenerate crds/ from the pydantic models; check-crds fails on drift"
-	@echo "make bench        simulator benchmark report; bench-forecast: forecasting report"
+	@echo "make bench        simulator benchmark: frontiers (GRID=quick|reduced|full), scenarios, spot"
+	@echo "make bench-quick  the frontier benchmark's quick grid (< 5 min on 2 cores); bench-forecast: forecasting"
 	@echo "make bench-scale  one operator vs 50/200/500 InferenceServices on the local cluster (reports/scale)"
 
 $(VENV)/.installed: pyproject.toml
@@ -62,11 +63,25 @@ test: venv deps bins
 run: venv deps bins
 	@hack/run-demo.sh
 
-bench: venv
-	$(PY) benchmarks/sim_bench.py --out reports/bench
+# The simulator benchmark. GRID: quick | reduced | full (benchmarks/frontier.py --plan prints a grid's
+# run count and estimated time); WORKERS: processes (default: the CPU count); BENCH_ARGS=--fresh
+# starts over instead of resuming. The frontier suite rewrites README.md's numbers block.
+GRID ?= full
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+SPOT_ZONES ?= aws-02-15-2023/us-west-2a,aws-02-15-2023/us-west-2b,aws-02-15-2023/us-east-2a
+bench: bench-frontier bench-scenarios bench-spot
+
+bench-frontier: venv
+	$(PY) benchmarks/frontier.py --grid $(GRID) --workers $(WORKERS) --out reports/bench --readme README.md $(BENCH_ARGS)
+
+bench-scenarios: venv
+	$(PY) benchmarks/sim_bench.py --out reports/bench/scenarios
+
+bench-spot: venv
+	$(PY) benchmarks/sim_bench.py --spot-zones $(SPOT_ZONES) --out reports/bench/spot
 
 bench-quick: venv
-	$(PY) benchmarks/sim_bench.py --quick
+	$(PY) benchmarks/frontier.py --grid quick --workers $(WORKERS) --out reports/bench-quick $(BENCH_ARGS)
 
 bench-forecast: venv
 	$(PY) benchmarks/forecast_bench.py --out reports/forecast --validation

@@ -129,6 +129,10 @@ def render_readme_block(results: Mapping[str, Any], report_dir: str = "reports/b
                      f"vs the lower bound: {STATUS[s['vs_lower_bound']]}"
                      for cold in results["grid"]["colds"] for s in [results["summary"][cold]])
     lines.append(f"Overall, on every held-out trace: {over}.")
+    per = t["per_policy"]
+    lines.append("")
+    lines.append("One 14-day run (the slowest run's seconds per simulated day × 14; the issue asks ≤ 60 s): " +
+                 ", ".join(f"{p} {num(per[p]['per_14d_max_s'])} s" for p in g["policies"] if p in per) + ".")
     lines.append(END)
     return "\n".join(lines)
 
