@@ -296,8 +296,10 @@ def render_report(results: Mapping[str, Any]) -> str:
           "- Evaluation: " + ", ".join(f"`{x['trace']}` ({num(x['days'], 2)} d; {x['held_out']})"
                                        for x in results["split"]["eval"]) +
           f"; seeds {', '.join(map(str, g['seeds']))}; utilisation targets {', '.join(f'{u:g}' for u in g['u'])}.",
-          "- Cold-start settings (creation to Ready): " + "; ".join(
-              f"{c}: " + ", ".join(f"{k} {v}" for k, v in cs.items() if v is not None)
+          "- Cold-start settings (`gpufleet/sim/coldstart.py`, creation to Ready, stages with the node): " + "; ".join(
+              f"{c}: median {num(cs['fresh_node_median_s'])} s (p90 {num(cs['fresh_node_p90_s'])} s) on a new node, "
+              f"{num(cs['free_node_median_s'])} s on a free one (kept {num(cs['consolidate_after_s'])} s after a "
+              "scale-in); stage medians " + ", ".join(f"{k} {num(v)} s" for k, v in cs["stage_medians_s"].items() if v)
               for c, cs in results["cold_settings"].items()) + ".", "",
           "Chosen on the tuning split: each policy's secondary knob (the candidate whose frontier reaches 99.9 % on "
           "the most tuning traces, then the fewest GPU-hours there) and its default utilisation target (the highest "

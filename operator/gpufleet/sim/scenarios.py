@@ -34,7 +34,8 @@ from gpufleet.sim.capacity import capacity_table, oracle_replicas
 from gpufleet.sim.engine import SimConfig, SimResult, simulate
 from gpufleet.sim.loadtest import LoadTest
 from gpufleet.sim.lowerbound import LowerBound, lower_bound
-from gpufleet.sim.model import ColdStart, LatencyBook, ReplicaModel
+from gpufleet.sim.coldstart import COLD_SETTINGS, ColdStart
+from gpufleet.sim.model import LatencyBook, ReplicaModel
 from gpufleet.sim.spot import SpotTrace
 from gpufleet.sim.traces import Trace
 
@@ -284,11 +285,14 @@ def load_bench_trace(trace_id: str, seed: int = 0) -> Trace:
     kind, _, arg = bt.source.partition(":")
     if kind == "servegen":
         tr = T.load_servegen_clients(T.servegen_folder(arg), scale=bt.scale, seed=seed)
+        if bt.length_s is not None and bt.start_s % DAY == 0 and bt.length_s % DAY == 0:
+            tr = T.days(tr, bt.start_s // DAY + 1, (bt.start_s + bt.length_s) // DAY)
+            return replace(tr, name=bt.id)
     elif kind == "servegen-reason":
         tr = T.load_servegen_clients(os.path.join(T.SHARED_TRACES, "servegen", "reason", arg), scale=bt.scale,
                                      seed=seed)
     elif kind in ("azure", "mooncake"):
-        tr = T.load_azure() if kind == "azure" else T.load_mooncake()
+        tr = T.load_azure(seed=seed) if kind == "azure" else T.load_mooncake(seed=seed)
         if bt.scale != 1.0:
             tr = T.scale_load(tr, bt.scale, seed=seed)
     else:
@@ -299,17 +303,18 @@ def load_bench_trace(trace_id: str, seed: int = 0) -> Trace:
     return replace(tr, name=bt.id)
 
 
-# Cold-start settings: creation to Ready. Until sim/coldstart.py (staged: node, image pull, weight
-# load, server start) lands, lognormals around the issue's three figures stand in for them.
-COLD_SETTINGS: dict[str, ColdStart] = {
-    "warm": ColdStart(median_s=60.0, p90_s=80.0, floor_s=30.0),
-    "typical": ColdStart(median_s=300.0, p90_s=390.0, floor_s=150.0),
-    "large": ColdStart(median_s=600.0, p90_s=780.0, floor_s=300.0),
-}
-
-
 def cold_setting(name: str) -> ColdStart:
+    """One of sim/coldstart.py's COLD_SETTINGS: "warm" (~1 min), "typical" (~5 min), "large"
+    (~10 min) creation to Ready from a fresh node, as stages with the node included."""
     return COLD_SETTINGS[name]
+
+
+def describe_cold(name: str) -> dict[str, object]:
+    """What the report says of a cold-start setting (by sampling its stages, deterministic)."""
+    cs = COLD_SETTINGS[name]
+    return {"fresh_node_median_s": round(cs.quantile(0.5), 1), "fresh_node_p90_s": round(cs.quantile(0.9), 1),
+            "free_node_median_s": round(cs.quantile(0.5, fresh=False), 1),
+            "consolidate_after_s": cs.consolidate_after_s, "stage_medians_s": cs.stage_medians()}
 
 
 def bench_scenario(trace_id: str, seed: int, cold: str | None) -> Scenario:
