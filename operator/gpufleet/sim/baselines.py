@@ -139,8 +139,10 @@ def _count(fleet: FleetState, last: _Counts | None = None) -> _Counts:
         return last
     ready = current = od = sp = 0
     infl = 0.0
+    draining, serving = ReplicaState.draining, ReplicaState.serving
     for r in fleet.replicas:
-        if r.state == ReplicaState.draining:
+        state = r.state
+        if state == draining:
             continue
         if r.capacity_class == SPOT:
             sp += 1
@@ -148,7 +150,7 @@ def _count(fleet: FleetState, last: _Counts | None = None) -> _Counts:
             od += 1
         if not r.interrupted:
             current += 1
-        if r.state == ReplicaState.serving:
+        if state == serving:
             ready += 1
             infl += r.in_flight or 0.0
     return _Counts(fleet=fleet, ready=ready, current=current, kept_od=od, kept_spot=sp, in_flight=infl)
@@ -389,9 +391,10 @@ class KpaLike:
 
     def per_pod_target(self, spec: InferenceServiceSpec) -> float:
         """Knative's TargetValue: the in-flight requests per pod the autoscaler keeps."""
-        key = (spec.scaling.target_rps_per_replica, _utilization(self.utilization, spec),
+        key = (spec.scaling.target_rps_per_replica, spec.scaling.target_utilization, self.utilization,
                self.target_concurrency, self.target_percentage, self.load_test)
         if self._tv is None or self._tv[0] != key:
+            _utilization(self.utilization, spec)  # validates the knob
             self._tv = (key, self.annotation(spec) * self.target_percentage / 100.0)
         return self._tv[1]
 
