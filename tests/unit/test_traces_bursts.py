@@ -58,6 +58,16 @@ def test_synthetic_seconds_reproduce_the_model_on_a_daily_cycle() -> None:
     assert_reproduces(tr, HANDMADE)
 
 
+def test_superposing_copies_keeps_the_dispersion() -> None:
+    """The premise of a rate-free dispersion: independent streams superposed burst per request as
+    each one does (scale_load superposes shifted copies)."""
+    tr = T.from_window_rates("one", np.full(300, 40.0), burst=HANDMADE, seed=14)
+    x3 = T.scale_load(tr, 3.0, seed=2)
+    assert x3.expected is not None
+    for s in SCALES:
+        assert T.idc_around(x3.counts, x3.expected, s) == pytest.approx(float(HANDMADE.idc(s)), rel=0.12), s
+
+
 def test_fit_recovers_a_known_model() -> None:
     """Fitting seconds drawn from a model gives back its dispersion curve (the fit is not circular)."""
     tr = T.from_window_rates("known", np.full(200, 30.0), burst=HANDMADE, seed=13)
