@@ -192,6 +192,10 @@ def execute(params: Mapping[str, Any]) -> dict[str, Any]:
         result = {k: getattr(res, k) for k in (
             "attainment", "gpu_hours", "cost", "arrived", "dropped", "violation_s", "scale_events", "ttft_p95_ms")}
         result["sim_wall_s"] = res.wall_s
+        # Replica-hours serving (sampled each recorded interval): the rest of the GPU-hours went
+        # to standbys, starting and draining pods and nodes waiting for consolidation.
+        result["serving_gpu_hours"] = float(res.serving.sum()) * sc.cfg.record_every_s / 3600.0 \
+            * sc.spec.capacity.gpus_per_replica
     result["sim_days"] = sc.trace.seconds / 86400
     result = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in result.items()}
     return {"key": key_of(params), "params": dict(params), "result": result,
@@ -334,6 +338,8 @@ def aggregate(grid: Grid, store: Store, *, sessions: Sequence[Mapping[str, Any]]
                 if at:
                     tp[policy] = {"u": u0, "knobs": fixed, "attainment": S.t_interval([r["attainment"] for r in at], clip=(0.0, 1.0)),
                                   "gpu_hours": S.t_interval([r["gpu_hours"] for r in at]),
+                                  "not_serving_share": S.t_interval([1 - r["serving_gpu_hours"] / r["gpu_hours"] for r in at
+                                                                     if "serving_gpu_hours" in r and r["gpu_hours"] > 0]),
                                   "reaches_goal": S.t_interval([r["attainment"] for r in at], clip=(0.0, 1.0))["mean"] >= S.GOAL}
             frontiers[cold][trace] = fr
             tuned[cold][trace] = tp
