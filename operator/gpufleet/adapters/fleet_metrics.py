@@ -36,6 +36,7 @@ from gpufleet.adapters.metrics import (
     IDLE_WINDOW,
     POD_SEGMENT,
     PROMQL_QUERIES,
+    REQUEST_COUNTERS,
     NoMetrics,
     PrometheusMetrics,
     metrics_port,
@@ -80,6 +81,7 @@ def _per_request_ms(duration_us: str) -> str:
 
 
 _PENDING = _sel("nv_inference_pending_request_count")
+_REQUESTS = _sel("", f',__name__=~"{REQUEST_COUNTERS}"')  # successes and failures: every request
 _EXEC = _sel("nv_inference_exec_count")
 _TRT_WAITING = _sel("nv_trt_llm_request_metrics", ',request_type="waiting"')
 _TRT_HELD = _sel("nv_trt_llm_request_metrics", ',request_type=~"active|waiting"')
@@ -93,7 +95,7 @@ BATCHED_QUERIES: dict[str, str] = {
     "latency_p95_ms": _per_request_ms("nv_inference_request_duration_us"),
     "ttft_p95_ms": "histogram_quantile(0.95, "
                    + _sum(f"rate({_sel('nv_inference_first_response_histogram_ms_bucket')}[1m])", f"{_BY}, le") + ")",
-    "request_rate": _sum(f"rate({_sel('nv_inference_request_success')}[1m])"),
+    "request_rate": _sum(f"rate({_REQUESTS}[1m])"),
     # timestamp() directly on the selector (sample times, not evaluation time); label_replace after it.
     "sampled_at": f"max by ({_BY}) ({_svc(f'timestamp({_PENDING})')})",
     # Queued requests, plus 1 while an execution finished within IDLE_WINDOW (metrics.TRITON_QUERIES).

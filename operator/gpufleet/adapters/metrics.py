@@ -37,6 +37,9 @@ _SEL = f'namespace="$namespace",pod=~"$service-(ondemand|spot)-{POD_SEGMENT}(-{P
 # kind="batched" (one query for all services, gpufleet.adapters.fleet_metrics).
 PROMQL_QUERIES = Counter("gpufleet_promql_queries", "PromQL queries sent to Prometheus", ["kind"])
 
+# Triton's per-model request counters: successes, and failures by reason (REJECTED, CANCELED, ...).
+REQUEST_COUNTERS = "nv_inference_request_(success|failure)"
+
 # A plain-Triton pod is idle only after no model execution finished on it for this long (see in_flight).
 IDLE_WINDOW = "30s"
 
@@ -57,7 +60,9 @@ TRITON_QUERIES: dict[str, str] = {
     "ttft_p95_ms": (
         f"histogram_quantile(0.95, sum by (le) (rate(nv_inference_first_response_histogram_ms_bucket{{{_SEL}}}[1m])))"
     ),
-    "request_rate": f"sum(rate(nv_inference_request_success{{{_SEL}}}[1m]))",
+    # Every request that reached the server, rejected and failed ones included (a gateway's view:
+    # a server that rejects under load must not read as less load).
+    "request_rate": f'sum(rate({{__name__=~"{REQUEST_COUNTERS}",{_SEL}}}[1m]))',
     # Per pod (one series each): > 0 while the pod may still hold a request, for draining before
     # deletion. Triton has no gauge of executing requests (the pending gauge counts queued ones only,
     # the counters move at completion), so a pod also counts busy (+1) while a model execution
