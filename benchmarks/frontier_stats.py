@@ -222,6 +222,12 @@ def verdict(frontiers: Mapping[str, Mapping[str, Any]], lower_bound: Mapping[str
             lb_reasons.append("ratio_above_goal")
     out["vs_lower_bound"] = {"status": lb_status, "reasons": lb_reasons, "ratio": lb_ratio,
                              "ci_clear": lb_ratio is not None and (lb_ratio["hi"] <= lb_goal or lb_ratio["lo"] > lb_goal)}
+    # The bound checked: any policy reaching the goal below it on some seed.
+    out["below_bound"] = {
+        p: sorted(s for s, a in f["at_goal"]["per_seed"].items()
+                  if a["gpu_hours"] is not None and lower_bound.get(s) is not None and a["gpu_hours"] < lower_bound[s])
+        for p, f in sorted(frontiers.items())}
+    out["below_bound"] = {p: seeds for p, seeds in out["below_bound"].items() if seeds}
     # every policy against the lower bound
     out["policies_vs_lower_bound"] = {
         p: (paired_ratio(f["at_goal"]["per_seed"], {s: lower_bound.get(s) for s in f["at_goal"]["per_seed"]})

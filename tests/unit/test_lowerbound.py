@@ -62,3 +62,18 @@ def test_the_bound_is_below_every_simulated_policy_at_the_goal() -> None:
         if r.attainment >= GOAL:
             assert lb.gpu_hours <= r.gpu_hours, r.policy
     assert runs[0].attainment >= GOAL  # the clairvoyant policy meets the goal, above the bound
+
+
+def test_a_multi_second_target_spreads_a_second_over_its_slack() -> None:
+    from gpufleet.sim.lowerbound import slack_s, trailing_mean
+
+    assert trailing_mean(np.array([4.0, 0.0, 0.0, 8.0]), 2).tolist() == [4.0, 2.0, 0.0, 4.0]
+    assert slack_s(1.0) == 1 and slack_s(4.5) == 4
+    tr = T.step_load(30.0, 1.0, 900, 0, seed=5)
+    counts = tr.counts.copy()
+    counts[::60] *= 6  # a burst each minute
+    bursty = replace(tr, counts=counts, in_tokens=tr.in_tokens * counts / np.maximum(tr.counts, 1))
+    one, _ = per_second_need(bursty, ReplicaModel(), 1.0)
+    four, _ = per_second_need(bursty, ReplicaModel(), 4.0)
+    # a 4 s target lets a burst spread over four seconds: fewer replicas in all
+    assert four.sum() < one.sum()

@@ -265,8 +265,10 @@ BENCH_TRACES: dict[str, BenchTrace] = {t.id: t for t in (
     _sg_days("m-small", 8, 10, "tune"), _sg_days("m-mid", 8, 10, "tune"),
     _sg_days("m-small", 11, 14, "eval", "days 11-14 (tuning saw days 1-10)"),
     _sg_days("m-mid", 11, 14, "eval", "days 11-14 (tuning saw days 1-10)"),
-    BenchTrace("deepseek-r1", "servegen-reason:deepseek-r1", "eval", 0, None, 1.0,
-               "never used for tuning (ServeGen reasoning, 1 day)"),
+    # ServeGen reasoning at 5x its clients' rate: ~80 req/s, a fleet of several replicas (at 1x it
+    # is two, where every policy sits at the floor).
+    BenchTrace("deepseek-r1-x5", "servegen-reason:deepseek-r1", "eval", 0, None, 5.0,
+               "never used for tuning (ServeGen reasoning, 1 day, 5x load)"),
     BenchTrace("azure-code-x4", "azure", "eval", 0, None, 4.0, "never used for tuning (Azure code, 1 h, 4x load)"),
     BenchTrace("mooncake-x4", "mooncake", "eval", 0, None, 4.0, "never used for tuning (Mooncake, 1 h, 4x load)"),
     # The quick variant's slices: three afternoon hours (the daily ramp).
