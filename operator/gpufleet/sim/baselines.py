@@ -82,8 +82,9 @@ Knative-KPA-like: the Knative Pod Autoscaler on concurrency (requests in flight 
     autoscaler starts in panic holding the ready count when more than one pod is ready (as
     Knative's does, so that a restart does not scale down on an empty history).
 - Static peak: a fixed fleet sized for the trace's peak minute at targetRpsPerReplica.
-- Oracle: knows every second's arrivals and replicas start instantly; runs, each interval, the
-  fewest replicas that meet the SLO goal for the coming seconds (a lower bound on GPU-hours).
+- Oracle (clairvoyant): knows the coming seconds' arrivals and replicas start instantly; runs, each
+  interval, the fewest replicas that meet the SLO goal for those seconds (a reference point, not a
+  proven lower bound on GPU-hours).
 
 All of them scale plain Deployments: every pod serves, and when a class shrinks its ReplicaSet picks
 the pods that go (core.rollout.replicaset_retirements). Baselines keep their own window state on
