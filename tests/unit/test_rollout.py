@@ -4,6 +4,7 @@ a recording fake of the Kubernetes API (tests/fakes.py) with error injection."""
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from typing import Any
 
 from gpufleet.adapters import manifests
@@ -106,6 +107,20 @@ def test_an_interrupted_pod_the_plan_does_not_retire_stays_in_its_deployment() -
     pods = [rep("ok", S, SPOT), rep("noticed", S, SPOT, interrupted=True, reclaim_at=NOW + 100)]
     ro = go(plan(2, 0, 2), pods)
     assert ro.size(SPOT) == 2 and ro.drain == ()
+
+
+def test_a_decision_carried_out_again_after_its_drains_grows_nothing() -> None:
+    # The core's counts include the interrupted pods it saw; once they drain, carrying out the
+    # same decision again (a reroute between ticks) must not read them as healthy capacity wanted.
+    noticed = [rep(f"s{i}", S, SPOT, interrupted=True, reclaim_at=NOW + 30) for i in range(3)]
+    decided = Plan(serving=1, standby=0, on_demand=1, spot=3, reason="Test", message="",
+                   retire=tuple(r.name for r in noticed), interrupted=((ON_DEMAND, 0), (SPOT, 3)))
+    first = go(decided, [rep("od", S), *noticed])
+    assert first.drain == ("s0", "s1", "s2") and first.size(SPOT) == 3
+    drained = [rep(f"s{i}", D, SPOT, interrupted=True, in_flight=2, draining_since=NOW) for i in range(3)]
+    assert go(decided, [rep("od", S), *drained], NOW + 2).size(SPOT) == 3
+    # Without the count, the drained pods would read as 3 healthy spot pods to replace.
+    assert go(replace(decided, interrupted=None), [rep("od", S), *drained], NOW + 2).size(SPOT) == 6
 
 
 def test_a_plain_deployment_loses_the_pods_its_replicaset_picks() -> None:

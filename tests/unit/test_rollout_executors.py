@@ -4,7 +4,7 @@ same pods serve, stand by, drain and leave, with the same deletion costs and Dep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from hypothesis import given, settings
@@ -14,6 +14,8 @@ from gpufleet.adapters import manifests
 from gpufleet.adapters.kubefleet import KubeFleet
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.api.timefmt import iso
+from gpufleet.control.step import revalidate
+from gpufleet.core.rollout import promotions, retirements, rollout
 from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, SPOT, Plan, ReplicaState
 from gpufleet.sim.fleet import SimFleet, SimReplica
 from gpufleet.sim.model import ColdStart
@@ -133,3 +135,34 @@ def test_the_comparison_sees_a_difference() -> None:
     drain = Plan(serving=1, standby=0, on_demand=1, spot=0, reason="Test", message="", retire=("b",))
     assert on_cluster(pods, keep) != on_cluster(pods, drain)
     assert in_simulator(pods, drain)["b"] == ("draining", 1000) == on_cluster(pods, drain)["b"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets())
+def test_carrying_out_the_same_decision_again_changes_nothing(case: tuple[list[Pod], Plan]) -> None:
+    """A decision carried out again (a pod's Ready event between ticks, control.step.reroute) on
+    the pods its rollout left moves nothing and sizes nothing anew. The plan is shaped as the
+    policy shapes it: its victims and promotions come from core.rollout for its counts."""
+    pods, drawn = case
+    fleet = SimFleet(cold=ColdStart(fixed_s=60.0), rng=np.random.default_rng(0), drain_timeout_s=DRAIN_TIMEOUT,
+                     interval_s=10)
+    for p in pods:
+        fleet.replicas[p.name] = SimReplica(
+            name=p.name, cls=p.capacity_class, state=p.state, created_at=p.created_at, ready_at=p.ready_at,
+            left_at=NOW if p.state == ReplicaState.draining else None,
+            carried=p.in_flight if p.state == ReplicaState.draining else 0.0,
+            draining_since=p.draining_since, deletion_cost=p.deletion_cost)
+        fleet.size[p.capacity_class] += 1
+    fleet.n_serving = sum(1 for p in pods if p.state == ReplicaState.serving)
+    state = fleet.state(now=NOW)
+    retire = retirements(state, {ON_DEMAND: drawn.on_demand, SPOT: drawn.spot})
+    serving_now = sum(1 for r in state.replicas if r.state == ReplicaState.serving)
+    promote = promotions(tuple(r for r in state.replicas if r.name not in retire), drawn.serving - serving_now)
+    plan = replace(drawn, retire=retire, promote=promote)
+    fleet.apply(plan, now=NOW)
+    before = ({n: (r.state, r.deletion_cost) for n, r in fleet.replicas.items()}, dict(fleet.size))
+    fresh = fleet.state(now=NOW)
+    again = rollout(revalidate(plan, fresh), fresh.replicas, now=NOW, drain_timeout_s=DRAIN_TIMEOUT, interval_s=10)
+    assert (again.promote, again.demote, again.drain, again.cancel, again.release) == ((), (), (), (), ())
+    fleet.execute(again, NOW)
+    assert ({n: (r.state, r.deletion_cost) for n, r in fleet.replicas.items()}, dict(fleet.size)) == before

@@ -27,7 +27,9 @@ def spot_trace(notice_s: float = NOTICE, ones: int = 10, zeros: int = 10, ticks:
 
 
 def plan(serving: int, od: int, spot: int, retire: tuple[str, ...] = ()) -> Plan:
-    return Plan(serving=serving, standby=0, on_demand=od, spot=spot, reason="t", message="", retire=retire)
+    """A plan as the core makes it: retired pods are the interrupted ones its counts include."""
+    return Plan(serving=serving, standby=0, on_demand=od, spot=spot, reason="t", message="", retire=retire,
+                interrupted=((ON_DEMAND, 0), (SPOT, len(retire))) if retire else None)
 
 
 class Run:

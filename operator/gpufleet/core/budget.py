@@ -217,6 +217,7 @@ def enforce(
         promote=promote,
         retire=retire,
         budget=check,
+        interrupted=tuple(interrupted.items()),
     )
     # Later steps are measured from what runs, not from the uncapped wish.
     return capped, replace(memory, last_serving=f.serving)

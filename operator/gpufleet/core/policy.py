@@ -332,6 +332,7 @@ class GpufleetPolicy:
             safe_mode=health.safe_mode,
             promote=promote,
             retire=retire,
+            interrupted=tuple(interrupted.items()),
         )
         new_memory = PolicyMemory(
             recommendations=recs,

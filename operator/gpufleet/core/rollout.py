@@ -201,7 +201,7 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
         mine = [r for r in after if r.capacity_class == capacity_class]
         draining = [r for r in mine if r.state == ReplicaState.draining]
         noticed = [r for r in mine if r.interrupted and r.state != ReplicaState.draining]
-        healthy_target = max(target - len(noticed), 0)
+        healthy_target = _healthy_target(plan, capacity_class, len(noticed))
         staying = [r for r in mine if r.state != ReplicaState.draining and not r.interrupted and r.name not in leaving]
         held_back = 0
         for r in mine:
@@ -238,6 +238,12 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
                    discard=tuple(discard), deferred=tuple(deferred), costs=costs, sizes=tuple(sizes))
 
 
+def _healthy_target(plan: Plan, capacity_class: str, noticed_now: int) -> int:
+    """Healthy pods the plan wants in a class: its count less the interrupted ones it included."""
+    included = noticed_now if plan.interrupted is None else dict(plan.interrupted).get(capacity_class, 0)
+    return max(plan.by_class(capacity_class) - included, 0)
+
+
 def _cancels(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tuple[str, ...]:
     """Healthy draining pods to keep, per class, while fewer pods stay than the plan wants (the
     most recent drains first: they have gone least far)."""
@@ -247,7 +253,7 @@ def _cancels(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tupl
         noticed = sum(1 for r in mine if r.interrupted and r.state != ReplicaState.draining)
         staying = sum(1 for r in mine
                       if r.state != ReplicaState.draining and not r.interrupted and r.name not in leaving)
-        gap = max(plan.by_class(capacity_class) - noticed, 0) - staying
+        gap = _healthy_target(plan, capacity_class, noticed) - staying
         if gap > 0:
             candidates = sorted((r for r in mine if r.state == ReplicaState.draining and not r.interrupted),
                                 key=lambda r: (-(r.draining_since or 0.0), r.name))

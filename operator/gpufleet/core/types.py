@@ -164,6 +164,10 @@ class Plan:
     promote: tuple[str, ...] = ()  # standby replica names to move into the Service now
     retire: tuple[str, ...] = ()  # replica names in the order they should go
     budget: BudgetCheck | None = None  # where the plan stands against spec.budget (None without one)
+    # The interrupted replicas per class that `on_demand`/`spot` include, as counted when deciding
+    # (None: whatever interrupted pods are present, as for a plain Deployment). Kept with the plan
+    # so that carrying it out again after those pods drained does not read them as capacity wanted.
+    interrupted: tuple[tuple[str, int], ...] | None = None
 
     @property
     def total(self) -> int:

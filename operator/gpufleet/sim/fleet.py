@@ -105,7 +105,9 @@ class SimFleet:
         self._preempt_times: list[tuple[float, int]] = []  # (time, zone) of the spot reclaims
         self.n_serving = 0
         self.version = 0
-        self._cached: tuple[tuple[int, bool], FleetState] | None = None
+        self._cached: tuple[tuple[int, bool, float | None], FleetState] | None = None
+        self._flags_at: tuple[int, tuple[bool, float | None]] = (-1, (False, None))
+        self._pods_at: tuple[int, list[Replica]] = (-1, [])
         self.in_flight_per_serving = 0.0
         self.starts: dict[str, list[float]] = {c: [] for c in CAPACITY_CLASSES}
         self.scale_events = 0
@@ -113,6 +115,7 @@ class SimFleet:
         self.lost_in_flight_share = 0.0  # share of the in-flight requests lost this tick (engine resets it)
         self.preemptions = 0
         self._last_apply: tuple[object, int] | None = None
+        self._quiet_until = math.inf  # the last rollout holds until then on an unchanged fleet
         self._ttr: tuple[tuple[int, ...], dict[str, float]] | None = None
         self.next_due = 0.0  # the engine calls advance() only from this time on
 
@@ -149,29 +152,37 @@ class SimFleet:
         # in-flight work decays with time). In-flight counts are those of the last rebuild (all
         # serving replicas carry the same pooled share; the KPA baseline reads live concurrency
         # from SimMetrics, as Knative reads its queue-proxies).
-        spot_unavailable = any(
-            r.pending and now - r.pending_since > self.pending_timeout_s for r in self.replicas.values()
-        )
-        key = (self.version, spot_unavailable)
-        if self._cached is not None and self._cached[0] == key and not self._timed():
+        timed, oldest_pending = self._flags()
+        spot_unavailable = oldest_pending is not None and now - oldest_pending > self.pending_timeout_s
+        key = (self.version, spot_unavailable, now if timed else None)
+        if self._cached is not None and self._cached[0] == key:
             return self._cached[1]
-        inflight = self.in_flight_per_serving
-        reps = tuple(
-            Replica(name=r.name, capacity_class=r.cls, state=r.state, created_at=r.created_at,
-                    ready_at=r.ready_at if r.state != ReplicaState.starting else None,
-                    in_flight=(inflight if r.state == ReplicaState.serving
-                               else self._carrying(r, now) if r.state == ReplicaState.draining else 0.0),
-                    interrupted=r.interrupted, draining_since=r.draining_since, reclaim_at=r.terminate_at,
-                    deletion_cost=r.deletion_cost)
-            for r in self.replicas.values()
-        )
+        if self._pods_at[0] != self.version:  # the pods as of this version; draining ones follow the clock
+            inflight = self.in_flight_per_serving
+            self._pods_at = (self.version, [
+                Replica(name=r.name, capacity_class=r.cls, state=r.state, created_at=r.created_at,
+                        ready_at=r.ready_at if r.state != ReplicaState.starting else None,
+                        in_flight=inflight if r.state == ReplicaState.serving else 0.0,
+                        interrupted=r.interrupted, draining_since=r.draining_since, reclaim_at=r.terminate_at,
+                        deletion_cost=r.deletion_cost)
+                for r in self.replicas.values()])
+        pods = self._pods_at[1]
+        reps = tuple(Replica(p.name, p.capacity_class, p.state, p.created_at, p.ready_at,
+                             self._carrying(self.replicas[p.name], now), p.interrupted, p.draining_since,
+                             p.reclaim_at, p.deletion_cost)
+                     if p.state == ReplicaState.draining else p for p in pods) if timed else tuple(pods)
         fs = FleetState(replicas=reps, spot_unavailable=spot_unavailable, time_to_ready_s=self.time_to_ready())
         self._cached = (key, fs)
         return fs
 
-    def _timed(self) -> bool:
-        """Whether the rollout depends on the clock now: pods draining or noticed."""
-        return any(r.state == ReplicaState.draining or r.interrupted for r in self.replicas.values())
+    def _flags(self) -> tuple[bool, float | None]:
+        """(whether the rollout depends on the clock: pods draining or noticed; the oldest pending
+        spot pod's creation), recomputed only when the fleet changed."""
+        if self._flags_at[0] != self.version:
+            timed = any(r.state == ReplicaState.draining or r.interrupted for r in self.replicas.values())
+            oldest = min((r.pending_since for r in self.replicas.values() if r.pending), default=None)
+            self._flags_at = (self.version, (timed, oldest))
+        return self._flags_at[1]
 
     @staticmethod
     def _carrying(r: SimReplica, now: float) -> float:
@@ -192,12 +203,26 @@ class SimFleet:
         self._now = now
         self.plan = plan
         sig = (plan.on_demand, plan.spot, plan.serving, plan.promote, plan.retire)
-        if self._last_apply == (sig, self.version) and not self._timed():
-            return  # the same plan on an unchanged fleet changes nothing (speed on 2 s ticks)
+        if self._last_apply == (sig, self.version) and now < self._quiet_until:
+            return  # the same plan on an unchanged fleet changes nothing yet (speed on 2 s ticks)
         ro = rollout(plan, self.state(now=now).replicas, now=now, drain_timeout_s=self.drain_timeout_s,
                      interval_s=self.interval_s)
         self.execute(ro, now)
         self._last_apply = (sig, self.version)
+        self._quiet_until = self._clock_changes()
+
+    def _clock_changes(self) -> float:
+        """The first time the same plan could move a pod on this fleet without it changing: a
+        draining pod turns idle or reaches its drain timeout, a noticed pod's drain falls due."""
+        out = math.inf
+        for r in self.replicas.values():
+            if r.state == ReplicaState.draining:
+                since = r.draining_since if r.draining_since is not None else self._now
+                out = min(out, since + self.drain_timeout_s,
+                          (r.left_at if r.left_at is not None else self._now) + DRAIN_S)
+            elif r.interrupted and r.terminate_at is not None:
+                out = min(out, r.terminate_at - DRAIN_S - self.interval_s)
+        return out
 
     def execute(self, ro: Rollout, now: float) -> None:
         """What the API server and the controllers do with a rollout: labels (Service membership),
@@ -333,7 +358,7 @@ class SimFleet:
                 nxt.append(h[0][0])
         if self._preempt_times:
             nxt.append(self._preempt_times[0][0])
-        if any(r.pending for r in self.replicas.values()):
+        if self._flags()[1] is not None:  # pending spot pods: look for capacity every second
             nxt.append(now + 1)
         self.next_due = max(min(nxt), now + 1e-9) if min(nxt) > now else now + 1
 
