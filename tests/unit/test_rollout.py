@@ -213,3 +213,15 @@ def test_a_failed_scale_is_reported_not_raised() -> None:
                         fail={("scale", "chat-ondemand"): 500})
     f = run(api, plan(2, 2))
     assert f.errors and "scale chat-ondemand" in f.errors[0]
+
+
+def test_restored_start_samples_are_not_counted_again_for_the_pods_still_there() -> None:
+    # Bug: after a restart the pods still running were sampled again beside the persisted samples.
+    api = RecordingKube(pods={n: pod(n, serving=True) for n in ("a", "b")}, deployments={"chat-ondemand": 2})
+    f = fleet(api)
+    f.restore_samples({ON_DEMAND: [60.0, 60.0]})
+    f.state(now=NOW)
+    assert f.start_samples() == {ON_DEMAND: [60.0, 60.0]}
+    api.pods["c"] = pod("c", ready_at="2026-01-01T00:02:00Z")  # a start after the restart is sampled
+    f.state(now=NOW + 10)
+    assert f.start_samples() == {ON_DEMAND: [60.0, 60.0, 120.0]}

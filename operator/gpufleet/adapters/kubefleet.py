@@ -43,6 +43,7 @@ class KubeFleet:
         # Recent creation-to-Ready durations per class, remembered across pods that are gone.
         self._starts: dict[str, deque[float]] = {c: deque(maxlen=TTR_SAMPLES) for c in CAPACITY_CLASSES}
         self._seen_ready: set[str] = set()
+        self._restored = False  # samples were just restored: the pods Ready now are in them
         self._pods: dict[str, dict[str, Any]] = {}
         self._snap = Snapshot()
         self._noticed_at: dict[str, float] = {}  # node -> when this loop first saw its notice
@@ -61,9 +62,12 @@ class KubeFleet:
         return {c: v for c, v in out.items() if v is not None}
 
     def restore_samples(self, samples: Mapping[str, list[float]]) -> None:
+        """Take back persisted samples. They already hold the starts of the pods Ready now, so
+        those are not sampled again (a start between the last write and now is lost, not doubled)."""
         for capacity_class, values in samples.items():
             if capacity_class in self._starts:
                 self._starts[capacity_class].extend(values)
+        self._restored = True
 
     # -- state --------------------------------------------------------------------------------
 
@@ -98,7 +102,9 @@ class KubeFleet:
         for r in replicas:
             if r.ready_at is not None and r.name not in self._seen_ready:
                 self._seen_ready.add(r.name)
-                self._starts[r.capacity_class].append(max(0.0, r.ready_at - r.created_at))
+                if not self._restored:
+                    self._starts[r.capacity_class].append(max(0.0, r.ready_at - r.created_at))
+        self._restored = False
         self._seen_ready &= set(self._pods)  # forget pods that are gone (bounded memory)
         return FleetState(replicas=tuple(replicas), time_to_ready_s=self.time_to_ready(),
                           spot_unavailable=self._spot_stuck(now))
