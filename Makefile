@@ -81,7 +81,7 @@ bench-spot: venv
 	$(PY) benchmarks/sim_bench.py --spot-zones $(SPOT_ZONES) --out reports/bench/spot
 
 bench-quick: venv
-	$(PY) benchmarks/frontier.py --grid quick --workers $(WORKERS) --out reports/bench-quick $(BENCH_ARGS)
+	$(PY) benchmarks/frontier.py --grid quick --workers $(WORKERS) --out reports/bench-quick --fresh $(BENCH_ARGS)
 
 bench-forecast: venv
 	$(PY) benchmarks/forecast_bench.py --out reports/forecast --validation

@@ -53,9 +53,11 @@ LOWER_BOUND = "lower-bound"
 NONE = "none"  # the cold setting of runs that start nothing cold (lower bound, clairvoyant)
 SCHEMA = 1
 
-# Seconds of simulation per simulated day, by policy, measured on the 2-core development machine
-# with a CI run beside it (m-mid, one day): the plan's estimate and the longest-first order.
-S_PER_DAY = {"hpa": 1.5, "keda": 3.6, "knative-kpa": 7.7, "gpufleet": 4.3, CLAIRVOYANT: 1.5, LOWER_BOUND: 0.2,
+# Seconds of simulation per simulated day, by policy: the mean over the runs of a reduced-grid
+# slice (typical cold start, 221 runs) on the 2-core development machine, 2 workers, shared with
+# other work (its least contended runs took about half): the plan's estimate and the
+# longest-first order.
+S_PER_DAY = {"hpa": 1.3, "keda": 2.3, "knative-kpa": 12.1, "gpufleet": 5.6, CLAIRVOYANT: 4.5, LOWER_BOUND: 0.1,
              "static-peak": 0.5}
 
 
@@ -81,29 +83,31 @@ class Grid:
         return d
 
 
-# Utilisation targets: the issue's HPA range 0.55-0.85, widened on both sides so that every
-# policy's frontier brackets 99.9 % (a frontier that is above it at its cheapest point, or never
+# Utilisation targets: the issue's HPA range 0.55-0.85, widened to 0.25-1 (the API's ceiling) so
+# that frontiers can bracket 99.9 %: with cold starts of minutes and bursty traces, reactive
+# policies need far more headroom than 0.55 to get there, and on a trace with a 4 s target
+# (Mooncake) they are above it at 0.85 (a frontier that is above it at its cheapest point, or never
 # reaches it, gives only a bound at the goal).
-U5 = (0.45, 0.575, 0.7, 0.825, 0.95)
-U7 = (0.45, 0.55, 0.625, 0.7, 0.775, 0.85, 0.95)
+U5 = (0.3, 0.45, 0.6, 0.8, 1.0)
+U8 = (0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0)
 GRIDS: dict[str, Grid] = {g.name: g for g in (
     # CI: two cold settings, three afternoon hours to tune on (day 10) and to judge on (day 11),
     # plus the 1-hour Mooncake trace; three targets, two seeds.
     Grid("quick", colds=("warm", "typical"), tune_traces=("m-small/d10-13h+3h",),
-         eval_traces=("m-small/d11-13h+3h", "mooncake-x4"), u=(0.45, 0.7, 0.95), u_tune=(0.45, 0.7, 0.95),
+         eval_traces=("m-small/d11-13h+3h", "mooncake-x4"), u=(0.3, 0.6, 1.0), u_tune=(0.3, 0.6, 1.0),
          seeds=(0, 1), tune_seeds=(0,),
          secondary={"gpufleet": {"pool": (0, "auto")}, "knative-kpa": {"scale_down_delay_s": (0,)}}),
     # A 16-core machine in well under 10 minutes: the two slower cold starts, three held-out
     # traces (the last four days of m-mid, ServeGen reasoning, Mooncake), five targets, five
     # seeds; tuned on the last three tuning days of both ServeGen traces with two seeds.
     Grid("reduced", colds=("typical", "large"), tune_traces=("m-small/d8-10", "m-mid/d8-10"),
-         eval_traces=("m-mid/d11-14", "deepseek-r1-x5", "mooncake-x4"), u=U5, u_tune=(0.45, 0.7, 0.95),
+         eval_traces=("m-mid/d11-14", "deepseek-r1-x5", "mooncake-x4"), u=U5, u_tune=(0.3, 0.6, 1.0),
          seeds=(0, 1, 2, 3, 4), tune_seeds=(0, 1),
          secondary={"gpufleet": {"pool": (0, 2, "auto")}, "knative-kpa": {"scale_down_delay_s": (0,)}}),
     # Everything the issue names.
     Grid("full", colds=("warm", "typical", "large"), tune_traces=("m-small/d1-10", "m-mid/d1-10"),
          eval_traces=("m-small/d11-14", "m-mid/d11-14", "deepseek-r1-x5", "azure-code-x4", "mooncake-x4"),
-         u=U7, u_tune=(0.45, 0.55, 0.7, 0.85, 0.95), seeds=(0, 1, 2, 3, 4), tune_seeds=(0, 1, 2),
+         u=U8, u_tune=(0.25, 0.4, 0.6, 0.85, 1.0), seeds=(0, 1, 2, 3, 4), tune_seeds=(0, 1, 2),
          secondary={"gpufleet": {"pool": (0, 1, 2, 4, "auto")},
                     "knative-kpa": {"scale_down_delay_s": (0, 60, 300)}}),
 )}
@@ -452,7 +456,7 @@ def plan(grid: Grid, store: Store, workers: int) -> str:
     return (f"grid {grid.name}: {len(tune)} tuning + {len(ev)} eval runs = {len(runs)}; estimated "
             f"{core/3600:.2f} core-h ({left/3600:.2f} not stored yet), longest run ~{longest:.0f} s; "
             f"~{max(left / workers, longest)/60:.1f} min wall on {workers} workers (estimate from S_PER_DAY, "
-            "measured on a loaded 2-core machine)")
+            "measured on a shared 2-core machine)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -465,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true", help="render from the stored runs, run nothing")
     ap.add_argument("--readme", help="also rewrite the numbers block of this README (e.g. README.md)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--prune", action="store_true", help="drop stored runs that are not in this grid from runs.jsonl")
     # A slice of the grid (for checks): each narrows the grid's own list.
     ap.add_argument("--cold", help="comma list of cold settings")
     ap.add_argument("--traces", help="comma list of eval traces")
@@ -504,6 +509,13 @@ def main(argv: list[str] | None = None) -> int:
         if ran:
             with open(sessions_path, "a") as fh:
                 fh.write(json.dumps(session) + "\n")
+    if args.prune:
+        keep = set(grid_keys(grid, store))
+        rows = [r for k, r in store.rows.items() if k in keep]
+        with open(runs_path, "w") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, separators=(",", ":")) + "\n")
+        store = Store(runs_path)
     sessions = []
     if os.path.exists(sessions_path):
         with open(sessions_path) as fh:

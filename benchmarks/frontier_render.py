@@ -82,6 +82,16 @@ def lb_ratio_text(r: Mapping[str, Any] | None, fr: Mapping[str, Any] | None) -> 
     return ("≤ " if upper else "") + ci(r, 2) + "×"
 
 
+def common_text(v: Mapping[str, Any]) -> str:
+    """The comparison at the highest attainment every frontier reaches, where that is below the goal."""
+    c = v.get("at_common")
+    if not c or c["attainment"] >= S.GOAL or c["ratio"] is None:
+        return ""
+    upper = c["bounds"].get(S.GPUFLEET) == "upper"
+    return (f" At {c['attainment'] * 100:.2f} %, the highest attainment every frontier reaches on every seed: "
+            f"gpufleet {('≤ ' if upper else '')}{ci(c['ratio'], 2)}× the best baseline ({c['best_baseline']}).")
+
+
 def reasons(v: Mapping[str, Any]) -> str:
     return "; ".join(REASONS.get(r, r) for r in v["reasons"])
 
@@ -181,7 +191,7 @@ def render_findings_block(results: Mapping[str, Any]) -> str:
             L.append(f"| {p} | {knobs} | {at_goal_text(fr)} | {lb_ratio_text(r, fr)} | {tuned} |")
         L += ["", f"gpufleet / best baseline ({v['best_baseline'] or 'none'}): "
               + verdict_cell(v["vs_baseline"], v["ratio_goal"]) + "; gpufleet / lower bound: "
-              + verdict_cell(v["vs_lower_bound"], v["lb_goal"]) + ".", ""]
+              + verdict_cell(v["vs_lower_bound"], v["lb_goal"]) + "." + common_text(v), ""]
     L += ["Chosen on the tuning split (candidates: tuning traces reaching 99.9 %, GPU-h at 99.9 % summed over them):", ""]
     for cold in g["colds"]:
         for p in g["policies"]:
@@ -320,7 +330,8 @@ def render_report(results: Mapping[str, Any]) -> str:
     workers = sorted({s.get("workers") for s in sessions} - {None})
     L += ["# Fleet simulator benchmark: frontiers", "",
           f"Generated from `results.json` by `benchmarks/frontier_render.py` (suite: `{results['command']}`, "
-          f"code {results['rev']}). Grid `{g['name']}`: {t['runs_done']} of {t['runs']} runs stored, "
+          f"rendered at code {results['rev']}; runs from code "
+          f"{', '.join(sorted({str(s.get('rev')) for s in sessions})) or '?'}). Grid `{g['name']}`: {t['runs_done']} of {t['runs']} runs stored, "
           f"{num(t['core_s'] / 3600, 2)} core-hours of runs, {num(t['wall_s'] / 60, 1)} min wall over "
           f"{len(sessions)} session(s) on {'/'.join(map(str, cores)) or '?'} cores "
           f"({'/'.join(map(str, workers)) or '?'} worker processes). Numbers are simulated, not measured on GPUs. "
@@ -342,6 +353,11 @@ def render_report(results: Mapping[str, Any]) -> str:
             f"{best}: {at_goal_text(fr[best])}" if best else "none reaches 99.9 %",
             verdict_cell(v["vs_baseline"], v["ratio_goal"]), ci(lb, gh_digits(lb["mean"])),
             verdict_cell(v["vs_lower_bound"], v["lb_goal"])]) + " |")
+    L.append("")
+    for cold, trace in cells(results):
+        text = common_text(results["verdicts"][cold][trace])
+        if text:
+            L.append(f"- {trace}, {cold}:{text}")
     L.append("")
     for cold in results["grid"]["colds"]:
         s = results["summary"][cold]

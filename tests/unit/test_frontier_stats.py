@@ -118,3 +118,19 @@ def test_tuning_choices() -> None:
     # the default target: the highest reaching the goal on every tuning trace
     assert S.default_u(reach) == {"u": 0.6, "reaches_goal": True}
     assert S.default_u(short) == {"u": 0.6, "reaches_goal": False}
+
+
+def test_at_common_compares_where_the_goal_is_out_of_reach() -> None:
+    fr = {
+        "hpa": S.frontier_summary(rows({0.4: 100.0, 0.8: 70.0}, {0.4: 0.998, 0.8: 0.99})),
+        "keda": S.frontier_summary(rows({0.4: 120.0, 0.8: 90.0}, {0.4: 0.9985, 0.8: 0.99})),
+        "gpufleet": S.frontier_summary(rows({0.4: 80.0, 0.8: 60.0}, {0.4: 0.9983, 0.8: 0.995})),
+    }
+    v = S.verdict(fr, LB, ratio_goal=0.8)
+    assert v["vs_baseline"]["status"] == "not_met"  # nobody reaches 99.9 %
+    c = v["at_common"]
+    assert c is not None and c["attainment"] == pytest.approx(0.998)  # the lowest top over policies and seeds
+    assert c["best_baseline"] == "hpa"
+    # hpa reaches 99.8 % only at its top point (100 GPU-h); gpufleet between its two points
+    assert c["gpu_hours"]["hpa"]["mean"] == pytest.approx(100.0 * (1 + 0.01))
+    assert 0.6 < c["ratio"]["mean"] < 0.8

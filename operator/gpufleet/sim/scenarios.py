@@ -270,6 +270,7 @@ BENCH_TRACES: dict[str, BenchTrace] = {t.id: t for t in (
     BenchTrace("deepseek-r1-x5", "servegen-reason:deepseek-r1", "eval", 0, None, 5.0,
                "never used for tuning (ServeGen reasoning, 1 day, 5x load)"),
     BenchTrace("azure-code-x4", "azure", "eval", 0, None, 4.0, "never used for tuning (Azure code, 1 h, 4x load)"),
+    BenchTrace("azure-code-x16", "azure", "eval", 0, None, 16.0, "never used for tuning (Azure code, 1 h, 16x load)"),
     BenchTrace("mooncake-x4", "mooncake", "eval", 0, None, 4.0, "never used for tuning (Mooncake, 1 h, 4x load)"),
     # The quick variant's slices: three afternoon hours (the daily ramp).
     _sg_hours("m-small", 10, 13, 3, "tune"),
