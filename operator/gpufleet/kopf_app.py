@@ -36,7 +36,7 @@ from gpufleet.adapters.fleet_metrics import FleetQueries
 from gpufleet.adapters.kube import Kube, adopt
 from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, trim_pod, turned_ready
 from gpufleet.adapters.wiring import ClusterWiring
-from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, InferenceServiceStatus
+from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, read_status
 from gpufleet.control import pricing
 from gpufleet.control import status as render
 from gpufleet.control.service import Event, ServiceLoop, Settings, TickTelemetry
@@ -106,6 +106,10 @@ POOL = ticks.TickPool()
 # One set of batched PromQL queries per Prometheus URL, shared by every service that uses the
 # built-in queries (gpufleet.adapters.fleet_metrics).
 SHARED_METRICS: dict[str, FleetQueries] = {}
+# The generation whose children reconcile_children last applied, per service: what a tick may
+# write as status.observedGeneration (never the spec's generation while its children lag).
+# Keyed by uid: a service deleted and created again under its name starts from nothing.
+RECONCILED: dict[str, int | None] = {}
 _kube_lock = threading.Lock()
 _kube: Kube | None = None
 
@@ -197,21 +201,29 @@ def take_snapshot(namespace: str, name: str, *, pods: kopf.Index[Any, Any], node
 
 
 def parse_spec(spec: Mapping[str, Any]) -> InferenceServiceSpec | str:
-    """The typed spec, or a one-line error naming the field(s) and reason(s)."""
+    """The typed spec, or a one-line error naming the field(s) and reason(s). Never raises: a
+    validator that fails some other way (the tz database is files) is an invalid spec too, not a
+    crash of the service's loop."""
     try:
         return InferenceServiceSpec.model_validate(dict(spec))
     except ValidationError as exc:
         parts = [f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return "; ".join(parts)
+        return "; ".join(parts)[:1000]
+    except Exception as exc:  # noqa: BLE001 - reported as InvalidSpec, never raised into a loop
+        return f"spec: {type(exc).__name__}: {exc}"[:1000]
 
 
 def invalid_spec_status(body: kopf.Body, message: str, now: float) -> dict[str, Any]:
-    old = InferenceServiceStatus.model_validate(dict(body.get("status") or {}))
+    """Ready=False, InvalidSpec naming the field; the generation counts as handled (rejected: its
+    children are left as they were), so GitOps health checks see the failure, not a wait."""
+    old = read_status(body.get("status"))
+    generation = body.metadata.get("generation")
     conditions = render.set_condition(
         old.conditions, type="Ready", status=False, reason="InvalidSpec", message=message,
-        now=now, generation=body.metadata.get("generation"),
+        now=now, generation=generation,
     )
-    return {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]}
+    return {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions],
+            "observedGeneration": generation}
 
 
 def initial_replicas(spec: InferenceServiceSpec, now: float) -> dict[str, int]:
@@ -241,7 +253,9 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
         if result != "unchanged":
             kopf.info(body, reason=result.capitalize(),
                       message=f"{child['kind']} {child['metadata']['name']} {result}")
-    patch.status["observedGeneration"] = body.metadata.get("generation")
+    generation = body.metadata.get("generation")
+    patch.status["observedGeneration"] = generation
+    RECONCILED[body.metadata.uid or ""] = generation
 
 
 def post(body: kopf.Body, events: Sequence[Event]) -> None:
@@ -299,7 +313,8 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         now = time.time()
         try:
             loop.configure(parsed, now)
-            outcome = loop.tick(raw.get("status") or {}, raw.metadata.get("generation"), now=now)
+            outcome = loop.tick(raw.get("status") or {}, raw.metadata.get("generation"), now=now,
+                                reconciled=RECONCILED.get(raw.metadata.uid or ""))
             post(raw, outcome.events)
             if outcome.status is not None:
                 kube().patch_status(namespace, name, outcome.status)
@@ -331,4 +346,6 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         if WAKES.get(key) is wake:
             del WAKES[key]
         loop.close()
+        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            RECONCILED.pop(body.metadata.uid or "", None)
     telemetry.forget(namespace=namespace, name=name)  # deleted, or paused by peering: no stale series

@@ -7,7 +7,9 @@ recording fake of the same Protocol (tests/fakes.py).
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from typing import Any, Protocol, runtime_checkable
 
 import kopf
@@ -102,6 +104,13 @@ class Kube:
         return True
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource. A NaN or Infinity is refused here (ValueError
+        naming the fields): the client would encode it as `Infinity`, which is not JSON."""
+        try:
+            json.dumps(status, allow_nan=False)
+        except ValueError:
+            bad = ", ".join(_non_finite(status)) or "?"
+            raise ValueError(f"status of {namespace}/{name} holds a non-finite number at {bad}") from None
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_manager=FIELD_MANAGER,
             _request_timeout=self.timeout,
@@ -138,6 +147,16 @@ class Kube:
                 return False
             raise
         return True
+
+
+def _non_finite(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}[{i}]")]
+    return []
 
 
 def adopt(children: list[dict[str, Any]], owner: kopf.Body) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import zoneinfo
 from enum import Enum
 from functools import lru_cache
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "gpufleet.io"
@@ -24,6 +25,11 @@ SINGULAR = "inferenceservice"
 SHORT_NAMES = ["gfis", "gfisvc"]  # not "isvc": KServe uses it
 
 DURATION_PATTERN = r"^[0-9]+(s|m|h|d)$"
+# Ceilings on the spec's numbers, far above any real fleet, so that nothing derived from them (a
+# cost, a rate, a time) can overflow to Infinity, which JSON cannot carry and the API server refuses.
+MAX_MS = 86_400_000  # a day, in milliseconds
+MAX_PRICE = 1e6  # per GPU-hour
+MAX_COST = 1e9  # per hour
 
 
 class ApiModel(BaseModel):
@@ -75,13 +81,13 @@ class Replicas(ApiModel):
 
 
 class Slo(ApiModel):
-    ttft_p95_ms: int | None = Field(default=None, ge=1)
+    ttft_p95_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
     """Target p95 time to first token (LLM) or first response, in milliseconds."""
-    latency_p95_ms: int | None = Field(default=None, ge=1)
+    latency_p95_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
     """Target p95 end-to-end request latency, in milliseconds."""
-    queue_depth_per_replica: float = Field(default=8.0, gt=0)
+    queue_depth_per_replica: float = Field(default=8.0, gt=0, le=1e6)
     """Target pending requests per serving replica (Triton's nv_inference_pending_request_count)."""
-    queue_time_ms: int | None = Field(default=None, ge=1)
+    queue_time_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
     """Target mean time a request waits in Triton's queue, in milliseconds."""
 
 
@@ -110,7 +116,7 @@ class ScaleDown(ApiModel):
 class Scaling(ApiModel):
     interval_seconds: int = Field(default=10, ge=1, le=3600)
     """How often the operator observes and decides for this service."""
-    target_rps_per_replica: float | None = Field(default=None, gt=0)
+    target_rps_per_replica: float | None = Field(default=None, gt=0, le=1e6)
     """Requests per second one replica serves within the SLO; learned from metrics when unset."""
     target_utilization: float = Field(default=1.0, gt=0, le=1)
     """Share of that per-replica figure to plan for: headroom for bursts shorter than the metrics
@@ -187,9 +193,9 @@ class Spot(ClassPlacement):
 
 
 class Prices(ApiModel):
-    on_demand: float = Field(default=4.10, ge=0)
+    on_demand: float = Field(default=4.10, ge=0, le=MAX_PRICE)
     """Price of one on-demand GPU hour."""
-    spot: float = Field(default=1.30, ge=0)
+    spot: float = Field(default=1.30, ge=0, le=MAX_PRICE)
     """Price of one spot GPU hour."""
 
 
@@ -208,10 +214,10 @@ class Capacity(ApiModel):
 class Budget(ApiModel):
     """Spend limits in the unit of the prices (capacity.pricePerGpuHour or the operator's price table)."""
 
-    max_cost_per_hour: float | None = Field(default=None, gt=0)
+    max_cost_per_hour: float | None = Field(default=None, gt=0, le=MAX_COST)
     """Most the fleet may cost per hour. Above it the operator caps non-essential capacity:
     standbys first, then spot instead of on-demand, then serving replicas, never below replicas.min."""
-    max_cost_per_day: float | None = Field(default=None, gt=0)
+    max_cost_per_day: float | None = Field(default=None, gt=0, le=24 * MAX_COST)
     """Most the fleet may cost per UTC day. The day's remainder is paced over its remaining hours:
     what is left divided by the hours left is the highest cost per hour allowed now."""
     alert_percent: int = Field(default=80, ge=1, le=100)
@@ -252,10 +258,16 @@ SCHEDULE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CRON_PATTERN = r"^\s*\S+(\s+\S+){4}\s*$"
 # RFC 3339 date-time; without an offset the time is read in the schedule's timeZone.
 START_PATTERN = (
-    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
+    r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
     r"(:[0-5][0-9](\.[0-9]+)?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
 )
-POSITIVE_DURATION_PATTERN = r"^0*[1-9][0-9]*(s|m|h|d)$"
+POSITIVE_DURATION_PATTERN = r"^0*[1-9][0-9]{0,7}(s|m|h|d)$"
+# A window lasts at most a leap year: from the latest start the schema admits (2999) its end stays
+# within the calendar (Python's datetime ends at 9999, and a window's end is rendered as a date).
+MAX_WINDOW_S = 366 * 86400
+# The same bound at admission. The pattern keeps the number to 8 digits, so the product fits CEL's int.
+_DURATION_CEL = ("int(self.substring(0, self.size() - 1)) * {'s': 1, 'm': 60, 'h': 3600, 'd': 86400}"
+                 f"[self.substring(self.size() - 1)] <= {MAX_WINDOW_S}")
 TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Occurrences of one cron schedule sampled to check that a window ends before the next opens.
@@ -313,8 +325,13 @@ class Schedule(ApiModel):
     start: str | None = Field(default=None, max_length=64, pattern=START_PATTERN)
     """A one-off window opening at this RFC 3339 time, e.g. `2026-12-01T14:00:00Z`; without an
     offset it is read in timeZone. Exactly one of cron and start."""
-    duration: str = Field(pattern=POSITIVE_DURATION_PATTERN, max_length=16)
-    """How long each window stays open: a positive number with s, m, h or d (e.g. 90m, 2h)."""
+    duration: str = Field(
+        pattern=POSITIVE_DURATION_PATTERN, max_length=16,
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": _DURATION_CEL, "message": "duration must be at most 366d"}]},
+    )
+    """How long each window stays open: a positive number with s, m, h or d (e.g. 90m, 2h), at
+    most 366d."""
     time_zone: str = Field(default="UTC", max_length=64, pattern=TIME_ZONE_PATTERN)
     """IANA time zone the cron expression (and an offset-less start) is read in, e.g.
     Europe/Berlin; daylight saving time is followed."""
@@ -342,10 +359,19 @@ class Schedule(ApiModel):
     @field_validator("time_zone")
     @classmethod
     def _zone_known(cls, value: str) -> str:
+        # The tz database is files: "America" is a directory (IsADirectoryError), "zone.tab" is
+        # not a zone (ValueError); no CEL rule can tell, so every failure is an unknown zone here.
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, UnicodeDecodeError, ...
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_bounded(cls, value: str) -> str:
+        if duration_seconds(value) > MAX_WINDOW_S:
+            raise ValueError(f"duration {value} is longer than 366d")
         return value
 
     @field_validator("start")
@@ -354,6 +380,8 @@ class Schedule(ApiModel):
         if value is None:
             return value
         year, month, day = int(value[0:4]), int(value[5:7]), int(value[8:10])
+        if not 1970 <= year <= 2999:
+            raise ValueError(f"year {year} is outside 1970-2999")
         if day > _days_in_month(year, month):
             raise ValueError(f"{value[:10]} is not a calendar date")
         return value
@@ -460,10 +488,16 @@ class InferenceServiceSpec(ApiModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Status: written only by the operator.
+# Status: written only by the operator. Read back leniently: a field or value that a newer operator
+# (and its newer CRD) wrote is ignored rather than failing every tick (see read_status), and never
+# written back.
 
 
-class Condition(ApiModel):
+class StatusModel(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Condition(StatusModel):
     type: str
     """Condition type: Ready, Scaling, MetricsAvailable, Degraded."""
     status: Literal["True", "False", "Unknown"]
@@ -473,7 +507,7 @@ class Condition(ApiModel):
     observed_generation: int | None = None
 
 
-class ClassCounts(ApiModel):
+class ClassCounts(StatusModel):
     desired: int = 0
     """Replicas the Deployment of this class is asked for."""
     ready: int = 0
@@ -482,7 +516,7 @@ class ClassCounts(ApiModel):
     """Pods created but not Ready (scheduling, pulling, loading the model)."""
 
 
-class ReplicaStatus(ApiModel):
+class ReplicaStatus(StatusModel):
     desired: int = 0
     """Total replicas asked for."""
     serving: int = 0
@@ -495,7 +529,7 @@ class ReplicaStatus(ApiModel):
     spot: ClassCounts = Field(default_factory=ClassCounts)
 
 
-class ObservedStatus(ApiModel):
+class ObservedStatus(StatusModel):
     queue_depth: float | None = None
     queue_time_ms: float | None = None
     ttft_p95_ms: float | None = None
@@ -504,7 +538,7 @@ class ObservedStatus(ApiModel):
     time: str | None = None
 
 
-class ForecastStatus(ApiModel):
+class ForecastStatus(StatusModel):
     method: str | None = None
     horizon_seconds: float | None = None
     mean_rps: float | None = None
@@ -512,7 +546,7 @@ class ForecastStatus(ApiModel):
     note: str | None = None
 
 
-class DecisionStatus(ApiModel):
+class DecisionStatus(StatusModel):
     time: str | None = None
     desired: int = 0
     standby: int = 0
@@ -523,14 +557,14 @@ class DecisionStatus(ApiModel):
     applied: bool = False
 
 
-class ClassUsage(ApiModel):
+class ClassUsage(StatusModel):
     gpu_hours: float = 0.0
     """GPU-hours of pods of this class (starting, standby, serving, draining) since usage.since."""
     cost: float = 0.0
     """Their cost at the prices in force when each hour was metered."""
 
 
-class UsageStatus(ApiModel):
+class UsageStatus(StatusModel):
     since: str | None = None
     """When metering began for this service."""
     updated_at: str | None = None
@@ -551,7 +585,7 @@ class UsageStatus(ApiModel):
     """Cost metered since 00:00 UTC (what spec.budget.maxCostPerDay is checked against)."""
 
 
-class BudgetStatus(ApiModel):
+class BudgetStatus(StatusModel):
     state: Literal["OK", "Alert", "Capped", "Infeasible"] = "OK"
     """OK; Alert (plan at alertPercent of a limit); Capped (capacity cut to the limit);
     Infeasible (even the floor, replicas.min, costs more than the limit)."""
@@ -564,7 +598,7 @@ class BudgetStatus(ApiModel):
     message: str = ""
 
 
-class ScheduleStatus(ApiModel):
+class ScheduleStatus(StatusModel):
     name: str
     """The schedule (spec.schedules[].name)."""
     state: Literal["Open", "Provisioning", "Upcoming"]
@@ -579,8 +613,7 @@ class ScheduleStatus(ApiModel):
     measured time-to-ready plus two intervals)."""
 
 
-class InferenceServiceStatus(ApiModel):
-    model_config = ConfigDict(extra="ignore")
+class InferenceServiceStatus(StatusModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     replicas: ReplicaStatus = Field(default_factory=ReplicaStatus)
@@ -603,3 +636,33 @@ class InferenceServiceStatus(ApiModel):
     Opaque and versioned (compact JSON, `{"v":1,...}`), restored when the operator restarts or
     fails over so that it does not start from scratch. Safe to delete: the operator then relearns
     from an empty memory (and holds scale-downs for one stabilisation window)."""
+
+
+
+_READ_ATTEMPTS = 8
+_DROPPED = object()
+
+
+def read_status(raw: Mapping[str, Any] | None) -> InferenceServiceStatus:
+    """The status as last read, for a loop to continue from. Never raises: unknown fields are
+    ignored, and a value this version cannot read (a newer operator's condition status, schedule
+    state, budget state, a field's new type) is dropped with the smallest part that holds it (a
+    list's item, else the top-level field), so the rest of the status still counts."""
+    # Lists copied: items are marked in place before they are dropped.
+    data: dict[str, Any] = {k: list(v) if isinstance(v, list) else v
+                            for k, v in (raw.items() if isinstance(raw, Mapping) else ())}
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            return InferenceServiceStatus.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = error["loc"]
+                if not loc or loc[0] not in data:
+                    continue
+                value = data[loc[0]]
+                if len(loc) > 1 and isinstance(loc[1], int) and isinstance(value, list) and loc[1] < len(value):
+                    value[loc[1]] = _DROPPED
+                else:
+                    del data[loc[0]]
+            data = {k: [i for i in v if i is not _DROPPED] if isinstance(v, list) else v for k, v in data.items()}
+    return InferenceServiceStatus()

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from gpufleet.api.models import InferenceServiceSpec, InferenceServiceStatus, Mode, UsageStatus
+from gpufleet.api.models import InferenceServiceSpec, Mode, UsageStatus, read_status
 from gpufleet.control import pricing
 from gpufleet.control.accounting import Accounting
 from gpufleet.control.forecast import ForecastAdapter
@@ -28,7 +28,7 @@ from gpufleet.control.memory import encode as encode_memory
 from gpufleet.control.memory import fingerprint as memory_fingerprint
 from gpufleet.control.metering import UsageDelta
 from gpufleet.control.ports import FleetPort, MetricsPort, Policy
-from gpufleet.control.status import material, render_status
+from gpufleet.control.status import finite, material, render_status
 from gpufleet.control.step import StepResult, initial_decision, reroute, step
 from gpufleet.core import stabilize, warmpool
 from gpufleet.core.policy import GpufleetPolicy
@@ -118,6 +118,27 @@ class TickOutcome:
     written: Written | None = None  # for confirm(), once the patch went through
 
 
+class Causes:
+    """Warnings aggregated per cause: one Event when a cause appears (or changes into another),
+    none while it persists, one `Normal` when it clears (if the caller gives a reason for that).
+    The loop outlives its ticks, so a cause that lasts an hour is one Event, not one per tick."""
+
+    def __init__(self) -> None:
+        self._now: dict[str, object] = {}  # reason -> the cause currently reported
+
+    def changed(self, reason: str, cause: object | None) -> bool:
+        """Record `reason`'s cause (None: cleared); True when it differs from the one reported."""
+        before = self._now.get(reason)
+        if cause is None:
+            self._now.pop(reason, None)
+        else:
+            self._now[reason] = cause
+        return before != cause
+
+    def active(self, reason: str) -> bool:
+        return reason in self._now
+
+
 def _fleet_events(events: Sequence[tuple[str, str]]) -> list[Event]:
     return [Event("Warning" if reason == "RolloutFailed" else "Normal", reason, message)
             for reason, message in events]
@@ -146,6 +167,7 @@ class ServiceLoop:
         self.written_at = 0.0
         self.memory_fp = ""
         self.metrics_warned = False
+        self.causes = Causes()
         # The last plan carried out, and the spec (as written) it was decided under: what a
         # reroute carries out again. None after a tick that applied nothing (recommend mode).
         self.applied: tuple[Plan, InferenceServiceSpec] | None = None
@@ -231,8 +253,11 @@ class ServiceLoop:
 
     # -- one tick -------------------------------------------------------------------------------
 
-    def tick(self, status: Mapping[str, Any], generation: int | None, *, now: float) -> TickOutcome:
-        """One interval's work from the service's status as last read (`configure` first)."""
+    def tick(self, status: Mapping[str, Any], generation: int | None, *, now: float,
+             reconciled: int | None = None) -> TickOutcome:
+        """One interval's work from the service's status as last read (`configure` first).
+        `generation` is the spec's; `reconciled` the generation whose children were last applied
+        (status.observedGeneration; None: unknown, the status's own value is kept)."""
         spec, fleet, metrics = self.spec, self.fleet, self.metrics
         assert spec is not None and fleet is not None and metrics is not None, "configure() first"
         events: list[Event] = []
@@ -242,7 +267,7 @@ class ServiceLoop:
             if discarded:
                 events.append(Event("Warning", "MemoryDiscarded", f"status.memory not restored: {discarded}"[:500]))
         forecaster = self.forecaster if spec.forecast.enabled else None
-        old = InferenceServiceStatus.model_validate(dict(status))
+        old = read_status(status)
         self.accounting.resume(old.usage, old.budget)
         self.memory = self.accounting.seed(self.memory, now)
         result = step(spec=spec, policy=self.policy, metrics=metrics, fleet=fleet,
@@ -259,7 +284,11 @@ class ServiceLoop:
         # What this loop wrote last is newer than the status read, whose watch event may still be on its way.
         previous = self.written if self.written is not None else status
         new = render_status(previous, generation, spec, result, now, metrics_ok=metrics.available,
-                            metrics_note=metrics.summary(), accounting=self.accounting)
+                            metrics_note=metrics.summary(), accounting=self.accounting, reconciled=reconciled)
+        new, non_finite = finite(new)
+        if self.causes.changed("NonFiniteStatus", tuple(non_finite) or None) and non_finite:
+            events.append(Event("Warning", "NonFiniteStatus",
+                                f"not a finite number, left out of status: {', '.join(non_finite)}"[:500]))
         patch, written = self._write(status, new, now)
         events += [Event("Warning" if e.warning else "Normal", e.reason, e.message)
                    for e in self.accounting.take_events()]

@@ -3,6 +3,7 @@ fields a reader acts on (`material`: what decides whether a status is worth a wr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from gpufleet.api.models import (
     ObservedStatus,
     ReplicaStatus,
     ScheduleStatus,
+    read_status,
 )
 from gpufleet.api.timefmt import iso
 from gpufleet.control import metering
@@ -150,9 +152,13 @@ def degraded_condition(plan: Plan, fleet: FleetState) -> tuple[bool, str, str]:
 
 def render_status(status: Mapping[str, Any], generation: int | None, spec: InferenceServiceSpec,
                   result: StepResult, now: float, *, metrics_ok: bool, metrics_note: str,
-                  accounting: Accounting | None = None) -> dict[str, Any]:
-    """The status this tick's result calls for (from the previous one), as the API server stores it."""
-    old = InferenceServiceStatus.model_validate(dict(status))
+                  accounting: Accounting | None = None, reconciled: int | None = None) -> dict[str, Any]:
+    """The status this tick's result calls for (from the previous one), as the API server stores it.
+
+    `generation` is the spec's the tick decided under (the conditions' observedGeneration);
+    `reconciled` is the generation whose children were last applied: status.observedGeneration
+    says that one, never more (None: not known to this process, the status's value is kept)."""
+    old = read_status(status)
     fresh = result.fleet
     desired = {ON_DEMAND: result.plan.on_demand, SPOT: result.plan.spot}
     conditions: list[Condition] = old.conditions
@@ -179,8 +185,9 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
             message=budget_condition.message[:1000], now=now, generation=generation)
     else:
         conditions = [c for c in conditions if c.type != "BudgetExceeded"]
+    observed = old.observed_generation if reconciled is None else reconciled
     new = InferenceServiceStatus(
-        observed_generation=generation,
+        observed_generation=observed,
         conditions=conditions,
         replicas=replica_status(fresh, desired),
         observed=observed_status(result.observation),
@@ -194,6 +201,33 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
             result.windows, now, default_lead_s(fresh.time_to_ready_s, spec.scaling.interval_seconds)),
     )
     return new.model_dump(by_alias=True, exclude_none=True)
+
+
+def finite(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """`value` with every NaN and Infinity taken out, and where they were. JSON has no such
+    numbers (Python's encoder writes `Infinity`, which the API server rejects, every tick): in an
+    object the field becomes None (a merge patch removes it), in a list the item goes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [path]
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        bad: list[str] = []
+        for k, v in value.items():
+            out[k], where = finite(v, f"{path}.{k}" if path else str(k))
+            bad += where
+        return out, bad
+    if isinstance(value, list):
+        items: list[Any] = []
+        bad = []
+        for i, v in enumerate(value):
+            clean, where = finite(v, f"{path}[{i}]")
+            if where and clean is None:
+                bad += where
+                continue
+            items.append(clean)
+            bad += where
+        return items, bad
+    return value, []
 
 
 # Status fields that change on every tick without meaning a change: written with the next
