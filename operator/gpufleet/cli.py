@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
+from pathlib import Path
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -19,6 +21,7 @@ def _operator(args: argparse.Namespace) -> int:
     except kube_config.ConfigException:
         kube_config.load_kube_config(config_file=args.kubeconfig)
     kopf_app.CONFIG.prometheus_url = args.prometheus_url
+    kopf_app.CONFIG.prometheus_allow, kopf_app.CONFIG.prometheus_ca_bundle = prometheus_options(args)
     kopf_app.CONFIG.min_interval_seconds = args.min_interval
     kopf_app.CONFIG.triton_direct = args.triton_direct
     kopf_app.CONFIG.workers = args.workers
@@ -45,6 +48,27 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+ALLOW_ENV = "GPUFLEET_PROMETHEUS_URL_ALLOW"
+CA_BUNDLE_ENV = "GPUFLEET_PROMETHEUS_CA_BUNDLE"
+
+
+def prometheus_options(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]:
+    """(allow-list, CA bundle) from --prometheus-url-allow (repeatable, comma-separated) or
+    $GPUFLEET_PROMETHEUS_URL_ALLOW, and --prometheus-ca-bundle or $GPUFLEET_PROMETHEUS_CA_BUNDLE.
+    ValueError names a bad entry, a missing CA file or a --prometheus-url that is not http(s)."""
+    from gpufleet.adapters.metrics import UrlPolicy
+
+    raw = args.prometheus_url_allow if args.prometheus_url_allow else [os.environ.get(ALLOW_ENV, "")]
+    allow = tuple(e.strip() for item in raw for e in item.split(",") if e.strip())
+    UrlPolicy.of(allow, None)  # raises ValueError on an entry it cannot read
+    if args.prometheus_url and not UrlPolicy(default_url=args.prometheus_url).permits(args.prometheus_url):
+        raise ValueError(f"--prometheus-url must be a plain http(s) URL: {args.prometheus_url!r}")
+    ca_bundle = args.prometheus_ca_bundle or os.environ.get(CA_BUNDLE_ENV) or None
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise ValueError(f"--prometheus-ca-bundle: no such file: {ca_bundle}")
+    return allow, ca_bundle
+
+
 def peering_priority(args: argparse.Namespace) -> int | None:
     """With peering, kopf runs only the highest-priority peer and pauses ALL peers of equal
     priority; replicas of one Deployment share their args, so each draws its own random priority
@@ -62,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     op.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     op.add_argument("--prometheus-url", default=None, help="default Prometheus for services that set none")
+    op.add_argument("--prometheus-url-allow", action="append", default=None, metavar="PREFIX|HOST",
+                    help="a Prometheus that spec.metrics.prometheusUrl may name (repeatable, comma-separated): "
+                    "a URL prefix (https://thanos.example:9090/tenant), a host (prom.monitoring.svc[:port]), "
+                    "*.domain, or * for any; default: none but --prometheus-url itself "
+                    f"(env {ALLOW_ENV}; docs/metrics.md)")
+    op.add_argument("--prometheus-ca-bundle", default=None, metavar="FILE",
+                    help="PEM CA certificates to verify Prometheus' TLS certificate with (default: the system's); "
+                    f"verification is never off (env {CA_BUNDLE_ENV})")
     op.add_argument("--health", default=None, metavar="HOST:PORT", help="serve kopf's liveness probe here")
     op.add_argument("--peering", default=None, help="kopf peering object name for HA (default: standalone)")
     op.add_argument("--priority", type=int, default=None,
@@ -93,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
 
     report.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "operator":
+        try:
+            prometheus_options(args)
+        except ValueError as exc:
+            parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result: int = args.func(args)
     return result

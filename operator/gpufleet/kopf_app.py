@@ -52,6 +52,10 @@ class Config:
     """Operator-wide settings, set once by the CLI before kopf starts."""
 
     prometheus_url: str | None = None
+    # --prometheus-url-allow: URL prefixes / hosts a spec.metrics.prometheusUrl may name (besides
+    # prometheus_url itself); empty: none.
+    prometheus_allow: tuple[str, ...] = ()
+    prometheus_ca_bundle: str | None = None  # --prometheus-ca-bundle: CA certificates for Prometheus' TLS
     min_interval_seconds: float = 1.0
     backfill_seconds: float = 8 * 86400.0  # request-rate history read from Prometheus at start
     price_table: pricing.PriceTable = field(default_factory=dict)  # --price-table: overrides spec prices
@@ -290,7 +294,8 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         return asyncio.run_coroutine_threadsafe(read(node_labels), event_loop).result(timeout=CONFIG.kube_timeout_s)
 
     wiring = ClusterWiring(kube=kube, namespace=namespace, name=name, snapshot=snapshot,
-                           prometheus_url=CONFIG.prometheus_url, triton_direct=CONFIG.triton_direct,
+                           prometheus_url=CONFIG.prometheus_url, prometheus_allow=CONFIG.prometheus_allow,
+                           prometheus_ca_bundle=CONFIG.prometheus_ca_bundle, triton_direct=CONFIG.triton_direct,
                            shared=SHARED_METRICS)
     loop = ServiceLoop(name=name, wiring=wiring, settings=Settings(
         heartbeat_s=CONFIG.heartbeat_s, backfill_s=CONFIG.backfill_seconds, price_table=CONFIG.price_table))

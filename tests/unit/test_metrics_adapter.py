@@ -29,7 +29,8 @@ def test_scalar(result: list[dict[str, object]], expected: float | None) -> None
 
 def test_queries_select_the_service_and_backend() -> None:
     q = queries_for(SPEC, namespace="prod", name="chat")
-    pods = 'pod=~"chat-(ondemand|spot)-[b-df-hj-np-tv-z0-9]+(-[b-df-hj-np-tv-z0-9]+)?"'  # not chat-spot's pods
+    seg = "[b-df-hj-np-tv-z0-9]"
+    pods = f'pod=~"chat-(?:ondemand|spot)-(?:{seg}{{1,10}}-{seg}{{5}}|{seg}{{1,15}})"'  # not chat-spot's pods
     assert 'namespace="prod"' in q["queue_depth"] and pods in q["queue_depth"]
     assert 'model="llama"' in q["request_rate"]
     assert 'request_type="waiting"' in q["queue_depth"]  # TensorRT-LLM in-flight batcher queue

@@ -10,14 +10,16 @@ operator-owned pod, grouped by service, and the answer is fanned out to the serv
 Pods are `<service>-ondemand-<rs-hash>-<pod-hash>` / `<service>-spot-…` (the Deployments the operator
 owns). Prometheus anchors label_replace and `=~` regexes, and the generated segments contain no `-` and
 no vowel (Kubernetes' safe alphabet), so they are never `ondemand` or `spot` and `(.+)` captures exactly
-the service name: `chat-spot-ondemand-5d9f7c8b6-x2k4q` belongs to `chat-spot`, never to `chat`.
+the service name: `chat-spot-ondemand-5d9f7c8b6-x2k4q` belongs to `chat-spot`, never to `chat`. No name
+is ever written into these queries: the answer is keyed by labels and matched exactly in Python.
 
 FleetQueries (one per Prometheus URL, shared by all services, thread-safe) runs the queries the
 registered services need, each at most once per max age; ServiceMetrics is one service's view with the
 interface of PrometheusMetrics (observe, per_pod, history, summary, available, errors) and the same
 semantics: stale or unreachable means every signal missing, a service absent from an answer is missing
-(never zero), NaN/Inf is missing. fleet_metrics_port picks it, or PrometheusMetrics for services with
-their own queries or Prometheus URL.
+(never zero), NaN/Inf is missing, and a serving pod missing from the scrape makes the sums missing
+(metrics.partial_scrape). fleet_metrics_port picks it, or PrometheusMetrics for services with their own
+queries or (allowed) Prometheus URL.
 """
 
 from __future__ import annotations
@@ -30,18 +32,24 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from prometheus_api_client import PrometheusConnect
-from urllib3.util.retry import Retry
 
 from gpufleet.adapters.metrics import (
     IDLE_WINDOW,
-    POD_SEGMENT,
+    POD_SUFFIX,
     PROMQL_QUERIES,
     REQUEST_COUNTERS,
     NoMetrics,
     PrometheusMetrics,
+    ServingPods,
+    UrlPolicy,
+    _Logged,
+    client,
+    describe,
     metrics_port,
+    complete,
     queries_for,
     read_observation,
+    summarise,
 )
 from gpufleet.api.models import Backend, InferenceServiceSpec
 from gpufleet.core.types import Observation
@@ -49,9 +57,10 @@ from gpufleet.core.types import Observation
 log = logging.getLogger(__name__)
 
 SERVICE_LABEL = "gpufleet_service"
-# The service is everything before `-ondemand-` / `-spot-` and one or two generated segments (one when
-# the 63-character limit truncated the ReplicaSet name, or for hand-named pods such as `chat-ondemand-0`).
-POD_PATTERN = f"(.+)-(?:ondemand|spot)-{POD_SEGMENT}(?:-{POD_SEGMENT})?"
+# The service is everything before `-ondemand-` / `-spot-` and the generated tail (metrics.POD_SUFFIX:
+# hash and suffix, or one segment when the 63-character limit truncated the ReplicaSet name, or for
+# hand-named pods such as `chat-ondemand-0`): the same pods metrics.pod_regex selects per service.
+POD_PATTERN = f"(.+){POD_SUFFIX}"
 GROUP_LABELS = ("namespace", SERVICE_LABEL, "model")
 POD_LABELS = (*GROUP_LABELS, "pod")
 
@@ -101,11 +110,13 @@ BATCHED_QUERIES: dict[str, str] = {
     # Queued requests, plus 1 while an execution finished within IDLE_WINDOW (metrics.TRITON_QUERIES).
     "in_flight": (f"{_sum(_PENDING, _BY_POD)}"
                   f" + on ({_BY_POD}) ({_sum(f'increase({_EXEC}[{IDLE_WINDOW}])', _BY_POD)} > bool 0)"),
+    # Per pod: its newest queue-gauge sample (metrics.TRITON_QUERIES["reporting"]).
+    "reporting": f"max by ({_BY_POD}) ({_svc(f'timestamp({_PENDING})')})",
     "trtllm:queue_depth": f"{_sum(_PENDING)} + on ({_BY}) {_sum(_TRT_WAITING)}",
     "trtllm:in_flight": f"{_sum(_PENDING, _BY_POD)} + on ({_BY_POD}) {_sum(_TRT_HELD, _BY_POD)}",
     "trtllm:kv_cache_fraction": f"avg by ({_BY}) ({_svc(_KV_FRACTION)})",
 }
-PER_POD_KEYS = frozenset({"in_flight", "trtllm:in_flight"})
+PER_POD_KEYS = frozenset({"in_flight", "trtllm:in_flight", "reporting"})
 
 
 def has_overrides(spec: InferenceServiceSpec) -> bool:
@@ -122,6 +133,7 @@ def signal_keys(spec: InferenceServiceSpec) -> dict[str, str]:
         "queue_time_ms": "queue_time_ms",
         "request_rate": "request_rate",
         "in_flight": "trtllm:in_flight" if trtllm else "in_flight",
+        "reporting": "reporting",
     }
     if spec.slo.latency_p95_ms is not None:
         keys["latency_p95_ms"] = "latency_p95_ms"
@@ -200,18 +212,20 @@ class FleetQueries:
     """
 
     def __init__(self, url: str, *, max_age_s: float | None = None, timeout_s: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, ca_bundle: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.max_age_s = max_age_s
         self.timeout_s = timeout_s
+        self.ca_bundle = ca_bundle  # --prometheus-ca-bundle (TLS is always verified)
         self.clock = clock  # for per_pod(), which has no `now`
         self.queries_sent = 0  # batched queries sent, ever (also gpufleet_promql_queries_total{kind="batched"})
-        self.errors: dict[str, str] = {}  # per batched key: why its latest answer is missing
+        self.errors: dict[str, str] = {}  # per batched key: why its latest answer is missing (short cause)
         self._registrations: dict[tuple[str, str], _Registration] = {}
         self._answers: dict[str, Answer] = {}
         self._state = threading.Lock()  # registrations, answers, errors, counter
         self._refreshing = threading.Lock()  # one refresher at a time
         self._client: PrometheusConnect | None = None
+        self._log = _Logged()
 
     # --- registrations ---------------------------------------------------------------------------
 
@@ -263,9 +277,7 @@ class FleetQueries:
 
     def _prom(self) -> PrometheusConnect:
         if self._client is None:
-            # One quick retry only: a slow Prometheus must not stall every control loop.
-            self._client = PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s,
-                                             retry=Retry(total=1, backoff_factor=0.2))
+            self._client = client(self.url, timeout_s=self.timeout_s, ca_bundle=self.ca_bundle)
         return self._client
 
     def _due(self, key: str, now: float, max_age: float) -> bool:
@@ -288,7 +300,7 @@ class FleetQueries:
             sent = 0
             for key, query in due.items():
                 if unreachable:
-                    answer = Answer(at=now, error=f"not sent: {unreachable}"[:200])
+                    answer = Answer(at=now, error=unreachable)  # not sent: the same cause
                 else:
                     answer, unreachable = self._ask(key, query, now)
                     sent += 1
@@ -308,11 +320,12 @@ class FleetQueries:
         try:
             result = self._prom().custom_query(query)
         except Exception as exc:  # noqa: BLE001 - connection errors, HTTP errors, bad PromQL
-            log.debug("batched %s from %s failed: %s", key, self.url, exc)
-            error = f"{type(exc).__name__}: {exc}"[:200]
+            error = describe(exc, timeout_s=self.timeout_s)
+            self._log.failed(self.url, f"batched {key}", query, exc, error)
             # requests' ConnectionError and Timeout are OSErrors; an HTTP error answer (bad PromQL,
             # 503) is not, and the other queries may still be answered.
             return Answer(at=now, error=error), error if isinstance(exc, OSError) else None
+        self._log.ok(f"batched {key}")
         if key in PER_POD_KEYS:
             return Answer(at=now, pods=fan_out_pods(result)), None
         return Answer(at=now, values=fan_out(result)), None
@@ -326,8 +339,10 @@ class ServiceMetrics:
     """One InferenceService's view of a FleetQueries, with PrometheusMetrics' interface and semantics."""
 
     def __init__(self, fleet: FleetQueries, *, namespace: str, name: str, spec: InferenceServiceSpec,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, serving: ServingPods | None = None) -> None:
         self.fleet = fleet
+        self.serving = serving  # the pods that must be in the scrape (metrics.partial_scrape)
+        self._seen: set[str] = set()
         self.namespace, self.name = namespace, name
         self.group: Group = (namespace, name, spec.model.name)
         self.stale_after_s = float(spec.metrics.stale_after_seconds)
@@ -336,7 +351,8 @@ class ServiceMetrics:
         self.errors: dict[str, str] = {}  # per signal: why it is missing
         # history() and per-pod reads of other keys: one-off per-service queries.
         self.single = PrometheusMetrics(url=fleet.url, queries=queries_for(spec, namespace=namespace, name=name),
-                                        stale_after_s=self.stale_after_s, timeout_s=timeout_s)
+                                        stale_after_s=self.stale_after_s, timeout_s=timeout_s,
+                                        ca_bundle=fleet.ca_bundle)
 
     def close(self) -> None:
         """The service is gone: its signals are no longer queried. A no-op once a newer ServiceMetrics
@@ -364,8 +380,15 @@ class ServiceMetrics:
     def observe(self, *, now: float) -> Observation:
         self.errors = {}
         self.fleet.refresh(now)
-        observation, self.available = read_observation(self.value, self.keys, self.errors,
-                                                       now=now, stale_after_s=self.stale_after_s)
+        observation, fresh = read_observation(self.value, self.keys, self.errors,
+                                              now=now, stale_after_s=self.stale_after_s)
+        if fresh and self.serving is not None:
+            answer = self.fleet.answer("reporting")
+            reporting = None if answer is None or answer.error else dict(answer.pods.get(self.group, {}))
+            error = (answer.error if answer else None) or "not queried yet"
+            observation, fresh = complete(observation, self.serving, reporting, error, self._seen, self.errors,
+                                          now=now, stale_after_s=self.stale_after_s)
+        self.available = fresh
         return observation
 
     def per_pod(self, key: str = "in_flight") -> dict[str, float]:
@@ -390,21 +413,23 @@ class ServiceMetrics:
         return self.single.history_error
 
     def summary(self) -> str:
-        if not self.errors:
-            return "all signals read"
-        return "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
+        return summarise(self.errors)
 
 
 def fleet_metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str, default_url: str | None,
-                       shared: MutableMapping[str, FleetQueries]) -> ServiceMetrics | PrometheusMetrics | NoMetrics:
+                       shared: MutableMapping[str, FleetQueries], policy: UrlPolicy | None = None,
+                       ca_bundle: str | None = None,
+                       serving: ServingPods | None = None) -> ServiceMetrics | PrometheusMetrics | NoMetrics:
     """The metrics port of one service: a ServiceMetrics on the shared FleetQueries of the default
-    URL, or (own spec.metrics.prometheusUrl, query overrides) the per-service PrometheusMetrics, or
-    NoMetrics without any URL. Moving a service off the shared queries unregisters it there."""
+    URL, or (own spec.metrics.prometheusUrl that `policy` allows, query overrides) the per-service
+    PrometheusMetrics, or NoMetrics without any URL or with a URL the policy refuses. Moving a
+    service off the shared queries unregisters it there."""
     if spec.metrics.prometheus_url or has_overrides(spec) or not default_url:
         for other in list(shared.values()):
             other.unregister(namespace, name)
-        return metrics_port(spec, namespace=namespace, name=name, default_url=default_url)
+        return metrics_port(spec, namespace=namespace, name=name, default_url=default_url, policy=policy,
+                            ca_bundle=ca_bundle, serving=serving)
     url = default_url.rstrip("/")
     # dict.setdefault is atomic: threads configuring services at once share one FleetQueries.
-    fleet = shared.get(url) or shared.setdefault(url, FleetQueries(url))
-    return ServiceMetrics(fleet, namespace=namespace, name=name, spec=spec)
+    fleet = shared.get(url) or shared.setdefault(url, FleetQueries(url, ca_bundle=ca_bundle))
+    return ServiceMetrics(fleet, namespace=namespace, name=name, spec=spec, serving=serving)

@@ -2,20 +2,30 @@
 
 Built-in PromQL (overridable per service in spec.metrics.queries) selects the service's pods by
 namespace and pod name (`<service>-ondemand-<rs-hash>-<pod-hash>`, `<service>-spot-…`, the Deployments
-the operator owns) and the Triton `model` label. Every failure mode (Prometheus down, HTTP error, empty
-result, NaN, stale samples) becomes a *missing* value, never an exception and never a zero, so the
-core's safe mode can hold capacity instead of scaling down blindly.
+the operator owns) and the Triton `model` label. Every value that goes into a query is written as a
+PromQL string literal (`promql_string`), and into a regex only after RE2 quoting (`re2_quote`): a name
+with quotes, backslashes, `}` or regex metacharacters selects exactly its own series.
+
+Every failure mode (Prometheus down, HTTP error, empty result, NaN, stale samples, a serving pod
+missing from the scrape) becomes a *missing* value, never an exception, never a zero and never a
+smaller sum, so the core's safe mode can hold capacity instead of scaling down blindly. What went
+wrong is kept as a short cause (`describe`) for status and Events; the URL, the query and the
+answer's body go to the operator's log only.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Container
-from dataclasses import dataclass, field
+import re
+import ssl
+from collections.abc import Callable, Collection, Container, Mapping, MutableSet
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from string import Template
+from urllib.parse import unquote, urlsplit
 
+import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_client import Counter
 from urllib3.util.retry import Retry
@@ -25,13 +35,75 @@ from gpufleet.core.types import Observation
 
 log = logging.getLogger(__name__)
 
+# --- PromQL literals -------------------------------------------------------------------------------
+
+_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def promql_string(value: str) -> str:
+    """`value` as a double-quoted PromQL string literal that reads back as exactly `value`.
+
+    PromQL unquotes string literals as Go does (strconv.Unquote): backslash and double quote must be
+    escaped, a raw newline ends the literal with an error; other control characters are written as
+    \\xNN escapes so that nothing invisible travels in the query. Everything else (UTF-8 included)
+    stands for itself."""
+    out = ['"']
+    for ch in value:
+        escaped = _STRING_ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+# The characters RE2 (Prometheus' regex engine, Go's regexp) gives a meaning outside a character
+# class: Go's regexp.QuoteMeta escapes exactly these, and so does re2_quote. (Python's re.escape
+# escapes more, `-`, `#`, space, which Go happens to read back as literals; re2_quote writes nothing
+# Go's parser has to be lenient about.) A regex still has to become a PromQL string: promql_string
+# doubles its backslashes (`\\.` alone is no PromQL escape and the query would not parse).
+_RE2_META = frozenset("\\.+*?()|[]{}^$")
+
+
+def re2_quote(value: str) -> str:
+    """A regex (RE2 syntax, as in Prometheus' `=~`) that matches exactly the text `value`."""
+    return "".join("\\" + ch if ch in _RE2_META else ch for ch in value)
+
+
+# --- which series are the service's ---------------------------------------------------------------
+
 # A pod-name segment the Deployment/ReplicaSet controllers generate (pod-template hash, random pod
 # suffix): Kubernetes' "safe" alphabet has no vowels, so a segment is never "ondemand" or "spot". That
 # keeps service `chat` from matching pods of a service `chat-spot` (`chat-spot-ondemand-<h>-<p>`), as
-# the former `chat-(ondemand|spot)-.*` did. One segment is enough for names the 63-character limit
-# truncated (`<rs-name>` cut, then the suffix appended) and for hand-named pods like `chat-ondemand-0`.
+# the former `chat-(ondemand|spot)-.*` did.
 POD_SEGMENT = "[b-df-hj-np-tv-z0-9]+"
-_SEL = f'namespace="$namespace",pod=~"$service-(ondemand|spot)-{POD_SEGMENT}(-{POD_SEGMENT})?",model="$model"'
+_SEG = "[b-df-hj-np-tv-z0-9]"
+# What follows `<service>-<class>-` in a pod name: the pod-template hash (1-10 characters: a uint32
+# in the safe alphabet), `-`, the 5-character random suffix; or one segment of at most 15 characters
+# when the 58-character cut of generateName fell inside the hash (`<hash prefix><suffix>`), or for
+# hand-named pods like `chat-ondemand-0` (tests, static targets). The lengths are what keep a pod of
+# a longer service `chat-spot-<...>`, cut inside its own name, from reading as one of `chat`'s
+# (docs/metrics.md: exact for service names up to 36 characters).
+POD_TAIL = f"(?:{_SEG}{{1,10}}-{_SEG}{{5}}|{_SEG}{{1,15}})"
+POD_SUFFIX = f"-(?:ondemand|spot)-{POD_TAIL}"
+
+
+def pod_regex(service: str) -> str:
+    """RE2 regex (anchored by Prometheus) of the names of the service's pods."""
+    return re2_quote(service) + POD_SUFFIX
+
+
+def selector(namespace: str, service: str, model: str) -> str:
+    """The label matchers of one service's Triton series: exact namespace and model, its pods."""
+    return (f"namespace={promql_string(namespace)},pod=~{promql_string(pod_regex(service))},"
+            f"model={promql_string(model)}")
+
+
+# Built-in queries are templates over `$sel`, the service's label matchers (selector()).
+_SEL = "$sel"
 
 # Every PromQL request the operator sends: kind="service" (one service's query, PrometheusMetrics) or
 # kind="batched" (one query for all services, gpufleet.adapters.fleet_metrics).
@@ -74,6 +146,9 @@ TRITON_QUERIES: dict[str, str] = {
     ),
     # Time of the newest queue-gauge sample: older than staleAfterSeconds means "stale".
     "sampled_at": f"max(timestamp(nv_inference_pending_request_count{{{_SEL}}}))",
+    # Per pod: the time of its newest queue-gauge sample. The sums above cover only the pods listed
+    # here; a serving pod missing from it (or with old samples) makes them partial (SUM_SIGNALS).
+    "reporting": f"max by (pod) (timestamp(nv_inference_pending_request_count{{{_SEL}}}))",
 }
 
 # TensorRT-LLM backend: requests waiting for a slot in the in-flight batcher count as queue.
@@ -90,6 +165,26 @@ TRTLLM_QUERIES: dict[str, str] = {
     "kv_cache_fraction": f'avg(nv_trt_llm_kv_cache_block_metrics{{{_SEL},kv_cache_block_type="fraction"}})',
 }
 
+# Signals that are sums over the service's pods: a pod missing from the scrape makes them smaller,
+# which reads as less load. With a pod missing they are missing (partial_scrape).
+SUM_SIGNALS = ("queue_depth", "request_rate")
+
+
+def overridden(spec: InferenceServiceSpec) -> set[str]:
+    """The signals whose query the spec replaces (spec.metrics.queries)."""
+    return {k for k, v in spec.metrics.queries.model_dump().items() if v}
+
+
+def template_values(namespace: str, service: str, model: str) -> dict[str, str]:
+    """What `$name` placeholders in spec.metrics.queries become: each value escaped for a place
+    inside a double-quoted PromQL string; the `_re` forms also quoted for a regex (`=~`)."""
+    def inner(text: str) -> str:
+        return promql_string(text)[1:-1]
+
+    return {"namespace": inner(namespace), "service": inner(service), "model": inner(model),
+            "namespace_re": inner(re2_quote(namespace)), "service_re": inner(re2_quote(service)),
+            "model_re": inner(re2_quote(model)), "pod_re": inner(pod_regex(service))}
+
 
 def queries_for(spec: InferenceServiceSpec, *, namespace: str, name: str) -> dict[str, str]:
     base = TRTLLM_QUERIES if spec.model.backend == Backend.tensorrtllm else TRITON_QUERIES
@@ -97,8 +192,10 @@ def queries_for(spec: InferenceServiceSpec, *, namespace: str, name: str) -> dic
     # Percentile signals are read only when an SLO uses them (or the user supplied a query).
     unused = {"ttft_p95_ms": spec.slo.ttft_p95_ms, "latency_p95_ms": spec.slo.latency_p95_ms}
     base = {k: q for k, q in base.items() if unused.get(k, True) is not None or k in overrides}
-    values = {"namespace": namespace, "service": name, "model": spec.model.name}
-    return {k: Template(q).safe_substitute(values) for k, q in {**base, **overrides}.items()}
+    sel = selector(namespace, name, spec.model.name)
+    values = template_values(namespace, name, spec.model.name)
+    built_in = {k: Template(q).substitute(sel=sel) for k, q in base.items() if k not in overrides}
+    return {**built_in, **{k: Template(q).safe_substitute(values) for k, q in overrides.items()}}
 
 
 def scalar(result: list[dict[str, object]]) -> float | None:
@@ -123,7 +220,8 @@ def read_observation(read: Callable[[str], float | None], keys: Container[str], 
     sampled_at = read("sampled_at")
     if sampled_at is None or now - sampled_at > stale_after_s:
         if sampled_at is not None:
-            errors["sampled_at"] = f"newest sample {now - sampled_at:.0f}s old"
+            # No age in the text: the cause stays the same tick after tick (Events compare it).
+            errors["sampled_at"] = f"metrics stale: newest sample older than staleAfterSeconds ({stale_after_s:g}s)"
         return Observation(sampled_at=sampled_at), False
     return Observation(
         sampled_at=sampled_at,
@@ -135,6 +233,162 @@ def read_observation(read: Callable[[str], float | None], keys: Container[str], 
     ), True
 
 
+# --- partial scrapes --------------------------------------------------------------------------------
+
+# The pods that must be in the scrape: serving pods -> since when they are Ready (the operator's
+# watch knows them; gpufleet.adapters.wiring builds it). None: not known, nothing is checked.
+ServingPods = Callable[[], Mapping[str, float]]
+
+
+def unreported(serving: Mapping[str, float], reporting: Mapping[str, float] | None, seen: MutableSet[str], *,
+               now: float, stale_after_s: float) -> tuple[list[str], int]:
+    """(serving pods missing from the scrape, how many must report).
+
+    A serving pod must report once it has been Ready for staleAfterSeconds (the time a first scrape
+    may take) or once it has reported: then a sample older than staleAfterSeconds, or none, makes it
+    missing. `seen` (the pods seen reporting while serving) is updated; `reporting` None (the
+    query failed) makes every pod that must report missing."""
+    fresh = {p for p, at in (reporting or {}).items() if now - at <= stale_after_s}
+    seen &= set(serving)  # forget pods that no longer serve (bounded memory)
+    if reporting is not None:
+        seen |= fresh & set(serving)
+    required = {p for p, since in serving.items() if p in seen or now - since >= stale_after_s}
+    return sorted(required - fresh), len(required)
+
+
+def _without(observation: Observation, signals: Collection[str], cause: str, errors: dict[str, str]) -> Observation:
+    for signal in signals:
+        errors[signal] = cause
+    return replace(observation, **{s: None for s in signals})
+
+
+def partial_scrape(observation: Observation, missing: Collection[str], required: int, errors: dict[str, str],
+                   signals: Collection[str] = SUM_SIGNALS) -> Observation:
+    """The observation with its sums missing when serving pods are missing from the scrape."""
+    if not missing:
+        return observation
+    names = sorted(missing)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    cause = f"partial scrape: {len(names)} of {required} serving pods not in Prometheus ({shown})"
+    return _without(observation, signals, cause, errors)
+
+
+def complete(observation: Observation, serving: ServingPods, reporting: Mapping[str, float] | None,
+             reporting_error: str | None, seen: MutableSet[str], errors: dict[str, str], *, now: float,
+             stale_after_s: float, signals: Collection[str] = SUM_SIGNALS) -> tuple[Observation, bool]:
+    """The observation with its sums kept only when every serving pod that must report does
+    (`unreported`), and whether they all do. Whatever cannot be checked (the pods' cache or the
+    `reporting` query failed) counts as partial: the sums are missing."""
+    try:
+        pods = serving()
+    except Exception as exc:  # noqa: BLE001 - the watch cache did not answer in time
+        log.warning("cannot tell which pods serve: %s: %s", type(exc).__name__, exc)
+        return _without(observation, signals, "cannot tell which pods serve (the operator's pod cache)", errors), False
+    missing, required = unreported(pods, reporting, seen, now=now, stale_after_s=stale_after_s)
+    if not missing:
+        return observation, True
+    if reporting is None:
+        return _without(observation, signals, f"cannot tell which pods report: {reporting_error}", errors), False
+    return partial_scrape(observation, missing, required, errors, signals), False
+
+
+# --- what reaches status and Events ---------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps (args, __cause__, __context__, urllib3's `reason`)."""
+    out: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(out) < 12:
+        e = todo.pop(0)
+        if any(e is o for o in out):
+            continue
+        out.append(e)
+        todo += [x for x in (getattr(e, "reason", None), e.__cause__, e.__context__, *e.args)
+                 if isinstance(x, BaseException)]
+    return out
+
+
+def describe(exc: BaseException, *, timeout_s: float) -> str:
+    """A short, stable cause of a failed Prometheus request, for status and Events: no URL, no
+    query, no response body (those go to the operator's log)."""
+    chain = _chain(exc)
+    names = {type(e).__name__ for e in chain}
+    text = " ".join(str(e) for e in chain)
+    if isinstance(exc, requests.exceptions.SSLError) or any(isinstance(e, ssl.SSLError) for e in chain):
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            return "Prometheus TLS certificate not trusted (see --prometheus-ca-bundle)"
+        return "Prometheus TLS handshake failed"
+    if isinstance(exc, requests.exceptions.Timeout) or names & {"ConnectTimeoutError", "ReadTimeoutError"} \
+            or any(isinstance(e, TimeoutError) for e in chain):
+        return f"Prometheus timeout after {timeout_s:g}s"
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return "Prometheus answered with a redirect (not followed)"
+    if isinstance(exc, requests.exceptions.ConnectionError) or isinstance(exc, ConnectionError):
+        if any(isinstance(e, ConnectionRefusedError) for e in chain) or "Connection refused" in text:
+            return "Prometheus unreachable (connection refused)"
+        if "NameResolutionError" in names or "Name or service not known" in text \
+                or "nodename nor servname" in text or "Temporary failure in name resolution" in text:
+            return "Prometheus unreachable (name not resolved)"
+        if any(isinstance(e, ConnectionResetError) for e in chain) or "reset by peer" in text:
+            return "Prometheus unreachable (connection reset)"
+        return "Prometheus unreachable (connection failed)"
+    if type(exc).__name__ == "PrometheusApiClientException":
+        status = re.search(r"HTTP Status Code (\d{3})", str(exc))
+        kind = re.search(r'errorType\\?"\s*:\s*\\?"([A-Za-z_]{1,40})', str(exc))
+        code = f"HTTP {status.group(1)}" if status else "HTTP error"
+        return f"Prometheus query error: {kind.group(1)} ({code})" if kind else f"Prometheus answered {code}"
+    if isinstance(exc, (ValueError, KeyError, TypeError)):
+        return "Prometheus answer unreadable (not the Prometheus API?)"
+    return f"Prometheus request failed ({type(exc).__name__})"
+
+
+def summarise(errors: Mapping[str, str]) -> str:
+    """One line for status and Events: each cause once, with the signals it took (sorted, so the
+    same causes give the same text tick after tick)."""
+    if not errors:
+        return "all signals read"
+    by_cause: dict[str, list[str]] = {}
+    for key in sorted(errors):
+        by_cause.setdefault(errors[key], []).append(key)
+    text = "; ".join(f"{', '.join(keys)}: {cause}" for cause, keys in by_cause.items())
+    if any(cause.startswith("Prometheus") for cause in by_cause):
+        text += " (details in the operator log)"
+    return text
+
+
+class _Logged:
+    """Logs each failure's detail (URL, query, body) when its cause changes, not every tick."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, str] = {}
+
+    def failed(self, url: str, key: str, query: str, exc: BaseException, cause: str) -> None:
+        if self.last.get(key) != cause:
+            log.warning("Prometheus %s: %s failed: %s: %s (query: %s)", url, key, type(exc).__name__, exc, query)
+        else:
+            log.debug("Prometheus %s: %s failed: %s: %s", url, key, type(exc).__name__, exc)
+        self.last[key] = cause
+
+    def ok(self, key: str) -> None:
+        self.last.pop(key, None)
+
+
+# --- Prometheus connections ------------------------------------------------------------------------
+
+
+def client(url: str, *, timeout_s: float, ca_bundle: str | None = None) -> PrometheusConnect:
+    """A Prometheus API client that verifies TLS certificates: against `ca_bundle` when given, else
+    the system's (or $REQUESTS_CA_BUNDLE's) trust store. There is no switch to turn it off. It
+    follows no redirect (a permitted URL must not lead elsewhere) and retries once, quickly: a slow
+    Prometheus must not stall the control loops."""
+    session = requests.Session()
+    session.verify = ca_bundle if ca_bundle else True
+    session.max_redirects = 0
+    return PrometheusConnect(url=url, disable_ssl=False, timeout=timeout_s, session=session,
+                             retry=Retry(total=1, backoff_factor=0.2))
+
+
 @dataclass
 class PrometheusMetrics:
     """MetricsPort reading one InferenceService's signals from Prometheus."""
@@ -143,50 +397,72 @@ class PrometheusMetrics:
     queries: dict[str, str]
     stale_after_s: float
     timeout_s: float = 5.0
-    available: bool = False  # did the last observe() reach Prometheus and find the service?
-    errors: dict[str, str] = field(default_factory=dict)  # per query: why it is missing
+    ca_bundle: str | None = None  # --prometheus-ca-bundle
+    serving: ServingPods | None = None  # the pods that must be in the scrape (partial_scrape)
+    sums: tuple[str, ...] = SUM_SIGNALS  # the sum signals that are built-in queries (overrides: not checked)
+    available: bool = False  # did the last observe() reach Prometheus and read a complete service?
+    errors: dict[str, str] = field(default_factory=dict)  # per query: why it is missing (short cause)
     history_error: str | None = None  # why the last history() read failed (None: it answered)
     _client: PrometheusConnect | None = None
+    _seen: set[str] = field(default_factory=set)
+    _log: _Logged = field(default_factory=_Logged)
 
     def _prom(self) -> PrometheusConnect:
         if self._client is None:
-            # One quick retry only: a slow Prometheus must not stall the control loop.
-            self._client = PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s,
-                                             retry=Retry(total=1, backoff_factor=0.2))
+            self._client = client(self.url, timeout_s=self.timeout_s, ca_bundle=self.ca_bundle)
         return self._client
 
-    def _query(self, key: str) -> float | None:
+    def _ask(self, key: str) -> list[dict[str, object]] | None:
+        """The raw answer of one query, or None (the cause in errors[key], the detail logged)."""
         PROMQL_QUERIES.labels(kind="service").inc()
         try:
-            value = scalar(self._prom().custom_query(self.queries[key]))
+            result: list[dict[str, object]] = self._prom().custom_query(self.queries[key])
         except Exception as exc:  # noqa: BLE001 - connection errors, HTTP errors, bad PromQL
-            self.errors[key] = f"{type(exc).__name__}: {exc}"[:200]
+            cause = describe(exc, timeout_s=self.timeout_s)
+            self._log.failed(self.url, key, self.queries[key], exc, cause)
+            self.errors[key] = cause
             return None
+        self._log.ok(key)
+        return result
+
+    def _query(self, key: str) -> float | None:
+        result = self._ask(key)
+        if result is None:
+            return None
+        value = scalar(result)
         if value is None:
             self.errors[key] = "no data"
         return value
 
     def observe(self, *, now: float) -> Observation:
         self.errors = {}
-        observation, self.available = read_observation(self._query, self.queries, self.errors,
-                                                       now=now, stale_after_s=self.stale_after_s)
+        observation, fresh = read_observation(self._query, self.queries, self.errors,
+                                              now=now, stale_after_s=self.stale_after_s)
+        sums = [s for s in self.sums if s in self.queries]
+        if fresh and self.serving is not None and sums and "reporting" in self.queries:
+            reporting = self._pods("reporting")
+            error = self.errors.pop("reporting", None)
+            observation, fresh = complete(observation, self.serving, reporting, error, self._seen, self.errors,
+                                          now=now, stale_after_s=self.stale_after_s, signals=sums)
+        self.available = fresh
         return observation
+
+    def _pods(self, key: str) -> dict[str, float] | None:
+        result = self._ask(key)
+        if result is None:
+            return None
+        out = {}
+        for series in result:
+            metric = series.get("metric")
+            pod = metric.get("pod") if isinstance(metric, dict) else None
+            value = scalar([series])
+            if pod and value is not None:
+                out[str(pod)] = value
+        return out
 
     def per_pod(self, key: str = "in_flight") -> dict[str, float]:
         """{pod: value} of a per-pod query; pods without a finite value are left out."""
-        PROMQL_QUERIES.labels(kind="service").inc()
-        try:
-            result = self._prom().custom_query(self.queries[key])
-        except Exception as exc:  # noqa: BLE001
-            self.errors[key] = f"{type(exc).__name__}: {exc}"[:200]
-            return {}
-        out = {}
-        for series in result:
-            pod = series.get("metric", {}).get("pod")
-            value = scalar([series])
-            if pod and value is not None:
-                out[pod] = value
-        return out
+        return self._pods(key) or {}
 
     def history(self, key: str, *, start: float, end: float, step: float) -> list[tuple[float, float]]:
         """(time, value) samples of one query over a range; [] on any failure (never raises)."""
@@ -199,7 +475,7 @@ class PrometheusMetrics:
                 end_time=datetime.fromtimestamp(end, tz=timezone.utc), step=f"{max(int(step), 1)}s")
         except Exception as exc:  # noqa: BLE001
             log.info("no %s history from %s: %s", key, self.url, exc)
-            self.history_error = f"{type(exc).__name__}: {exc}"[:200]
+            self.history_error = describe(exc, timeout_s=self.timeout_s)
             return []
         if len(result) != 1:
             return []
@@ -214,15 +490,20 @@ class PrometheusMetrics:
         return out
 
     def summary(self) -> str:
-        if not self.errors:
-            return "all signals read"
-        return "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
+        return summarise(self.errors)
+
+
+NO_URL = "no Prometheus URL configured (spec.metrics.prometheusUrl or the operator's --prometheus-url)"
+NOT_ALLOWED = ("spec.metrics.prometheusUrl is not allowed by the operator (--prometheus-url-allow): "
+               "not queried, no metrics; no scale-down until it is allowed or removed")
 
 
 @dataclass
 class NoMetrics:
-    """MetricsPort when no Prometheus is configured: every signal missing (safe mode)."""
+    """MetricsPort without a Prometheus to ask (none configured, or the spec's not allowed): every
+    signal missing (safe mode), and `note` says why."""
 
+    note: str = NO_URL
     available: bool = False
     history_error: str | None = None
 
@@ -233,13 +514,121 @@ class NoMetrics:
         return []
 
     def summary(self) -> str:
-        return "no Prometheus URL configured (spec.metrics.prometheusUrl or --prometheus-url)"
+        return self.note
 
 
-def metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str,
-                 default_url: str | None) -> PrometheusMetrics | NoMetrics:
-    url = spec.metrics.prometheus_url or default_url
+# --- which Prometheus a service may name -------------------------------------------------------------
+
+
+def _port(scheme: str, port: int | None) -> int:
+    return port if port is not None else (443 if scheme == "https" else 80)
+
+
+def _host(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
+@dataclass(frozen=True)
+class UrlRule:
+    """One --prometheus-url-allow entry: a URL prefix (`https://prom.example:9090/base`: same scheme,
+    host and port, path under it) or a host (`prom.monitoring.svc`, `prom.monitoring.svc:9090`,
+    `*.monitoring.svc`: any http(s) URL on it), or `*` (any http(s) URL)."""
+
+    scheme: str | None = None  # None: http or https
+    host: str = ""  # lower case; `*.suffix` matches subdomains; `*` any host
+    port: int | None = None  # None: any (host rules) / the scheme's default (URL rules)
+    path: str = ""  # URL rules: a path prefix, whole segments
+
+    @classmethod
+    def parse(cls, entry: str) -> UrlRule:
+        entry = entry.strip()
+        if entry == "*":
+            return cls(host="*")
+        if "://" in entry:
+            url = _checked(entry)
+            if url is None:
+                raise ValueError(f"not an http(s) URL prefix: {entry!r}")
+            scheme, host, port, path = url
+            return cls(scheme=scheme, host=host, port=port, path=path.rstrip("/"))
+        host, port_text = entry, ""
+        if entry.count(":") == 1:
+            host, port_text = entry.split(":")
+        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\.?", host) \
+                or (port_text and not port_text.isdigit()) or entry.count(":") > 1:
+            raise ValueError(f"not a host, host:port or *.domain: {entry!r}")
+        return cls(host=_host(host), port=int(port_text) if port_text else None)
+
+    def permits(self, scheme: str, host: str, port: int, path: str) -> bool:
+        if self.host == "*":
+            return True
+        if self.scheme is not None:
+            return (scheme == self.scheme and host == self.host and port == _port(self.scheme, self.port)
+                    and (not self.path or path == self.path or path.startswith(self.path + "/")))
+        if self.host.startswith("*."):
+            if not host.endswith(self.host[1:]):
+                return False
+        elif host != self.host:
+            return False
+        return self.port is None or port == self.port
+
+
+def _checked(url: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path) of a plain http(s) URL; None for anything else: credentials,
+    query or fragment, whitespace or control characters, `.`/`..` path segments, a bad port."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "\\" for ch in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
+            or parts.password is not None or parts.query or parts.fragment or "@" in parts.netloc:
+        return None
+    if any(unquote(seg) in (".", "..") for seg in parts.path.split("/")):
+        return None
+    return scheme, _host(parts.hostname), _port(scheme, port), parts.path.rstrip("/")
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    """Which Prometheus URL a service may name in spec.metrics.prometheusUrl: one the allow-list
+    permits, or the operator's own default (--prometheus-url). Nothing else by default: a tenant
+    must not make the operator call any URL it likes."""
+
+    allow: tuple[UrlRule, ...] = ()
+    default_url: str | None = None
+
+    @classmethod
+    def of(cls, entries: Collection[str], default_url: str | None) -> UrlPolicy:
+        return cls(tuple(UrlRule.parse(e) for e in entries if e.strip()), default_url)
+
+    def permits(self, url: str) -> bool:
+        checked = _checked(url)
+        if checked is None:
+            return False
+        if self.default_url and _checked(self.default_url) == checked:
+            return True
+        return any(rule.permits(*checked) for rule in self.allow)
+
+
+def metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str, default_url: str | None,
+                 policy: UrlPolicy | None = None, ca_bundle: str | None = None,
+                 serving: ServingPods | None = None) -> PrometheusMetrics | NoMetrics:
+    """The per-service port: the spec's own Prometheus when the operator's allow-list permits it
+    (`policy`, default: only the operator's default URL), else the default; NoMetrics without any
+    or when the spec's URL is not allowed (then never the default instead: the spec asked for
+    another Prometheus, and reading the default as if it were that one would be a guess)."""
+    policy = policy if policy is not None else UrlPolicy(default_url=default_url)
+    own = spec.metrics.prometheus_url
+    if own and not policy.permits(own):
+        log.warning("%s/%s: spec.metrics.prometheusUrl %r is not allowed (--prometheus-url-allow): no metrics",
+                    namespace, name, own)
+        return NoMetrics(note=NOT_ALLOWED)
+    url = own or default_url
     if not url:
         return NoMetrics()
     return PrometheusMetrics(url=url.rstrip("/"), queries=queries_for(spec, namespace=namespace, name=name),
-                             stale_after_s=float(spec.metrics.stale_after_seconds))
+                             stale_after_s=float(spec.metrics.stale_after_seconds), ca_bundle=ca_bundle,
+                             serving=serving, sums=tuple(s for s in SUM_SIGNALS if s not in overridden(spec)))

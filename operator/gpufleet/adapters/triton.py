@@ -7,7 +7,8 @@
 - `TritonStats` reads each pod's cumulative inference statistics and turns the difference between two
   reads into request rate and mean queue time: the signals the operator can still get when
   Prometheus is down. Like the Prometheus adapter, every failure is a missing value, never an
-  exception and never a zero.
+  exception and never a zero, and its summary (status, Events) is a short cause per kind of failure
+  with a count of pods, without addresses or error bodies (those go to the operator's log).
 """
 
 from __future__ import annotations
@@ -28,6 +29,28 @@ def _client(url: str, timeout_s: float) -> Any:
     # tritonclient.http wants host:port without a scheme.
     address = url.removeprefix("http://").rstrip("/")
     return triton_http.InferenceServerClient(address, connection_timeout=timeout_s, network_timeout=timeout_s)
+
+
+def cause(exc: BaseException, *, timeout_s: float) -> str:
+    """A short, stable cause of a failed Triton request (no address, no body)."""
+    chain: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(chain) < 8:
+        e = todo.pop(0)
+        chain.append(e)
+        todo += [x for x in (e.__cause__, e.__context__) if isinstance(x, BaseException) and x not in chain]
+    text = " ".join(str(e) for e in chain)
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "Connection refused" in text:
+        return "unreachable (connection refused)"
+    if any(isinstance(e, TimeoutError) for e in chain) or "timed out" in text.lower():
+        return f"timeout after {timeout_s:g}s"
+    if any(isinstance(e, OSError) for e in chain):
+        return "unreachable (connection failed)"
+    status = getattr(exc, "status", None)
+    code = status() if callable(status) else None
+    if code:
+        return f"error answer (HTTP {code})"
+    return f"request failed ({type(exc).__name__})"
 
 
 def model_ready(url: str, model: str, *, timeout_s: float = 2.0) -> bool | None:
@@ -94,7 +117,7 @@ class TritonStats:
     model: str
     timeout_s: float = 2.0
     available: bool = False  # did the last observe() read every endpoint?
-    errors: dict[str, str] = field(default_factory=dict)  # per endpoint: why it is missing
+    errors: dict[str, str] = field(default_factory=dict)  # per endpoint: why it is missing (short cause)
     _previous: dict[str, Counters] = field(default_factory=dict)
     _previous_at: float | None = None
 
@@ -104,7 +127,8 @@ class TritonStats:
             client = _client(url, self.timeout_s)
             counters = Counters.from_statistics(client.get_inference_statistics(self.model), self.model)
         except Exception as exc:  # noqa: BLE001 - unreachable pod, timeout, unknown model (HTTP 400)
-            self.errors[url] = f"{type(exc).__name__}: {exc}"[:200]
+            self.errors[url] = cause(exc, timeout_s=self.timeout_s)
+            log.info("Triton statistics of %s from %s: %s: %s", self.model, url, type(exc).__name__, exc)
             return None
         finally:
             if client is not None:
@@ -113,7 +137,7 @@ class TritonStats:
                 except Exception:  # noqa: BLE001
                     pass
         if counters is None:
-            self.errors[url] = f"no statistics for model {self.model!r}"
+            self.errors[url] = "no statistics for the model"
         return counters
 
     def observe(self, *, now: float) -> Observation:
@@ -141,6 +165,15 @@ class TritonStats:
         )
 
     def summary(self) -> str:
+        """Each cause once, with how many pods it took: the same text while the causes stay."""
+        if not self.endpoints and not self.errors:
+            return "no serving pod to read"
         if not self.errors:
             return "all endpoints read"
-        return "; ".join(f"{k}: {v}" for k, v in sorted(self.errors.items()))
+        interval = self.errors.get("interval")
+        by_cause: dict[str, int] = {}
+        for key, text in self.errors.items():
+            if key != "interval":
+                by_cause[text] = by_cause.get(text, 0) + 1
+        parts = [f"{n} of {len(self.endpoints)} pods: {text}" for text, n in sorted(by_cause.items())]
+        return "; ".join(parts + ([interval] if interval else []))

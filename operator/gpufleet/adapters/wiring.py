@@ -1,6 +1,9 @@
 """The I/O behind one InferenceService's loop on a cluster (control.service.Wiring): its fleet
 port on the watch caches and the Kubernetes API, its metrics port on Prometheus (shared batched
-queries where it can) and, with --triton-direct, Triton's own statistics as a second source."""
+queries where it can; a spec's own Prometheus URL only when --prometheus-url-allow permits it;
+TLS verified, against --prometheus-ca-bundle when given) and, with --triton-direct, Triton's own
+statistics as a second source. The metrics port checks its sums against the serving pods the
+watch knows (a pod missing from the scrape makes them missing, never smaller)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from gpufleet.adapters.fallback import FallbackMetrics
 from gpufleet.adapters.fleet_metrics import FleetQueries, ServiceMetrics, fleet_metrics_port
 from gpufleet.adapters.kube import KubeAPI
 from gpufleet.adapters.kubefleet import KubeFleet
-from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics
-from gpufleet.adapters.pods import Snapshot
+from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics, UrlPolicy
+from gpufleet.adapters.pods import Snapshot, replica_from_pod
 from gpufleet.adapters.triton import TritonStats
 from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core.types import ReplicaState
 
 Metrics = ServiceMetrics | PrometheusMetrics | FallbackMetrics | NoMetrics
 
@@ -26,6 +30,8 @@ class ClusterWiring:
     name: str
     snapshot: Callable[..., Snapshot]  # this service's slice of the watch caches (thread-safe)
     prometheus_url: str | None = None  # --prometheus-url, when the spec names none
+    prometheus_allow: tuple[str, ...] = ()  # --prometheus-url-allow: what spec.metrics.prometheusUrl may name
+    prometheus_ca_bundle: str | None = None  # --prometheus-ca-bundle
     triton_direct: bool = False
     shared: MutableMapping[str, FleetQueries] = field(default_factory=dict)  # one per Prometheus URL
     _fleet: KubeFleet | None = None
@@ -38,14 +44,26 @@ class ClusterWiring:
 
     def metrics(self, spec: InferenceServiceSpec) -> Metrics:
         fleet = self.fleet(spec)
+        policy = UrlPolicy.of(self.prometheus_allow, self.prometheus_url)
         metrics: Metrics = fleet_metrics_port(spec, namespace=self.namespace, name=self.name,
-                                              default_url=self.prometheus_url, shared=self.shared)
+                                              default_url=self.prometheus_url, shared=self.shared, policy=policy,
+                                              ca_bundle=self.prometheus_ca_bundle, serving=self.serving_pods)
         if self.triton_direct and isinstance(metrics, (PrometheusMetrics, ServiceMetrics)):
             metrics = FallbackMetrics(primary=metrics, secondary=TritonStats(endpoints=[], model=spec.model.name),
                                       endpoints=fleet.endpoints)
         # Drains end when a pod reads idle: its in-flight requests come from the metrics.
         fleet.in_flight = metrics.per_pod if not isinstance(metrics, NoMetrics) else dict
         return metrics
+
+    def serving_pods(self) -> dict[str, float]:
+        """The service's serving pods (Ready, in the Service, not draining) and since when they are
+        Ready, from the watch cache: the pods its metric sums must include."""
+        out = {}
+        for pod in self.snapshot().pods:
+            replica = replica_from_pod(pod, set())
+            if replica.state == ReplicaState.serving and replica.ready_at is not None:
+                out[replica.name] = replica.ready_at
+        return out
 
     def release(self, metrics: object) -> None:
         """Leave the shared metric queries (the service is gone, or its metrics port changes)."""
