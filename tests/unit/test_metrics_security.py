@@ -11,6 +11,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -499,3 +500,94 @@ def test_an_outage_posts_one_warning_and_no_url_in_status_or_events() -> None:
     message = {c["type"]: c for c in status["conditions"]}["MetricsAvailable"]["message"]
     assert message == "in_flight, sampled_at: Prometheus unreachable (connection refused) (details in the operator log)"
     assert warnings[0].message == message
+
+
+# --- the operator's flags and the chart's values -----------------------------------------------------
+
+
+def operator_args(*argv: str) -> Any:
+    import argparse
+
+    from gpufleet import cli
+
+    args = argparse.Namespace(prometheus_url=None, prometheus_url_allow=None, prometheus_ca_bundle=None)
+    for flag, value in zip(argv[::2], argv[1::2], strict=True):
+        key = flag.removeprefix("--").replace("-", "_")
+        if key == "prometheus_url_allow":
+            args.prometheus_url_allow = [*(args.prometheus_url_allow or []), value]
+        else:
+            setattr(args, key, value)
+    return cli.prometheus_options(args)
+
+
+def test_flags_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpufleet import cli
+
+    assert operator_args() == ((), None)
+    assert operator_args("--prometheus-url-allow", "a.example, *.b.example",
+                         "--prometheus-url-allow", "https://c.example/x") == \
+        (("a.example", "*.b.example", "https://c.example/x"), None)
+    monkeypatch.setenv(cli.ALLOW_ENV, "env.example")
+    assert operator_args()[0] == ("env.example",)
+    assert operator_args("--prometheus-url-allow", "flag.example")[0] == ("flag.example",)  # the flag wins
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv(cli.CA_BUNDLE_ENV, str(ca))
+    assert operator_args()[1] == str(ca)
+    for bad in (("--prometheus-url-allow", "not a host"), ("--prometheus-ca-bundle", str(tmp_path / "missing")),
+                ("--prometheus-url", "ftp://prom")):
+        with pytest.raises(ValueError):
+            operator_args(*bad)
+    proc = subprocess.run([sys.executable, "-m", "gpufleet.cli", "operator", "--prometheus-url-allow", "a b"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not a host" in proc.stderr
+
+
+def helm_template(*sets: str) -> subprocess.CompletedProcess[str]:
+    from tests.support import HELM, ROOT
+
+    if not Path(HELM).exists():
+        pytest.skip("helm not built: run `make bins`")
+    args = [HELM, "template", "rel", str(ROOT / "charts" / "gpufleet"), "-n", "gf", "--kube-version", "1.33.0"]
+    for s in sets:
+        args += ["--set", s]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def operator_container(*sets: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    proc = helm_template(*sets)
+    assert proc.returncode == 0, proc.stderr
+    deployment = next(d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "Deployment")
+    pod_spec = deployment["spec"]["template"]["spec"]
+    return pod_spec["containers"][0], pod_spec
+
+
+def test_chart_default_allows_nothing_more_and_mounts_no_ca() -> None:
+    container, pod_spec = operator_container("operator.prometheusUrl=https://prom.monitoring.svc:9090")
+    assert not [a for a in container["args"] if a.startswith(("--prometheus-url-allow", "--prometheus-ca-bundle"))]
+    assert "prometheus-ca" not in {v["name"] for v in pod_spec["volumes"]}
+
+
+@pytest.mark.parametrize("source", ["configMap", "secret"])
+def test_chart_allow_list_and_ca_bundle(source: str) -> None:
+    container, pod_spec = operator_container(
+        "operator.prometheusUrlAllow={https://thanos.example.com/tenant,*.monitoring.svc}",
+        f"operator.prometheusCA.{source}=prom-ca", "operator.prometheusCA.key=bundle.pem")
+    assert [a for a in container["args"] if a.startswith("--prometheus")] == [
+        "--prometheus-url-allow=https://thanos.example.com/tenant", "--prometheus-url-allow=*.monitoring.svc",
+        "--prometheus-ca-bundle=/etc/gpufleet-prometheus-ca/bundle.pem"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "prometheus-ca")
+    assert mount == {"name": "prometheus-ca", "mountPath": "/etc/gpufleet-prometheus-ca", "readOnly": True}
+    volume = next(v for v in pod_spec["volumes"] if v["name"] == "prometheus-ca")
+    ref = volume["configMap"]["name"] if source == "configMap" else volume["secret"]["secretName"]
+    items = (volume.get("configMap") or volume.get("secret"))["items"]
+    assert ref == "prom-ca" and items == [{"key": "bundle.pem", "path": "bundle.pem"}]
+
+
+@pytest.mark.parametrize("sets,error", [
+    (("operator.prometheusCA.configMap=a", "operator.prometheusCA.secret=b"), "not both"),
+    (("operator.prometheusUrlAllow={a b}",), "prometheusUrlAllow"),
+])
+def test_chart_refuses_bad_prometheus_values(sets: tuple[str, ...], error: str) -> None:
+    proc = helm_template(*sets)
+    assert proc.returncode != 0 and error in proc.stderr, proc.stderr
