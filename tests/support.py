@@ -47,6 +47,8 @@ BASE_RULES = {
     ("", "pods"): {"list", "watch", "patch"},
     ("", "pods/eviction"): {"create"},
     ("", "nodes"): {"list", "watch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "watch"},
+    ("keda.sh", "scaledobjects"): {"list", "watch"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from gpufleet import telemetry, ticks
 from gpufleet.adapters import manifests
 from gpufleet.adapters.fleet_metrics import FleetQueries
-from gpufleet.adapters.kube import Kube, adopt
+from gpufleet.adapters.kube import Kube, NotOwned, adopt
 from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, trim_pod, turned_ready
 from gpufleet.adapters.wiring import ClusterWiring
 from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, read_status
@@ -114,6 +114,10 @@ SHARED_METRICS: dict[str, FleetQueries] = {}
 # write as status.observedGeneration (never the spec's generation while its children lag).
 # Keyed by uid: a service deleted and created again under its name starts from nothing.
 RECONCILED: dict[str, int | None] = {}
+# Objects of a child's name that a service does not control, per uid (apply_children): its loop
+# reports them (Ready=False, Conflict) and applies the children again every CONFLICT_RETRY_S.
+CONFLICTS: dict[str, tuple[str, ...]] = {}
+CONFLICT_RETRY_S = 30.0
 _kube_lock = threading.Lock()
 _kube: Kube | None = None
 
@@ -176,9 +180,47 @@ async def gpufleet_nodes(body: kopf.Body, name: str, **_: Any) -> dict[str, Node
 
 
 @kopf.index("apps", "v1", "deployments", labels={manifests.LABEL_SERVICE: kopf.PRESENT})
-async def gpufleet_deployments(namespace: str | None, name: str, spec: kopf.Spec,
-                               **_: Any) -> dict[tuple[str | None, str], int]:
+async def gpufleet_deployments(namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta,
+                               labels: kopf.Labels, **_: Any) -> dict[tuple[str | None, str], int]:
+    # Only Deployments an InferenceService of that name controls: a look-alike someone else made
+    # (same name and labels) is never scaled.
+    if not manifests.controlled_by_service(meta, labels[manifests.LABEL_SERVICE]):
+        return {}
     return {(namespace, name): int(spec.get("replicas") or 0)}
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
+async def gpufleet_hpas(namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta,
+                        **_: Any) -> dict[tuple[str | None, str], str]:
+    """Every HPA by the Deployment it targets (a few bytes each): one aimed at a gpufleet
+    Deployment fights the operator over its replicas, and is reported (AutoscalerConflict)."""
+    ref = spec.get("scaleTargetRef") or {}
+    if ref.get("kind") != "Deployment" or any(o.get("kind") == "ScaledObject" for o in meta.get("ownerReferences") or ()):
+        return {}  # KEDA's own HPA is reported as its ScaledObject
+    return {(namespace, str(ref.get("name", ""))): f"HorizontalPodAutoscaler {name}"}
+
+
+# KEDA may not be installed: kopf watches its CRD appear and only then serves this index.
+@kopf.index("keda.sh", "v1alpha1", "scaledobjects")
+async def gpufleet_scaledobjects(namespace: str | None, name: str, spec: kopf.Spec,
+                                 **_: Any) -> dict[tuple[str | None, str], str]:
+    ref = spec.get("scaleTargetRef") or {}
+    if ref.get("kind", "Deployment") != "Deployment":
+        return {}
+    return {(namespace, str(ref.get("name", ""))): f"ScaledObject {name}"}
+
+
+def autoscalers_of(namespace: str, name: str, *indexes: kopf.Index[Any, Any] | None) -> list[str]:
+    """The HPAs and ScaledObjects aimed at this service's Deployments, as 'HorizontalPodAutoscaler
+    x targets Deployment chat-ondemand'."""
+    out = []
+    for capacity_class in (ON_DEMAND, SPOT):
+        deployment = manifests.deployment_name(name, capacity_class)
+        for index in indexes:
+            store = index.get((namespace, deployment)) if index is not None else None
+            for what in sorted(store or ()):
+                out.append(f"{what} targets Deployment {deployment}")
+    return out
 
 
 def _one(index: kopf.Index[Any, Any], key: Any) -> Any:
@@ -236,6 +278,42 @@ def initial_replicas(spec: InferenceServiceSpec, now: float) -> dict[str, int]:
     return {ON_DEMAND: plan.on_demand, SPOT: plan.spot}
 
 
+def apply_children(body: kopf.Body, parsed: InferenceServiceSpec, namespace: str, name: str) -> tuple[str, ...]:
+    """Apply the children (creating the missing ones); the conflicts: objects of a child's name
+    the service does not control, left untouched (never adopted, never overwritten). Without
+    conflicts the generation counts as reconciled (RECONCILED); with some, they are recorded
+    (CONFLICTS) for the service's loop to report and to try again."""
+    children = manifests.children(name, parsed)
+    adopt(children, body)
+    sizes = initial_replicas(parsed, time.time())
+    conflicts = []
+    for child in children:
+        replicas = sizes.get(child["metadata"]["labels"].get(manifests.LABEL_CLASS, ""))
+        try:
+            result = kube().apply_child(namespace, child, replicas=replicas)
+        except NotOwned as exc:
+            conflicts.append(str(exc))
+            continue
+        if result != "unchanged":
+            kopf.info(body, reason=result.capitalize(),
+                      message=f"{child['kind']} {child['metadata']['name']} {result}")
+    uid = body.metadata.uid or ""
+    if conflicts:
+        CONFLICTS[uid] = tuple(conflicts)
+    else:
+        CONFLICTS.pop(uid, None)
+        RECONCILED[uid] = body.metadata.get("generation")
+    return tuple(conflicts)
+
+
+def conflict_status(body: kopf.Body, conflicts: Sequence[str], now: float) -> dict[str, Any]:
+    """Ready=False, Conflict naming the objects (written at once; the loop keeps it so)."""
+    conditions = render.set_condition(
+        read_status(body.get("status")).conditions, type="Ready", status=False, reason="Conflict",
+        message="; ".join(conflicts)[:1000], now=now, generation=body.metadata.get("generation"))
+    return {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]}
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=in_shard)
 @kopf.on.create(GROUP, VERSION, PLURAL, when=in_shard)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=in_shard)
@@ -248,18 +326,12 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
         kopf.warn(body, reason="InvalidSpec", message=parsed)
         patch.status.update(invalid_spec_status(body, parsed, time.time()))
         return
-    children = manifests.children(name, parsed)
-    adopt(children, body)
-    sizes = initial_replicas(parsed, time.time())
-    for child in children:
-        replicas = sizes.get(child["metadata"]["labels"].get(manifests.LABEL_CLASS, ""))
-        result = kube().apply_child(namespace, child, replicas=replicas)
-        if result != "unchanged":
-            kopf.info(body, reason=result.capitalize(),
-                      message=f"{child['kind']} {child['metadata']['name']} {result}")
-    generation = body.metadata.get("generation")
-    patch.status["observedGeneration"] = generation
-    RECONCILED[body.metadata.uid or ""] = generation
+    conflicts = apply_children(body, parsed, namespace, name)
+    if conflicts:
+        # Not raised either: the loop reports them (one Event per cause) and tries again.
+        patch.status.update(conflict_status(body, conflicts, time.time()))
+        return
+    patch.status["observedGeneration"] = body.metadata.get("generation")
 
 
 def post(body: kopf.Body, events: Sequence[Event]) -> None:
@@ -289,6 +361,9 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         return take_snapshot(namespace, name, pods=kwargs["gpufleet_pods"], nodes=kwargs["gpufleet_nodes"],
                              deployments=kwargs["gpufleet_deployments"], node_labels=node_labels)
 
+    async def read_autoscalers() -> list[str]:
+        return autoscalers_of(namespace, name, kwargs.get("gpufleet_hpas"), kwargs.get("gpufleet_scaledobjects"))
+
     def snapshot(*, node_labels: bool = False) -> Snapshot:
         # Called from a worker thread: the indexes are read on the event loop that updates them.
         return asyncio.run_coroutine_threadsafe(read(node_labels), event_loop).result(timeout=CONFIG.kube_timeout_s)
@@ -310,16 +385,25 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         telemetry.record_error(namespace=namespace, name=name, labels=body.metadata.labels, error=exc)
         kopf.warn(raw, reason=reason, message=f"{type(exc).__name__}: {exc}"[:500])
 
+    retried = [time.time()]  # when the children were last applied again after a conflict
+
     def tick() -> None:
         raw = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))  # one consistent view for this tick
         parsed = parse_spec(raw.spec)
         if not isinstance(parsed, InferenceServiceSpec):
             return  # reported by reconcile_children
         now = time.time()
+        uid = raw.metadata.uid or ""
         try:
+            if uid in CONFLICTS and now - retried[0] >= CONFLICT_RETRY_S:
+                retried[0] = now  # the clash may be gone: apply the children again
+                apply_children(raw, parsed, namespace, name)
+            autoscalers = asyncio.run_coroutine_threadsafe(read_autoscalers(), event_loop).result(
+                timeout=CONFIG.kube_timeout_s)
             loop.configure(parsed, now)
             outcome = loop.tick(raw.get("status") or {}, raw.metadata.get("generation"), now=now,
-                                reconciled=RECONCILED.get(raw.metadata.uid or ""))
+                                reconciled=RECONCILED.get(uid), conflicts=CONFLICTS.get(uid, ()),
+                                autoscalers=autoscalers)
             post(raw, outcome.events)
             if outcome.status is not None:
                 kube().patch_status(namespace, name, outcome.status)
@@ -353,4 +437,5 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         loop.close()
         if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
             RECONCILED.pop(body.metadata.uid or "", None)
+            CONFLICTS.pop(body.metadata.uid or "", None)
     telemetry.forget(namespace=namespace, name=name)  # deleted, or paused by peering: no stale series

@@ -113,13 +113,26 @@ def test_argocd_health_check() -> None:
     assert health(isvc({"observedGeneration": 1, "conditions": conditions(starting)}))[0] == "Progressing"
     invalid = [{"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": "spec.replicas.min: bad"}]
     assert health(isvc({"conditions": invalid})) == ("Degraded", "spec.replicas.min: bad")
+    # Refused or blocked generations are failures, not waits, although observedGeneration lags.
+    assert health(isvc({"observedGeneration": 1, "conditions": invalid}, generation=2)) == \
+        ("Degraded", "spec.replicas.min: bad")
+    clash = [{"type": "Ready", "status": "False", "reason": "Conflict", "message": "Deployment chat-ondemand exists"}]
+    assert health(isvc({"conditions": clash})) == ("Degraded", "Deployment chat-ondemand exists")
+    assert health(isvc({"observedGeneration": 1, "conditions": clash}, generation=2))[0] == "Degraded"
+    hpa = FleetState(replicas=serving.replicas)
+    plan = Plan(serving=2, standby=0, on_demand=2, spot=0, reason="QueueDepth", message="m")
+    degraded, reason, message = render.degraded_condition(plan, hpa, ["HorizontalPodAutoscaler web targets Deployment chat-ondemand"])
+    assert (degraded, reason) == (True, "AutoscalerConflict")
+    autoscaled = [c for c in conditions(serving) if c["type"] != "Degraded"] + [
+        {"type": "Degraded", "status": "True", "reason": reason, "message": message}]
+    assert health(isvc({"observedGeneration": 1, "conditions": autoscaled}))[0] == "Degraded"
     spot = FleetState(replicas=serving.replicas, spot_unavailable=True)
     assert health(isvc({"observedGeneration": 1, "conditions": conditions(spot)}))[0] == "Degraded"
 
 
 def test_health_check_knows_the_operators_reason_codes() -> None:
     source = (ROOT / "operator" / "gpufleet" / "kopf_app.py").read_text()
-    assert 'reason="InvalidSpec"' in source  # the one Ready=False reason that is not transient
+    assert 'reason="InvalidSpec"' in source and 'reason="Conflict"' in source  # the Ready=False reasons that are not transient
 
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="jq not installed")

@@ -18,12 +18,23 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from gpufleet.adapters import manifests
 from gpufleet.adapters.pods import trim_pod
 from gpufleet.api.models import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "gpufleet"
+
+
+class NotOwned(Exception):
+    """An object of a child's name exists and the InferenceService does not control it."""
+
+    def __init__(self, kind: str, name: str, holder: str) -> None:
+        super().__init__(f"{kind} {name} exists and is {holder}: gpufleet neither adopts nor overwrites it "
+                         f"(delete or rename it)")
+        self.kind = kind
+        self.name = name
 
 
 @runtime_checkable
@@ -67,9 +78,15 @@ class Kube:
 
         Deployments are applied without `replicas`: that field is written only through /scale,
         so a template change never resets the fleet size.
+
+        An existing object of the child's name that the body's controller (the InferenceService,
+        by uid) does not control is neither adopted nor overwritten: NotOwned is raised. Applies
+        to an owned object carry its uid as a precondition, so an object deleted and created
+        again by someone else between the read and the write is not written either.
         """
         resource = self.dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])
         name = body["metadata"]["name"]
+        owner = manifests.controller_of(body["metadata"])
         try:
             current = resource.get(name=name, namespace=namespace, _request_timeout=self.timeout).to_dict()
         except NotFoundError:
@@ -79,8 +96,11 @@ class Kube:
             resource.create(body=create_body, namespace=namespace, field_manager=FIELD_MANAGER,
                             _request_timeout=self.timeout)
             return "created"
+        if owner is not None and not manifests.owned_by(current["metadata"], owner.get("uid")):
+            raise NotOwned(body["kind"], name, manifests.describe_owner(current["metadata"]))
+        guarded = {**body, "metadata": {**body["metadata"], "uid": current["metadata"]["uid"]}}
         after = resource.server_side_apply(
-            body=body, name=name, namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=True,
+            body=guarded, name=name, namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=True,
             _request_timeout=self.timeout,
         ).to_dict()
         changed = current["metadata"].get("resourceVersion") != after["metadata"].get("resourceVersion")

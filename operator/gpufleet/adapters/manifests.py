@@ -8,6 +8,7 @@ replica counts (through /scale) and its own labels; everything else comes from t
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from gpufleet.api.models import ClassPlacement, InferenceServiceSpec
@@ -146,6 +147,37 @@ def pod_disruption_budget(name: str, spec: InferenceServiceSpec) -> dict[str, An
             "selector": {"matchLabels": {LABEL_SERVICE: name, LABEL_SERVING: "true"}},
         },
     }
+
+
+# -- ownership: gpufleet writes only into objects its InferenceService controls --------------------
+
+
+def controller_of(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference with controller=true in an object's metadata, if any."""
+    return next((r for r in meta.get("ownerReferences") or () if r.get("controller")), None)
+
+
+def owned_by(meta: Mapping[str, Any], owner_uid: str | None) -> bool:
+    """Whether the object is controlled by the owner with this uid (an InferenceService)."""
+    ref = controller_of(meta)
+    return ref is not None and owner_uid is not None and ref.get("uid") == owner_uid
+
+
+def controlled_by_service(meta: Mapping[str, Any], service: str) -> bool:
+    """Whether the object is controlled by an InferenceService named `service` (what the watch
+    caches check: a look-alike with gpufleet's labels but another owner is never scaled)."""
+    ref = controller_of(meta)
+    return ref is not None and ref.get("kind") == "InferenceService" and ref.get("name") == service \
+        and str(ref.get("apiVersion", "")).startswith("gpufleet.io/")
+
+
+def describe_owner(meta: Mapping[str, Any]) -> str:
+    """Who holds an object gpufleet does not own, for the Conflict message: its controller and
+    the field managers that wrote it."""
+    ref = controller_of(meta)
+    owner = f"controlled by {ref.get('kind')} {ref.get('name')}" if ref else "not controlled by this InferenceService"
+    managers = sorted({str(m.get("manager")) for m in meta.get("managedFields") or () if m.get("manager")})
+    return owner + (f", written by {', '.join(managers)}" if managers else "")
 
 
 def children(name: str, spec: InferenceServiceSpec) -> list[dict[str, Any]]:

@@ -254,10 +254,14 @@ class ServiceLoop:
     # -- one tick -------------------------------------------------------------------------------
 
     def tick(self, status: Mapping[str, Any], generation: int | None, *, now: float,
-             reconciled: int | None = None) -> TickOutcome:
+             reconciled: int | None = None, conflicts: Sequence[str] = (),
+             autoscalers: Sequence[str] = ()) -> TickOutcome:
         """One interval's work from the service's status as last read (`configure` first).
         `generation` is the spec's; `reconciled` the generation whose children were last applied
-        (status.observedGeneration; None: unknown, the status's own value is kept)."""
+        (status.observedGeneration; None: unknown, the status's own value is kept). `conflicts`
+        name objects of a child's name that the service does not own (Ready=False, Conflict),
+        `autoscalers` the HPAs and ScaledObjects aimed at its Deployments (Degraded): each is
+        one Warning when it appears and one Normal when it clears, not one per tick."""
         spec, fleet, metrics = self.spec, self.fleet, self.metrics
         assert spec is not None and fleet is not None and metrics is not None, "configure() first"
         events: list[Event] = []
@@ -284,7 +288,10 @@ class ServiceLoop:
         # What this loop wrote last is newer than the status read, whose watch event may still be on its way.
         previous = self.written if self.written is not None else status
         new = render_status(previous, generation, spec, result, now, metrics_ok=metrics.available,
-                            metrics_note=metrics.summary(), accounting=self.accounting, reconciled=reconciled)
+                            metrics_note=metrics.summary(), accounting=self.accounting, reconciled=reconciled,
+                            conflicts=conflicts, autoscalers=autoscalers)
+        events += self._cause_events("Conflict", conflicts, "no object of its children's names held by another owner")
+        events += self._cause_events("AutoscalerConflict", autoscalers, "no other autoscaler targets its Deployments")
         new, non_finite = finite(new)
         if self.causes.changed("NonFiniteStatus", tuple(non_finite) or None) and non_finite:
             events.append(Event("Warning", "NonFiniteStatus",
@@ -305,6 +312,15 @@ class ServiceLoop:
             self.written = outcome.written.status
             self.written_at = outcome.written.at
             self.memory_fp = outcome.written.memory_fp
+
+    def _cause_events(self, reason: str, causes: Sequence[str], cleared: str) -> list[Event]:
+        """A Warning naming `causes` when they appear or change, a Normal when they clear."""
+        was = self.causes.active(reason)
+        if not self.causes.changed(reason, tuple(sorted(causes)) or None):
+            return []
+        if causes:
+            return [Event("Warning", reason, "; ".join(causes)[:500])]
+        return [Event("Normal", f"{reason}Resolved", cleared)] if was else []
 
     def _metrics_events(self, metrics: ServiceMetrics, result: StepResult) -> list[Event]:
         """One Warning when the metrics go away (not one per tick), one Normal when they return."""

@@ -4,7 +4,7 @@ fields a reader acts on (`material`: what decides whether a status is worth a wr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gpufleet.api.models import (
@@ -138,8 +138,12 @@ def ready_condition(fleet: FleetState, spec: InferenceServiceSpec) -> tuple[bool
     return False, "ReplicasStarting", f"{serving}/{floor} replicas serving, {starting} starting"
 
 
-def degraded_condition(plan: Plan, fleet: FleetState) -> tuple[bool, str, str]:
-    """Degraded: the fleet runs, but not as it would by choice (no metrics, no spot, notices)."""
+def degraded_condition(plan: Plan, fleet: FleetState, autoscalers: Sequence[str] = ()) -> tuple[bool, str, str]:
+    """Degraded: the fleet runs, but not as it would by choice (another autoscaler on its
+    Deployments, no metrics, no spot, notices)."""
+    if autoscalers:
+        return True, "AutoscalerConflict", (
+            "; ".join(autoscalers) + ": it and gpufleet would both set the replicas (remove it)")[:1000]
     if plan.safe_mode:
         return True, "SafeMode", "metrics missing or stale: holding capacity, no scale-down"
     interrupted = sum(1 for r in fleet.replicas if r.interrupted)
@@ -152,17 +156,22 @@ def degraded_condition(plan: Plan, fleet: FleetState) -> tuple[bool, str, str]:
 
 def render_status(status: Mapping[str, Any], generation: int | None, spec: InferenceServiceSpec,
                   result: StepResult, now: float, *, metrics_ok: bool, metrics_note: str,
-                  accounting: Accounting | None = None, reconciled: int | None = None) -> dict[str, Any]:
+                  accounting: Accounting | None = None, reconciled: int | None = None,
+                  conflicts: Sequence[str] = (), autoscalers: Sequence[str] = ()) -> dict[str, Any]:
     """The status this tick's result calls for (from the previous one), as the API server stores it.
 
     `generation` is the spec's the tick decided under (the conditions' observedGeneration);
     `reconciled` is the generation whose children were last applied: status.observedGeneration
-    says that one, never more (None: not known to this process, the status's value is kept)."""
+    says that one, never more (None: not known to this process, the status's value is kept).
+    `conflicts`: objects of a child's name the service does not own (Ready=False, Conflict);
+    `autoscalers`: HPAs or ScaledObjects aimed at its Deployments (Degraded, AutoscalerConflict)."""
     old = read_status(status)
     fresh = result.fleet
     desired = {ON_DEMAND: result.plan.on_demand, SPOT: result.plan.spot}
     conditions: list[Condition] = old.conditions
     ready, reason, message = ready_condition(fresh, spec)
+    if conflicts:
+        ready, reason, message = False, "Conflict", "; ".join(conflicts)[:1000]
     conditions = set_condition(conditions, type="Ready", status=ready, reason=reason,
                                message=message, now=now, generation=generation)
     conditions = set_condition(
@@ -175,7 +184,7 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
     conditions = set_condition(
         conditions, type="Scaling", status=scaling, reason=result.plan.reason, message=result.plan.message,
         now=now, generation=generation)
-    degraded, reason, message = degraded_condition(result.plan, fresh)
+    degraded, reason, message = degraded_condition(result.plan, fresh, autoscalers)
     conditions = set_condition(conditions, type="Degraded", status=degraded, reason=reason,
                                message=message, now=now, generation=generation)
     budget_status, budget_condition = accounting.judge(spec, result.plan) if accounting else (None, None)
