@@ -163,3 +163,21 @@ def test_an_hpa_or_scaled_object_on_a_gpufleet_deployment_is_reported(
                  timeout=90, what="Degraded naming the ScaledObject")
     finally:
         cluster.kubectl("delete", "crd", "scaledobjects.keda.sh", "--wait=false", check=False)
+
+
+RESERVED = [("labels", "gpufleet.io/serving"), ("labels", "gpufleet.io/inference-service"),
+            ("labels", "gpufleet.io/capacity-class"), ("annotations", "gpufleet.io/draining-since"),
+            ("annotations", "controller.kubernetes.io/pod-deletion-cost")]
+
+
+@pytest.mark.parametrize(("where", "key"), RESERVED, ids=[k for _, k in RESERVED])
+def test_the_api_server_refuses_reserved_keys_in_the_pod_template(
+    cluster: Cluster, namespace: str, where: str, key: str
+) -> None:
+    obj = example(namespace, name="bad")
+    obj["spec"]["template"]["metadata"].setdefault(where, {})[key] = "true"
+    proc = cluster.apply(obj, check=False)
+    assert proc.returncode != 0, f"{key}: accepted"
+    assert f"spec.template.metadata.{where}" in proc.stderr and "set by the gpufleet operator" in proc.stderr, \
+        proc.stderr
+    assert cluster.get("inferenceservice", "bad", namespace) is None

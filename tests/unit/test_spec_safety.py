@@ -198,3 +198,40 @@ def test_a_non_finite_value_in_the_status_becomes_one_warning_not_a_rejected_pat
     warned = [[e.reason for e in o.events if e.type == "Warning"] for o in outcomes]
     assert warned == [["NonFiniteStatus"], [], []]
     assert "observed.requestRate" in next(e.message for e in outcomes[0].events if e.reason == "NonFiniteStatus")
+
+
+# -- labels and annotations gpufleet sets on the fleet's pods are not the template's --------------
+
+RESERVED = [("labels", "gpufleet.io/serving"), ("labels", "gpufleet.io/inference-service"),
+            ("labels", "gpufleet.io/capacity-class"), ("annotations", "gpufleet.io/draining-since"),
+            ("annotations", "controller.kubernetes.io/pod-deletion-cost"), ("labels", "gpufleet.io/anything-new")]
+
+
+@pytest.mark.parametrize(("where", "key"), RESERVED)
+def test_reserved_keys_in_the_pod_template_are_invalid_spec(where: str, key: str) -> None:
+    template = {"metadata": {where: {key: "true", "team": "a"}}, **TEMPLATE}
+    message = parse_spec(doc(template=template))
+    assert isinstance(message, str) and message.startswith("spec.template:"), message
+    assert f"metadata.{where}[{key}]" in message
+
+
+def test_keys_of_other_domains_are_the_templates() -> None:
+    template = {"metadata": {"labels": {"app": "chat", "example.com/gpufleet.io": "x"},
+                             "annotations": {"kwok.gpufleet.io/ready-delay": "5s", "prometheus.io/scrape": "true"}},
+                **TEMPLATE}
+    assert isinstance(parse_spec(doc(template=template)), InferenceServiceSpec)
+
+
+def test_the_crd_refuses_reserved_keys_by_cel() -> None:
+    from gpufleet.adapters import manifests
+
+    meta = _spec_schema()["properties"]["template"]["properties"]["metadata"]["properties"]
+    for where in ("labels", "annotations"):
+        (rule,) = meta[where]["x-kubernetes-validations"]
+        assert "!k.startsWith('gpufleet.io/')" in rule["rule"]
+        assert "k != 'controller.kubernetes.io/pod-deletion-cost'" in rule["rule"]
+        assert meta[where]["maxProperties"] > 0  # bounds the rule's cost
+    # Every label and annotation the operator writes on pods is covered by the rule.
+    for key in (manifests.LABEL_SERVICE, manifests.LABEL_CLASS, manifests.LABEL_SERVING,
+                manifests.ANNOTATION_DRAINING, manifests.ANNOTATION_DELETION_COST):
+        assert key.startswith("gpufleet.io/") or key == "controller.kubernetes.io/pod-deletion-cost", key

@@ -402,11 +402,48 @@ class Schedule(ApiModel):
         return self
 
 
+# Labels and annotations the operator sets on the fleet's pods (gpufleet.adapters.manifests): the
+# serving label decides who is in the Service, the deletion cost which pod a shrink removes. A pod
+# template that set them would start pods in the Service, or pick scale-in victims. Reserved: every
+# key under gpufleet.io/ (kwok.gpufleet.io/ and other subdomains are not) and the deletion cost.
+RESERVED_PREFIX = "gpufleet.io/"
+RESERVED_KEYS = ("controller.kubernetes.io/pod-deletion-cost",)
+_RESERVED_CEL = (f"self.all(k, !k.startsWith('{RESERVED_PREFIX}')"
+                 + "".join(f" && k != '{k}'" for k in RESERVED_KEYS) + ")")
+
+
+def _reserved_map(what: str, most: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "maxProperties": most,
+        "additionalProperties": {"type": "string"},
+        "x-kubernetes-validations": [{
+            "rule": _RESERVED_CEL,
+            "message": f"{what} under {RESERVED_PREFIX} and {', '.join(RESERVED_KEYS)} are set by the gpufleet "
+                       "operator and may not be set in the pod template",
+        }],
+    }
+
+
+def reserved_keys(template: Mapping[str, Any]) -> list[str]:
+    """The template's labels and annotations that gpufleet reserves, as 'labels[gpufleet.io/serving]'."""
+    meta = template.get("metadata") or {}
+    out = []
+    for what in ("labels", "annotations"):
+        keys = meta.get(what) or {} if isinstance(meta, Mapping) else {}
+        out += [f"{what}[{k}]" for k in keys if str(k).startswith(RESERVED_PREFIX) or k in RESERVED_KEYS]
+    return out
+
+
 _TEMPLATE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["spec"],
     "properties": {
-        "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "metadata": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {"labels": _reserved_map("labels", 64), "annotations": _reserved_map("annotations", 256)},
+        },
         "spec": {
             "type": "object",
             "x-kubernetes-preserve-unknown-fields": True,
@@ -466,6 +503,14 @@ class InferenceServiceSpec(ApiModel):
     that raise the floor or scale the expected load, provisioned ahead so capacity is Ready when
     each opens. Names are unique; overlapping windows of different names take the highest floor
     and multiplier."""
+
+    @field_validator("template")
+    @classmethod
+    def _template_leaves_reserved_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The CRD's CEL rules refuse these at admission; an object stored before them is refused here.
+        if reserved := reserved_keys(value):
+            raise ValueError(f"metadata.{', metadata.'.join(reserved)} reserved: set by the gpufleet operator")
+        return value
 
     @field_validator("schedules")
     @classmethod
