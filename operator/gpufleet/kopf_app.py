@@ -39,7 +39,7 @@ from gpufleet.adapters.wiring import ClusterWiring
 from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, read_status
 from gpufleet.control import pricing
 from gpufleet.control import status as render
-from gpufleet.control.service import Event, ServiceLoop, Settings, TickTelemetry
+from gpufleet.control.service import Causes, Event, ServiceLoop, Settings, TickTelemetry
 from gpufleet.control.step import initial_decision
 from gpufleet.core.policy import GpufleetPolicy
 from gpufleet.core.types import ON_DEMAND, SPOT
@@ -334,6 +334,28 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
     patch.status["observedGeneration"] = body.metadata.get("generation")
 
 
+def failure_cause(exc: BaseException) -> tuple[str, object]:
+    """What makes two failures the same cause: the exception's type and, for API errors, the
+    HTTP status (messages carry request ids and times)."""
+    return type(exc).__name__, getattr(exc, "status", None)
+
+
+def report_failure(causes: Causes, body: kopf.Body, reason: str, exc: BaseException) -> bool:
+    """A Warning for a failed tick or reroute when its cause is new (True), none while the same
+    cause repeats (False)."""
+    if not causes.changed(reason, failure_cause(exc)):
+        return False
+    kopf.warn(body, reason=reason, message=f"{type(exc).__name__}: {exc}"[:500])
+    return True
+
+
+def report_recovery(causes: Causes, body: kopf.Body, reason: str) -> None:
+    """One Normal event when a call that had failed (`reason`) succeeds again."""
+    if causes.active(reason):
+        causes.changed(reason, None)
+        kopf.info(body, reason=reason.replace("Failed", "Recovered"), message="it succeeds again")
+
+
 def post(body: kopf.Body, events: Sequence[Event]) -> None:
     for event in events:
         (kopf.warn if event.type == "Warning" else kopf.info)(body, reason=event.reason, message=event.message)
@@ -380,10 +402,14 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         seconds = float(parsed.scaling.interval_seconds) if isinstance(parsed, InferenceServiceSpec) else 10.0
         return max(CONFIG.min_interval_seconds, seconds)
 
+    failures = Causes()  # TickFailed / RerouteFailed: one Warning per cause until a call succeeds
+
     def failed(raw: kopf.Body, reason: str, exc: Exception) -> None:
-        log.exception("%s: %s/%s", reason, namespace, name)
         telemetry.record_error(namespace=namespace, name=name, labels=body.metadata.labels, error=exc)
-        kopf.warn(raw, reason=reason, message=f"{type(exc).__name__}: {exc}"[:500])
+        if report_failure(failures, raw, reason, exc):
+            log.exception("%s: %s/%s", reason, namespace, name)
+        else:
+            log.warning("%s again: %s/%s: %s", reason, namespace, name, f"{type(exc).__name__}: {exc}"[:300])
 
     retried = [time.time()]  # when the children were last applied again after a conflict
 
@@ -413,6 +439,8 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
                 record(namespace, name, raw.metadata.labels, outcome.telemetry, time.time() - now)
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failing API call
             failed(raw, "TickFailed", exc)
+        else:
+            report_recovery(failures, raw, "TickFailed")
 
     def reroute() -> None:
         raw = kopf.Body(cast(kopf.RawBody, copy.deepcopy(dict(body))))
@@ -425,6 +453,8 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
                 post(raw, outcome.events)
         except Exception as exc:  # noqa: BLE001 - as a tick: reported, and the next tick retries
             failed(raw, "RerouteFailed", exc)
+        else:
+            report_recovery(failures, raw, "RerouteFailed")
 
     key = (namespace, name)
     wake = WAKES[key] = asyncio.Event()

@@ -139,9 +139,11 @@ class Causes:
         return reason in self._now
 
 
-def _fleet_events(events: Sequence[tuple[str, str]]) -> list[Event]:
-    return [Event("Warning" if reason == "RolloutFailed" else "Normal", reason, message)
-            for reason, message in events]
+def metrics_causes(summary: str) -> tuple[str, ...]:
+    """The causes in a metrics port's summary ('request_rate, queue_depth: Prometheus timeout; ...'),
+    without the signals each took: the set a MetricsUnavailable Warning is posted once for."""
+    text = summary.removesuffix(" (details in the operator log)")
+    return tuple(sorted({part.split(": ", 1)[-1].strip() for part in text.split("; ") if part.strip()}))
 
 
 class ServiceLoop:
@@ -166,7 +168,6 @@ class ServiceLoop:
         self.written: dict[str, Any] | None = None  # the last status written
         self.written_at = 0.0
         self.memory_fp = ""
-        self.metrics_warned = False
         self.causes = Causes()
         # The last plan carried out, and the spec (as written) it was decided under: what a
         # reroute carries out again. None after a tick that applied nothing (recommend mode).
@@ -282,7 +283,7 @@ class ServiceLoop:
         if self.forecaster is not None and result.observation.request_rate is not None:
             self.forecaster.observe(now, result.observation.request_rate)
         if result.applied:
-            events += _fleet_events(fleet.events)
+            events += self._fleet_events(fleet.events)
         events += self._metrics_events(metrics, result)
         delta = self.accounting.meter(spec, result.fleet, result.observation.request_rate, now)
         # What this loop wrote last is newer than the status read, whose watch event may still be on its way.
@@ -323,14 +324,31 @@ class ServiceLoop:
         return [Event("Normal", f"{reason}Resolved", cleared)] if was else []
 
     def _metrics_events(self, metrics: ServiceMetrics, result: StepResult) -> list[Event]:
-        """One Warning when the metrics go away (not one per tick), one Normal when they return."""
+        """One Warning when the metrics go away, another only when the cause changes (never one per
+        tick), one Normal when they return."""
         blind = result.plan.safe_mode and metrics.available is False
+        cause = metrics_causes(metrics.summary()) if blind else None
+        was = self.causes.active("MetricsUnavailable")
         out = []
-        if blind and not self.metrics_warned:
-            out.append(Event("Warning", "MetricsUnavailable", metrics.summary()[:500]))
-        elif not blind and self.metrics_warned:
-            out.append(Event("Normal", "MetricsAvailable", "metrics are back"))
-        self.metrics_warned = blind
+        if self.causes.changed("MetricsUnavailable", cause):
+            if blind:
+                out.append(Event("Warning", "MetricsUnavailable", metrics.summary()[:500]))
+            elif was:
+                out.append(Event("Normal", "MetricsAvailable", "metrics are back"))
+        return out
+
+    def _fleet_events(self, events: Sequence[tuple[str, str]]) -> list[Event]:
+        """What a rollout changed (Normal, each once: they are changes), and its failures: one
+        RolloutFailed Warning per set of failing calls, not one per tick while the same calls keep
+        failing, and one RolloutRecovered once a rollout goes through again."""
+        out = [Event("Normal", reason, message) for reason, message in events if reason != "RolloutFailed"]
+        failed = tuple(message for reason, message in events if reason == "RolloutFailed")
+        was = self.causes.active("RolloutFailed")
+        if self.causes.changed("RolloutFailed", failed or None):
+            if failed:
+                out += [Event("Warning", "RolloutFailed", message) for message in failed]
+            elif was:
+                out.append(Event("Normal", "RolloutRecovered", "the rollout's calls go through again"))
         return out
 
     def _write(self, status: Mapping[str, Any], new: dict[str, Any],
@@ -364,4 +382,4 @@ class ServiceLoop:
         if spec != decided_under:
             return None
         reroute(plan, self.fleet, now=now)
-        return TickOutcome(events=tuple(_fleet_events(self.fleet.events)))
+        return TickOutcome(events=tuple(self._fleet_events(self.fleet.events)))
