@@ -370,7 +370,9 @@ def record(namespace: str, name: str, labels: Mapping[str, str] | None, data: Ti
                            alert_percent=data.alert_percent)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0, when=in_shard)
+# backoff: should anything escape the loop's supervisor (its setup), kopf restarts the daemon after
+# 10 s rather than its default 60 s.
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0, backoff=10.0, when=in_shard)
 async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str | None,
                      **kwargs: Any) -> None:
     """One loop per InferenceService: a coroutine that schedules its ticks (and the reroutes a
@@ -459,8 +461,13 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
     key = (namespace, name)
     wake = WAKES[key] = asyncio.Event()
     try:
-        await ticks.run_loop(POOL, name=f"{namespace}/{name}", tick=tick, interval=interval,
-                             sleep=stopped.wait, stopped=lambda: bool(stopped), wake=wake, reroute=reroute)
+        # A loop that dies is started again (ticks.supervise), keeping the call it left on the pool.
+        state = ticks.LoopState()
+        await ticks.supervise(
+            lambda: ticks.run_loop(POOL, name=f"{namespace}/{name}", tick=tick, interval=interval,
+                                   sleep=stopped.wait, stopped=lambda: bool(stopped), wake=wake, reroute=reroute,
+                                   state=state),
+            name=f"{namespace}/{name}", stopped=lambda: bool(stopped), sleep=stopped.wait)
     finally:
         if WAKES.get(key) is wake:
             del WAKES[key]

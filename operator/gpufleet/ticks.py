@@ -7,6 +7,10 @@ jittered (services created together do not tick together), have a deadline (a sl
 given up on for this round; it never holds more than one worker), and their lag (due -> done) is
 measured: the figure a platform team watches when it adds services.
 
+A loop that dies (its coroutine raised: an interval that cannot be computed, a pool shut under
+it) is restarted by `supervise` after a short, growing, jittered back-off; kopf would restart a
+daemon only after its own backoff, and never one that returned.
+
 A loop can also be woken between ticks (an asyncio.Event its service's pod watch sets when a pod
 turns Ready): after a short debounce it runs `reroute` on the same pool, never beside its own
 tick, so a Ready pod joins the Service without waiting up to an interval for the next tick.
@@ -44,6 +48,20 @@ TICK_OVERRUNS = Counter(
     "skipped, a due tick did not start because the previous one was still running)",
     ["result"],
 )
+
+
+LOOP_RESTARTS = Counter(
+    "gpufleet_loop_restarts_total",
+    "Service loops restarted after their coroutine died from an unexpected exception",
+)
+
+
+@dataclass
+class LoopState:
+    """What a service's loop keeps across restarts by `supervise`: the call still on the pool, so
+    a restarted loop never starts a tick beside one its previous life left running."""
+
+    running: Future[None] | None = None
 
 
 @dataclass
@@ -101,6 +119,7 @@ async def run_loop(
     wake: asyncio.Event | None = None,
     reroute: Callable[[], None] | None = None,
     debounce_s: float = 0.5,
+    state: LoopState | None = None,
 ) -> None:
     """Run `tick` on the pool every `interval()` seconds until `stopped()`.
 
@@ -116,8 +135,8 @@ async def run_loop(
     """
     loop = asyncio.get_running_loop()
     wake = wake if reroute is not None else None
+    state = state if state is not None else LoopState()
     due = clock() + random.uniform(0.0, 0.1 * interval())
-    running: Future[None] | None = None
 
     async def run(call: Callable[[], None], deadline: float, what: str) -> tuple[Future[None], bool]:
         """Run `call` on the pool; the future and whether it finished in time without raising."""
@@ -142,25 +161,58 @@ async def run_loop(
             if clock() < due:
                 assert wake is not None and reroute is not None
                 wake.clear()
-                if running is not None and not running.done():
+                if state.running is not None and not state.running.done():
                     REROUTES.labels(result="deferred").inc()
                 else:
                     REROUTES.labels(result="run").inc()
-                    running, _ = await run(reroute, interval(), "reroute")
+                    state.running, _ = await run(reroute, interval(), "reroute")
                 continue
             REROUTES.labels(result="deferred").inc()
         if stopped():
             break
         period = pool.next_interval(interval())
-        if running is not None and not running.done():
+        if state.running is not None and not state.running.done():
             TICK_OVERRUNS.labels(result="skipped").inc()
             log.warning("tick of %s skipped: the previous one is still running", name)
         else:
             if wake is not None:
                 wake.clear()  # this tick reads fresh state: it covers every wake so far
-            running, ok = await run(tick, period, "tick")
+            state.running, ok = await run(tick, period, "tick")
             if ok:
                 TICK_LAG.observe(max(0.0, clock() - due))
         due += period
         if due < clock():  # fell behind (a long tick): start again from now, do not burst
             due = clock() + period * random.uniform(0.0, 0.1)
+
+
+async def supervise(
+    start: Callable[[], Awaitable[None]],
+    *,
+    name: str,
+    stopped: Callable[[], bool],
+    sleep: Callable[[float], Awaitable[object]],
+    clock: Callable[[], float] = time.monotonic,
+    base_s: float = 1.0,
+    cap_s: float = 60.0,
+    healthy_s: float = 600.0,
+) -> None:
+    """Run `start()` (a service's loop) until `stopped()`; when it dies from an unexpected
+    exception, or returns while not asked to stop, log it, count it and start it again after
+    base_s, doubling per consecutive death up to cap_s, jittered (x0.5-1); a life of healthy_s
+    resets the back-off. Cancellation (kopf stopping the daemon) is never caught."""
+    deaths = 0
+    while not stopped():
+        began = clock()
+        try:
+            await start()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the loop must come back whatever killed it
+            log.exception("the loop of %s died; restarting it", name)
+        else:
+            if stopped():
+                return
+            log.error("the loop of %s returned while not stopped; restarting it", name)
+        LOOP_RESTARTS.inc()
+        deaths = 1 if clock() - began >= healthy_s else deaths + 1
+        await sleep(min(cap_s, base_s * 2 ** (deaths - 1)) * random.uniform(0.5, 1.0))

@@ -57,6 +57,7 @@ class FakeResource:
 def kube_with(resource: FakeResource) -> Kube:
     kube = Kube.__new__(Kube)
     kube.timeout = (1.0, 1.0)
+    kube.budget_s = 1.0
     kube._dynamic = type("D", (), {"resources": type("R", (), {"get": staticmethod(lambda **_: resource)})()})()
     return kube
 

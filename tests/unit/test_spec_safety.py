@@ -123,6 +123,7 @@ def test_kube_refuses_to_send_a_non_finite_status() -> None:
     kube = Kube.__new__(Kube)
     kube.custom = Custom()  # type: ignore[assignment]
     kube.timeout = (1.0, 1.0)
+    kube.budget_s = 1.0
     with pytest.raises(ValueError, match="costPerHour"):
         kube.patch_status("ns", "chat", {"costPerHour": math.inf})
     assert Custom.calls == 0
