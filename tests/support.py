@@ -35,8 +35,10 @@ def wait_for(predicate: Callable[[], T], *, timeout: float, what: str, interval:
 
 
 # Exactly what the operator (gpufleet.adapters.kube, gpufleet.kopf_app) and kopf call. A new API call
-# in the code needs a rule here and in templates/rbac.yaml, on purpose.
-BASE_RULES = {
+# in the code needs a rule here and in templates/rbac.yaml, on purpose. On namespaced resources (a
+# Role per watched namespace when the chart's watchNamespaces is set) and on cluster-scoped ones
+# (read-only, always in the ClusterRole).
+NAMESPACED_RULES = {
     ("gpufleet.io", "inferenceservices"): {"list", "watch", "patch"},
     ("gpufleet.io", "inferenceservices/status"): {"patch"},
     ("gpufleet.io", "inferenceservices/finalizers"): {"update"},
@@ -46,12 +48,15 @@ BASE_RULES = {
     ("policy", "poddisruptionbudgets"): {"get", "create", "patch"},
     ("", "pods"): {"list", "watch", "patch"},
     ("", "pods/eviction"): {"create"},
-    ("", "nodes"): {"list", "watch"},
     ("autoscaling", "horizontalpodautoscalers"): {"list", "watch"},
     ("keda.sh", "scaledobjects"): {"list", "watch"},
     ("", "events"): {"create"},
+}
+CLUSTER_RULES = {
+    ("", "nodes"): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
 }
+BASE_RULES = {**NAMESPACED_RULES, **CLUSTER_RULES}
 
 
 def exported_names() -> set[str]:

@@ -129,6 +129,34 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str, release: st
     assert get_cluster_scoped(cluster, "crd", "inferenceservices.gpufleet.io") is not None
 
 
+def test_namespaced_mode_grants_writes_only_in_the_watched_namespace(
+    cluster: Cluster, namespace: str, release: str
+) -> None:
+    """watchNamespaces: the chart's ServiceAccount may patch pods and Deployments in the watched
+    namespace (a Role) and nowhere else; cluster-wide it only reads nodes, CRDs and namespaces."""
+    sa = f"system:serviceaccount:{namespace}:{release}-gpufleet"
+    watched = f"{namespace}-w"
+    cluster.kubectl("create", "namespace", watched)
+    try:
+        helm(cluster, "install", release, str(CHART), "-n", namespace,
+             "--set", f"operator.watchNamespaces={{{watched}}}")
+        for verb, what in (("patch", "pods"), ("patch", "deployments"), ("create", "deployments"),
+                           ("patch", "inferenceservices.gpufleet.io"), ("create", "events"),
+                           ("list", "horizontalpodautoscalers.autoscaling")):
+            assert can_i(cluster, sa, verb, what, "-n", watched), (verb, what)
+        assert can_i(cluster, sa, "patch", "deployments", "--subresource=scale", "-n", watched)
+        for verb, what in (("patch", "pods"), ("patch", "deployments"), ("create", "deployments"),
+                           ("patch", "inferenceservices.gpufleet.io"), ("list", "pods")):
+            assert not can_i(cluster, sa, verb, what, "-n", "default"), (verb, what)
+            assert not can_i(cluster, sa, verb, what, "-A"), (verb, what)
+        assert not can_i(cluster, sa, "patch", "deployments", "--subresource=scale", "-n", "default")
+        assert can_i(cluster, sa, "list", "nodes") and not can_i(cluster, sa, "patch", "nodes")
+        assert can_i(cluster, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    finally:
+        helm(cluster, "uninstall", release, "-n", namespace, "--wait", "--timeout", "120s", check=False)
+        cluster.kubectl("delete", "namespace", watched, "--wait=false", check=False)
+
+
 # -- the operator with the chart's ServiceAccount token ----------------------------------------
 
 def fence(namespace: str, sa: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import BASE_RULES, HELM, ROOT
+from tests.support import BASE_RULES, CLUSTER_RULES, HELM, NAMESPACED_RULES, ROOT
 
 CHART = ROOT / "charts" / "gpufleet"
 # helm built from source without version ldflags assumes Kubernetes v1.20 for `template`.
@@ -39,9 +39,9 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def rules(docs: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+def rules(docs: list[dict[str, Any]], role: dict[str, Any] | None = None) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
-    for rule in one(docs, "ClusterRole")["rules"]:
+    for rule in (role or one(docs, "ClusterRole"))["rules"]:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 out.setdefault((group, resource), set()).update(rule["verbs"])
@@ -103,25 +103,48 @@ def test_metrics_service_and_optional_service_monitor() -> None:
 
 @pytest.mark.parametrize("sets", [(), ("operator.watchNamespaces={a,b}",), ("peering.enabled=false", "replicaCount=1")])
 def test_cluster_role_has_no_wildcard(sets: tuple[str, ...]) -> None:
-    for rule in one(render(*sets), "ClusterRole")["rules"]:
-        for key in ("apiGroups", "resources", "verbs"):
-            assert "*" not in rule[key], rule
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+    for doc in render(*sets):
+        if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        for rule in doc["rules"]:
+            for key in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[key], rule
+            assert "resourceNames" not in rule and "nonResourceURLs" not in rule
 
 
 def test_cluster_role_is_exactly_what_the_operator_uses() -> None:
     assert rules(render()) == {**BASE_RULES, ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"}}
-    assert rules(render("operator.watchNamespaces={a,b}")) == {
-        **BASE_RULES,
-        ("kopf.dev", "kopfpeerings"): {"list", "watch", "patch"},
-        ("", "namespaces"): {"list", "watch"},
-    }
     assert rules(render("peering.enabled=false", "replicaCount=1")) == BASE_RULES
+    assert not [d for d in render() if d["kind"] in ("Role", "RoleBinding")]
     # Nothing is ever deleted (owner references let the garbage collector do it; a pod leaves by
     # its ReplicaSet or by eviction) and no secrets read.
     flat = render()
     assert all("delete" not in v for v in rules(flat).values())
     assert ("", "secrets") not in rules(flat)
+
+
+def test_namespaced_mode_grants_writes_only_in_the_watched_namespaces() -> None:
+    docs = render("operator.watchNamespaces={a,b}", namespace="ops")
+    # Cluster-wide: read-only, cluster-scoped (nodes, CRDs, and namespaces to follow them).
+    cluster_rules = rules(docs)
+    assert cluster_rules == {**CLUSTER_RULES, ("", "namespaces"): {"list", "watch"}}
+    assert all(verbs <= {"list", "watch"} for verbs in cluster_rules.values())
+    # In each watched namespace, a Role with the rest, bound to the chart's ServiceAccount.
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    assert sorted(roles) == sorted(bindings) == ["a", "b"]
+    for ns, role in roles.items():
+        assert rules(docs, role) == {**NAMESPACED_RULES, ("kopf.dev", "kopfpeerings"): {"list", "watch", "patch"}}
+        binding = bindings[ns]
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": role["metadata"]["name"]}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-gpufleet", "namespace": "ops"}]
+    # Without peering, no peering rule anywhere.
+    unpeered = render("operator.watchNamespaces={a}", "peering.enabled=false", "replicaCount=1")
+    (role,) = [d for d in unpeered if d["kind"] == "Role"]
+    assert rules(unpeered, role) == NAMESPACED_RULES
+    assert not [d for d in render("operator.watchNamespaces={a}", "rbac.create=false")
+                if d["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")]
 
 
 def test_cluster_scoped_names_include_the_namespace() -> None:
