@@ -591,3 +591,23 @@ def test_chart_allow_list_and_ca_bundle(source: str) -> None:
 def test_chart_refuses_bad_prometheus_values(sets: tuple[str, ...], error: str) -> None:
     proc = helm_template(*sets)
     assert proc.returncode != 0 and error in proc.stderr, proc.stderr
+
+
+def test_triton_statistics_are_summarised_by_cause_without_addresses() -> None:
+    from gpufleet.adapters.fallback import FallbackMetrics
+    from gpufleet.adapters.triton import TritonStats
+
+    endpoints = [dead_url().removeprefix("http://") for _ in range(2)]
+    stats = TritonStats(endpoints=endpoints, model="m", timeout_s=1.0)
+    assert stats.summary() == "all endpoints read"
+    stats.observe(now=1000.0)
+    assert stats.summary() == "2 of 2 pods: unreachable (connection refused)"
+    assert TritonStats(endpoints=[], model="m").summary() == "no serving pod to read"
+    prometheus = PrometheusMetrics(url=dead_url(), queries=queries_for(spec(), namespace="a", name="chat"),
+                                   stale_after_s=60, timeout_s=1.0)
+    both = FallbackMetrics(primary=prometheus, secondary=TritonStats(endpoints=[], model="m", timeout_s=1.0),
+                           endpoints=lambda: endpoints)
+    summaries = {(both.observe(now=1000.0 + t), both.summary())[1] for t in range(2)}
+    assert summaries == {"Prometheus: sampled_at: Prometheus unreachable (connection refused) (details in the "
+                         "operator log); Triton statistics: 2 of 2 pods: unreachable (connection refused)"}
+    assert not any(e.split(":")[0] in next(iter(summaries)) for e in endpoints)

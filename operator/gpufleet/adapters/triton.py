@@ -120,6 +120,7 @@ class TritonStats:
     errors: dict[str, str] = field(default_factory=dict)  # per endpoint: why it is missing (short cause)
     _previous: dict[str, Counters] = field(default_factory=dict)
     _previous_at: float | None = None
+    _logged: dict[str, str] = field(default_factory=dict)  # endpoint -> the cause last logged
 
     def _read(self, url: str) -> Counters | None:
         client = None
@@ -128,7 +129,9 @@ class TritonStats:
             counters = Counters.from_statistics(client.get_inference_statistics(self.model), self.model)
         except Exception as exc:  # noqa: BLE001 - unreachable pod, timeout, unknown model (HTTP 400)
             self.errors[url] = cause(exc, timeout_s=self.timeout_s)
-            log.info("Triton statistics of %s from %s: %s: %s", self.model, url, type(exc).__name__, exc)
+            if self._logged.get(url) != self.errors[url]:  # the detail once per cause, not every tick
+                log.info("Triton statistics of %s from %s: %s: %s", self.model, url, type(exc).__name__, exc)
+                self._logged[url] = self.errors[url]
             return None
         finally:
             if client is not None:
@@ -138,10 +141,13 @@ class TritonStats:
                     pass
         if counters is None:
             self.errors[url] = "no statistics for the model"
+        else:
+            self._logged.pop(url, None)
         return counters
 
     def observe(self, *, now: float) -> Observation:
         self.errors = {}
+        self._logged = {u: c for u, c in self._logged.items() if u in self.endpoints}
         current = {url: c for url in self.endpoints if (c := self._read(url)) is not None}
         previous, previous_at = self._previous, self._previous_at
         self._previous, self._previous_at = current, now
