@@ -62,6 +62,9 @@ def operator(cluster: Cluster, prometheus: PrometheusServer, emulator: str,
     proc = Process("operator", [sys.executable, "-m", "gpufleet.cli", "operator", "--kubeconfig", cluster.kubeconfig,
                                 "--health", f"127.0.0.1:{free_port()}", "--min-interval", "1",
                                 "--prometheus-url", prometheus.url, "--status-heartbeat", "1",
+                                # Tests' own Prometheus servers (spec.metrics.prometheusUrl) listen
+                                # on loopback ports: the allow-list permits that host only.
+                                "--prometheus-url-allow", "127.0.0.1",
                                 # Services labelled with a shard belong to the tests' own operators.
                                 "--selector", "!gpufleet.io/shard"],
                    tmp_path_factory.mktemp("operator") / "operator.log", cluster.env)
