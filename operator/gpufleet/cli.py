@@ -8,6 +8,7 @@ import os
 import random
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -61,8 +62,10 @@ def prometheus_options(args: argparse.Namespace) -> tuple[tuple[str, ...], str |
     raw = args.prometheus_url_allow if args.prometheus_url_allow else [os.environ.get(ALLOW_ENV, "")]
     allow = tuple(e.strip() for item in raw for e in item.split(",") if e.strip())
     UrlPolicy.of(allow, None)  # raises ValueError on an entry it cannot read
-    if args.prometheus_url and not UrlPolicy(default_url=args.prometheus_url).permits(args.prometheus_url):
-        raise ValueError(f"--prometheus-url must be a plain http(s) URL: {args.prometheus_url!r}")
+    if args.prometheus_url:
+        parts = urlsplit(args.prometheus_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"--prometheus-url must be an http(s) URL: {args.prometheus_url!r}")
     ca_bundle = args.prometheus_ca_bundle or os.environ.get(CA_BUNDLE_ENV) or None
     if ca_bundle and not Path(ca_bundle).is_file():
         raise ValueError(f"--prometheus-ca-bundle: no such file: {ca_bundle}")
