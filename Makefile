@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint bench bench-frontier bench-scenarios bench-spot bench-quick bench-forecast bench-scale bench-scale-quick clean
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz bench bench-frontier bench-scenarios bench-spot bench-quick bench-forecast bench-scale bench-scale-quick clean
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
 	@echo "make test         all tests (unit, property, integration on the real local cluster)"
 	@echo "make cluster-up   start the local control plane with fake GPU nodes; cluster-down stops it"
 	@echo "make crds         regenerate crds/ from the pydantic models; check-crds fails on drift"
+	@echo "make fuzz         InferenceService specs from the CRD schema against the local API server (FUZZ_SPECS=2000)"
 	@echo "make bench        simulator benchmark: frontiers (GRID=quick|reduced|full), scenarios, spot"
 	@echo "make bench-quick  the frontier benchmark's quick grid (< 5 min on 2 cores); bench-forecast: forecasting"
 	@echo "make bench-scale  one operator vs 50/200/500 InferenceServices on the local cluster (reports/scale)"
@@ -46,6 +47,14 @@ check-crds: venv
 	  && echo "crds/ matches the models" || (echo "crds/ drifted from gpufleet.api.models: run 'make crds'"; exit 1)
 	@cmp -s crds/gpufleet.io_inferenceservices.yaml charts/gpufleet/crds/gpufleet.io_inferenceservices.yaml \
 	  && echo "the chart's CRD matches crds/" || (echo "charts/gpufleet/crds/ drifted from crds/: run 'make crds'"; exit 1)
+
+# Spec fuzzing on the local real API server (docs/safety.md): FUZZ_SPECS specs generated from the
+# CRD's schema, sent with server-side dry-run, every admitted one run through the operator; the
+# counts and the seed are printed (FUZZ_SEED=<seed> repeats a run). `make test` runs 200.
+FUZZ_SPECS ?= 2000
+fuzz: venv deps bins
+	GPUFLEET_FUZZ_SPECS=$(FUZZ_SPECS) $(if $(FUZZ_SEED),GPUFLEET_FUZZ_SEED=$(FUZZ_SEED)) \
+	  $(VENV)/bin/pytest tests/integration/test_spec_fuzz.py -s
 
 lint: venv
 	$(VENV)/bin/mypy

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -117,6 +119,8 @@ RECONCILED: dict[str, int | None] = {}
 # Objects of a child's name that a service does not control, per uid (apply_children): its loop
 # reports them (Ready=False, Conflict) and applies the children again every CONFLICT_RETRY_S.
 CONFLICTS: dict[str, tuple[str, ...]] = {}
+# Children the API server refused as invalid, per uid: reported as InvalidSpec, tried again likewise.
+REJECTED: dict[str, tuple[str, ...]] = {}
 CONFLICT_RETRY_S = 30.0
 _kube_lock = threading.Lock()
 _kube: Kube | None = None
@@ -278,15 +282,18 @@ def initial_replicas(spec: InferenceServiceSpec, now: float) -> dict[str, int]:
     return {ON_DEMAND: plan.on_demand, SPOT: plan.spot}
 
 
-def apply_children(body: kopf.Body, parsed: InferenceServiceSpec, namespace: str, name: str) -> tuple[str, ...]:
-    """Apply the children (creating the missing ones); the conflicts: objects of a child's name
-    the service does not control, left untouched (never adopted, never overwritten). Without
-    conflicts the generation counts as reconciled (RECONCILED); with some, they are recorded
-    (CONFLICTS) for the service's loop to report and to try again."""
+def apply_children(body: kopf.Body, parsed: InferenceServiceSpec, namespace: str,
+                   name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Apply the children (creating the missing ones); the conflicts (objects of a child's name
+    the service does not control, left untouched: never adopted, never overwritten) and the
+    refusals (children the API server refused as invalid, 400/422: the spec renders something it
+    cannot store). Without either the generation counts as reconciled (RECONCILED); with some, they
+    are recorded (CONFLICTS, REJECTED) for the service's loop to report and to try again."""
     children = manifests.children(name, parsed)
     adopt(children, body)
     sizes = initial_replicas(parsed, time.time())
-    conflicts = []
+    conflicts: list[str] = []
+    rejected: list[str] = []  # children the API server refused as invalid: the spec's doing
     for child in children:
         replicas = sizes.get(child["metadata"]["labels"].get(manifests.LABEL_CLASS, ""))
         try:
@@ -294,23 +301,48 @@ def apply_children(body: kopf.Body, parsed: InferenceServiceSpec, namespace: str
         except NotOwned as exc:
             conflicts.append(str(exc))
             continue
+        except ApiException as exc:
+            if exc.status not in (400, 422):
+                raise
+            rejected.append(refusal(child, exc))
+            continue
         if result != "unchanged":
             kopf.info(body, reason=result.capitalize(),
                       message=f"{child['kind']} {child['metadata']['name']} {result}")
     uid = body.metadata.uid or ""
-    if conflicts:
+    if conflicts or rejected:
         CONFLICTS[uid] = tuple(conflicts)
+        REJECTED[uid] = tuple(rejected)
     else:
         CONFLICTS.pop(uid, None)
+        REJECTED.pop(uid, None)
         RECONCILED[uid] = body.metadata.get("generation")
-    return tuple(conflicts)
+    return tuple(conflicts), tuple(rejected)
 
 
-def conflict_status(body: kopf.Body, conflicts: Sequence[str], now: float) -> dict[str, Any]:
-    """Ready=False, Conflict naming the objects (written at once; the loop keeps it so)."""
+def refusal(child: Mapping[str, Any], exc: ApiException) -> str:
+    """'spec.template: the API server refused Deployment chat-ondemand: <its message>' (a child is
+    rendered from spec.template and the capacity class's placement)."""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (TypeError, ValueError):
+        message = str(exc.reason)
+    field = "spec.template"
+    capacity_class = (child.get("metadata", {}).get("labels") or {}).get(manifests.LABEL_CLASS)
+    if capacity_class and ("tolerations" in message or "nodeSelector" in message):
+        field += f" or spec.capacity.{'spot' if capacity_class == SPOT else 'onDemand'}"
+    return (f"{field}: the API server refused {child['kind']} {child['metadata']['name']} rendered from it: "
+            f"{message}")[:1000]
+
+
+def conflict_status(body: kopf.Body, conflicts: Sequence[str], rejected: Sequence[str],
+                    now: float) -> dict[str, Any]:
+    """Ready=False naming the children refused (InvalidSpec) or the objects held by another owner
+    (Conflict), written at once; the loop keeps it so (control.status.render_status)."""
+    reason, what = ("InvalidSpec", rejected) if rejected else ("Conflict", conflicts)
     conditions = render.set_condition(
-        read_status(body.get("status")).conditions, type="Ready", status=False, reason="Conflict",
-        message="; ".join(conflicts)[:1000], now=now, generation=body.metadata.get("generation"))
+        read_status(body.get("status")).conditions, type="Ready", status=False, reason=reason,
+        message="; ".join(what)[:1000], now=now, generation=body.metadata.get("generation"))
     return {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]}
 
 
@@ -326,10 +358,10 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
         kopf.warn(body, reason="InvalidSpec", message=parsed)
         patch.status.update(invalid_spec_status(body, parsed, time.time()))
         return
-    conflicts = apply_children(body, parsed, namespace, name)
-    if conflicts:
+    conflicts, rejected = apply_children(body, parsed, namespace, name)
+    if conflicts or rejected:
         # Not raised either: the loop reports them (one Event per cause) and tries again.
-        patch.status.update(conflict_status(body, conflicts, time.time()))
+        patch.status.update(conflict_status(body, conflicts, rejected, time.time()))
         return
     patch.status["observedGeneration"] = body.metadata.get("generation")
 
@@ -423,7 +455,7 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         now = time.time()
         uid = raw.metadata.uid or ""
         try:
-            if uid in CONFLICTS and now - retried[0] >= CONFLICT_RETRY_S:
+            if (uid in CONFLICTS or uid in REJECTED) and now - retried[0] >= CONFLICT_RETRY_S:
                 retried[0] = now  # the clash may be gone: apply the children again
                 apply_children(raw, parsed, namespace, name)
             autoscalers = asyncio.run_coroutine_threadsafe(read_autoscalers(), event_loop).result(
@@ -431,7 +463,7 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
             loop.configure(parsed, now)
             outcome = loop.tick(raw.get("status") or {}, raw.metadata.get("generation"), now=now,
                                 reconciled=RECONCILED.get(uid), conflicts=CONFLICTS.get(uid, ()),
-                                autoscalers=autoscalers)
+                                rejected=REJECTED.get(uid, ()), autoscalers=autoscalers)
             post(raw, outcome.events)
             if outcome.status is not None:
                 kube().patch_status(namespace, name, outcome.status)
@@ -475,4 +507,5 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
             RECONCILED.pop(body.metadata.uid or "", None)
             CONFLICTS.pop(body.metadata.uid or "", None)
+            REJECTED.pop(body.metadata.uid or "", None)
     telemetry.forget(namespace=namespace, name=name)  # deleted, or paused by peering: no stale series

@@ -23,6 +23,17 @@ REFUSED = [
     ("start in year 9999", {"schedules": [{**ONE_OFF, "start": "9999-12-31T23:00:00Z"}]}, "spec.schedules[0].start"),
     ("price 1e308", {"capacity": {"pricePerGpuHour": {"onDemand": 1e308}}}, "spec.capacity.pricePerGpuHour.onDemand"),
     ("budget 1e308", {"budget": {"maxCostPerHour": 1e308}}, "spec.budget.maxCostPerHour"),
+    # Found by the spec fuzzer: each made every tick fail, or every apply of the Deployments.
+    ("rate underflowing to 0", {"scaling": {"targetRpsPerReplica": 1e-300, "targetUtilization": 1e-5}},
+     "spec.scaling.targetRpsPerReplica"),
+    ("node selector key", {"capacity": {"spot": {"nodeSelector": {"a/b/c": "x"}}}},
+     "nodeSelector keys must be label keys"),
+    ("node selector value", {"capacity": {"onDemand": {"nodeSelector": {"pool": "a b"}}}},
+     "spec.capacity.onDemand.nodeSelector.pool"),
+    ("empty toleration", {"capacity": {"spot": {"tolerations": [{}]}}}, "a toleration without a key"),
+    # The API server skips `minimum` for a number that is 0; the CEL floor does not.
+    ("quantile 0", {"forecast": {"quantile": 0}}, "spec.forecast.quantile"),
+    ("utilisation 0", {"scaling": {"targetUtilization": 0}}, "spec.scaling.targetUtilization"),
 ]
 
 

@@ -132,7 +132,10 @@ def test_argocd_health_check() -> None:
 
 def test_health_check_knows_the_operators_reason_codes() -> None:
     source = (ROOT / "operator" / "gpufleet" / "kopf_app.py").read_text()
-    assert 'reason="InvalidSpec"' in source and 'reason="Conflict"' in source  # the Ready=False reasons that are not transient
+    # The Ready=False reasons that are not transient, and the ones the health check names.
+    assert 'reason="InvalidSpec"' in source and '("Conflict", conflicts)' in source
+    script = argocd_cm("resource.customizations.health.gpufleet.io_InferenceService")
+    assert '"InvalidSpec"' in script and '"Conflict"' in script
 
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="jq not installed")

@@ -189,3 +189,58 @@ def test_an_autoscaler_on_a_gpufleet_deployment_is_degraded_with_one_event_per_c
     gone = service.tick({}, 1, now=NOW + 30, autoscalers=[])
     assert [e.reason for e in gone.events] == ["AutoscalerConflictResolved"]
     assert conditions(gone.status)["Degraded"]["status"] == "False"
+
+
+def test_a_child_the_api_server_refuses_is_invalid_spec_naming_the_field() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from gpufleet.kopf_app import refusal
+
+    exc = ApiException(status=422, reason="Unprocessable Entity")
+    exc.body = ('{"message": "Deployment.apps \\"chat-spot\\" is invalid: spec.template.spec.tolerations[0].operator: '
+                'Invalid value: \\"\\": operator must be Exists when key is empty"}')
+    spot = manifests.deployment("chat", make_spec(), "spot")
+    message = refusal(spot, exc)
+    assert message.startswith("spec.template or spec.capacity.spot: the API server refused Deployment chat-spot")
+    assert "operator must be Exists" in message
+    service = loop()
+    outcomes = [service.tick({}, 1, now=NOW + 70 * i, rejected=(message,)) for i in range(3)]
+    for o in outcomes:
+        ready = conditions(o.status)["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec") and "chat-spot" in ready["message"]
+        service.confirm(o)
+    assert [[e.reason for e in o.events if e.type == "Warning"] for o in outcomes] == [["InvalidSpec"], [], []]
+
+
+def test_apply_children_reports_refusals_and_conflicts_and_applies_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+    from kubernetes.client.exceptions import ApiException
+
+    from gpufleet import kopf_app
+
+    class Refusing:
+        applied: list[str] = []
+
+        def apply_child(self, namespace: str, body: dict[str, Any], *, replicas: int | None = None) -> str:
+            name = body["metadata"]["name"]
+            if name == "chat-spot":
+                exc = ApiException(status=422, reason="Unprocessable Entity")
+                exc.body = '{"message": "Deployment.apps \\"chat-spot\\" is invalid: spec.template.spec.x: bad"}'
+                raise exc
+            if name == "chat-ondemand":
+                raise NotOwned("Deployment", name, "not controlled by this InferenceService")
+            self.applied.append(name)
+            return "unchanged"
+
+    monkeypatch.setattr(kopf_app, "kube", lambda: Refusing())
+    monkeypatch.setattr(kopf, "info", lambda *a, **k: None)
+    body = kopf.Body({"apiVersion": "gpufleet.io/v1alpha1", "kind": "InferenceService",  # type: ignore[arg-type]
+                      "metadata": {"name": "chat", "namespace": "ns", "uid": "u-refused", "generation": 3}})
+    conflicts, rejected = kopf_app.apply_children(body, make_spec(), "ns", "chat")
+    assert [c.split(" exists")[0] for c in conflicts] == ["Deployment chat-ondemand"]
+    assert len(rejected) == 1 and rejected[0].startswith("spec.template: the API server refused Deployment chat-spot")
+    assert Refusing.applied == ["chat", "chat"]  # the Service and the PDB (both named after the service)
+    assert kopf_app.REJECTED["u-refused"] == rejected and "u-refused" not in kopf_app.RECONCILED
+    status = kopf_app.conflict_status(body, conflicts, rejected, NOW)
+    (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert ready["reason"] == "InvalidSpec" and "observedGeneration" not in status

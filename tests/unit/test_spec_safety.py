@@ -228,7 +228,7 @@ def test_the_crd_refuses_reserved_keys_by_cel() -> None:
 
     meta = _spec_schema()["properties"]["template"]["properties"]["metadata"]["properties"]
     for where in ("labels", "annotations"):
-        (rule,) = meta[where]["x-kubernetes-validations"]
+        (rule,) = [r for r in meta[where]["x-kubernetes-validations"] if "startsWith" in r["rule"]]
         assert "!k.startsWith('gpufleet.io/')" in rule["rule"]
         assert "k != 'controller.kubernetes.io/pod-deletion-cost'" in rule["rule"]
         assert meta[where]["maxProperties"] > 0  # bounds the rule's cost
@@ -236,3 +236,62 @@ def test_the_crd_refuses_reserved_keys_by_cel() -> None:
     for key in (manifests.LABEL_SERVICE, manifests.LABEL_CLASS, manifests.LABEL_SERVING,
                 manifests.ANNOTATION_DRAINING, manifests.ANNOTATION_DELETION_COST):
         assert key.startswith("gpufleet.io/") or key == "controller.kubernetes.io/pod-deletion-cost", key
+
+
+# -- found by the spec fuzzer (tests/integration/test_spec_fuzz.py) ---------------------------------
+
+
+def test_a_per_replica_rate_that_underflows_to_zero_is_refused() -> None:
+    # targetRpsPerReplica 1e-300 x targetUtilization 1e-5 is 0.0: every tick divided by it
+    # (ZeroDivisionError in core.capacity.rate_need). The floors keep the product above 1e-5.
+    message = parse_spec(doc(scaling={"targetRpsPerReplica": 1e-300, "targetUtilization": 1e-5}))
+    assert isinstance(message, str) and "spec.scaling.targetRpsPerReplica" in message
+    assert "spec.scaling.targetUtilization" in message
+    node = _spec_schema()["properties"]["scaling"]["properties"]
+    assert node["targetRpsPerReplica"]["minimum"] == 0.001 and node["targetUtilization"]["minimum"] == 0.01
+    assert _spec_schema()["properties"]["slo"]["properties"]["queueDepthPerReplica"]["minimum"] == 0.01
+
+
+def test_the_lowest_rates_allowed_still_tick() -> None:
+    loop, _ = service_loop()
+    spec = make_spec(replicas={"min": 2, "max": 8}, warmPool={"size": 0, "max": 0},
+                     capacity={"spot": {"enabled": False}}, forecast={"enabled": False},
+                     scaling={"targetRpsPerReplica": 0.001, "targetUtilization": 0.01},
+                     slo={"queueDepthPerReplica": 0.01})
+    loop.configure(spec, NOW)
+    metrics = loop.metrics
+    assert isinstance(metrics, FakeMetrics)
+    metrics.request_rate = 1e6
+    outcome = loop.tick({}, 1, now=NOW, reconciled=1)
+    assert outcome.status is not None and outcome.status["lastDecision"]["desired"] == 6  # 2 + one step of 4
+    json.dumps(outcome.status, allow_nan=False)
+
+
+def test_node_selectors_and_tolerations_the_api_server_would_refuse_on_a_pod_are_refused_at_admission() -> None:
+    placement = _spec_schema()["properties"]["capacity"]["properties"]["spot"]["properties"]
+    selector = placement["nodeSelector"]
+    assert any("k.matches(" in r["rule"] for r in selector["x-kubernetes-validations"])
+    assert selector["additionalProperties"]["maxLength"] == 63
+    rules = [r["message"] for r in placement["tolerations"]["items"]["x-kubernetes-validations"]]
+    assert "a toleration without a key must have operator Exists" in rules
+    assert placement["tolerations"]["items"]["properties"]["operator"]["enum"] == ["Exists", "Equal"]
+
+
+def test_every_number_with_a_floor_above_zero_is_floored_by_cel_too() -> None:
+    # kube-apiserver skips `minimum` for a number field whose value is 0: targetUtilization: 0
+    # and quantile: 0 were admitted although the schema said >= 0.01 and >= 0.5.
+    found = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if node.get("type") == "number" and "minimum" in node and (node["minimum"] > 0 or node.get("exclusiveMinimum")):
+            rules = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+            assert any(r.startswith("self >") for r in rules), path
+            found.append(path)
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, f"{path}.{key}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(_spec_schema(), "spec")
+    assert {"spec.scaling.targetUtilization", "spec.forecast.quantile", "spec.slo.queueDepthPerReplica",
+            "spec.budget.maxCostPerHour"} <= set(found)

@@ -69,7 +69,20 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         out[key] = _resolve(value, defs)
     if out.get("type") == "object" and "properties" in out:
         _default_nested_objects(out)
+    if out.get("type") == "number" and "minimum" in out:
+        _floor_by_cel(out)
     return out
+
+
+def _floor_by_cel(node: dict[str, Any]) -> None:
+    """The API server skips `minimum` for a number field whose value is 0 (kube-apiserver 1.33:
+    `targetUtilization: 0` passes `minimum: 0.01`; an integer 0 is checked), so a floor above 0 is
+    also a CEL rule, which sees every value."""
+    low, exclusive = node["minimum"], bool(node.get("exclusiveMinimum"))
+    if low < 0 or (low == 0 and not exclusive):
+        return
+    rule = {"rule": f"self {'>' if exclusive else '>='} {low!r}", "message": f"must be {'>' if exclusive else '>='} {low:g}"}
+    node.setdefault("x-kubernetes-validations", []).append(rule)
 
 
 def _default_nested_objects(obj: dict[str, Any]) -> None:

@@ -24,12 +24,35 @@ PLURAL = "inferenceservices"
 SINGULAR = "inferenceservice"
 SHORT_NAMES = ["gfis", "gfisvc"]  # not "isvc": KServe uses it
 
-DURATION_PATTERN = r"^[0-9]+(s|m|h|d)$"
+DURATION_PATTERN = r"^[0-9]{1,8}(s|m|h|d)$"
+# Label syntax, as the API server checks it on the pods and Deployments gpufleet renders (a
+# nodeSelector or template label it would refuse is refused at admission instead). Keys: an
+# optional DNS-subdomain prefix and a name of at most 63 characters; values: at most 63.
+# No backslash: the pattern sits in a CEL string literal, where `\.` is not an escape.
+LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+
+
+def label_map_schema(what: str, most: int, rules: tuple[dict[str, str], ...] = ()) -> dict[str, Any]:
+    """A map of labels: keys checked by CEL (a schema cannot constrain keys), values by pattern."""
+    return {
+        "type": "object",
+        "maxProperties": most,
+        "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN},
+        "x-kubernetes-validations": [
+            {"rule": f"self.all(k, size(k) <= 317 && k.matches('{LABEL_KEY_PATTERN}'))",
+             "message": f"{what} keys must be label keys ([prefix/]name, name at most 63 characters)"},
+            *rules,
+        ],
+    }
 # Ceilings on the spec's numbers, far above any real fleet, so that nothing derived from them (a
 # cost, a rate, a time) can overflow to Infinity, which JSON cannot carry and the API server refuses.
 MAX_MS = 86_400_000  # a day, in milliseconds
 MAX_PRICE = 1e6  # per GPU-hour
 MAX_COST = 1e9  # per hour
+# Floors likewise: a per-replica rate of 1e-300 times a utilisation of 1e-5 is 0.0 in floating
+# point, and the load divided by it a ZeroDivisionError (found by the spec fuzzer).
 
 
 class ApiModel(BaseModel):
@@ -85,7 +108,7 @@ class Slo(ApiModel):
     """Target p95 time to first token (LLM) or first response, in milliseconds."""
     latency_p95_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
     """Target p95 end-to-end request latency, in milliseconds."""
-    queue_depth_per_replica: float = Field(default=8.0, gt=0, le=1e6)
+    queue_depth_per_replica: float = Field(default=8.0, ge=0.01, le=1e6)
     """Target pending requests per serving replica (Triton's nv_inference_pending_request_count)."""
     queue_time_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
     """Target mean time a request waits in Triton's queue, in milliseconds."""
@@ -116,9 +139,9 @@ class ScaleDown(ApiModel):
 class Scaling(ApiModel):
     interval_seconds: int = Field(default=10, ge=1, le=3600)
     """How often the operator observes and decides for this service."""
-    target_rps_per_replica: float | None = Field(default=None, gt=0, le=1e6)
+    target_rps_per_replica: float | None = Field(default=None, ge=0.001, le=1e6)
     """Requests per second one replica serves within the SLO; learned from metrics when unset."""
-    target_utilization: float = Field(default=1.0, gt=0, le=1)
+    target_utilization: float = Field(default=1.0, ge=0.01, le=1)
     """Share of that per-replica figure to plan for: headroom for bursts shorter than the metrics
     window (a load test at steady Poisson load overstates what a replica sustains under bursty
     arrivals). Knative's equivalent defaults to 0.7; 0.8-0.9 suits most LLM traffic."""
@@ -166,12 +189,40 @@ class WarmPool(ApiModel):
     """Most standbys when size is `auto`."""
 
 
+# core/v1 Toleration, as the API server checks it on the Deployments gpufleet renders: a toleration
+# it would refuse there ({} has no key and operator Equal) is refused at admission instead.
+_TOLERATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "key": {"type": "string", "maxLength": 317},
+        "operator": {"type": "string", "enum": ["Exists", "Equal"]},
+        "value": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN},
+        "effect": {"type": "string", "enum": ["", "NoSchedule", "PreferNoSchedule", "NoExecute"]},
+        "tolerationSeconds": {"type": "integer"},
+    },
+    "x-kubernetes-validations": [
+        {"rule": "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+         "message": "a toleration without a key must have operator Exists"},
+        {"rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+         "message": "a toleration with operator Exists has no value"},
+        {"rule": "!has(self.key) || self.key == '' || "
+                 f"(size(self.key) <= 317 && self.key.matches('{LABEL_KEY_PATTERN}'))",
+         "message": "a toleration's key must be a label key"},
+        {"rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+         "message": "tolerationSeconds needs effect NoExecute"},
+    ],
+}
+
+
 class ClassPlacement(ApiModel):
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict,
+                                          json_schema_extra=label_map_schema("nodeSelector", 32))
     """Node labels pods of this capacity class must match."""
     tolerations: list[dict[str, Any]] = Field(
         default_factory=list,
-        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+        max_length=32,
+        json_schema_extra={"items": _TOLERATION_SCHEMA},
     )
     """Tolerations added to pods of this capacity class (core/v1 Toleration objects)."""
 
@@ -413,15 +464,22 @@ _RESERVED_CEL = (f"self.all(k, !k.startsWith('{RESERVED_PREFIX}')"
 
 
 def _reserved_map(what: str, most: int) -> dict[str, Any]:
+    reserved = {
+        "rule": _RESERVED_CEL,
+        "message": f"{what} under {RESERVED_PREFIX} and {', '.join(RESERVED_KEYS)} are set by the gpufleet "
+                   "operator and may not be set in the pod template",
+    }
+    if what == "labels":
+        return label_map_schema("labels", most, (reserved,))
     return {
         "type": "object",
         "maxProperties": most,
         "additionalProperties": {"type": "string"},
-        "x-kubernetes-validations": [{
-            "rule": _RESERVED_CEL,
-            "message": f"{what} under {RESERVED_PREFIX} and {', '.join(RESERVED_KEYS)} are set by the gpufleet "
-                       "operator and may not be set in the pod template",
-        }],
+        "x-kubernetes-validations": [
+            {"rule": f"self.all(k, size(k) <= 317 && k.matches('{LABEL_KEY_PATTERN}'))",
+             "message": "annotation keys must be qualified names ([prefix/]name, name at most 63 characters)"},
+            reserved,
+        ],
     }
 
 

@@ -256,11 +256,12 @@ class ServiceLoop:
 
     def tick(self, status: Mapping[str, Any], generation: int | None, *, now: float,
              reconciled: int | None = None, conflicts: Sequence[str] = (),
-             autoscalers: Sequence[str] = ()) -> TickOutcome:
+             autoscalers: Sequence[str] = (), rejected: Sequence[str] = ()) -> TickOutcome:
         """One interval's work from the service's status as last read (`configure` first).
         `generation` is the spec's; `reconciled` the generation whose children were last applied
         (status.observedGeneration; None: unknown, the status's own value is kept). `conflicts`
         name objects of a child's name that the service does not own (Ready=False, Conflict),
+        `rejected` the children the API server refused as invalid (Ready=False, InvalidSpec),
         `autoscalers` the HPAs and ScaledObjects aimed at its Deployments (Degraded): each is
         one Warning when it appears and one Normal when it clears, not one per tick."""
         spec, fleet, metrics = self.spec, self.fleet, self.metrics
@@ -290,9 +291,10 @@ class ServiceLoop:
         previous = self.written if self.written is not None else status
         new = render_status(previous, generation, spec, result, now, metrics_ok=metrics.available,
                             metrics_note=metrics.summary(), accounting=self.accounting, reconciled=reconciled,
-                            conflicts=conflicts, autoscalers=autoscalers)
+                            conflicts=conflicts, autoscalers=autoscalers, rejected=rejected)
         events += self._cause_events("Conflict", conflicts, "no object of its children's names held by another owner")
         events += self._cause_events("AutoscalerConflict", autoscalers, "no other autoscaler targets its Deployments")
+        events += self._cause_events("InvalidSpec", rejected, "the API server accepts its children again")
         new, non_finite = finite(new)
         if self.causes.changed("NonFiniteStatus", tuple(non_finite) or None) and non_finite:
             events.append(Event("Warning", "NonFiniteStatus",

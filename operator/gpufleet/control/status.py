@@ -157,13 +157,15 @@ def degraded_condition(plan: Plan, fleet: FleetState, autoscalers: Sequence[str]
 def render_status(status: Mapping[str, Any], generation: int | None, spec: InferenceServiceSpec,
                   result: StepResult, now: float, *, metrics_ok: bool, metrics_note: str,
                   accounting: Accounting | None = None, reconciled: int | None = None,
-                  conflicts: Sequence[str] = (), autoscalers: Sequence[str] = ()) -> dict[str, Any]:
+                  conflicts: Sequence[str] = (), autoscalers: Sequence[str] = (),
+                  rejected: Sequence[str] = ()) -> dict[str, Any]:
     """The status this tick's result calls for (from the previous one), as the API server stores it.
 
     `generation` is the spec's the tick decided under (the conditions' observedGeneration);
     `reconciled` is the generation whose children were last applied: status.observedGeneration
     says that one, never more (None: not known to this process, the status's value is kept).
     `conflicts`: objects of a child's name the service does not own (Ready=False, Conflict);
+    `rejected`: children the API server refused as invalid (Ready=False, InvalidSpec);
     `autoscalers`: HPAs or ScaledObjects aimed at its Deployments (Degraded, AutoscalerConflict)."""
     old = read_status(status)
     fresh = result.fleet
@@ -172,6 +174,8 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
     ready, reason, message = ready_condition(fresh, spec)
     if conflicts:
         ready, reason, message = False, "Conflict", "; ".join(conflicts)[:1000]
+    if rejected:
+        ready, reason, message = False, "InvalidSpec", "; ".join(rejected)[:1000]
     conditions = set_condition(conditions, type="Ready", status=ready, reason=reason,
                                message=message, now=now, generation=generation)
     conditions = set_condition(
