@@ -129,6 +129,23 @@ def policies(results: Mapping[str, Any], by_policy: Mapping[str, Any]) -> list[t
 # The README block
 
 
+def verdict_table(results: Mapping[str, Any]) -> list[str]:
+    """The verdict table (README block and report): one row per cold setting and held-out trace."""
+    rows = ["| cold start | trace | gpufleet | best baseline | gpufleet / best baseline | lower bound | gpufleet / lower bound |",
+            "|---|---|---|---|---|---|---|"]
+    for cold, trace in cells(results):
+        v = results["verdicts"][cold][trace]
+        fr = results["frontiers"][cold][trace]
+        best = v["best_baseline"]
+        lb = results["lower_bounds"][trace]["gpu_hours"]
+        rows.append("| " + " | ".join([
+            cold, trace, at_goal_text(fr.get(S.GPUFLEET)),
+            f"{best}: {at_goal_text(fr[best])}" if best else "none reaches 99.9 %",
+            verdict_cell(v["vs_baseline"], v["ratio_goal"]), ci(lb, gh_digits(lb["mean"])),
+            verdict_cell(v["vs_lower_bound"], v["lb_goal"])]) + " |")
+    return rows
+
+
 def render_readme_block(results: Mapping[str, Any], report_dir: str = "reports/bench") -> str:
     """The numbers block of the repository's README, from results.json alone."""
     g = results["grid"]
@@ -140,19 +157,7 @@ def render_readme_block(results: Mapping[str, Any], report_dir: str = "reports/b
              f"[report]({report_dir}/README.md), [findings]({report_dir}/FINDINGS.md)). GPU-hours at 99.9 % "
              "attainment along each policy's frontier, mean [95 % t-interval over seeds]:",
              "",
-             "| cold start | trace | gpufleet | best baseline | gpufleet / best baseline | lower bound | gpufleet / lower bound |",
-             "|---|---|---|---|---|---|---|"]
-    for cold, trace in cells(results):
-        v = results["verdicts"][cold][trace]
-        fr = results["frontiers"][cold][trace]
-        best = v["best_baseline"]
-        lb = results["lower_bounds"][trace]["gpu_hours"]
-        lines.append("| " + " | ".join([
-            cold, trace, at_goal_text(fr.get(S.GPUFLEET)),
-            f"{best}: {at_goal_text(fr[best])}" if best else "none reaches 99.9 %",
-            verdict_cell(v["vs_baseline"], v["ratio_goal"]),
-            ci(lb, gh_digits(lb["mean"])),
-            verdict_cell(v["vs_lower_bound"], v["lb_goal"])]) + " |")
+             *verdict_table(results)]
     lines.append("")
     over = "; ".join(f"{cold} (goal ≤ {s['ratio_goal']:g}× the best baseline): {STATUS[s['vs_baseline']]}, "
                      f"vs the lower bound: {STATUS[s['vs_lower_bound']]}"
@@ -365,18 +370,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     L += ["## Verdict (evaluation split, at 99.9 % attainment)", "",
           "GPU-hours at 99.9 % along each frontier (mean [95 % t-interval over seeds]; ≤: every knob value was "
           "above 99.9 %, an upper bound). Ratios are paired by seed.", "",
-          "| cold start | trace | gpufleet | best baseline | gpufleet / best baseline | lower bound | gpufleet / lower bound |",
-          "|---|---|---|---|---|---|---|"]
-    for cold, trace in cells(results):
-        v = results["verdicts"][cold][trace]
-        fr = results["frontiers"][cold][trace]
-        best = v["best_baseline"]
-        lb = results["lower_bounds"][trace]["gpu_hours"]
-        L.append("| " + " | ".join([
-            cold, trace, at_goal_text(fr.get(S.GPUFLEET)),
-            f"{best}: {at_goal_text(fr[best])}" if best else "none reaches 99.9 %",
-            verdict_cell(v["vs_baseline"], v["ratio_goal"]), ci(lb, gh_digits(lb["mean"])),
-            verdict_cell(v["vs_lower_bound"], v["lb_goal"])]) + " |")
+          *verdict_table(results)]
     L.append("")
     for cold, trace in cells(results):
         text = common_text(results["verdicts"][cold][trace])
