@@ -13,6 +13,8 @@ from gpufleet.sim.fleet import SimFleet
 from gpufleet.sim.nodes import NodePool
 from gpufleet.sim.spot import SpotTrace
 
+from tests import simdrive
+
 INTERVAL = 10
 PROVISION, PULL, LOAD, SERVER = 100.0, 200.0, 10.0, 5.0
 KEEP = 300.0
@@ -35,16 +37,8 @@ def fleet(cold: ColdStart = COLD, spot: SpotTrace | None = None) -> SimFleet:
 
 
 def drive(f: SimFleet, start: int, end: int, p: Plan) -> dict[int, tuple[int, int]]:
-    """Second by second as the engine drives it (it bills gpus_running() each second);
-    (billed on-demand GPUs, billed spot GPUs) per second."""
-    seen = {}
-    for t in range(start, end):
-        if t >= f.next_due:
-            f.advance(float(t))
-        if t % INTERVAL == 0:
-            f.apply(p, now=float(t))
-        seen[t] = f.gpus_running()
-    return seen
+    """(billed on-demand GPUs, billed spot GPUs) per second (the engine bills gpus_running())."""
+    return simdrive.drive(f, start, end, p, interval=INTERVAL, read=SimFleet.gpus_running)
 
 
 def newest(f: SimFleet, cls: str = ON_DEMAND) -> float:

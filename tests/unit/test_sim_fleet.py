@@ -6,11 +6,12 @@ the last decision wants it to."""
 from __future__ import annotations
 
 import numpy as np
-
 from gpufleet.core.split import DRAIN_S
 from gpufleet.core.types import ON_DEMAND, Plan, ReplicaState
 from gpufleet.sim.fleet import SimFleet
 from gpufleet.sim.model import ColdStart
+
+from tests import simdrive
 
 INTERVAL = 10
 
@@ -28,15 +29,8 @@ def fleet(serving: int, drain_timeout_s: float = 120.0) -> SimFleet:
 
 
 def drive(f: SimFleet, start: int, end: int, p: Plan) -> dict[int, tuple[int, int]]:
-    """Second by second as the engine drives it; (serving, billed GPUs) per second."""
-    seen = {}
-    for t in range(start, end):
-        if t >= f.next_due:
-            f.advance(float(t))
-        if t % INTERVAL == 0:
-            f.apply(p, now=float(t))
-        seen[t] = (f.n_serving, sum(f.gpus_running()))
-    return seen
+    """(serving, billed GPUs) per second."""
+    return simdrive.drive(f, start, end, p, interval=INTERVAL, read=lambda x: (x.n_serving, sum(x.gpus_running())))
 
 
 def test_a_retired_serving_pod_drains_is_billed_and_goes_at_the_first_decision_after_it_is_idle() -> None:

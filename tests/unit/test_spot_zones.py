@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from gpufleet.core.types import SPOT, Plan, ReplicaState
 from gpufleet.sim import traces as T
 from gpufleet.sim.fleet import SimFleet, SimReplica
 from gpufleet.sim.model import ColdStart
 from gpufleet.sim.scenarios import make_scenario
 from gpufleet.sim.spot import SpotTrace, load_spot_zones, offset_with_preemption
+
+from tests import simdrive
 
 GAP = 60.0
 
@@ -38,11 +39,7 @@ def fleet(trace: SpotTrace, cold_s: float = 30.0) -> SimFleet:
 
 
 def drive(f: SimFleet, start: int, end: int, p: Plan) -> None:
-    for t in range(start, end):
-        if t >= f.next_due:
-            f.advance(float(t))
-        if t % 10 == 0:
-            f.apply(p, now=float(t))
+    simdrive.drive(f, start, end, p)
 
 
 def spot_pods(f: SimFleet) -> list[SimReplica]:
