@@ -136,8 +136,12 @@ def test_a_pod_out_of_the_scrape_holds_the_fleet(
                 and condition(st, "MetricsAvailable").get("status") == "True")
 
     wait_for(settled, timeout=180, what="four serving pods with complete metrics", interval=1.0)
-    # Every serving pod has reported long enough to be required (staleAfterSeconds: 10).
-    time.sleep(12)
+    # Every serving pod has been Ready long enough to be required to report (staleAfterSeconds: 10).
+    def ready_for_long() -> bool:
+        ready_at = [next(iso_seconds(c["lastTransitionTime"]) for c in p["status"]["conditions"] if c["type"] == "Ready")
+                    for p in pods(cluster, namespace, NAME) if p["metadata"]["name"] in serving(cluster, namespace)]
+        return len(ready_at) == 4 and time.time() - max(ready_at) > 11
+    wait_for(ready_for_long, timeout=60, what="four pods Ready for more than staleAfterSeconds", interval=1.0)
     wait_for(settled, timeout=60, what="still four serving pods with complete metrics", interval=1.0)
 
     with DecisionLog(cluster, namespace, NAME) as log:
