@@ -14,6 +14,8 @@ and the operator reads them through its normal queries. Everything listens on 12
 Per-pod service follows the simulator's replica model (gpufleet.sim.model.ReplicaModel): batch
 slots and the time a request holds one, from the mean prompt/generated token counts.
 `PUT /load/<namespace>/<service>` with a profile body changes a service's load at run time.
+`GET /stats` reports, per service, requests done and dropped (offered while no pod served, or
+queued or in flight on a pod that went) for tests/chaos.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class PodCounters:
     """Cumulative Triton counters of one emulated pod (microseconds, like Triton)."""
 
     capacity_class: str
+    service: str = ""  # "namespace/service" the pod belongs to
     in_flight: float = 0.0  # requests holding a batch slot
     pending: float = 0.0  # requests waiting for a slot (Triton's pending count)
     held: float = 0.0  # long requests pinned in flight (PUT /hold), e.g. very long generations
@@ -112,6 +115,8 @@ class Emulator:
     started: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _pod_service: dict[str, str] = field(default_factory=dict)  # serving pod key -> its service
+    # Requests lost per service: offered while no pod served, or queued/in flight on a pod that went.
+    dropped: dict[str, float] = field(default_factory=dict)
 
     def sync_pods(self, pods: list[dict[str, Any]]) -> bool:
         """Replace the pod set with a full listing; True when the scrape targets changed."""
@@ -120,6 +125,8 @@ class Emulator:
             self.pods, self.serving, self._pod_service = {}, {}, {}
             for pod in pods:
                 self._apply(pod, deleted=False, counters=old)
+            for key in set(old) - set(self.pods):  # deleted while the watch was down
+                self._drop(old[key])
             return set(self.pods) != set(old)
 
     def update_pod(self, pod: dict[str, Any], *, deleted: bool) -> bool:
@@ -141,14 +148,34 @@ class Emulator:
             if not self.serving[service]:
                 del self.serving[service]
         if deleted or meta.get("deletionTimestamp"):
-            self.pods.pop(key, None)
+            gone = self.pods.pop(key, None)
+            if gone is not None:
+                self._drop(gone)
             return
         replica = replica_from_pod(pod, set())
-        self.pods[key] = counters.get(key) or PodCounters(capacity_class=replica.capacity_class)
+        owner = f"{meta['namespace']}/{(meta.get('labels') or {}).get(LABEL_SERVICE, '')}"
+        self.pods[key] = counters.get(key) or PodCounters(capacity_class=replica.capacity_class, service=owner)
         if replica.state == ReplicaState.serving:
             service = f"{meta['namespace']}/{(meta.get('labels') or {})[LABEL_SERVICE]}"
             self._pod_service[key] = service
             self.serving.setdefault(service, []).append(key)
+
+    def _drop(self, pod: PodCounters) -> None:
+        """A pod went (lock held): whatever it still queued or ran is lost (held requests too)."""
+        lost = pod.pending + pod.in_flight
+        if lost > 0:
+            self.dropped[pod.service] = self.dropped.get(pod.service, 0.0) + lost
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per service: cumulative requests done and dropped, queue time, serving pods, pending now."""
+        with self.lock:
+            out: dict[str, dict[str, float]] = {}
+            for service in set(self.loads) | set(self.dropped) | {p.service for p in self.pods.values()}:
+                mine = [p for p in self.pods.values() if p.service == service]
+                out[service] = {"success": sum(p.success for p in mine), "queue_us": sum(p.queue_us for p in mine),
+                                "pending": sum(p.pending for p in mine), "dropped": self.dropped.get(service, 0.0),
+                                "serving": float(len(self.serving.get(service, [])))}
+            return out
 
     def set_load(self, service: str, profile: LoadProfile) -> None:
         with self.lock:
@@ -172,8 +199,11 @@ class Emulator:
             arrivals: dict[str, float] = {}
             for service, load in self.loads.items():
                 keys = self.serving.get(service, [])
-                for key in keys:  # no serving pod: the load is refused upstream, nothing counted
-                    arrivals[key] = load.rate(now - self.started) * dt / len(keys)
+                rate = load.rate(now - self.started)
+                if not keys and rate > 0:  # no serving pod: the load is refused upstream, counted as dropped
+                    self.dropped[service] = self.dropped.get(service, 0.0) + rate * dt
+                for key in keys:
+                    arrivals[key] = rate * dt / len(keys)
             for key, pod in self.pods.items():
                 running = max(pod.in_flight - pod.held, 0.0)
                 done = min(running, running * dt / self.service_time_s)
@@ -283,6 +313,8 @@ def serve(emulator: Emulator, port: int) -> ThreadingHTTPServer:
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             key = self.path.removeprefix("/metrics/")
             body = emulator.render(key) if self.path.startswith("/metrics/") else None
+            if self.path == "/stats":  # per service: done, dropped, queue time, serving (tests/chaos)
+                body = json.dumps(emulator.stats())
             if body is None:
                 self.send_error(404)
                 return

@@ -9,8 +9,10 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from gpufleet.adapters.manifests import LABEL_SERVICE, LABEL_SERVING
-from gpufleet.emulator import Emulator, watch_pods
+from gpufleet.emulator import Emulator, LoadProfile, watch_pods
 
 
 def pod(name: str, *, ready: bool = True, serving: bool = True, rv: str = "1",
@@ -99,3 +101,18 @@ def test_watch_resumes_from_its_version_and_relists_after_gone() -> None:
     assert all(c["label_selector"] == LABEL_SERVICE for c in core.calls)
     assert changed.is_set()
     assert list(emu.pods) == ["ns/b"] and emu.serving == {"ns/svc": ["ns/b"]}
+
+
+def test_dropped_requests_are_counted() -> None:
+    """Load offered while no pod serves, and requests still queued or in flight on a pod that goes
+    (deleted, or missing from a relist), are dropped: tests/chaos counts them per service."""
+    emu = Emulator(loads={"ns/svc": LoadProfile(np.array([0.0]), np.array([10.0]))}, slots=2, service_time_s=100.0)
+    emu.advance(0.0, 1.0)  # no pod yet: 10 requests refused
+    assert emu.stats()["ns/svc"]["dropped"] == 10
+    emu.sync_pods([pod("a"), pod("b")])
+    emu.advance(0.0, 1.0)  # 5 each: 2 in flight, 3 pending
+    assert emu.stats()["ns/svc"]["dropped"] == 10 and emu.stats()["ns/svc"]["serving"] == 2
+    emu.update_pod(pod("a", deleting=True), deleted=False)
+    assert emu.stats()["ns/svc"]["dropped"] == 15
+    emu.sync_pods([])  # b deleted while the watch was down
+    assert emu.stats()["ns/svc"]["dropped"] == 20
