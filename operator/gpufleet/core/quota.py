@@ -1,0 +1,196 @@
+"""A shared GPU quota arbitrated by priority tier: one pure function over every service's need.
+
+The model is Kueue's ClusterQueue (a nominal quota per resource, workloads ordered by priority,
+lower priorities preempted to make room) and Karpenter's NodePool `spec.limits` (a cap on the
+resources a pool may hold), applied to replicas of long-running services instead of jobs:
+
+1. every non-preemptible tier's floors are granted first, even past the cap (reported in `over`):
+   a service is never taken below replicas.min unless its tier says it may be;
+2. then tier by tier, highest first, each tier's services get replicas up to what their own plan
+   wants; a preemptible tier first fills its floors, then the rest;
+3. within a tier the split is max-min fair on the share of the want granted (water-filling one
+   replica at a time, ties by key), so two services of one tier short of capacity are short by
+   the same fraction; a replica that does not fit under every cap is skipped, a smaller one of
+   another service may still fit.
+
+Pure: no clock, no I/O. The operator runs it once per interval over the needs the services
+published (control.quota); the simulator runs it in lockstep (sim.multiservice).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.core import rollout, split
+from gpufleet.core.fleet import FleetView
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Plan, PolicyMemory
+
+EPS = 1e-9
+COST = "costPerHour"  # the dimension spec.maxCostPerHour caps
+
+# Reasons an allocation carries (status and Events show them).
+WITHIN = "WithinQuota"  # everything the service wants
+LIMITED = "QuotaLimited"  # above its floor, below its want
+AT_FLOOR = "HeldAtFloor"  # held at its floor while higher tiers use the rest
+PREEMPTED = "Preempted"  # below its floor: its tier is preemptible
+OVER = "FloorOverQuota"  # a non-preemptible floor granted although the floors exceed the cap
+
+
+@dataclass(frozen=True)
+class Need:
+    """One service as the arbitration sees it."""
+
+    key: str  # namespace/name
+    tier: int  # index into the quota's tiers: 0 is the highest priority
+    desired: int  # replicas its own plan wants, before the quota
+    floor: int  # replicas.min, or a planned window's higher floor
+    per_replica: Mapping[str, float]  # what one replica uses of each capped dimension
+
+
+@dataclass(frozen=True)
+class Allocation:
+    key: str
+    tier: int
+    desired: int
+    floor: int
+    allocated: int
+    reason: str
+    message: str
+
+    @property
+    def limited(self) -> bool:
+        return self.allocated < self.desired
+
+
+@dataclass(frozen=True)
+class Arbitration:
+    allocations: tuple[Allocation, ...]  # in input order
+    used: dict[str, float]  # what the allocations use, per capped dimension
+    over: tuple[str, ...]  # dimensions the non-preemptible floors alone exceed
+
+    def of(self, key: str) -> Allocation | None:
+        return next((a for a in self.allocations if a.key == key), None)
+
+
+def effective_floor(n: Need) -> int:
+    """A floor is never more than the service wants."""
+    return max(0, min(n.floor, n.desired))
+
+
+def arbitrate(needs: Sequence[Need], caps: Mapping[str, float], preemptible: Sequence[bool],
+              tier_names: Sequence[str] = ()) -> Arbitration:
+    """Replicas per service under `caps` (dimension -> most units; a dimension no service uses is
+    ignored). `preemptible[t]`: tier t's services may be taken below their floors.
+    Deterministic: the result does not depend on the order of `needs`."""
+    order = sorted(needs, key=lambda n: n.key)
+    alloc = {n.key: 0 for n in order}
+    used = {d: 0.0 for d in caps}
+
+    def preempt(n: Need) -> bool:
+        return bool(preemptible[n.tier]) if 0 <= n.tier < len(preemptible) else True
+
+    def fits(n: Need) -> bool:
+        return all(used[d] + n.per_replica.get(d, 0.0) <= caps[d] + EPS for d in caps)
+
+    def grant(n: Need) -> None:
+        alloc[n.key] += 1
+        for d in caps:
+            used[d] += n.per_replica.get(d, 0.0)
+
+    def fill(members: Sequence[Need], target: Mapping[str, int]) -> None:
+        # Water-filling: the member with the smallest granted share of its target gets the next
+        # replica. `used` only grows, so a replica that does not fit now never will in this fill.
+        heap = [(alloc[n.key] / target[n.key], n.key, i) for i, n in enumerate(members)
+                if alloc[n.key] < target[n.key]]
+        heapq.heapify(heap)
+        while heap:
+            _, key, i = heapq.heappop(heap)
+            n = members[i]
+            if not fits(n):
+                continue
+            grant(n)
+            if alloc[key] < target[key]:
+                heapq.heappush(heap, (alloc[key] / target[key], key, i))
+
+    # 1. Floors no one may take away, granted whatever the cap.
+    for n in order:
+        if not preempt(n):
+            for _ in range(effective_floor(n)):
+                grant(n)
+    over = tuple(sorted(d for d in caps if used[d] > caps[d] + EPS))
+    # 2. Tier by tier, highest first.
+    for tier in sorted({n.tier for n in order}):
+        members = [n for n in order if n.tier == tier]
+        if any(preempt(n) for n in members):
+            fill(members, {n.key: effective_floor(n) for n in members})
+        fill(members, {n.key: n.desired for n in members})
+
+    def binding(n: Need) -> str:
+        full = [d for d in caps if n.per_replica.get(d, 0.0) > 0
+                and used[d] + n.per_replica[d] > caps[d] + EPS]
+        return ", ".join(f"{d} {used[d]:g}/{caps[d]:g}" for d in sorted(full)) or "quota"
+
+    def tier_name(t: int) -> str:
+        return tier_names[t] if 0 <= t < len(tier_names) else f"tier {t}"
+
+    out: list[Allocation] = []
+    for n in needs:
+        a, lo = alloc[n.key], effective_floor(n)
+        head = f"{tier_name(n.tier)}: {a} of {n.desired} wanted"
+        overcommits = bool(over) and not preempt(n) and a == lo and a > 0 and any(
+            n.per_replica.get(d, 0.0) > 0 for d in over)
+        if overcommits:
+            reason, msg = OVER, f"{head}, floor {lo} granted: non-preemptible floors exceed {', '.join(over)}"
+        elif a >= n.desired:
+            reason, msg = WITHIN, head
+        elif a > lo:
+            reason, msg = LIMITED, f"{head}, floor {lo}; {binding(n)} in use"
+        elif a == lo:
+            reason, msg = AT_FLOOR, f"{head}, held at floor {lo}; {binding(n)} in use"
+        else:
+            reason, msg = PREEMPTED, f"{head}, below floor {lo} (tier preemptible); {binding(n)} in use"
+        out.append(Allocation(n.key, n.tier, n.desired, n.floor, a, reason, msg))
+    return Arbitration(tuple(out), used, over)
+
+
+# -- capping one service's plan at its allocation ----------------------------------------------
+
+
+def healthy(plan: Plan, fleet: FleetState) -> int:
+    """Replicas the plan wants that are not leaving on an interruption notice (its need)."""
+    interrupted = split.interrupted_by_class(fleet)
+    return max(0, plan.total - interrupted[ON_DEMAND] - interrupted[SPOT])
+
+
+def limit_plan(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, fleet: FleetState, allowed: int,
+               *, reason: str, message: str) -> tuple[Plan, PolicyMemory]:
+    """`plan` with at most `allowed` healthy replicas: standbys go first, then serving replicas;
+    spot beyond the share the smaller fleet may hold before on-demand above its base. A plan
+    within `allowed` comes back unchanged."""
+    interrupted = split.interrupted_by_class(fleet)
+    od = plan.on_demand - interrupted[ON_DEMAND]
+    sp = plan.spot - interrupted[SPOT]
+    if od + sp <= allowed:
+        return plan, memory
+    serving, standby = plan.serving, plan.standby
+    while od + sp > max(allowed, 0):
+        n = od + sp - 1
+        if sp > 0 and (sp > split.spot_cap(spec, n) or od <= min(spec.capacity.on_demand.base, n)):
+            sp -= 1
+        else:
+            od -= 1
+    serving = min(serving, od + sp)
+    standby = max(0, min(standby, od + sp - serving))
+    retire = rollout.retirements(fleet, {ON_DEMAND: od, SPOT: sp})
+    leaving = frozenset(retire)
+    promote = rollout.promotions(tuple(r for r in fleet.replicas if r.name not in leaving),
+                                 serving - FleetView.of(fleet).serving)
+    capped = replace(
+        plan, serving=serving, standby=standby, on_demand=od + interrupted[ON_DEMAND], spot=sp + interrupted[SPOT],
+        reason=reason, message=f"{message}; wanted: {plan.message}", promote=promote, retire=retire,
+        interrupted=tuple(interrupted.items()))
+    # Later steps are measured from what runs, not from the uncapped wish (as for the budget).
+    return capped, replace(memory, last_serving=serving)
