@@ -116,6 +116,10 @@ def crd() -> dict[str, Any]:
         ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', 0),
         ("Reason", "string", ".status.lastDecision.reason", 0),
         ("Cost/h", "number", ".status.costPerHour", 1),
+        # Shadow mode (spec.targetRef): Desired is gpufleet's recommendation, Actual what the
+        # target Deployment runs (its spec.replicas, set by its own autoscaler).
+        ("Target", "string", ".spec.targetRef.name", 1),
+        ("Actual", "integer", ".status.shadow.actualReplicas", 1),
     ]
     printer = [
         {"name": n, "type": t, "jsonPath": p, **({"priority": prio} if prio else {})}

@@ -297,6 +297,21 @@ class Metrics(ApiModel):
     """Samples older than this count as missing (safe mode: no scale-down)."""
 
 
+# A Deployment name: a DNS subdomain (RFC 1123), as the API server checks it.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class TargetRef(ApiModel):
+    """An existing workload gpufleet watches in shadow mode (mode: recommend), without changing it."""
+
+    api_version: Literal["apps/v1"] = "apps/v1"
+    """API version of the target (apps/v1)."""
+    kind: Literal["Deployment"] = "Deployment"
+    """Kind of the target: a Deployment (one an HPA scales, or a KServe predictor's)."""
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    """Name of the Deployment, in the InferenceService's namespace."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Planned events. Cron expressions and time zones are checked here (croniter, zoneinfo) so the
 # operator reports a bad one as InvalidSpec naming the field; the CRD's patterns and CEL rules
@@ -523,6 +538,11 @@ _TEMPLATE_SCHEMA: dict[str, Any] = {
 }
 
 
+TARGET_NEEDS_RECOMMEND = (
+    "targetRef (shadow mode) needs mode: recommend: gpufleet watches that Deployment and changes nothing. "
+    "To let gpufleet run the service, remove targetRef and set mode: active (docs/migration.md)")
+
+
 class InferenceServiceSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -537,6 +557,8 @@ class InferenceServiceSpec(ApiModel):
                 {"rule": "!has(self.schedules) || !has(self.replicas) || !has(self.replicas.max)"
                          " || self.schedules.all(s, !has(s.minReplicas) || s.minReplicas <= self.replicas.max)",
                  "message": "schedules[].minReplicas must be <= replicas.max", "fieldPath": ".schedules"},
+                {"rule": "!has(self.targetRef) || (has(self.mode) && self.mode == 'recommend')",
+                 "message": TARGET_NEEDS_RECOMMEND, "fieldPath": ".targetRef"},
             ]
         }
     )
@@ -570,6 +592,13 @@ class InferenceServiceSpec(ApiModel):
             raise ValueError(f"metadata.{', metadata.'.join(reserved)} reserved: set by the gpufleet operator")
         return value
 
+    @model_validator(mode="after")
+    def _target_only_in_recommend(self) -> InferenceServiceSpec:
+        # The CRD's CEL rule refuses it at admission; an object stored before it is refused here.
+        if self.target_ref is not None and self.mode != Mode.recommend:
+            raise ValueError(TARGET_NEEDS_RECOMMEND)
+        return self
+
     @field_validator("schedules")
     @classmethod
     def _schedule_names_unique(cls, value: list[Schedule]) -> list[Schedule]:
@@ -585,7 +614,15 @@ class InferenceServiceSpec(ApiModel):
     metrics: Metrics = Field(default_factory=Metrics)
     """Where and how to read the fleet's metrics."""
     mode: Mode = Mode.active
-    """`active` applies decisions; `recommend` decides and reports in status but changes nothing."""
+    """`active` runs the fleet: gpufleet creates its Deployments, Service and PDB and applies its
+    decisions. `recommend` decides and reports (status, Events, metrics) but creates and changes
+    nothing: with targetRef it watches that existing Deployment (shadow mode); without, it leaves
+    whatever children exist as they are (none for a new service). docs/migration.md."""
+    target_ref: TargetRef | None = None
+    """Shadow mode: an existing Deployment in this namespace (one an HPA scales, or a KServe
+    predictor's) whose pods and metrics gpufleet reads, deciding as it would and reporting
+    recommended against actual replicas in status.shadow, without touching it. Needs mode:
+    recommend. spec.template is not used while targetRef is set."""
     budget: Budget | None = None
     """Spend limits; when the plan would exceed them, non-essential capacity is capped (reason Budget)."""
 
@@ -716,6 +753,31 @@ class ScheduleStatus(StatusModel):
     measured time-to-ready plus two intervals)."""
 
 
+class ShadowStatus(StatusModel):
+    target: str = ""
+    """The workload watched (spec.targetRef): `Deployment/<name>`."""
+    found: bool = False
+    """Whether the target could be read this tick (see message when not)."""
+    actual_replicas: int | None = None
+    """The target Deployment's spec.replicas: what its own autoscaler (an HPA, KServe) set."""
+    ready_replicas: int = 0
+    """The target's pods Ready now."""
+    recommended_replicas: int = 0
+    """Replicas gpufleet would run (serving + warm standby), after its stabilisation and budget."""
+    recommended_serving: int = 0
+    """Of them, serving."""
+    recommended_standby: int = 0
+    """Of them, warm standbys (spec.warmPool)."""
+    actual_cost_per_hour: float | None = None
+    """Cost per hour of the target's pods at the spec's prices."""
+    recommended_cost_per_hour: float | None = None
+    """Cost per hour of what gpufleet would run."""
+    autoscalers: list[str] = Field(default_factory=list)
+    """HPAs and ScaledObjects that target the Deployment (expected in shadow mode: they scale it)."""
+    message: str = ""
+    """One line: recommended against actual, or why the target could not be read."""
+
+
 class InferenceServiceStatus(StatusModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -733,6 +795,9 @@ class InferenceServiceStatus(StatusModel):
     """Metered GPU-hours, cost and requests, per capacity class; survives operator restarts."""
     budget: BudgetStatus | None = None
     """Where the fleet stands against spec.budget (absent without a budget)."""
+    shadow: ShadowStatus | None = None
+    """Shadow mode (spec.targetRef): the target's actual replicas against gpufleet's recommendation
+    (absent without targetRef)."""
     memory: str | None = Field(default=None, max_length=65536)
     """The operator's learned state: stabilisation windows, the learned requests/s per replica,
     the warm pool's memory of load steps, the spot back-off and the measured time-to-ready.
