@@ -96,9 +96,17 @@ def pod_regex(service: str) -> str:
     return re2_quote(service) + POD_SUFFIX
 
 
-def selector(namespace: str, service: str, model: str) -> str:
-    """The label matchers of one service's Triton series: exact namespace and model, its pods."""
-    return (f"namespace={promql_string(namespace)},pod=~{promql_string(pod_regex(service))},"
+def deployment_pod_regex(deployment: str) -> str:
+    """RE2 regex of the pods of a Deployment gpufleet does not own (shadow mode, spec.targetRef):
+    `<deployment>-<rs-hash>-<pod-suffix>`, the same generated tail as pod_regex."""
+    return re2_quote(deployment) + "-" + POD_TAIL
+
+
+def selector(namespace: str, service: str, model: str, pod_re: str | None = None) -> str:
+    """The label matchers of one service's Triton series: exact namespace and model, its pods
+    (`pod_re`: another regex of pod names, e.g. deployment_pod_regex)."""
+    pods = pod_re if pod_re is not None else pod_regex(service)
+    return (f"namespace={promql_string(namespace)},pod=~{promql_string(pods)},"
             f"model={promql_string(model)}")
 
 
@@ -175,7 +183,7 @@ def overridden(spec: InferenceServiceSpec) -> set[str]:
     return {k for k, v in spec.metrics.queries.model_dump().items() if v}
 
 
-def template_values(namespace: str, service: str, model: str) -> dict[str, str]:
+def template_values(namespace: str, service: str, model: str, pod_re: str | None = None) -> dict[str, str]:
     """What `$name` placeholders in spec.metrics.queries become: each value escaped for a place
     inside a double-quoted PromQL string; the `_re` forms also quoted for a regex (`=~`)."""
     def inner(text: str) -> str:
@@ -183,17 +191,19 @@ def template_values(namespace: str, service: str, model: str) -> dict[str, str]:
 
     return {"namespace": inner(namespace), "service": inner(service), "model": inner(model),
             "namespace_re": inner(re2_quote(namespace)), "service_re": inner(re2_quote(service)),
-            "model_re": inner(re2_quote(model)), "pod_re": inner(pod_regex(service))}
+            "model_re": inner(re2_quote(model)),
+            "pod_re": inner(pod_re if pod_re is not None else pod_regex(service))}
 
 
-def queries_for(spec: InferenceServiceSpec, *, namespace: str, name: str) -> dict[str, str]:
+def queries_for(spec: InferenceServiceSpec, *, namespace: str, name: str,
+                pod_re: str | None = None) -> dict[str, str]:
     base = TRTLLM_QUERIES if spec.model.backend == Backend.tensorrtllm else TRITON_QUERIES
     overrides = {k: v for k, v in spec.metrics.queries.model_dump().items() if v}
     # Percentile signals are read only when an SLO uses them (or the user supplied a query).
     unused = {"ttft_p95_ms": spec.slo.ttft_p95_ms, "latency_p95_ms": spec.slo.latency_p95_ms}
     base = {k: q for k, q in base.items() if unused.get(k, True) is not None or k in overrides}
-    sel = selector(namespace, name, spec.model.name)
-    values = template_values(namespace, name, spec.model.name)
+    sel = selector(namespace, name, spec.model.name, pod_re)
+    values = template_values(namespace, name, spec.model.name, pod_re)
     built_in = {k: Template(q).substitute(sel=sel) for k, q in base.items() if k not in overrides}
     return {**built_in, **{k: Template(q).safe_substitute(values) for k, q in overrides.items()}}
 
@@ -615,7 +625,7 @@ class UrlPolicy:
 
 def metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str, default_url: str | None,
                  policy: UrlPolicy | None = None, ca_bundle: str | None = None,
-                 serving: ServingPods | None = None) -> PrometheusMetrics | NoMetrics:
+                 serving: ServingPods | None = None, pod_re: str | None = None) -> PrometheusMetrics | NoMetrics:
     """The per-service port: the spec's own Prometheus when the operator's allow-list permits it
     (`policy`, default: only the operator's default URL), else the default; NoMetrics without any
     or when the spec's URL is not allowed (then never the default instead: the spec asked for
@@ -629,6 +639,7 @@ def metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str, defau
     url = own or default_url
     if not url:
         return NoMetrics()
-    return PrometheusMetrics(url=url.rstrip("/"), queries=queries_for(spec, namespace=namespace, name=name),
+    queries = queries_for(spec, namespace=namespace, name=name, pod_re=pod_re)
+    return PrometheusMetrics(url=url.rstrip("/"), queries=queries,
                              stale_after_s=float(spec.metrics.stale_after_seconds), ca_bundle=ca_bundle,
                              serving=serving, sums=tuple(s for s in SUM_SIGNALS if s not in overridden(spec)))
