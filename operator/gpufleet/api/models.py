@@ -105,9 +105,28 @@ class Replicas(ApiModel):
 
 class Slo(ApiModel):
     ttft_p95_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
-    """Target p95 time to first token (LLM) or first response, in milliseconds."""
+    """Target p95 time to first token (LLM) or first response, in milliseconds: a quantile of
+    Triton's first-response histogram (decoupled models, --metrics-config histogram_latencies=true)
+    or TensorRT-LLM's trtllm_time_to_first_token_seconds histogram (docs/metrics.md)."""
     latency_p95_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
-    """Target p95 end-to-end request latency, in milliseconds."""
+    """Target p95 end-to-end request latency, in milliseconds: a true 95th percentile, from
+    TensorRT-LLM's trtllm_e2e_request_latency_seconds histogram or Triton's request summary
+    (--metrics-config summary_latencies=true; the slowest pod's p95). A server that exports
+    neither gives no p95: the signal is missing (no scale-down) and status says so; use
+    latencyMeanMs for Triton's default counters. (Before v0.3 this field read the mean.)"""
+    latency_mean_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
+    """Target mean end-to-end request latency, in milliseconds, from Triton's cumulative
+    duration counters (always exported): rate(nv_inference_request_duration_us) per request."""
+    itl_p95_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
+    """Target p95 inter-token latency (time per output token), in milliseconds, from TensorRT-LLM's
+    trtllm_time_per_output_token_seconds histogram."""
+    kv_cache_utilization: float = Field(default=0.85, ge=0.05, le=1.0)
+    """TensorRT-LLM only: the fraction of KV-cache blocks in use (averaged over serving pods,
+    nv_trt_llm_kv_cache_block_metrics fraction) above which replicas are added in proportion,
+    before the cache runs out and requests wait or are evicted. 1.0 turns it off."""
+    gpu_utilization_percent: int | None = Field(default=None, ge=1, le=100)
+    """Optional: target mean GPU utilisation of the serving pods, in percent, from the DCGM
+    exporter's DCGM_FI_DEV_GPU_UTIL (by pod label). Unset (default): not read."""
     queue_depth_per_replica: float = Field(default=8.0, ge=0.01, le=1e6)
     """Target pending requests per serving replica (Triton's nv_inference_pending_request_count)."""
     queue_time_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
@@ -284,6 +303,14 @@ class Queries(ApiModel):
     """PromQL for p95 time to first token in ms."""
     latency_p95_ms: str | None = None
     """PromQL for p95 request latency in ms."""
+    latency_mean_ms: str | None = None
+    """PromQL for mean request latency in ms."""
+    itl_p95_ms: str | None = None
+    """PromQL for p95 inter-token latency in ms."""
+    kv_cache_utilization: str | None = None
+    """PromQL for the fraction (0-1) of KV-cache blocks in use."""
+    gpu_utilization: str | None = None
+    """PromQL for the mean GPU utilisation of the service's pods, in percent."""
     request_rate: str | None = None
     """PromQL for requests per second across the service."""
 
@@ -672,8 +699,19 @@ class ReplicaStatus(StatusModel):
 class ObservedStatus(StatusModel):
     queue_depth: float | None = None
     queue_time_ms: float | None = None
+    """Mean queue wait per request."""
     ttft_p95_ms: float | None = None
+    """p95 time to first token (a histogram quantile)."""
     latency_p95_ms: float | None = None
+    """p95 end-to-end latency (a histogram or summary quantile, never a mean)."""
+    latency_mean_ms: float | None = None
+    """Mean end-to-end latency per request (Triton's counters)."""
+    itl_p95_ms: float | None = None
+    """p95 inter-token latency (a histogram quantile)."""
+    kv_cache_utilization: float | None = None
+    """Fraction of KV-cache blocks in use, mean over pods (TensorRT-LLM)."""
+    gpu_utilization: float | None = None
+    """Mean GPU utilisation of the pods, percent (DCGM)."""
     request_rate: float | None = None
     time: str | None = None
 

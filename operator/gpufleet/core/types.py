@@ -59,9 +59,13 @@ class Observation:
     sampled_at: float | None = None  # when the newest sample was taken; None = no sample at all
     queue_depth: float | None = None  # pending requests summed over serving replicas
     queue_time_ms: float | None = None  # mean queue wait per request
-    ttft_p95_ms: float | None = None
-    latency_p95_ms: float | None = None
+    ttft_p95_ms: float | None = None  # a histogram quantile (time to first token / response)
+    latency_p95_ms: float | None = None  # a true p95 (histogram or summary quantile), never a mean
     request_rate: float | None = None  # requests per second across the service
+    latency_mean_ms: float | None = None  # mean end-to-end latency per request (counters)
+    itl_p95_ms: float | None = None  # p95 inter-token latency (TensorRT-LLM histogram)
+    kv_cache_utilization: float | None = None  # fraction of KV-cache blocks in use, mean over pods
+    gpu_utilization: float | None = None  # mean GPU utilisation of the pods, percent (DCGM)
 
 
 @dataclass(frozen=True)
