@@ -46,6 +46,8 @@ def initial_decision(spec: InferenceServiceSpec, policy: Policy, *, now: float) 
 
 def revalidate(plan: Plan, fresh: FleetState) -> Plan:
     """Drop promotions/retirements of replicas that vanished or changed state since the decision."""
+    if not plan.promote and not plan.retire:
+        return plan  # nothing named (most ticks): the plan stands as decided
     by_name = {r.name: r for r in fresh.replicas}
     promote = tuple(n for n in plan.promote if n in by_name and by_name[n].state.value == "standby")
     retire = tuple(n for n in plan.retire if n in by_name)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -137,10 +138,15 @@ class RateForecastPort:
     """The operator's own forecast port (gpufleet.control.forecast.ForecastAdapter), fed the same way:
     after each control step, with the observed request rate at that time; nothing else."""
 
-    def __init__(self, spec: InferenceServiceSpec, step_s: float = 60.0) -> None:
+    def __init__(self, spec: InferenceServiceSpec, step_s: float = 60.0,
+                 history: Sequence[tuple[float, float]] = ()) -> None:
         from gpufleet.control.forecast import ForecastAdapter
 
         self.adapter = ForecastAdapter(spec.forecast, step_s=step_s)
+        # What the operator reads back from Prometheus when its loop starts (ServiceLoop._backfill):
+        # (time, rps) points before the run, fed the same way.
+        for t, rps in history:
+            self.adapter.observe(t, rps)
 
     def observe(self, t: float, rps: float) -> None:
         self.adapter.observe(t, rps)

@@ -29,6 +29,7 @@ from gpufleet.api.models import (
     WarmPool,
 )
 from gpufleet.control.ports import Policy
+from gpufleet.control.service import Settings
 from gpufleet.sim.baselines import HpaLike, KedaLike, KpaLike, Oracle, StaticPeak
 from gpufleet.sim.capacity import capacity_table, oracle_replicas
 from gpufleet.sim.engine import SimConfig, SimResult, simulate
@@ -71,6 +72,9 @@ class Scenario:
     rps_per_replica: float = 0.0
     inflight_per_replica: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # (time, rps) before t = 0 that the operator would read back from Prometheus at start (the
+    # forecaster's warm-up; empty where the source has nothing before the trace).
+    history: tuple[tuple[float, float], ...] = ()
     _oracle_need: dict[int, np.ndarray] = field(default_factory=dict)
 
     def oracle_need(self, window_s: int = 1) -> np.ndarray:
@@ -155,7 +159,7 @@ class Scenario:
         res = simulate(
             self.trace, policy, spec, self.cfg, spot=self.spot,
             # Only gpufleet reads forecasts; baselines skip the forecaster's cost.
-            forecaster=RateForecastPort if name == "gpufleet" else None,
+            forecaster=(lambda sp: RateForecastPort(sp, history=self.history)) if name == "gpufleet" else None,
             instant_start=name == CLAIRVOYANT, step_at_s=self.step_at_s, progress=progress,
         )
         res.policy = name
@@ -247,6 +251,11 @@ class BenchTrace:
         return full[self.source.partition(":")[0]] - self.start_s / DAY
 
 
+# The operator's default --backfill-seconds (control.service.Settings.backfill_s): the rate
+# history its forecaster reads back from Prometheus at start.
+BACKFILL_S = int(Settings.backfill_s)
+
+
 def _sg_days(model: str, first: int, last: int, split: str, held_out: str = "") -> BenchTrace:
     """ServeGen language `model`, days first..last (1-based, inclusive)."""
     return BenchTrace(f"{model}/d{first}-{last}", f"servegen:{model}", split, (first - 1) * DAY,
@@ -280,6 +289,11 @@ BENCH_TRACES: dict[str, BenchTrace] = {t.id: t for t in (
 
 def load_bench_trace(trace_id: str, seed: int = 0) -> Trace:
     """The trace `trace_id` of BENCH_TRACES for `seed` (ServeGen's per-second counts are drawn)."""
+    return _load_bench_trace(trace_id, seed)[0]
+
+
+def _load_bench_trace(trace_id: str, seed: int) -> tuple[Trace, tuple[tuple[float, float], ...]]:
+    """(the trace, its warm-up history: see bench_history)."""
     import os
 
     from gpufleet.sim import traces as T
@@ -287,23 +301,40 @@ def load_bench_trace(trace_id: str, seed: int = 0) -> Trace:
     bt = BENCH_TRACES[trace_id]
     kind, _, arg = bt.source.partition(":")
     if kind == "servegen":
-        tr = T.load_servegen_clients(T.servegen_folder(arg), scale=bt.scale, seed=seed)
+        full = T.load_servegen_clients(T.servegen_folder(arg), scale=bt.scale, seed=seed)
+        history = _history(full.counts, bt.start_s)
         if bt.length_s is not None and bt.start_s % DAY == 0 and bt.length_s % DAY == 0:
-            tr = T.days(tr, bt.start_s // DAY + 1, (bt.start_s + bt.length_s) // DAY)
-            return replace(tr, name=bt.id)
-    elif kind == "servegen-reason":
+            tr = T.days(full, bt.start_s // DAY + 1, (bt.start_s + bt.length_s) // DAY)
+            return replace(tr, name=bt.id), history
+        tr = full
+    else:
+        history = ()
+    if kind == "servegen-reason":
         tr = T.load_servegen_clients(os.path.join(T.SHARED_TRACES, "servegen", "reason", arg), scale=bt.scale,
                                      seed=seed)
     elif kind in ("azure", "mooncake"):
         tr = T.load_azure(seed=seed) if kind == "azure" else T.load_mooncake(seed=seed)
         if bt.scale != 1.0:
             tr = T.scale_load(tr, bt.scale, seed=seed)
-    else:
+    elif kind != "servegen":
         raise ValueError(f"unknown source {bt.source!r}")
     if bt.start_s or bt.length_s is not None:
         length = bt.length_s if bt.length_s is not None else tr.seconds - bt.start_s
         tr = T.window(tr, bt.start_s, length)
-    return replace(tr, name=bt.id)
+    return replace(tr, name=bt.id), history
+
+
+def _history(counts: np.ndarray, start_s: int, step_s: int = 60) -> tuple[tuple[float, float], ...]:
+    """The request rate of the BACKFILL_S before `start_s`, one point per `step_s` at the end of
+    its minute, in the run's time (negative): what a Prometheus range query of the operator's
+    rate signal returns at start. Arrivals, rejected ones included (as the gateway counts)."""
+    first = max(0, start_s - BACKFILL_S) // step_s * step_s
+    n = (start_s - first) // step_s
+    if n <= 0:
+        return ()
+    rates = np.asarray(counts[first: first + n * step_s], dtype=float).reshape(n, step_s).mean(axis=1)
+    ends = first + step_s * (np.arange(n) + 1) - start_s
+    return tuple(zip(ends.astype(float).tolist(), rates.tolist()))
 
 
 def cold_setting(name: str) -> ColdStart:
@@ -323,5 +354,10 @@ def describe_cold(name: str) -> dict[str, object]:
 def bench_scenario(trace_id: str, seed: int, cold: str | None) -> Scenario:
     """The frontier benchmark's scenario: a BENCH_TRACES trace, a cold-start setting (None: the
     default, for the clairvoyant policy and the lower bound, which start nothing cold)."""
-    tr = load_bench_trace(trace_id, seed)
-    return make_scenario(trace_id, tr, seed=seed, cold=cold_setting(cold) if cold else None)
+    tr, history = _load_bench_trace(trace_id, seed)
+    sc = make_scenario(trace_id, tr, seed=seed, cold=cold_setting(cold) if cold else None)
+    sc.history = history
+    if history:
+        sc.notes.append(f"forecaster warm-up: {len(history) * 60 / DAY:g} days of rate history before the trace "
+                        "(the operator's Prometheus backfill)")
+    return sc
