@@ -35,7 +35,22 @@ def spot_backoff(
     outage_at: float | None,
     now: float,
 ) -> SpotBackoff:
-    base = float(spec.capacity.spot.return_after_seconds)
+    return backoff(float(spec.capacity.spot.return_after_seconds), raw_unavailable=raw_unavailable,
+                   retry_at=retry_at, backoff_s=backoff_s, outage_at=outage_at, now=now, what="spot")
+
+
+def backoff(
+    base: float,
+    *,
+    raw_unavailable: bool,
+    retry_at: float | None,
+    backoff_s: float,
+    outage_at: float | None,
+    now: float,
+    what: str = "spot",
+) -> SpotBackoff:
+    """The hysteresis of any capacity class (spot, or a GPU type in core.classes): `base` seconds
+    after an outage, doubling for an outage within QUIET_S of the last (up to MAX_FACTOR x)."""
     if raw_unavailable:
         backing_off = retry_at is not None and now < retry_at
         if backing_off:
@@ -47,6 +62,6 @@ def spot_backoff(
         return SpotBackoff(True, now + wait, wait, now, "")
     if retry_at is not None and now < retry_at:
         return SpotBackoff(
-            True, retry_at, backoff_s, outage_at, f"back to spot in {retry_at - now:.0f}s (backoff {backoff_s:.0f}s)"
+            True, retry_at, backoff_s, outage_at, f"back to {what} in {retry_at - now:.0f}s (backoff {backoff_s:.0f}s)"
         )
     return SpotBackoff(False, retry_at, backoff_s, outage_at, "")
