@@ -41,12 +41,18 @@ cluster-down:
 crds: venv
 	cd /tmp && $(CURDIR)/$(PY) -m gpufleet.api.crd > $(CURDIR)/crds/gpufleet.io_inferenceservices.yaml
 	cp crds/gpufleet.io_inferenceservices.yaml charts/gpufleet/crds/gpufleet.io_inferenceservices.yaml
+	cd /tmp && $(CURDIR)/$(PY) -m gpufleet.api.quota_crd > $(CURDIR)/crds/gpufleet.io_gpuquotas.yaml
+	cp crds/gpufleet.io_gpuquotas.yaml charts/gpufleet/crds/gpufleet.io_gpuquotas.yaml
 
 check-crds: venv
 	@cd /tmp && $(CURDIR)/$(PY) -m gpufleet.api.crd | diff -u $(CURDIR)/crds/gpufleet.io_inferenceservices.yaml - \
 	  && echo "crds/ matches the models" || (echo "crds/ drifted from gpufleet.api.models: run 'make crds'"; exit 1)
 	@cmp -s crds/gpufleet.io_inferenceservices.yaml charts/gpufleet/crds/gpufleet.io_inferenceservices.yaml \
 	  && echo "the chart's CRD matches crds/" || (echo "charts/gpufleet/crds/ drifted from crds/: run 'make crds'"; exit 1)
+	@cd /tmp && $(CURDIR)/$(PY) -m gpufleet.api.quota_crd | diff -u $(CURDIR)/crds/gpufleet.io_gpuquotas.yaml - \
+	  && echo "crds/ GPUQuota matches gpufleet.api.quota" || (echo "crds/ drifted from gpufleet.api.quota: run 'make crds'"; exit 1)
+	@cmp -s crds/gpufleet.io_gpuquotas.yaml charts/gpufleet/crds/gpufleet.io_gpuquotas.yaml \
+	  && echo "the chart's GPUQuota CRD matches crds/" || (echo "charts/gpufleet/crds/ drifted from crds/: run 'make crds'"; exit 1)
 
 # Spec fuzzing on the local real API server (docs/safety.md): FUZZ_SPECS specs generated from the
 # CRD's schema, sent with server-side dry-run, every admitted one run through the operator; the

@@ -67,3 +67,34 @@ def test_examples_parse_with_the_models() -> None:
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc.get("kind") == "InferenceService":
                 InferenceServiceSpec.model_validate(doc["spec"])
+
+
+# -- GPUQuota (gpufleet.api.quota_crd) ----------------------------------------------------------
+
+QUOTA_CRD_FILE = ROOT / "crds/gpufleet.io_gpuquotas.yaml"
+
+
+def test_quota_crd_matches_models_and_is_cluster_scoped() -> None:
+    from gpufleet.api import quota_crd
+
+    assert QUOTA_CRD_FILE.read_text() == quota_crd.render(), "crds/ drifted from gpufleet.api.quota: run `make crds`"
+    assert (ROOT / "charts/gpufleet/crds/gpufleet.io_gpuquotas.yaml").read_text() == QUOTA_CRD_FILE.read_text()
+    doc = quota_crd.crd()
+    assert doc["spec"]["scope"] == "Cluster"
+    version = doc["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    schema = version["schema"]["openAPIV3Schema"]
+    assert "$ref" not in yaml.safe_dump(schema)
+    for path, node in _walk(schema):
+        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{path} has no type"
+    spec = schema["properties"]["spec"]
+    assert spec["required"] == ["tiers"]
+    for path, node in _walk(spec):
+        if path.count(".") == 1 and not path.endswith(("{}", "[]")):
+            assert node.get("description"), f"spec{path} has no description"
+    assert spec["properties"]["tiers"]["x-kubernetes-list-map-keys"] == ["name"]
+
+
+def test_inference_service_names_its_quota_and_tier() -> None:
+    quota = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["quota"]
+    assert set(quota["required"]) == {"name", "tier"} and "QuotaNotFound" in quota["properties"]["name"]["description"]

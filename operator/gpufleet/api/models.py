@@ -565,6 +565,18 @@ _TEMPLATE_SCHEMA: dict[str, Any] = {
 }
 
 
+class QuotaRef(ApiModel):
+    """A GPUQuota this service shares with others, and its priority tier in it (docs/quotas.md)."""
+
+    name: str = Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    """Name of the cluster-scoped GPUQuota. A quota that does not exist caps nothing: the service
+    scales alone and reports QuotaLimited=Unknown, reason QuotaNotFound."""
+    tier: str = Field(max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """One of the quota's spec.tiers[].name. When the services' needs exceed the quota, higher
+    tiers get capacity first and this service may be held at replicas.min (or below it, if its tier
+    is preemptible). An unknown tier caps nothing: QuotaLimited=Unknown, reason TierNotFound."""
+
+
 TARGET_NEEDS_RECOMMEND = (
     "targetRef (shadow mode) needs mode: recommend: gpufleet watches that Deployment and changes nothing. "
     "To let gpufleet run the service, remove targetRef and set mode: active (docs/migration.md)")
@@ -652,6 +664,9 @@ class InferenceServiceSpec(ApiModel):
     recommend. spec.template is not used while targetRef is set."""
     budget: Budget | None = None
     """Spend limits; when the plan would exceed them, non-essential capacity is capped (reason Budget)."""
+    quota: QuotaRef | None = None
+    """A shared GPUQuota and this service's tier in it: its plan is capped at what the quota's
+    arbitration allocates (reason QuotaLimited), shown in the QuotaLimited condition."""
 
 
 # ---------------------------------------------------------------------------------------------
