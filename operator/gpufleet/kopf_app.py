@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -38,7 +38,7 @@ from gpufleet.adapters.fleet_metrics import FleetQueries
 from gpufleet.adapters.kube import Kube, NotOwned, adopt
 from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, trim_pod, turned_ready
 from gpufleet.adapters.wiring import ClusterWiring
-from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, read_status
+from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, Mode, read_status
 from gpufleet.control import pricing
 from gpufleet.control import status as render
 from gpufleet.control.service import Causes, Event, ServiceLoop, Settings, TickTelemetry
@@ -214,16 +214,22 @@ async def gpufleet_scaledobjects(namespace: str | None, name: str, spec: kopf.Sp
     return {(namespace, str(ref.get("name", ""))): f"ScaledObject {name}"}
 
 
+def aimed_at(namespace: str, deployment: str, *indexes: kopf.Index[Any, Any] | None) -> list[str]:
+    """The HPAs and ScaledObjects aimed at one Deployment, as 'HorizontalPodAutoscaler x'."""
+    out: list[str] = []
+    for index in indexes:
+        store = index.get((namespace, deployment)) if index is not None else None
+        out += sorted(store or ())
+    return out
+
+
 def autoscalers_of(namespace: str, name: str, *indexes: kopf.Index[Any, Any] | None) -> list[str]:
     """The HPAs and ScaledObjects aimed at this service's Deployments, as 'HorizontalPodAutoscaler
     x targets Deployment chat-ondemand'."""
     out = []
     for capacity_class in (ON_DEMAND, SPOT):
         deployment = manifests.deployment_name(name, capacity_class)
-        for index in indexes:
-            store = index.get((namespace, deployment)) if index is not None else None
-            for what in sorted(store or ()):
-                out.append(f"{what} targets Deployment {deployment}")
+        out += [f"{what} targets Deployment {deployment}" for what in aimed_at(namespace, deployment, *indexes)]
     return out
 
 
@@ -358,6 +364,14 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
         kopf.warn(body, reason="InvalidSpec", message=parsed)
         patch.status.update(invalid_spec_status(body, parsed, time.time()))
         return
+    if parsed.mode == Mode.recommend:
+        # recommend creates and changes nothing: no children (shadow mode watches spec.targetRef
+        # instead); children of an earlier mode: active are left as they are.
+        RECONCILED[body.metadata.uid or ""] = body.metadata.get("generation")
+        CONFLICTS.pop(body.metadata.uid or "", None)
+        REJECTED.pop(body.metadata.uid or "", None)
+        patch.status["observedGeneration"] = body.metadata.get("generation")
+        return
     conflicts, rejected = apply_children(body, parsed, namespace, name)
     if conflicts or rejected:
         # Not raised either: the loop reports them (one Event per cause) and tries again.
@@ -396,7 +410,7 @@ def post(body: kopf.Body, events: Sequence[Event]) -> None:
 def record(namespace: str, name: str, labels: Mapping[str, str] | None, data: TickTelemetry,
            duration_s: float) -> None:
     telemetry.record_tick(namespace=namespace, name=name, labels=labels, spec=data.spec, result=data.result,
-                          duration_s=duration_s)
+                          duration_s=duration_s, actual_replicas=data.actual_replicas)
     telemetry.record_usage(namespace=namespace, name=name, labels=labels, usage=data.usage, delta=data.delta,
                            budget=data.budget, max_cost_per_day=data.max_cost_per_day,
                            alert_percent=data.alert_percent)
@@ -424,10 +438,24 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         # Called from a worker thread: the indexes are read on the event loop that updates them.
         return asyncio.run_coroutine_threadsafe(read(node_labels), event_loop).result(timeout=CONFIG.kube_timeout_s)
 
+    # Shadow mode (spec.targetRef): the target's pods' nodes and the autoscalers aimed at it.
+    async def read_nodes(names: Collection[str]) -> dict[str, NodeInfo]:
+        return {n: info for n in names if (info := _one(kwargs["gpufleet_nodes"], n)) is not None}
+
+    async def read_aimed_at(deployment: str) -> list[str]:
+        return aimed_at(namespace, deployment, kwargs.get("gpufleet_hpas"), kwargs.get("gpufleet_scaledobjects"))
+
+    def nodes_of(names: Collection[str]) -> dict[str, NodeInfo]:
+        return asyncio.run_coroutine_threadsafe(read_nodes(names), event_loop).result(timeout=CONFIG.kube_timeout_s)
+
+    def autoscalers_at(deployment: str) -> list[str]:
+        return asyncio.run_coroutine_threadsafe(read_aimed_at(deployment), event_loop).result(
+            timeout=CONFIG.kube_timeout_s)
+
     wiring = ClusterWiring(kube=kube, namespace=namespace, name=name, snapshot=snapshot,
                            prometheus_url=CONFIG.prometheus_url, prometheus_allow=CONFIG.prometheus_allow,
                            prometheus_ca_bundle=CONFIG.prometheus_ca_bundle, triton_direct=CONFIG.triton_direct,
-                           shared=SHARED_METRICS)
+                           shared=SHARED_METRICS, nodes=nodes_of, autoscalers=autoscalers_at)
     loop = ServiceLoop(name=name, wiring=wiring, settings=Settings(
         heartbeat_s=CONFIG.heartbeat_s, backfill_s=CONFIG.backfill_seconds, price_table=CONFIG.price_table))
 
@@ -455,11 +483,13 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         now = time.time()
         uid = raw.metadata.uid or ""
         try:
-            if (uid in CONFLICTS or uid in REJECTED) and now - retried[0] >= CONFLICT_RETRY_S:
+            if (uid in CONFLICTS or uid in REJECTED) and now - retried[0] >= CONFLICT_RETRY_S \
+                    and parsed.mode == Mode.active:
                 retried[0] = now  # the clash may be gone: apply the children again
                 apply_children(raw, parsed, namespace, name)
-            autoscalers = asyncio.run_coroutine_threadsafe(read_autoscalers(), event_loop).result(
-                timeout=CONFIG.kube_timeout_s)
+            # In shadow mode the target's own autoscaler is expected (reported in status.shadow).
+            autoscalers = [] if parsed.target_ref is not None else asyncio.run_coroutine_threadsafe(
+                read_autoscalers(), event_loop).result(timeout=CONFIG.kube_timeout_s)
             loop.configure(parsed, now)
             outcome = loop.tick(raw.get("status") or {}, raw.metadata.get("generation"), now=now,
                                 reconciled=RECONCILED.get(uid), conflicts=CONFLICTS.get(uid, ()),

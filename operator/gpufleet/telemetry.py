@@ -103,6 +103,10 @@ class Telemetry:
                               "(starting, standby, serving, draining)", [*s, "capacity_class", "state"], registry=r)
         self.desired = Gauge("gpufleet_desired_replicas", "Deployment size the last plan asked for, by class",
                              [*s, "capacity_class"], registry=r)
+        self.recommended = Gauge("gpufleet_recommended_replicas", "Replicas the last decision wants (serving + "
+                                 "standby), applied or not (recommend mode, shadow mode)", s, registry=r)
+        self.actual = Gauge("gpufleet_actual_replicas", "Replicas the workload runs: in shadow mode the target "
+                            "Deployment's spec.replicas, else the fleet's pods not draining", s, registry=r)
         self.forecast = Gauge("gpufleet_forecast_request_rate", "Forecast requests/s over the cold-start "
                               "horizon; quantile=mean or upper (the spec's quantile)", [*s, "quantile"], registry=r)
         self.observed_rate = Gauge("gpufleet_observed_request_rate", "Observed requests/s across the service",
@@ -165,7 +169,8 @@ class Telemetry:
 
     def record_tick(self, *, namespace: str, name: str, labels: Mapping[str, str] | None,
                     spec: InferenceServiceSpec, result: StepResultLike, duration_s: float,
-                    now: float | None = None) -> None:
+                    now: float | None = None, actual_replicas: int | None = None) -> None:
+        """`actual_replicas`: shadow mode's target size (None: the fleet's own pods count)."""
         key = (namespace, name)
         svc = service_labels(namespace, name, labels)
         with self._lock:
@@ -178,6 +183,9 @@ class Telemetry:
                               float(fleet.count(state, capacity_class)))
             self._set(key, self.desired, (*svc, CAPACITY_CLASSES[0]), float(plan.on_demand))
             self._set(key, self.desired, (*svc, CAPACITY_CLASSES[1]), float(plan.spot))
+            self._set(key, self.recommended, svc, float(plan.total))
+            live = sum(1 for r in fleet.replicas if r.state != ReplicaState.draining)
+            self._set(key, self.actual, svc, float(actual_replicas if actual_replicas is not None else live))
             forecast = result.forecast
             self._set(key, self.forecast, (*svc, "mean"), forecast.mean_rps if forecast else None)
             self._set(key, self.forecast, (*svc, "upper"), forecast.upper_rps if forecast else None)
@@ -253,9 +261,9 @@ TELEMETRY = Telemetry(registry=DEFAULT_REGISTRY)
 
 
 def record_tick(*, namespace: str, name: str, labels: Mapping[str, str] | None, spec: InferenceServiceSpec,
-                result: StepResultLike, duration_s: float) -> None:
+                result: StepResultLike, duration_s: float, actual_replicas: int | None = None) -> None:
     TELEMETRY.record_tick(namespace=namespace, name=name, labels=labels, spec=spec, result=result,
-                          duration_s=duration_s)
+                          duration_s=duration_s, actual_replicas=actual_replicas)
 
 
 def record_usage(*, namespace: str, name: str, labels: Mapping[str, str] | None, usage: UsageLike,

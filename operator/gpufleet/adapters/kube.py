@@ -206,6 +206,28 @@ class Kube:
             _request_timeout=timeout,
         ), timeout=self.timeout, budget_s=self.budget_s, what=f"patch status of {namespace}/{name}")
 
+    # -- shadow mode: reads only ----------------------------------------------------------
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Deployment as a plain dict (spec.replicas, spec.selector, ...); None when it does not exist."""
+        try:
+            obj = with_retries(lambda timeout: self.apps.read_namespaced_deployment(
+                name, namespace, _request_timeout=timeout,
+            ), timeout=self.timeout, budget_s=self.budget_s, what=f"read deployment {namespace}/{name}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = self.plain(obj)
+        return result
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods a label selector matches, trimmed as the watch caches keep them."""
+        pods = with_retries(lambda timeout: self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _request_timeout=timeout,
+        ), timeout=self.timeout, budget_s=self.budget_s, what=f"list pods {namespace} {selector}")
+        return [trim_pod(self.plain(p)) for p in pods.items]
+
     # -- pods -----------------------------------------------------------------------------
 
     def patch_pod_metadata(self, namespace: str, name: str, *, labels: dict[str, str | None] | None = None,

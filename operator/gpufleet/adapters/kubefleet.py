@@ -24,7 +24,7 @@ from gpufleet.adapters.kube import KubeAPI
 from gpufleet.adapters.pods import Snapshot, pending_since, replica_from_pod
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.rollout import TTR_SAMPLES, Rollout, rollout, time_to_ready
-from gpufleet.core.types import CAPACITY_CLASSES, SPOT, FleetState, Plan
+from gpufleet.core.types import CAPACITY_CLASSES, SPOT, FleetState, Plan, Replica
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class KubeFleet:
                 # Taints without timeAdded (NoSchedule ones) count from when this loop saw them.
                 since = added if added is not None else self._noticed_at[node]
                 reclaim_at = since + after if after is not None else None
-            replicas.append(replica_from_pod(p, set(notices) | lost, in_flight, reclaim_at))
+            replicas.append(self._replica(p, set(notices) | lost, in_flight, reclaim_at))
         for r in replicas:
             if r.ready_at is not None and r.name not in self._seen_ready:
                 self._seen_ready.add(r.name)
@@ -108,6 +108,11 @@ class KubeFleet:
         self._seen_ready &= set(self._pods)  # forget pods that are gone (bounded memory)
         return FleetState(replicas=tuple(replicas), time_to_ready_s=self.time_to_ready(),
                           spot_unavailable=self._spot_stuck(now))
+
+    def _replica(self, pod: dict[str, Any], interrupted: set[str], in_flight: dict[str, float],
+                 reclaim_at: float | None) -> Replica:
+        """A pod as the core sees it (adapters.shadow reads another Deployment's pods otherwise)."""
+        return replica_from_pod(pod, interrupted, in_flight, reclaim_at)
 
     def endpoints(self) -> list[str]:
         """host:port of Triton's HTTP endpoint on each serving pod (from the last state read)."""

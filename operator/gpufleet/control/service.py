@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from gpufleet.api.models import InferenceServiceSpec, Mode, UsageStatus, read_status
 from gpufleet.control import pricing
@@ -28,7 +28,7 @@ from gpufleet.control.memory import encode as encode_memory
 from gpufleet.control.memory import fingerprint as memory_fingerprint
 from gpufleet.control.metering import UsageDelta
 from gpufleet.control.ports import FleetPort, MetricsPort, Policy
-from gpufleet.control.status import finite, material, render_status
+from gpufleet.control.status import TargetReading, finite, material, render_status
 from gpufleet.control.step import StepResult, initial_decision, reroute, step
 from gpufleet.core import stabilize, warmpool
 from gpufleet.core.policy import GpufleetPolicy
@@ -46,6 +46,14 @@ class ServiceFleet(FleetPort, Protocol):
     def start_samples(self) -> dict[str, list[float]]: ...  # time-to-Ready samples, persisted
     def restore_samples(self, samples: Mapping[str, list[float]]) -> None: ...
     def time_to_ready(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Shadowing(Protocol):
+    """A fleet port that watches an existing workload (spec.targetRef; adapters.shadow.ShadowFleet):
+    what it read of it at the last state()."""
+
+    reading: TargetReading | None
 
 
 class ServiceMetrics(MetricsPort, Protocol):
@@ -99,6 +107,7 @@ class TickTelemetry:
     budget: BudgetCheck | None
     max_cost_per_day: float | None
     alert_percent: int | None
+    actual_replicas: int | None = None  # shadow mode: the target's spec.replicas (else: the pods)
 
 
 @dataclass(frozen=True)
@@ -184,8 +193,8 @@ class ServiceLoop:
         spec = pricing.with_prices(spec, pricing.resolve(spec, self.settings.price_table, self._products(spec))[0])
         old = self.spec
         self.spec = spec
-        if self.fleet is None:
-            self.fleet = self.wiring.fleet(spec)
+        if self.fleet is None or (old is not None and old.target_ref != spec.target_ref):
+            self.fleet = self.wiring.fleet(spec)  # shadow mode on or off, or another target: another port
         self.fleet.spec = spec
         self.close()
         self.metrics = self.wiring.metrics(spec)
@@ -289,9 +298,11 @@ class ServiceLoop:
         delta = self.accounting.meter(spec, result.fleet, result.observation.request_rate, now)
         # What this loop wrote last is newer than the status read, whose watch event may still be on its way.
         previous = self.written if self.written is not None else status
+        shadow = fleet.reading if spec.target_ref is not None and isinstance(fleet, Shadowing) else None
         new = render_status(previous, generation, spec, result, now, metrics_ok=metrics.available,
                             metrics_note=metrics.summary(), accounting=self.accounting, reconciled=reconciled,
-                            conflicts=conflicts, autoscalers=autoscalers, rejected=rejected)
+                            conflicts=conflicts, autoscalers=autoscalers, rejected=rejected, shadow=shadow)
+        events += self._shadow_events(new.get("shadow"))
         events += self._cause_events("Conflict", conflicts, "no object of its children's names held by another owner")
         events += self._cause_events("AutoscalerConflict", autoscalers, "no other autoscaler targets its Deployments")
         events += self._cause_events("InvalidSpec", rejected, "the API server accepts its children again")
@@ -306,7 +317,8 @@ class ServiceLoop:
         telemetry = TickTelemetry(spec=spec, result=result, usage=self.accounting.usage or UsageStatus(),
                                   delta=delta, budget=result.plan.budget,
                                   max_cost_per_day=budget.max_cost_per_day if budget else None,
-                                  alert_percent=budget.alert_percent if budget else None)
+                                  alert_percent=budget.alert_percent if budget else None,
+                                  actual_replicas=shadow.replicas if shadow is not None else None)
         return TickOutcome(status=patch, events=tuple(events), telemetry=telemetry, written=written)
 
     def confirm(self, outcome: TickOutcome) -> None:
@@ -324,6 +336,20 @@ class ServiceLoop:
         if causes:
             return [Event("Warning", reason, "; ".join(causes)[:500])]
         return [Event("Normal", f"{reason}Resolved", cleared)] if was else []
+
+    def _shadow_events(self, shadow: Mapping[str, Any] | None) -> list[Event]:
+        """Shadow mode: one Warning when the target cannot be read (TargetUnavailable, once per
+        cause), and one Normal `Recommendation` when recommended or actual replicas change, never
+        one per tick while both hold."""
+        if shadow is None:
+            return [*self._cause_events("TargetUnavailable", (), "the target is read again")]
+        found = bool(shadow.get("found"))
+        out = self._cause_events("TargetUnavailable", () if found else (str(shadow.get("message", "")),),
+                                 "the target is read again")
+        key = (shadow.get("recommendedReplicas"), shadow.get("actualReplicas")) if found else None
+        if self.causes.changed("Recommendation", key) and key is not None:
+            out.append(Event("Normal", "Recommendation", str(shadow.get("message", ""))[:500]))
+        return out
 
     def _metrics_events(self, metrics: ServiceMetrics, result: StepResult) -> list[Event]:
         """One Warning when the metrics go away, another only when the cause changes (never one per
@@ -370,6 +396,8 @@ class ServiceLoop:
         old_budget = (self.written or status).get("budget")
         if "budget" not in patch and old_budget is not None:
             patch["budget"] = None  # budget removed from spec: drop its status (merge patch deletes nulls)
+        if "shadow" not in patch and (self.written or status).get("shadow") is not None:
+            patch["shadow"] = None  # targetRef removed: likewise
         return patch, Written(status=new, at=now, memory_fp=fp)
 
     # -- between ticks --------------------------------------------------------------------------

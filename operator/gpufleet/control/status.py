@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gpufleet.api.models import (
@@ -17,12 +18,14 @@ from gpufleet.api.models import (
     ObservedStatus,
     ReplicaStatus,
     ScheduleStatus,
+    ShadowStatus,
     read_status,
 )
 from gpufleet.api.timefmt import iso
 from gpufleet.control import metering
 from gpufleet.control.accounting import Accounting
 from gpufleet.control.step import StepResult
+from gpufleet.core.budget import cost_rate
 from gpufleet.core.schedule import Window, default_lead_s
 from gpufleet.core.types import (
     ON_DEMAND,
@@ -33,6 +36,37 @@ from gpufleet.core.types import (
     Plan,
     ReplicaState,
 )
+
+
+@dataclass(frozen=True)
+class TargetReading:
+    """What shadow mode read of its target (spec.targetRef) this tick: adapters.shadow reads it,
+    the status and Events report it."""
+
+    target: str  # "Deployment/web"
+    found: bool
+    replicas: int | None = None  # the Deployment's spec.replicas (what its autoscaler set)
+    message: str = ""  # why it could not be read (not found, no selector)
+    autoscalers: tuple[str, ...] = ()  # HPAs / ScaledObjects that target it
+
+
+def shadow_status(spec: InferenceServiceSpec, plan: Plan, fleet: FleetState, reading: TargetReading) -> ShadowStatus:
+    """Recommended against actual: what gpufleet would run beside what the target runs."""
+    ready = sum(1 for r in fleet.replicas if r.ready_at is not None and r.state != ReplicaState.draining)
+    if not reading.found:
+        message = reading.message
+    else:
+        would = f"would run {plan.total} ({plan.serving} serving, {plan.standby} standby)"
+        runs = f"{reading.target} runs {reading.replicas} ({ready} Ready)"
+        verdict = ("agrees" if plan.total == reading.replicas else
+                   "more" if plan.total > (reading.replicas or 0) else "fewer")
+        message = f"{would}; {runs}: {verdict} ({plan.reason})"
+    return ShadowStatus(
+        target=reading.target, found=reading.found, actual_replicas=reading.replicas, ready_replicas=ready,
+        recommended_replicas=plan.total, recommended_serving=plan.serving, recommended_standby=plan.standby,
+        actual_cost_per_hour=cost_per_hour(spec, fleet) if reading.found else None,
+        recommended_cost_per_hour=round(cost_rate(spec, plan.on_demand, plan.spot), 4),
+        autoscalers=list(reading.autoscalers), message=message[:1000])
 
 
 def replica_status(fleet: FleetState, desired: dict[str, int]) -> ReplicaStatus:
@@ -158,7 +192,7 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
                   result: StepResult, now: float, *, metrics_ok: bool, metrics_note: str,
                   accounting: Accounting | None = None, reconciled: int | None = None,
                   conflicts: Sequence[str] = (), autoscalers: Sequence[str] = (),
-                  rejected: Sequence[str] = ()) -> dict[str, Any]:
+                  rejected: Sequence[str] = (), shadow: TargetReading | None = None) -> dict[str, Any]:
     """The status this tick's result calls for (from the previous one), as the API server stores it.
 
     `generation` is the spec's the tick decided under (the conditions' observedGeneration);
@@ -166,12 +200,17 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
     says that one, never more (None: not known to this process, the status's value is kept).
     `conflicts`: objects of a child's name the service does not own (Ready=False, Conflict);
     `rejected`: children the API server refused as invalid (Ready=False, InvalidSpec);
-    `autoscalers`: HPAs or ScaledObjects aimed at its Deployments (Degraded, AutoscalerConflict)."""
+    `autoscalers`: HPAs or ScaledObjects aimed at its Deployments (Degraded, AutoscalerConflict);
+    `shadow`: what shadow mode read of spec.targetRef (status.shadow; Ready says whether it is read)."""
     old = read_status(status)
     fresh = result.fleet
     desired = {ON_DEMAND: result.plan.on_demand, SPOT: result.plan.spot}
     conditions: list[Condition] = old.conditions
     ready, reason, message = ready_condition(fresh, spec)
+    if shadow is not None:
+        ready, reason = shadow.found, "Shadowing" if shadow.found else "TargetUnavailable"
+        message = (f"watching {shadow.target} (mode: recommend): nothing is created or changed"
+                   if shadow.found else shadow.message)
     if conflicts:
         ready, reason, message = False, "Conflict", "; ".join(conflicts)[:1000]
     if rejected:
@@ -185,6 +224,8 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
         now=now, generation=generation)
     live = [r for r in fresh.replicas if r.state != ReplicaState.draining]
     scaling = result.plan.total != len(live) or fresh.count(ReplicaState.starting) > 0
+    if shadow is not None:  # the target scales by its own autoscaler: only its pods starting count
+        scaling = fresh.count(ReplicaState.starting) > 0
     conditions = set_condition(
         conditions, type="Scaling", status=scaling, reason=result.plan.reason, message=result.plan.message,
         now=now, generation=generation)
@@ -210,6 +251,7 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
         cost_per_hour=cost_per_hour(spec, fresh),
         usage=metering.rounded(accounting.usage) if accounting and accounting.usage else old.usage,
         budget=budget_status,
+        shadow=shadow_status(spec, result.plan, fresh, shadow) if shadow is not None else None,
         schedules=schedule_status(
             result.windows, now, default_lead_s(fresh.time_to_ready_s, spec.scaling.interval_seconds)),
     )
@@ -249,6 +291,8 @@ VOLATILE = ("observed", "forecast", "usage", "memory")
 # Which signal is the binding one (QueueDepth, RequestRate, ForecastLoad, ...) and the one-line
 # explanation with its numbers move while the fleet holds still; the sizes decided do not.
 DECISION_COUNTS = ("desired", "standby", "onDemand", "spot", "applied")
+SHADOW_COUNTS = ("target", "found", "actualReplicas", "readyReplicas", "recommendedReplicas",
+                 "recommendedServing", "recommendedStandby", "autoscalers")
 
 
 def material(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,6 +301,8 @@ def material(status: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in status.items() if k not in VOLATILE}
     if "lastDecision" in out:
         out["lastDecision"] = {k: v for k, v in out["lastDecision"].items() if k in DECISION_COUNTS}
+    if "shadow" in out:  # its one-line message names the binding signal, which moves every tick
+        out["shadow"] = {k: v for k, v in out["shadow"].items() if k in SHADOW_COUNTS}
     if "conditions" in out:
         out["conditions"] = [
             {"type": c.get("type"), "status": c.get("status"),
