@@ -1,7 +1,8 @@
 """Fleet emulator for the local KWOK cluster: per-pod Triton `/metrics` from an offered load.
 
 KWOK pods run no containers, so something must play the Triton servers. This process watches the
-pods of every InferenceService (one LIST, then a WATCH: it adds no per-tick load to the API server),
+pods of every InferenceService, and those labelled `kwok.gpufleet.io/emulate` (a plain Deployment
+watched in shadow mode), with one LIST, then a WATCH (no per-tick load on the API server),
 splits each service's offered load (a step function or a trace) over the pods that are Ready *and*
 labelled serving, runs a fluid queue per pod each tick, and serves per-pod cumulative Triton
 counters and gauges at /metrics/<namespace>/<pod>. A file_sd JSON lists one Prometheus target per
@@ -44,6 +45,9 @@ from gpufleet.sim.model import ReplicaModel
 
 log = logging.getLogger("gpufleet.emulator")
 SD_NAME = "gpufleet-emulator"  # file_sd file this process owns
+# Pods of a Deployment gpufleet does not own (shadow-mode tests) are played too when they carry this
+# label: its value names the service whose load they share, and each serves once Ready.
+EMULATE_LABEL = "kwok.gpufleet.io/emulate"
 
 
 @dataclass(frozen=True)
@@ -152,11 +156,16 @@ class Emulator:
             if gone is not None:
                 self._drop(gone)
             return
+        labels = meta.get("labels") or {}
+        if LABEL_SERVICE not in labels and EMULATE_LABEL not in labels:
+            return  # not a Triton server this emulator plays
         replica = replica_from_pod(pod, set())
-        owner = f"{meta['namespace']}/{(meta.get('labels') or {}).get(LABEL_SERVICE, '')}"
+        owner = f"{meta['namespace']}/{labels.get(LABEL_SERVICE) or labels.get(EMULATE_LABEL, '')}"
         self.pods[key] = counters.get(key) or PodCounters(capacity_class=replica.capacity_class, service=owner)
-        if replica.state == ReplicaState.serving:
-            service = f"{meta['namespace']}/{(meta.get('labels') or {})[LABEL_SERVICE]}"
+        # A plain Deployment's pod (EMULATE_LABEL) serves once Ready: its Service routes to every Ready pod.
+        plain = LABEL_SERVICE not in labels and replica.ready_at is not None and replica.state != ReplicaState.draining
+        if replica.state == ReplicaState.serving or plain:
+            service = owner
             self._pod_service[key] = service
             self.serving.setdefault(service, []).append(key)
 
@@ -279,13 +288,13 @@ def watch_pods(emulator: Emulator, core: client.CoreV1Api, changed: threading.Ev
     while not stop.is_set():
         try:
             if version is None:
-                resp = core.list_pod_for_all_namespaces(label_selector=LABEL_SERVICE, _preload_content=False,
+                resp = core.list_pod_for_all_namespaces(_preload_content=False,
                                                         _request_timeout=(5, 60))
                 listing = json.loads(cast(Any, resp).data)
                 version = listing["metadata"]["resourceVersion"]
                 if emulator.sync_pods(listing["items"]):
                     changed.set()
-            events = watch.Watch().stream(core.list_pod_for_all_namespaces, label_selector=LABEL_SERVICE,
+            events = watch.Watch().stream(core.list_pod_for_all_namespaces,
                                           resource_version=version, allow_watch_bookmarks=True,
                                           timeout_seconds=timeout_s, _request_timeout=(5, timeout_s + 30),
                                           deserialize=False)
