@@ -49,7 +49,7 @@ from gpufleet.api.models import (
 GPU = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"
 
-CLASSES_RULES: list[dict[str, str]] = [
+CLASSES_RULES: list[Any] = [
     {"rule": "self.exists(c, !has(c.spot) || !c.spot)",
      "message": "capacity.classes needs at least one class that is not spot (spot can be taken away all at once)"},
     {"rule": "self.all(c, has(c.pricePerReplicaHour) || has(c.product))",
