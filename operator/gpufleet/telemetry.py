@@ -113,8 +113,19 @@ class Telemetry:
                                    s, registry=r)
         self.observed_queue = Gauge("gpufleet_observed_queue_depth", "Pending requests summed over serving "
                                     "replicas", s, registry=r)
-        self.observed_latency = Gauge("gpufleet_observed_latency_p95_seconds", "Observed p95 request latency",
+        self.observed_latency = Gauge("gpufleet_observed_latency_p95_seconds", "Observed p95 request latency "
+                                      "(a histogram or summary quantile; absent where the server exports none)",
                                       s, registry=r)
+        self.observed_latency_mean = Gauge("gpufleet_observed_latency_mean_seconds", "Observed mean request "
+                                           "latency (Triton's counters)", s, registry=r)
+        self.observed_ttft = Gauge("gpufleet_observed_ttft_p95_seconds", "Observed p95 time to first token",
+                                   s, registry=r)
+        self.observed_itl = Gauge("gpufleet_observed_itl_p95_seconds", "Observed p95 inter-token latency",
+                                  s, registry=r)
+        self.observed_kv_cache = Gauge("gpufleet_observed_kv_cache_utilization", "Fraction of KV-cache blocks in "
+                                       "use, mean over pods (TensorRT-LLM)", s, registry=r)
+        self.observed_gpu = Gauge("gpufleet_observed_gpu_utilization_percent", "Mean GPU utilisation of the "
+                                  "pods (DCGM), when a target is set", s, registry=r)
         self.cost = Gauge("gpufleet_cost_per_hour", "GPU cost per hour of every pod holding a GPU, in the "
                           "spec's price unit", s, registry=r)
         self.safe_mode = Gauge("gpufleet_safe_mode", "1 while the policy holds the fleet because metrics "
@@ -191,8 +202,11 @@ class Telemetry:
             self._set(key, self.forecast, (*svc, "upper"), forecast.upper_rps if forecast else None)
             self._set(key, self.observed_rate, svc, obs.request_rate)
             self._set(key, self.observed_queue, svc, obs.queue_depth)
-            latency_ms = obs.latency_p95_ms
-            self._set(key, self.observed_latency, svc, latency_ms / 1000.0 if latency_ms is not None else None)
+            for gauge, ms in ((self.observed_latency, obs.latency_p95_ms), (self.observed_latency_mean, obs.latency_mean_ms),
+                              (self.observed_ttft, obs.ttft_p95_ms), (self.observed_itl, obs.itl_p95_ms)):
+                self._set(key, gauge, svc, ms / 1000.0 if ms is not None else None)
+            self._set(key, self.observed_kv_cache, svc, obs.kv_cache_utilization)
+            self._set(key, self.observed_gpu, svc, obs.gpu_utilization)
             self._set(key, self.cost, svc, cost_per_hour(spec, fleet))
             self._set(key, self.safe_mode, svc, 1.0 if plan.safe_mode else 0.0)
             self._set(key, self.last_tick, svc, time.time() if now is None else now)

@@ -24,6 +24,7 @@ from gpufleet.adapters import fleet_metrics as fm
 from gpufleet.adapters.fleet_metrics import (
     BATCHED_QUERIES,
     POD_PATTERN,
+    MODEL_LESS_KEYS,
     FleetQueries,
     ServiceMetrics,
     fan_out,
@@ -31,7 +32,7 @@ from gpufleet.adapters.fleet_metrics import (
     fleet_metrics_port,
     signal_keys,
 )
-from gpufleet.adapters.metrics import TRITON_QUERIES, TRTLLM_QUERIES, NoMetrics, PrometheusMetrics, UrlPolicy, queries_for
+from gpufleet.adapters.metrics import NOT_A_NUMBER, TRITON_QUERIES, TRTLLM_QUERIES, NoMetrics, PrometheusMetrics, UrlPolicy, queries_for
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.types import Observation
 
@@ -125,7 +126,7 @@ def test_old_per_service_prefix_collided_and_the_new_selectors_do_not() -> None:
 
 
 def metric_names(query: str) -> set[str]:
-    return set(re.findall(r"\bnv_[a-z_]+", query))
+    return set(re.findall(r"\b(?:nv_|trtllm_|DCGM_)[A-Za-z_]+", query))
 
 
 def test_every_built_in_query_has_a_batched_form_on_the_same_series() -> None:
@@ -138,7 +139,11 @@ def test_every_built_in_query_has_a_batched_form_on_the_same_series() -> None:
         assert "$namespace" not in query and "$service" not in query and "$model" not in query
         assert f'"gpufleet_service", "$1", "pod", "{POD_PATTERN}"' in query, key
         by = "namespace, gpufleet_service, model, pod" if "in_flight" in key else "namespace, gpufleet_service, model"
+        if key in MODEL_LESS_KEYS:  # DCGM's series have no model label
+            by = "namespace, gpufleet_service"
         assert f"by ({by}" in query, key
+        if "trtllm_" in query:  # TensorRT-LLM's own series: model_name copied into model
+            assert '"model", "$1", "model_name", "(.*)"' in query, key
 
 
 def test_batched_query_shapes() -> None:
@@ -154,8 +159,13 @@ def test_signal_keys_follow_backend_and_slo() -> None:
     assert set(plain) == {"sampled_at", "queue_depth", "queue_time_ms", "request_rate", "in_flight", "reporting"}
     llm = signal_keys(spec(backend="tensorrtllm", slo={"ttftP95Ms": 500, "latencyP95Ms": 900}))
     assert llm["queue_depth"] == "trtllm:queue_depth" and llm["in_flight"] == "trtllm:in_flight"
-    assert llm["ttft_p95_ms"] == "ttft_p95_ms" and llm["latency_p95_ms"] == "latency_p95_ms"
-    assert llm["kv_cache_fraction"] == "trtllm:kv_cache_fraction"
+    assert llm["ttft_p95_ms"] == "trtllm:ttft_p95_ms" and llm["latency_p95_ms"] == "trtllm:latency_p95_ms"
+    assert llm["kv_cache_utilization"] == "trtllm:kv_cache_utilization"
+    assert "itl_p95_ms" not in llm and "gpu_utilization" not in llm  # no target: not read
+    every = signal_keys(spec(slo={"latencyMeanMs": 900, "latencyP95Ms": 900, "gpuUtilizationPercent": 70}))
+    assert {"latency_mean_ms", "latency_p95_ms", "gpu_utilization"} <= set(every) and "kv_cache_utilization" not in every
+    off = signal_keys(spec(backend="tensorrtllm", slo={"kvCacheUtilization": 1.0, "itlP95Ms": 40}))
+    assert "kv_cache_utilization" not in off and off["itl_p95_ms"] == "trtllm:itl_p95_ms"
 
 
 def test_needed_queries_are_the_union_of_registered_services() -> None:
@@ -165,10 +175,11 @@ def test_needed_queries_are_the_union_of_registered_services() -> None:
     assert set(fleet.needed()) == {"sampled_at", "queue_depth", "queue_time_ms", "request_rate", "in_flight",
                                    "reporting"}
     fleet.register("b", "llm", spec(backend="tensorrtllm", slo={"ttftP95Ms": 500}))
-    assert {"trtllm:queue_depth", "trtllm:in_flight", "trtllm:kv_cache_fraction", "ttft_p95_ms"} <= set(fleet.needed())
+    assert {"trtllm:queue_depth", "trtllm:in_flight", "trtllm:kv_cache_utilization", "trtllm:ttft_p95_ms"} \
+        <= set(fleet.needed())
     assert "latency_p95_ms" not in fleet.needed()
     fleet.unregister("b", "llm")
-    assert not any(k.startswith("trtllm:") or k == "ttft_p95_ms" for k in fleet.needed())
+    assert not any(k.startswith("trtllm:") or "ttft_p95_ms" in k for k in fleet.needed())
     with pytest.raises(ValueError):
         fleet.register("a", "custom", spec(metrics={"queries": {"requestRate": "sum(x)"}}))
 
@@ -237,12 +248,13 @@ ANSWERS: dict[str, list[dict[str, Any]]] = {
     "queue_time_ms": [series("a", "chat", "chat", "12.5"), series("a", "chat-spot", "chat", "NaN")],
     "request_rate": [series("a", "chat", "chat", "30"), series("a", "chat-spot", "chat", "0")],
     "latency_p95_ms": [series("a", "chat", "chat", "250")],
+    "latency_mean_ms": [series("a", "chat", "chat", "120")],
     "in_flight": [series("a", "chat", "chat", "3", "chat-ondemand-5d9f7c8b6-x2k4q"),
                   series("a", "chat", "chat", "1", "chat-spot-7b4c9d8f5-q9z8w"),
                   series("a", "chat-spot", "chat", "0", "chat-spot-ondemand-6c8d9f7b5-k2x9p")],
     "trtllm:queue_depth": [series("b", "llm", "llama", "6")],
     "trtllm:in_flight": [series("b", "llm", "llama", "5", "llm-spot-7b4c9d8f5-q9z8w")],
-    "trtllm:kv_cache_fraction": [series("b", "llm", "llama", "0.75")],
+    "trtllm:kv_cache_utilization": [series("b", "llm", "llama", "0.75")],
 }
 
 
@@ -264,9 +276,10 @@ def test_one_answer_fans_out_to_every_service() -> None:
 
     # Zero stays zero; NaN is missing; nothing is read twice within the max age.
     assert chat_spot.observe(now=NOW) == Observation(sampled_at=NOW - 1, queue_depth=0.0, request_rate=0.0)
-    assert chat_spot.available and chat_spot.errors == {"queue_time_ms": "no data"}
-    assert llm.observe(now=NOW + 0.5) == Observation(sampled_at=NOW - 1, queue_depth=6.0)
-    assert llm.value("kv_cache_fraction") == 0.75
+    assert chat_spot.available and chat_spot.errors == {"queue_time_ms": NOT_A_NUMBER}
+    # TensorRT-LLM: the KV cache is read by default (slo.kvCacheUtilization 0.85).
+    assert llm.observe(now=NOW + 0.5) == Observation(sampled_at=NOW - 1, queue_depth=6.0, kv_cache_utilization=0.75)
+    assert llm.value("kv_cache_utilization") == 0.75
     assert len(prom.calls) == sent
 
     # A service absent from the answers is missing, never zero; so is another model's group.
@@ -302,7 +315,9 @@ def test_failed_queries_make_every_service_missing_and_are_recorded_per_key() ->
     assert len(prom.calls) == sent + 1 and fleet.queries_sent == sent + 1
     refused = "Prometheus unreachable (connection refused)"
     assert set(fleet.errors) == set(fleet.needed()) and set(fleet.errors.values()) == {refused}
-    assert chat.summary() == f"sampled_at: {refused} (details in the operator log)" and chat.per_pod() == {}
+    # Since when: the first tick that saw the cause (NOW + 10), the same on every tick it lasts.
+    assert chat.summary() == f"sampled_at: {refused} (since 1970-01-01T02:46:50Z) (details in the operator log)"
+    assert chat.per_pod() == {}
     # An error answer (bad PromQL, HTTP 503) does not stop the other queries.
     prom.fail = PrometheusApiClientException("HTTP Status Code 503 (b'service unavailable')")
     sent = len(prom.calls)

@@ -467,7 +467,10 @@ def test_failures_are_summarised_without_url_query_or_body(
         for t in range(2):
             assert port.observe(now=time.time() + t) == Observation() and not port.available
             summaries.append(port.summary())
-        assert summaries[0] == summaries[1] == f"sampled_at: {cause} (details in the operator log)"
+        # The cause and since when it lasts (first seen: the same text on the next tick).
+        assert summaries[0] == summaries[1]
+        assert summaries[0].startswith(f"sampled_at: {cause} (since 20") and \
+            summaries[0].endswith("Z) (details in the operator log)"), summaries[0]
         for leak in (url, "127.0.0.1", SECRET, "nv_inference", "model-with-a-name", "team-a", "api/v1"):
             assert leak not in summaries[0], (leak, summaries[0])
 
@@ -498,7 +501,8 @@ def test_an_outage_posts_one_warning_and_no_url_in_status_or_events() -> None:
         assert leak not in text, leak
     # sampled_at (observe) and in_flight (the drain's per-pod read): one cause, named once.
     message = {c["type"]: c for c in status["conditions"]}["MetricsAvailable"]["message"]
-    assert message == "in_flight, sampled_at: Prometheus unreachable (connection refused) (details in the operator log)"
+    assert message == ("in_flight, sampled_at: Prometheus unreachable (connection refused) (since 2026-01-01T00:05:00Z)"
+                       " (details in the operator log)")
     assert warnings[0].message == message
 
 
@@ -608,6 +612,7 @@ def test_triton_statistics_are_summarised_by_cause_without_addresses() -> None:
     both = FallbackMetrics(primary=prometheus, secondary=TritonStats(endpoints=[], model="m", timeout_s=1.0),
                            endpoints=lambda: endpoints)
     summaries = {(both.observe(now=1000.0 + t), both.summary())[1] for t in range(2)}
-    assert summaries == {"Prometheus: sampled_at: Prometheus unreachable (connection refused) (details in the "
-                         "operator log); Triton statistics: 2 of 2 pods: unreachable (connection refused)"}
+    assert summaries == {"Prometheus: sampled_at: Prometheus unreachable (connection refused) (since "
+                         "1970-01-01T00:16:40Z) (details in the operator log); Triton statistics: 2 of 2 pods: "
+                         "unreachable (connection refused)"}
     assert not any(e.split(":")[0] in next(iter(summaries)) for e in endpoints)

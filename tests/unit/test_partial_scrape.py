@@ -86,7 +86,8 @@ def test_prometheus_sums_only_the_pods_that_report(tmp_path: Path, gone: str) ->
         observation = port.observe(now=now)
         assert observation == Observation(sampled_at=now, queue_time_ms=4.0), type(port)
         assert not port.available
-        assert port.summary() == f"queue_depth, request_rate: partial scrape: 1 of 4 serving pods not in Prometheus ({DROPPED})"
+        assert port.summary() == (f"queue_depth, request_rate: partial scrape: 1 of 4 serving pods not in Prometheus "
+                                  f"({DROPPED}) (since 1970-01-01T02:46:40Z)")
 
 
 # --- the ports ------------------------------------------------------------------------------------

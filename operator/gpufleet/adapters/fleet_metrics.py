@@ -38,6 +38,7 @@ from gpufleet.adapters.metrics import (
     POD_SUFFIX,
     PROMQL_QUERIES,
     REQUEST_COUNTERS,
+    FirstSeen,
     NoMetrics,
     PrometheusMetrics,
     ServingPods,
@@ -47,8 +48,10 @@ from gpufleet.adapters.metrics import (
     describe,
     metrics_port,
     complete,
+    no_data,
     queries_for,
     read_observation,
+    read_signals,
     summarise,
 )
 from gpufleet.api.models import Backend, InferenceServiceSpec
@@ -89,21 +92,37 @@ def _per_request_ms(duration_us: str) -> str:
             f" / on ({_BY}) clamp_min({success}, 1e-9) / 1000")
 
 
+def _quantile_ms(metric: str, *, model_label: str = "model", scale: float = 1000.0) -> str:
+    """A histogram's p95 per group in ms (metrics.quantile_ms, batched). TensorRT-LLM's own series
+    name the model `model_name`: copied into `model` so every answer is keyed alike."""
+    rate = f"rate({_sel(metric + '_bucket')}[1m])"
+    if model_label != "model":
+        rate = f'label_replace({rate}, "model", "$1", "{model_label}", "(.*)")'
+    q = f"histogram_quantile(0.95, {_sum(rate, f'{_BY}, le')})"
+    return q if scale == 1.0 else f"{scale:g} * {q}"
+
+
 _PENDING = _sel("nv_inference_pending_request_count")
 _REQUESTS = _sel("", f',__name__=~"{REQUEST_COUNTERS}"')  # successes and failures: every request
 _EXEC = _sel("nv_inference_exec_count")
 _TRT_WAITING = _sel("nv_trt_llm_request_metrics", ',request_type="waiting"')
 _TRT_HELD = _sel("nv_trt_llm_request_metrics", ',request_type=~"active|waiting"')
 _KV_FRACTION = _sel("nv_trt_llm_kv_cache_block_metrics", ',kv_cache_block_type="fraction"')
+# Triton's request summary: the slowest pod's p95 per group (metrics.TRITON_P95).
+_SUMMARY_P95 = _sel("nv_inference_request_summary_us", ',quantile="0.95"')
+_TRITON_P95 = f"max by ({_BY}) ({_svc(_SUMMARY_P95)}) / 1000"
+_TRITON_TTFT = _quantile_ms("nv_inference_first_response_histogram_ms", scale=1.0)
 
 # The batched form of every built-in query of metrics.TRITON_QUERIES / TRTLLM_QUERIES. Keys prefixed
 # `trtllm:` are the TensorRT-LLM variants (queried only when a registered service uses that backend).
 BATCHED_QUERIES: dict[str, str] = {
     "queue_depth": _sum(_PENDING),
     "queue_time_ms": _per_request_ms("nv_inference_queue_duration_us"),
-    "latency_p95_ms": _per_request_ms("nv_inference_request_duration_us"),
-    "ttft_p95_ms": "histogram_quantile(0.95, "
-                   + _sum(f"rate({_sel('nv_inference_first_response_histogram_ms_bucket')}[1m])", f"{_BY}, le") + ")",
+    "latency_mean_ms": _per_request_ms("nv_inference_request_duration_us"),
+    "latency_p95_ms": _TRITON_P95,
+    "ttft_p95_ms": _TRITON_TTFT,
+    # DCGM's series carry no model: grouped by (namespace, service), answered with model "".
+    "gpu_utilization": f"avg by (namespace, {SERVICE_LABEL}) ({_svc(_sel('DCGM_FI_DEV_GPU_UTIL'))})",
     "request_rate": _sum(f"rate({_REQUESTS}[1m])"),
     # timestamp() directly on the selector (sample times, not evaluation time); label_replace after it.
     "sampled_at": f"max by ({_BY}) ({_svc(f'timestamp({_PENDING})')})",
@@ -114,9 +133,16 @@ BATCHED_QUERIES: dict[str, str] = {
     "reporting": f"max by ({_BY_POD}) ({_svc(f'timestamp({_PENDING})')})",
     "trtllm:queue_depth": f"{_sum(_PENDING)} + on ({_BY}) {_sum(_TRT_WAITING)}",
     "trtllm:in_flight": f"{_sum(_PENDING, _BY_POD)} + on ({_BY_POD}) {_sum(_TRT_HELD, _BY_POD)}",
-    "trtllm:kv_cache_fraction": f"avg by ({_BY}) ({_svc(_KV_FRACTION)})",
+    "trtllm:kv_cache_utilization": f"avg by ({_BY}) ({_svc(_KV_FRACTION)})",
+    # `or` per group: TensorRT-LLM's histogram where a service's pods export it, else Triton's.
+    "trtllm:latency_p95_ms": (f"{_quantile_ms('trtllm_e2e_request_latency_seconds', model_label='model_name')}"
+                              f" or {_TRITON_P95}"),
+    "trtllm:ttft_p95_ms": (f"{_TRITON_TTFT}"
+                           f" or {_quantile_ms('trtllm_time_to_first_token_seconds', model_label='model_name')}"),
+    "trtllm:itl_p95_ms": _quantile_ms("trtllm_time_per_output_token_seconds", model_label="model_name"),
 }
 PER_POD_KEYS = frozenset({"in_flight", "trtllm:in_flight", "reporting"})
+MODEL_LESS_KEYS = frozenset({"gpu_utilization"})  # answered per (namespace, service), model ""
 
 
 def has_overrides(spec: InferenceServiceSpec) -> bool:
@@ -135,12 +161,8 @@ def signal_keys(spec: InferenceServiceSpec) -> dict[str, str]:
         "in_flight": "trtllm:in_flight" if trtllm else "in_flight",
         "reporting": "reporting",
     }
-    if spec.slo.latency_p95_ms is not None:
-        keys["latency_p95_ms"] = "latency_p95_ms"
-    if spec.slo.ttft_p95_ms is not None:
-        keys["ttft_p95_ms"] = "ttft_p95_ms"
-    if trtllm:
-        keys["kv_cache_fraction"] = "trtllm:kv_cache_fraction"
+    for signal in sorted(read_signals(spec)):  # what the SLO asks for; the KV cache on TensorRT-LLM
+        keys[signal] = f"trtllm:{signal}" if trtllm and f"trtllm:{signal}" in BATCHED_QUERIES else signal
     return keys
 
 
@@ -349,6 +371,8 @@ class ServiceMetrics:
         self.keys = fleet.register(namespace, name, spec, owner=self)
         self.available = False  # did the last observe() reach Prometheus and find the service?
         self.errors: dict[str, str] = {}  # per signal: why it is missing
+        self._first = FirstSeen()  # since when each cause lasts (status, Events)
+        self._since: dict[str, float] = {}
         # history() and per-pod reads of other keys: one-off per-service queries.
         self.single = PrometheusMetrics(url=fleet.url, queries=queries_for(spec, namespace=namespace, name=name),
                                         stale_after_s=self.stale_after_s, timeout_s=timeout_s,
@@ -372,9 +396,11 @@ class ServiceMetrics:
         if answer.error:
             self.errors[signal] = answer.error
             return None
-        value = answer.values.get(self.group)
+        group = (self.namespace, self.name, "") if key in MODEL_LESS_KEYS else self.group
+        value = answer.values.get(group)
         if value is None:
-            self.errors[signal] = "no data"
+            # In the answer with NaN (a quantile over no requests), or not in it at all.
+            self.errors[signal] = no_data(signal, nan=group in answer.values)
         return value
 
     def observe(self, *, now: float) -> Observation:
@@ -389,6 +415,7 @@ class ServiceMetrics:
             observation, fresh = complete(observation, self.serving, reporting, error, self._seen, self.errors,
                                           now=now, stale_after_s=self.stale_after_s)
         self.available = fresh
+        self._since = self._first.update(self.errors, now)
         return observation
 
     def per_pod(self, key: str = "in_flight") -> dict[str, float]:
@@ -413,7 +440,7 @@ class ServiceMetrics:
         return self.single.history_error
 
     def summary(self) -> str:
-        return summarise(self.errors)
+        return summarise(self.errors, self._since)
 
 
 def fleet_metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str, default_url: str | None,

@@ -31,6 +31,7 @@ from prometheus_client import Counter
 from urllib3.util.retry import Retry
 
 from gpufleet.api.models import Backend, InferenceServiceSpec
+from gpufleet.api.timefmt import iso
 from gpufleet.core.types import Observation
 
 log = logging.getLogger(__name__)
@@ -102,16 +103,35 @@ def deployment_pod_regex(deployment: str) -> str:
     return re2_quote(deployment) + "-" + POD_TAIL
 
 
-def selector(namespace: str, service: str, model: str, pod_re: str | None = None) -> str:
-    """The label matchers of one service's Triton series: exact namespace and model, its pods
-    (`pod_re`: another regex of pod names, e.g. deployment_pod_regex)."""
+def pod_selector(namespace: str, service: str, pod_re: str | None = None) -> str:
+    """The label matchers of one service's pods (`pod_re`: another regex of pod names, e.g.
+    deployment_pod_regex); alone, for series without a model label (DCGM's)."""
     pods = pod_re if pod_re is not None else pod_regex(service)
-    return (f"namespace={promql_string(namespace)},pod=~{promql_string(pods)},"
-            f"model={promql_string(model)}")
+    return f"namespace={promql_string(namespace)},pod=~{promql_string(pods)}"
 
 
-# Built-in queries are templates over `$sel`, the service's label matchers (selector()).
+def selector(namespace: str, service: str, model: str, pod_re: str | None = None) -> str:
+    """The label matchers of one service's Triton series: exact namespace and model, its pods."""
+    return f"{pod_selector(namespace, service, pod_re)},model={promql_string(model)}"
+
+
+def llm_selector(namespace: str, service: str, model: str, pod_re: str | None = None) -> str:
+    """TensorRT-LLM's own metrics (tensorrt_llm.metrics.MetricsCollector) name the model `model_name`."""
+    return f"{pod_selector(namespace, service, pod_re)},model_name={promql_string(model)}"
+
+
+# Built-in queries are templates over `$sel` (selector()), `$lsel` (llm_selector()) and `$psel`
+# (pod_selector()), the service's label matchers.
 _SEL = "$sel"
+_LSEL = "$lsel"
+_PSEL = "$psel"
+
+
+def quantile_ms(metric: str, sel: str, *, scale: float = 1.0, q: float = 0.95) -> str:
+    """A true quantile over the last minute from a histogram's buckets, summed over the service's
+    pods (histograms aggregate; summaries and means of means do not), in milliseconds."""
+    inner = f"histogram_quantile({q:g}, sum by (le) (rate({metric}_bucket{{{sel}}}[1m])))"
+    return inner if scale == 1.0 else f"{scale:g} * {inner}"
 
 # Every PromQL request the operator sends: kind="service" (one service's query, PrometheusMetrics) or
 # kind="batched" (one query for all services, gpufleet.adapters.fleet_metrics).
@@ -123,23 +143,30 @@ REQUEST_COUNTERS = "nv_inference_request_(success|failure)"
 # A plain-Triton pod is idle only after no model execution finished on it for this long (see in_flight).
 IDLE_WINDOW = "30s"
 
+# Triton's own end-to-end quantile: its request-latency summary (--metrics-config
+# summary_latencies=true), a p95 per pod over Triton's sliding window. Summaries cannot be
+# aggregated across pods: the slowest pod's p95 is what is read (an upper bound of the service's).
+TRITON_P95 = f'max(nv_inference_request_summary_us{{{_SEL},quantile="0.95"}}) / 1000'
+
 # Built-in queries. Triton's nv_inference_*_duration_us are cumulative counters: per-request means
-# are rate(duration) / rate(request_success). nv_inference_pending_request_count is the honest
-# instantaneous queue gauge.
+# are rate(duration) / rate(request_success) (`latency_mean_ms`, never read as a percentile).
+# nv_inference_pending_request_count is the honest instantaneous queue gauge.
 TRITON_QUERIES: dict[str, str] = {
     "queue_depth": f"sum(nv_inference_pending_request_count{{{_SEL}}})",
     "queue_time_ms": (
         f"sum(rate(nv_inference_queue_duration_us{{{_SEL}}}[1m]))"
         f" / clamp_min(sum(rate(nv_inference_request_success{{{_SEL}}}[1m])), 1e-9) / 1000"
     ),
-    "latency_p95_ms": (
-        # Mean end-to-end latency; Triton exposes no latency histogram by default.
+    "latency_mean_ms": (
+        # Mean end-to-end latency per request, from the counters Triton always exports.
         f"sum(rate(nv_inference_request_duration_us{{{_SEL}}}[1m]))"
         f" / clamp_min(sum(rate(nv_inference_request_success{{{_SEL}}}[1m])), 1e-9) / 1000"
     ),
-    "ttft_p95_ms": (
-        f"histogram_quantile(0.95, sum by (le) (rate(nv_inference_first_response_histogram_ms_bucket{{{_SEL}}}[1m])))"
-    ),
+    "latency_p95_ms": TRITON_P95,
+    # Decoupled models with --metrics-config histogram_latencies=true.
+    "ttft_p95_ms": quantile_ms("nv_inference_first_response_histogram_ms", _SEL),
+    # DCGM exporter, per GPU, labelled with the pod it is assigned to (read only with a target).
+    "gpu_utilization": f"avg(DCGM_FI_DEV_GPU_UTIL{{{_PSEL}}})",
     # Every request that reached the server, rejected and failed ones included (a gateway's view:
     # a server that rejects under load must not read as less load).
     "request_rate": f'sum(rate({{__name__=~"{REQUEST_COUNTERS}",{_SEL}}}[1m]))',
@@ -170,8 +197,18 @@ TRTLLM_QUERIES: dict[str, str] = {
         f"sum by (pod) (nv_inference_pending_request_count{{{_SEL}}})"
         f' + sum by (pod) (nv_trt_llm_request_metrics{{{_SEL},request_type=~"active|waiting"}})'
     ),
-    "kv_cache_fraction": f'avg(nv_trt_llm_kv_cache_block_metrics{{{_SEL},kv_cache_block_type="fraction"}})',
+    "kv_cache_utilization": f'avg(nv_trt_llm_kv_cache_block_metrics{{{_SEL},kv_cache_block_type="fraction"}})',
+    # TensorRT-LLM's own histograms (seconds) where it exports them; `or`: the first that answers.
+    "latency_p95_ms": f"{quantile_ms('trtllm_e2e_request_latency_seconds', _LSEL, scale=1000)} or {TRITON_P95}",
+    "ttft_p95_ms": (f"{quantile_ms('nv_inference_first_response_histogram_ms', _SEL)}"
+                    f" or {quantile_ms('trtllm_time_to_first_token_seconds', _LSEL, scale=1000)}"),
+    "itl_p95_ms": quantile_ms("trtllm_time_per_output_token_seconds", _LSEL, scale=1000),
 }
+
+# Signals read only when the spec sets their target (the SLO field): a p95 nobody asked for, or a
+# DCGM series a cluster may not have, is neither queried nor reported missing.
+TARGETED = {"ttft_p95_ms": "ttft_p95_ms", "latency_p95_ms": "latency_p95_ms", "latency_mean_ms": "latency_mean_ms",
+            "itl_p95_ms": "itl_p95_ms", "gpu_utilization": "gpu_utilization_percent"}
 
 # Signals that are sums over the service's pods: a pod missing from the scrape makes them smaller,
 # which reads as less load. With a pod missing they are missing (partial_scrape).
@@ -195,16 +232,30 @@ def template_values(namespace: str, service: str, model: str, pod_re: str | None
             "pod_re": inner(pod_re if pod_re is not None else pod_regex(service))}
 
 
+def read_signals(spec: InferenceServiceSpec) -> set[str]:
+    """The optional signals this spec reads: those whose target it sets, the KV cache on TensorRT-LLM
+    unless its threshold is 1.0 (off)."""
+    out = {k for k, slo in TARGETED.items() if getattr(spec.slo, slo) is not None}
+    if spec.model.backend == Backend.tensorrtllm and spec.slo.kv_cache_utilization < 1.0:
+        out.add("kv_cache_utilization")
+    return out
+
+
+OPTIONAL = frozenset({*TARGETED, "kv_cache_utilization"})
+
+
 def queries_for(spec: InferenceServiceSpec, *, namespace: str, name: str,
                 pod_re: str | None = None) -> dict[str, str]:
     base = TRTLLM_QUERIES if spec.model.backend == Backend.tensorrtllm else TRITON_QUERIES
     overrides = {k: v for k, v in spec.metrics.queries.model_dump().items() if v}
-    # Percentile signals are read only when an SLO uses them (or the user supplied a query).
-    unused = {"ttft_p95_ms": spec.slo.ttft_p95_ms, "latency_p95_ms": spec.slo.latency_p95_ms}
-    base = {k: q for k, q in base.items() if unused.get(k, True) is not None or k in overrides}
-    sel = selector(namespace, name, spec.model.name, pod_re)
+    # Optional signals are read only when the spec uses them (or the user supplied a query).
+    wanted = read_signals(spec)
+    base = {k: q for k, q in base.items() if k not in OPTIONAL or k in wanted or k in overrides}
+    sel = {"sel": selector(namespace, name, spec.model.name, pod_re),
+           "lsel": llm_selector(namespace, name, spec.model.name, pod_re),
+           "psel": pod_selector(namespace, name, pod_re)}
     values = template_values(namespace, name, spec.model.name, pod_re)
-    built_in = {k: Template(q).substitute(sel=sel) for k, q in base.items() if k not in overrides}
+    built_in = {k: Template(q).substitute(sel) for k, q in base.items() if k not in overrides}
     return {**built_in, **{k: Template(q).safe_substitute(values) for k, q in overrides.items()}}
 
 
@@ -222,6 +273,57 @@ def scalar(result: list[dict[str, object]]) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# --- why a signal is missing, in words a reader can act on -----------------------------------------
+
+NO_SAMPLE = ("no sample of this service's pods in Prometheus (queue gauge nv_inference_pending_request_count: "
+             "pods not scraped yet, or labels that do not match, docs/metrics.md): every signal missing")
+NO_SERIES = "no series of this service's pods in Prometheus"
+# The signals a default server does not export: what has to be turned on.
+NO_SERIES_OF = {
+    "latency_p95_ms": ("no latency quantile exported (Triton: --metrics-config summary_latencies=true; "
+                       "TensorRT-LLM: trtllm_e2e_request_latency_seconds; or use slo.latencyMeanMs)"),
+    "ttft_p95_ms": ("no first-token histogram exported (Triton: a decoupled model and --metrics-config "
+                    "histogram_latencies=true; TensorRT-LLM: trtllm_time_to_first_token_seconds)"),
+    "itl_p95_ms": "no inter-token histogram exported (TensorRT-LLM: trtllm_time_per_output_token_seconds)",
+    "kv_cache_utilization": "no KV-cache series exported (nv_trt_llm_kv_cache_block_metrics, fraction)",
+    "gpu_utilization": ("no DCGM_FI_DEV_GPU_UTIL series labelled with this service's pods (DCGM exporter "
+                        "with pod mapping, scraped with honor_labels)"),
+}
+NOT_A_NUMBER = "not a number (no request finished in the window)"
+
+
+def no_data(key: str, *, nan: bool = False) -> str:
+    """Why `key` has no value: NaN (a quantile or mean over no requests), or no series at all."""
+    if nan:
+        return NOT_A_NUMBER
+    if key == "sampled_at":
+        return NO_SAMPLE
+    return NO_SERIES_OF.get(key, NO_SERIES)
+
+
+def is_nan(result: list[dict[str, object]]) -> bool:
+    value = result[0].get("value") if len(result) == 1 else None
+    try:
+        return isinstance(value, (list, tuple)) and len(value) == 2 and math.isnan(float(value[1]))
+    except (TypeError, ValueError):
+        return False
+
+
+@dataclass
+class FirstSeen:
+    """When each cause was first seen, while it lasts (under any signal): status and Events say
+    since when. The time stays the same tick after tick, so the text does too (Events compare it)."""
+
+    at: dict[str, float] = field(default_factory=dict)
+
+    def update(self, errors: Mapping[str, str], now: float) -> dict[str, float]:
+        current = set(errors.values())
+        self.at = {c: t for c, t in self.at.items() if c in current}
+        for cause in current:
+            self.at.setdefault(cause, now)
+        return dict(self.at)
+
+
 def read_observation(read: Callable[[str], float | None], keys: Container[str], errors: dict[str, str], *,
                      now: float, stale_after_s: float) -> tuple[Observation, bool]:
     """The service's Observation from one reader of signals, and whether it is fresh. Nothing
@@ -233,13 +335,20 @@ def read_observation(read: Callable[[str], float | None], keys: Container[str], 
             # No age in the text: the cause stays the same tick after tick (Events compare it).
             errors["sampled_at"] = f"metrics stale: newest sample older than staleAfterSeconds ({stale_after_s:g}s)"
         return Observation(sampled_at=sampled_at), False
+    def optional(key: str) -> float | None:
+        return read(key) if key in keys else None
+
     return Observation(
         sampled_at=sampled_at,
         queue_depth=read("queue_depth"),
         queue_time_ms=read("queue_time_ms"),
-        ttft_p95_ms=read("ttft_p95_ms") if "ttft_p95_ms" in keys else None,
-        latency_p95_ms=read("latency_p95_ms") if "latency_p95_ms" in keys else None,
+        ttft_p95_ms=optional("ttft_p95_ms"),
+        latency_p95_ms=optional("latency_p95_ms"),
         request_rate=read("request_rate"),
+        latency_mean_ms=optional("latency_mean_ms"),
+        itl_p95_ms=optional("itl_p95_ms"),
+        kv_cache_utilization=optional("kv_cache_utilization"),
+        gpu_utilization=optional("gpu_utilization"),
     ), True
 
 
@@ -353,15 +462,19 @@ def describe(exc: BaseException, *, timeout_s: float) -> str:
     return f"Prometheus request failed ({type(exc).__name__})"
 
 
-def summarise(errors: Mapping[str, str]) -> str:
-    """One line for status and Events: each cause once, with the signals it took (sorted, so the
-    same causes give the same text tick after tick)."""
+def summarise(errors: Mapping[str, str], since: Mapping[str, float] | None = None) -> str:
+    """One line for status and Events: each cause once, with the signals it took and since when
+    (`since`: cause -> first seen; sorted: the same causes give the same text tick after tick)."""
     if not errors:
         return "all signals read"
     by_cause: dict[str, list[str]] = {}
     for key in sorted(errors):
         by_cause.setdefault(errors[key], []).append(key)
-    text = "; ".join(f"{', '.join(keys)}: {cause}" for cause, keys in by_cause.items())
+
+    def when(cause: str) -> str:
+        return f" (since {iso(since[cause])})" if since and cause in since else ""
+
+    text = "; ".join(f"{', '.join(keys)}: {cause}{when(cause)}" for cause, keys in by_cause.items())
     if any(cause.startswith("Prometheus") for cause in by_cause):
         text += " (details in the operator log)"
     return text
@@ -416,6 +529,8 @@ class PrometheusMetrics:
     _client: PrometheusConnect | None = None
     _seen: set[str] = field(default_factory=set)
     _log: _Logged = field(default_factory=_Logged)
+    _first: FirstSeen = field(default_factory=FirstSeen)
+    _since: dict[str, float] = field(default_factory=dict)
 
     def _prom(self) -> PrometheusConnect:
         if self._client is None:
@@ -441,7 +556,7 @@ class PrometheusMetrics:
             return None
         value = scalar(result)
         if value is None:
-            self.errors[key] = "no data"
+            self.errors[key] = no_data(key, nan=is_nan(result))
         return value
 
     def observe(self, *, now: float) -> Observation:
@@ -455,6 +570,7 @@ class PrometheusMetrics:
             observation, fresh = complete(observation, self.serving, reporting, error, self._seen, self.errors,
                                           now=now, stale_after_s=self.stale_after_s, signals=sums)
         self.available = fresh
+        self._since = self._first.update(self.errors, now)
         return observation
 
     def _pods(self, key: str) -> dict[str, float] | None:
@@ -500,7 +616,7 @@ class PrometheusMetrics:
         return out
 
     def summary(self) -> str:
-        return summarise(self.errors)
+        return summarise(self.errors, self._since)
 
 
 NO_URL = "no Prometheus URL configured (spec.metrics.prometheusUrl or the operator's --prometheus-url)"

@@ -166,8 +166,8 @@ class TritonStats:
             request_rate=success / (now - previous_at),
             # No request finished in the interval: no mean to report (not zero: nothing was measured).
             queue_time_ms=sum(d.queue_ns for d in deltas) / queued / 1e6 if queued else None,
-            # The same per-request *mean* the built-in Prometheus latency query computes.
-            latency_p95_ms=sum(d.request_ns for d in deltas) / success / 1e6 if success else None,
+            # The same per-request mean as the built-in latency_mean_ms query (never a p95).
+            latency_mean_ms=sum(d.request_ns for d in deltas) / success / 1e6 if success else None,
         )
 
     def summary(self) -> str:

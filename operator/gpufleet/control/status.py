@@ -94,6 +94,10 @@ def observed_status(obs: Observation) -> ObservedStatus:
         queue_time_ms=obs.queue_time_ms,
         ttft_p95_ms=obs.ttft_p95_ms,
         latency_p95_ms=obs.latency_p95_ms,
+        latency_mean_ms=obs.latency_mean_ms,
+        itl_p95_ms=obs.itl_p95_ms,
+        kv_cache_utilization=obs.kv_cache_utilization,
+        gpu_utilization=obs.gpu_utilization,
         request_rate=obs.request_rate,
         time=iso(obs.sampled_at) if obs.sampled_at is not None else None,
     )

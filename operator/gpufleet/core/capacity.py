@@ -22,6 +22,8 @@ FORECAST_LOAD = "ForecastLoad"
 REQUEST_RATE = "RequestRate"
 MIN_REPLICAS = "MinReplicas"
 MAX_REPLICAS = "MaxReplicas"
+KV_CACHE = "KVCache"
+GPU_UTILIZATION = "GpuUtilization"
 
 # Float noise (e.g. 24.000000001 / 8) must not buy a GPU.
 _EPS = 1e-9
@@ -210,6 +212,38 @@ def latency_needs(spec: InferenceServiceSpec, obs: Observation, serving: int) ->
     return out
 
 
+def utilization_need(reason: str, label: str, value: float | None, target: float, serving: int,
+                     unit: str = "") -> Need | None:
+    """A utilisation averaged over the serving replicas, held at `target` by proportional sizing
+    (as an HPA does for any utilisation): ceil(serving x value / target). Spreading the load over
+    more replicas lowers each one's share, so this is also the floor a scale-down may not cross.
+    Missing value or nothing serving: no need (None), never a need of zero."""
+    if value is None or serving <= 0:
+        return None
+    n = ceil_replicas(serving * value / target)
+    cmp = ">" if value > target else "<="
+    return Need(reason, n, f"{label} {value:.3g}{unit} {cmp} {target:g}{unit} target x {serving} serving: need {n}")
+
+
+def kv_cache_need(spec: InferenceServiceSpec, obs: Observation, serving: int) -> Need | None:
+    """TensorRT-LLM's KV cache is a saturation signal: at full cache new requests wait for blocks
+    (or running ones are evicted and recomputed) while the queue may still read short. Replicas are
+    added in proportion once the mean fraction in use passes slo.kvCacheUtilization, before it
+    fills (1.0: off)."""
+    target = spec.slo.kv_cache_utilization
+    if target >= 1.0:
+        return None
+    return utilization_need(KV_CACHE, "kv cache", obs.kv_cache_utilization, target, serving)
+
+
+def gpu_need(spec: InferenceServiceSpec, obs: Observation, serving: int) -> Need | None:
+    """Mean GPU utilisation (DCGM) held at slo.gpuUtilizationPercent; no target: not a signal."""
+    target = spec.slo.gpu_utilization_percent
+    if target is None:
+        return None
+    return utilization_need(GPU_UTILIZATION, "gpu utilisation", obs.gpu_utilization, float(target), serving, "%")
+
+
 def forecast_need(
     spec: InferenceServiceSpec, forecast: ForecastSummary | None, rps: float | None, load: int, standby: int = 0
 ) -> Need | None:
@@ -282,6 +316,7 @@ def all_needs(
             for n in lat
         ]
     needs.extend(lat)
+    needs.extend(n for n in (kv_cache_need(spec, obs, serving), gpu_need(spec, obs, serving)) if n is not None)
     r = rate_need(obs, rps)
     load = max((n.replicas for n in (*needs, *([r] if r else []))), default=0)
     f = forecast_need(spec, forecast, rps, load, standby)

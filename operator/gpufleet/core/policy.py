@@ -39,6 +39,8 @@ REASONS = (
     capacity.LATENCY,
     capacity.FORECAST_LOAD,
     capacity.REQUEST_RATE,
+    capacity.KV_CACHE,
+    capacity.GPU_UTILIZATION,
     capacity.MIN_REPLICAS,
     capacity.MAX_REPLICAS,
     SAFE_MODE,

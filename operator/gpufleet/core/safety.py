@@ -13,14 +13,18 @@ from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.types import Observation
 
 # Observation field -> (SLO field, label used in messages). Only targets the user set count.
+# The labels say what each value is: a p95 is a quantile (histogram or summary), a mean a mean.
 LATENCY_SIGNALS: tuple[tuple[str, str, str], ...] = (
     ("ttft_p95_ms", "ttft_p95_ms", "ttft p95"),
     ("latency_p95_ms", "latency_p95_ms", "latency p95"),
+    ("latency_mean_ms", "latency_mean_ms", "latency mean"),
+    ("itl_p95_ms", "itl_p95_ms", "inter-token p95"),
     ("queue_time_ms", "queue_time_ms", "queue time"),
 )
 
 _LATENCY_FIELDS = frozenset(obs_f for obs_f, _, _ in LATENCY_SIGNALS)
-_VALUE_FIELDS = ("queue_depth", "queue_time_ms", "ttft_p95_ms", "latency_p95_ms", "request_rate")
+_VALUE_FIELDS = ("queue_depth", "queue_time_ms", "ttft_p95_ms", "latency_p95_ms", "request_rate",
+                 "latency_mean_ms", "itl_p95_ms", "kv_cache_utilization", "gpu_utilization")
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,11 @@ def key_signals(spec: InferenceServiceSpec) -> tuple[str, ...]:
     must be observable, or we cannot tell whether it is met.
     """
     targets = tuple(obs_f for obs_f, slo_f, _ in LATENCY_SIGNALS if getattr(spec.slo, slo_f) is not None)
-    return ("queue_depth", "request_rate", *targets)
+    # GPU utilisation is read only when a target is set, and then it must be seen like a latency
+    # target. The KV cache is not key: it only adds replicas (capacity.kv_cache_need), and without
+    # it the queue and the rate still judge a scale-down.
+    gpu = ("gpu_utilization",) if spec.slo.gpu_utilization_percent is not None else ()
+    return ("queue_depth", "request_rate", *targets, *gpu)
 
 
 def assess(spec: InferenceServiceSpec, observation: Observation, now: float) -> Health:
