@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from gpufleet.api.models import InferenceServiceSpec, Mode, UsageStatus, read_status
-from gpufleet.control import pricing
+from gpufleet.control import pricing, quota
 from gpufleet.control.accounting import Accounting
 from gpufleet.control.forecast import ForecastAdapter
 from gpufleet.control.memory import MemoryFormatError
@@ -246,8 +246,9 @@ class ServiceLoop:
         """Take back what an earlier operator process persisted in status.memory; the reason it
         was discarded, if it was."""
         text = status.get("memory")
-        if not text and not status.get("lastDecision") and self.spec is not None:
-            # Never decided on: start from the decision its new Deployments were sized from.
+        if not text and not status.get("lastDecision") and self.spec is not None and self.spec.target_ref is None:
+            # Never decided on: start from the decision its new Deployments were sized from. (Not
+            # in shadow mode: no Deployment was sized from it; steps start from what the target runs.)
             self.memory = initial_decision(self.spec, self.policy, now=now)[1]
             return None
         if not text or self.fleet is None:
@@ -302,6 +303,11 @@ class ServiceLoop:
         new = render_status(previous, generation, spec, result, now, metrics_ok=metrics.available,
                             metrics_note=metrics.summary(), accounting=self.accounting, reconciled=reconciled,
                             conflicts=conflicts, autoscalers=autoscalers, rejected=rejected, shadow=shadow)
+        verdict = getattr(self.policy, "verdict", None)  # spec.quota: the QuotaLimited condition
+        new = quota.with_condition(new, verdict, now=now, generation=generation)
+        if self.causes.changed("QuotaLimited", verdict.reason if verdict else None) and verdict is not None:
+            events.append(Event("Warning" if verdict.reason in quota.UNRESOLVED else "Normal", verdict.reason,
+                                verdict.message[:500]))
         events += self._shadow_events(new.get("shadow"))
         events += self._cause_events("Conflict", conflicts, "no object of its children's names held by another owner")
         events += self._cause_events("AutoscalerConflict", autoscalers, "no other autoscaler targets its Deployments")
