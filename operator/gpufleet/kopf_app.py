@@ -36,7 +36,7 @@ from gpufleet import telemetry, ticks
 from gpufleet.adapters import manifests
 from gpufleet.adapters.fleet_metrics import FleetQueries
 from gpufleet.adapters.kube import Kube, NotOwned, adopt
-from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, trim_pod, turned_ready
+from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, owned_by_fleet, trim_pod, turned_ready
 from gpufleet.adapters.wiring import ClusterWiring
 from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, Mode, read_status
 from gpufleet.control import pricing
@@ -170,6 +170,8 @@ WAKES: dict[tuple[str | None, str], asyncio.Event] = {}
 async def gpufleet_pods(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
                         **kwargs: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
     key = (namespace, labels[manifests.LABEL_SERVICE])
+    if not owned_by_fleet(body, key[1]):
+        return {}  # the label alone: not one of the service's Deployments' pods, never counted
     pod = trim_pod(copy.deepcopy(dict(body)))
     # The index still holds this pod as the previous event left it (kopf passes every index,
     # this one too, and replaces the entry after this handler returns).

@@ -6,6 +6,7 @@ service's slice of them as a `Snapshot`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import Any
 
 from gpufleet.adapters import manifests
 from gpufleet.api.timefmt import iso_seconds
-from gpufleet.core.types import ON_DEMAND, Replica, ReplicaState
+from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, Replica, ReplicaState
 
 # Node taints that announce an interruption (spot reclaim, scheduled drain).
 INTERRUPTION_TAINTS = (
@@ -142,6 +143,29 @@ def node_info(node: Mapping[str, Any]) -> NodeInfo:
         added = min((ts for t in hard if (ts := _ts(t.get("timeAdded"))) is not None), default=None)
         notice = (added, after)
     return NodeInfo(labels=dict((node.get("metadata") or {}).get("labels") or {}), notice=notice)
+
+
+# A pod-template hash: a uint32 written in Kubernetes' vowel-free "safe" alphabet (1-10 characters).
+_TEMPLATE_HASH = re.compile(r"[b-df-hj-np-tv-z0-9]{1,10}")
+
+
+def owned_by_fleet(pod: Mapping[str, Any], service: str) -> bool:
+    """Whether a pod labelled for `service` was made by one of its Deployments: its controller is
+    the ReplicaSet `<service>-<class>-<hash>` and its pod-template-hash label is that hash. A pod
+    that only carries the label (created by hand, by another controller, or by a look-alike
+    Deployment such as `<service>-v2`) is never counted, promoted, drained or deleted. (The
+    Deployments themselves are checked for the InferenceService's controller reference.)"""
+    meta = pod.get("metadata") or {}
+    ref = manifests.controller_of(meta)
+    if ref is None or ref.get("kind") != "ReplicaSet" or not str(ref.get("apiVersion", "")).startswith("apps/"):
+        return False
+    name, hash_label = str(ref.get("name", "")), (meta.get("labels") or {}).get("pod-template-hash")
+    for capacity_class in CAPACITY_CLASSES:
+        prefix = manifests.deployment_name(service, capacity_class) + "-"
+        tail = name[len(prefix):]
+        if name.startswith(prefix) and _TEMPLATE_HASH.fullmatch(tail) and hash_label == tail:
+            return True
+    return False
 
 
 def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
