@@ -40,6 +40,7 @@ from kubernetes.client.exceptions import ApiException
 from gpufleet.adapters.manifests import LABEL_SERVICE
 from gpufleet.adapters.pods import replica_from_pod
 from gpufleet.core.types import ReplicaState
+from gpufleet.devenv.exposition import PodLatencies, dcgm_lines, kv_cache_lines
 from gpufleet.devenv.prometheus import Target, write_file_sd
 from gpufleet.sim.model import ReplicaModel
 
@@ -100,6 +101,7 @@ class PodCounters:
     queue_us: float = 0.0
     compute_us: float = 0.0
     request_us: float = 0.0
+    latencies: PodLatencies = field(default_factory=PodLatencies)  # histograms and summary
 
 
 def replica_capacity(model: ReplicaModel, in_tokens: float, out_tokens: float) -> tuple[int, float]:
@@ -114,6 +116,8 @@ class Emulator:
     slots: int  # concurrent requests one replica batches
     service_time_s: float  # time a request holds a slot
     model: str = "chat"
+    first_token_s: float | None = None  # prefill + one decode step (TTFT without queueing); None: 10 % of service
+    per_token_s: float | None = None  # time per output token; None: 90 % of service over 128 tokens
     pods: dict[str, PodCounters] = field(default_factory=dict)  # "namespace/pod" -> counters
     serving: dict[str, list[str]] = field(default_factory=dict)  # service -> serving pod keys
     started: float = field(default_factory=time.time)
@@ -213,7 +217,11 @@ class Emulator:
                     self.dropped[service] = self.dropped.get(service, 0.0) + rate * dt
                 for key in keys:
                     arrivals[key] = rate * dt / len(keys)
+            first = self.first_token_s if self.first_token_s is not None else 0.1 * self.service_time_s
+            per_token = self.per_token_s if self.per_token_s is not None else 0.9 * self.service_time_s / 128
             for key, pod in self.pods.items():
+                # What a request finishing now waited: the queue ahead of it drained at full batch.
+                wait = pod.pending * self.service_time_s / self.slots
                 running = max(pod.in_flight - pod.held, 0.0)
                 done = min(running, running * dt / self.service_time_s)
                 if running - done < 0.5 and pod.pending <= 0:
@@ -228,8 +236,13 @@ class Emulator:
                 pod.compute_us += done * self.service_time_s * 1e6
                 pod.success += done
                 pod.request_us = pod.queue_us + pod.compute_us
+                pod.latencies.record(now, done, wait_s=wait, service_s=self.service_time_s, first_s=first,
+                                     per_token_s=per_token)
 
-    def render(self, key: str) -> str | None:
+    def render(self, key: str, now: float | None = None) -> str | None:
+        """The pod's /metrics: Triton's counters and gauges, its latency histogram and summary,
+        TensorRT-LLM's (backend gauges, KV cache, its own histograms) and a DCGM GPU series."""
+        now = time.time() if now is None else now
         with self.lock:
             pod = self.pods.get(key)
             if pod is None:
@@ -263,6 +276,10 @@ class Emulator:
                 "# HELP nv_inference_request_duration_us Cumulative inference request duration in microseconds",
                 "# TYPE nv_inference_request_duration_us counter",
                 f"nv_inference_request_duration_us{{{labels}}} {int(pod.request_us)}",
+                *pod.latencies.lines(self.model, now),
+                *kv_cache_lines(self.model, pod.in_flight, self.slots),
+                *dcgm_lines(pod.in_flight, self.slots, uuid=f"GPU-{abs(hash(key)) % 10**12:012d}",
+                            hostname=key.split("/")[-1]),
             ]
         return "\n".join(lines) + "\n"
 
@@ -383,8 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config.load_kube_config(config_file=args.kubeconfig)
     loads = dict(parse_load(spec) for spec in args.load)
-    slots, service_time = replica_capacity(ReplicaModel(), args.in_tokens, args.out_tokens)
-    emulator = Emulator(loads=loads, slots=slots, service_time_s=service_time, model=args.model)
+    replica = ReplicaModel()
+    slots, service_time = replica_capacity(replica, args.in_tokens, args.out_tokens)
+    emulator = Emulator(loads=loads, slots=slots, service_time_s=service_time, model=args.model,
+                        first_token_s=float(replica.first_token_s(np.array([args.in_tokens]), replica.max_batch)[0]),
+                        per_token_s=replica.itl(replica.max_batch))
     log.info("replica model: %d slots x %.2fs per request = %.0f req/s at full batch",
              slots, service_time, slots / service_time)
     server = serve(emulator, args.port)
