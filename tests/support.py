@@ -55,6 +55,8 @@ NAMESPACED_RULES = {
 CLUSTER_RULES = {
     ("", "nodes"): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("gpufleet.io", "gpuquotas"): {"list", "watch"},
+    ("gpufleet.io", "gpuquotas/status"): {"patch"},  # a GPUQuota's arbitration (docs/quotas.md)
 }
 BASE_RULES = {**NAMESPACED_RULES, **CLUSTER_RULES}
 

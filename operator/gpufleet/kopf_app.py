@@ -32,15 +32,17 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from gpufleet import telemetry, ticks
+from gpufleet import quota_app, telemetry, ticks
 from gpufleet.adapters import manifests
 from gpufleet.adapters.fleet_metrics import FleetQueries
 from gpufleet.adapters.kube import Kube, NotOwned, adopt
+from gpufleet.adapters.quota import patch_quota_status
 from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, owned_by_fleet, trim_pod, turned_ready
 from gpufleet.adapters.wiring import ClusterWiring
 from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, Mode, read_status
 from gpufleet.control import pricing
 from gpufleet.control import status as render
+from gpufleet.control.quota import QuotaPolicy
 from gpufleet.control.service import Causes, Event, ServiceLoop, Settings, TickTelemetry
 from gpufleet.control.step import initial_decision
 from gpufleet.core.policy import GpufleetPolicy
@@ -154,9 +156,22 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     POOL.workers = CONFIG.workers
 
 
+QUOTA_STOP: list[asyncio.Event] = []  # the GPUQuota arbitration's stop signal (quota_app)
+
+
+@kopf.on.startup()
+async def start_quotas(**_: Any) -> None:
+    stop = asyncio.Event()
+    QUOTA_STOP.append(stop)
+    asyncio.get_running_loop().create_task(
+        quota_app.arbitrate_forever(lambda name, status: patch_quota_status(kube(), name, status), stop))
+
+
 @kopf.on.cleanup()
 def stop_pool(**_: Any) -> None:
     POOL.shutdown()
+    for stop in QUOTA_STOP:
+        stop.set()
 
 
 # -- watch caches: one stream per kind for the whole fleet ---------------------------------------
@@ -458,7 +473,9 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
                            prometheus_url=CONFIG.prometheus_url, prometheus_allow=CONFIG.prometheus_allow,
                            prometheus_ca_bundle=CONFIG.prometheus_ca_bundle, triton_direct=CONFIG.triton_direct,
                            shared=SHARED_METRICS, nodes=nodes_of, autoscalers=autoscalers_at)
-    loop = ServiceLoop(name=name, wiring=wiring, settings=Settings(
+    # spec.quota: the plan is capped at the GPUQuota's allocation (quota_app arbitrates).
+    policy = QuotaPolicy(GpufleetPolicy(), quota_app.QUOTAS, f"{namespace}/{name}")
+    loop = ServiceLoop(name=name, wiring=wiring, policy=policy, settings=Settings(
         heartbeat_s=CONFIG.heartbeat_s, backfill_s=CONFIG.backfill_seconds, price_table=CONFIG.price_table))
 
     def interval() -> float:
@@ -536,6 +553,7 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         if WAKES.get(key) is wake:
             del WAKES[key]
         loop.close()
+        quota_app.QUOTAS.withdraw(f"{namespace}/{name}")  # its need leaves the arbitration with it
         if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
             RECONCILED.pop(body.metadata.uid or "", None)
             CONFLICTS.pop(body.metadata.uid or "", None)

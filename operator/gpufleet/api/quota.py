@@ -9,7 +9,7 @@ its quota and tier in `spec.quota`; each interval the operator arbitrates the se
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -25,7 +25,7 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 RESOURCE_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 Units = Annotated[int, Field(ge=0, le=1_000_000)]
-_LIMITS_SCHEMA = {
+_LIMITS_SCHEMA: dict[str, Any] = {
     "maxProperties": 16,
     "x-kubernetes-validations": [
         {"rule": f"self.all(k, size(k) <= 253 && k.matches('{RESOURCE_PATTERN}'))",

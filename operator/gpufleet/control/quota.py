@@ -1,0 +1,314 @@
+"""A shared GPUQuota between services' loops: the needs they publish, the arbitration over them,
+and the policy wrapper that caps each service's plan at its allocation.
+
+- Each service's loop decides as if alone (its own policy), then publishes that need on the
+  `QuotaBoard` (memory of this operator process; no I/O) and caps the plan at the allocation of
+  the last arbitration (`QuotaPolicy`, a Policy around the service's own).
+- Once per quota interval, `QuotaBoard.arbitrate` runs core.quota.arbitrate over every need
+  naming that quota (the operator: a kopf timer on the GPUQuota; the simulator: in lockstep).
+
+What the quota never does on missing data: a service whose need is stale (its loop has not
+ticked for a while) counts with what it runs, not with nothing; a service whose allocation is
+stale or not computed yet keeps what it runs (it does not grow, it does not shrink); a plan in
+safe mode (no metrics) is not cut below the replicas running. A quota or tier that does not
+exist caps nothing and is reported (QuotaNotFound, TierNotFound).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpufleet.api.models import Condition, InferenceServiceSpec
+from gpufleet.api.quota import GPUQuotaSpec, GPUQuotaStatus, QuotaServiceStatus, QuotaTierStatus
+from gpufleet.api.timefmt import iso
+from gpufleet.control.ports import Policy
+from gpufleet.control.status import set_condition
+from gpufleet.core import quota as core
+from gpufleet.core.fleet import FleetView
+from gpufleet.core.schedule import Window
+from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
+
+GPU = "nvidia.com/gpu"
+# Condition reasons beside core.quota's allocation reasons.
+NOT_FOUND = "QuotaNotFound"
+TIER_NOT_FOUND = "TierNotFound"
+PENDING = "QuotaPending"  # the quota exists; no arbitration has counted this service yet
+
+
+def _quantity(value: object) -> float:
+    """A resource quantity as units: extended resources are integers ("1", 2)."""
+    try:
+        return float(str(value))
+    except ValueError:
+        return 0.0
+
+
+def pod_resources(spec: InferenceServiceSpec) -> dict[str, float]:
+    """What one replica's containers ask for (limits, else requests), per resource name."""
+    pod = (spec.template or {}).get("spec") or {}
+    out: dict[str, float] = {}
+    for c in pod.get("containers") or []:
+        res = c.get("resources") or {}
+        asked = {**(res.get("requests") or {}), **(res.get("limits") or {})}
+        for name, value in asked.items():
+            out[name] = out.get(name, 0.0) + _quantity(value)
+    return out
+
+
+def node_selector(spec: InferenceServiceSpec) -> dict[str, str]:
+    """Labels every replica's node carries: the template's nodeSelector and the on-demand class's."""
+    pod = (spec.template or {}).get("spec") or {}
+    return {**(pod.get("nodeSelector") or {}), **spec.capacity.on_demand.node_selector}
+
+
+def caps(quota: GPUQuotaSpec) -> dict[str, float]:
+    """The quota's caps as dimensions: resource, pool/resource, costPerHour."""
+    out = {name: float(v) for name, v in quota.limits.items()}
+    for pool in quota.node_pools:
+        out.update({f"{pool.name}/{name}": float(v) for name, v in pool.limits.items()})
+    if quota.max_cost_per_hour is not None:
+        out[core.COST] = quota.max_cost_per_hour
+    return out
+
+
+def per_replica(spec: InferenceServiceSpec, quota: GPUQuotaSpec) -> dict[str, float]:
+    """What one replica of `spec` uses of each of the quota's dimensions. nvidia.com/gpu falls back
+    to capacity.gpusPerReplica where the template does not say (shadow mode has no template)."""
+    res = pod_resources(spec)
+    if GPU not in res and spec.capacity.gpus_per_replica:
+        res[GPU] = float(spec.capacity.gpus_per_replica)
+    out = {name: res.get(name, 0.0) for name in quota.limits}
+    labels = node_selector(spec)
+    for pool in quota.node_pools:
+        on_pool = all(labels.get(k) == v for k, v in pool.node_selector.items())
+        out.update({f"{pool.name}/{name}": res.get(name, 0.0) if on_pool else 0.0 for name in pool.limits})
+    if quota.max_cost_per_hour is not None:
+        out[core.COST] = spec.capacity.price_per_gpu_hour.on_demand * res.get(GPU, 0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class Demand:
+    """One service's need as its last tick published it."""
+
+    key: str  # namespace/name
+    quota: str
+    tier: str
+    desired: int
+    floor: int
+    running: int  # healthy replicas it ran then
+    spec: InferenceServiceSpec
+    at: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the quota says to one service: its allocation (None: not capped) and why."""
+
+    quota: str
+    tier: str
+    reason: str  # core.quota reasons, or NOT_FOUND / TIER_NOT_FOUND / PENDING
+    message: str
+    allocation: core.Allocation | None = None
+    at: float = 0.0
+
+    @property
+    def limited(self) -> bool:
+        return self.allocation is not None and self.allocation.limited
+
+
+@dataclass
+class QuotaBoard:
+    """Needs and allocations of every quota, shared by the services' loops (threads: locked)."""
+
+    stale_after_s: float = 120.0  # a need or an allocation older than this is missing data
+    quotas: dict[str, GPUQuotaSpec] = field(default_factory=dict)
+    demands: dict[str, Demand] = field(default_factory=dict)
+    results: dict[str, tuple[core.Allocation, float]] = field(default_factory=dict)
+    last: dict[str, tuple[core.Arbitration, list[Demand], float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_quota(self, name: str, spec: GPUQuotaSpec | None) -> None:
+        with self._lock:
+            if spec is None:
+                self.quotas.pop(name, None)
+                self.last.pop(name, None)
+            else:
+                self.quotas[name] = spec
+
+    def publish(self, demand: Demand) -> None:
+        with self._lock:
+            self.demands[demand.key] = demand
+
+    def withdraw(self, key: str) -> None:
+        with self._lock:
+            self.demands.pop(key, None)
+            self.results.pop(key, None)
+
+    def arbitrate(self, name: str, *, now: float) -> tuple[core.Arbitration, list[Demand]] | None:
+        """Run the arbitration of quota `name` over the needs naming it; None if it does not exist."""
+        with self._lock:
+            spec = self.quotas.get(name)
+            if spec is None:
+                return None
+            members = [d for d in self.demands.values()
+                       if d.quota == name and spec.tier_index(d.tier) is not None]
+        needs = []
+        for d in members:
+            # A need not refreshed for a while is missing data: its loop is not acting on allocations,
+            # so what it runs is reserved for it (its floor), not handed to the others.
+            desired, floor = d.desired, d.floor
+            if now - d.at > self.stale_after_s:
+                desired = floor = max(d.running, d.floor)
+            needs.append(core.Need(key=d.key, tier=spec.tier_index(d.tier) or 0, desired=desired, floor=floor,
+                                   per_replica=per_replica(d.spec, spec)))
+        result = core.arbitrate(needs, caps(spec), [t.preemptible for t in spec.tiers], [t.name for t in spec.tiers])
+        with self._lock:
+            for a in result.allocations:
+                self.results[a.key] = (a, now)
+            self.last[name] = (result, members, now)
+        return result, members
+
+    def verdict(self, key: str, ref_quota: str, ref_tier: str, *, now: float) -> Verdict:
+        with self._lock:
+            spec = self.quotas.get(ref_quota)
+            got = self.results.get(key)
+        if spec is None:
+            return Verdict(ref_quota, ref_tier, NOT_FOUND, f"GPUQuota {ref_quota} not found: not capped", at=now)
+        if spec.tier_index(ref_tier) is None:
+            names = ", ".join(t.name for t in spec.tiers)
+            return Verdict(ref_quota, ref_tier, TIER_NOT_FOUND,
+                           f"GPUQuota {ref_quota} has no tier {ref_tier} (tiers: {names}): not capped", at=now)
+        if got is None or now - got[1] > self.stale_after_s:
+            return Verdict(ref_quota, ref_tier, PENDING,
+                           f"GPUQuota {ref_quota}: no recent arbitration; holding the replicas running", at=now)
+        return Verdict(ref_quota, ref_tier, got[0].reason, got[0].message, got[0], got[1])
+
+
+def floor_of(spec: InferenceServiceSpec, windows: tuple[Window, ...], now: float) -> int:
+    """replicas.min, raised by a planned window open now (within replicas.max)."""
+    raised = [w.min_replicas for w in windows if w.min_replicas is not None and w.start <= now < w.end]
+    return min(max([spec.replicas.min, *raised]), spec.replicas.max)
+
+
+class QuotaPolicy:
+    """A Policy that decides with `inner`, publishes the need and caps the plan at the quota's
+    allocation. Without spec.quota it is `inner` unchanged. `sync` runs between publishing and
+    reading the allocation (the simulator's lockstep barrier); the operator passes none and reads
+    the allocation of the last arbitration."""
+
+    def __init__(self, inner: Policy, board: QuotaBoard, key: str, sync: Callable[[], None] | None = None) -> None:
+        self.inner = inner
+        self.board = board
+        self.key = key
+        self.sync = sync
+        self.verdict: Verdict | None = None  # the last tick's, for status (None: no spec.quota)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def __getattr__(self, attr: str) -> object:  # interval_s, phase_s ... of the inner policy
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
+
+    def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
+               fleet: FleetState, memory: PolicyMemory, now: float,
+               windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
+        plan, new_memory = self.inner.decide(spec=spec, observation=observation, forecast=forecast, fleet=fleet,
+                                             memory=memory, now=now, windows=windows)
+        ref = spec.quota
+        if ref is None:
+            self.verdict = None
+            return plan, new_memory
+        running = FleetView.of(fleet).healthy_total
+        floor = floor_of(spec, windows, now)
+        self.board.publish(Demand(self.key, ref.name, ref.tier, core.healthy(plan, fleet), floor, running, spec, now))
+        if self.sync is not None:
+            self.sync()
+        v = self.board.verdict(self.key, ref.name, ref.tier, now=now)
+        self.verdict = v
+        if v.reason in (NOT_FOUND, TIER_NOT_FOUND):
+            return plan, new_memory
+        allowed = v.allocation.allocated if v.allocation is not None else max(running, floor)
+        if plan.safe_mode:  # no metrics: never cut below what runs
+            allowed = max(allowed, running)
+        return core.limit_plan(spec, plan, new_memory, fleet, allowed, reason=core.LIMITED,
+                               message=f"GPUQuota {ref.name}, tier {v.message}")
+
+
+# -- status: the service's QuotaLimited condition, the GPUQuota's status ----------------------
+
+CONDITION = "QuotaLimited"
+
+
+def with_condition(status: dict[str, Any], verdict: Verdict | None, *, now: float,
+                   generation: int | None) -> dict[str, Any]:
+    """A rendered InferenceService status with its QuotaLimited condition set (removed without
+    spec.quota): True while the quota holds the plan below its want, False within it, Unknown
+    when the quota or tier does not exist or has not been arbitrated yet."""
+    conditions = [Condition.model_validate(c) for c in status.get("conditions") or ()]
+    if verdict is None:
+        kept = [c for c in conditions if c.type != CONDITION]
+    else:
+        state: bool | None = None if verdict.allocation is None else verdict.limited
+        message = f"GPUQuota {verdict.quota}, tier {verdict.message}" if verdict.allocation is not None \
+            else verdict.message
+        kept = set_condition(conditions, type=CONDITION, status=state, reason=verdict.reason, message=message[:1000],
+                             now=now, generation=generation)
+    return {**status, "conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in kept]}
+
+
+def quota_status(name: str, spec: GPUQuotaSpec, arbitration: core.Arbitration, members: list[Demand],
+                 *, now: float, generation: int | None, old: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """status of a GPUQuota after an arbitration: caps, allocated and used per dimension, per tier
+    and per service."""
+    limits = caps(spec)
+    by_key = {d.key: d for d in members}
+    usage = {d.key: per_replica(d.spec, spec) for d in members}
+
+    def total(pairs: list[tuple[Mapping[str, float], int]]) -> dict[str, float]:
+        return {dim: round(sum(u.get(dim, 0.0) * n for u, n in pairs), 4) for dim in limits}
+
+    services, tiers = [], []
+    for a in sorted(arbitration.allocations, key=lambda a: (a.tier, a.key)):
+        d = by_key[a.key]
+        namespace, _, svc = a.key.partition("/")
+        services.append(QuotaServiceStatus(namespace=namespace, name=svc, tier=d.tier, desired=a.desired,
+                                           floor=a.floor, allocated=a.allocated, running=d.running,
+                                           reason=a.reason, message=a.message[:500]))
+    for i, tier in enumerate(spec.tiers):
+        mine = [a for a in arbitration.allocations if a.tier == i]
+        tiers.append(QuotaTierStatus(
+            name=tier.name, services=len(mine),
+            desired=total([(usage[a.key], a.desired) for a in mine]),
+            allocated=total([(usage[a.key], a.allocated) for a in mine]),
+            used=total([(usage[a.key], by_key[a.key].running) for a in mine])))
+    over = arbitration.over
+    ready_msg = (f"floors of non-preemptible tiers exceed {', '.join(over)}" if over
+                 else f"{len(services)} services arbitrated")
+    old_conditions = [Condition.model_validate(c) for c in (old or {}).get("conditions") or ()]
+    conditions = set_condition(old_conditions, type="Ready", status=True, reason="Overcommitted" if over else "Arbitrated",
+                               message=ready_msg, now=now, generation=generation)
+    out = GPUQuotaStatus(
+        observed_generation=generation, conditions=conditions, limits=limits,
+        allocated={dim: round(v, 4) for dim, v in arbitration.used.items()},
+        used=total([(usage[d.key], d.running) for d in members]),
+        tiers=tiers, services=services, last_arbitration=iso(now))
+    return out.model_dump(by_alias=True, exclude_none=True)
+
+
+def invalid_quota_status(message: str, *, now: float, generation: int | None,
+                         old: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    old_conditions = [Condition.model_validate(c) for c in (old or {}).get("conditions") or ()]
+    conditions = set_condition(old_conditions, type="Ready", status=False, reason="InvalidSpec", message=message[:1000],
+                               now=now, generation=generation)
+    return {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions],
+            "observedGeneration": generation}
+
+
+UNRESOLVED = (NOT_FOUND, TIER_NOT_FOUND)  # the spec names what does not exist: a Warning

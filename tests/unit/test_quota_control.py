@@ -1,0 +1,168 @@
+"""The quota between services' loops (control.quota): the board, the policy wrapper, the conditions
+and the GPUQuota status; pure fakes for the inner policy and fleets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.api.quota import GPUQuotaSpec
+from gpufleet.control import quota as cq
+from gpufleet.core import quota as core
+from gpufleet.core.schedule import Window
+from gpufleet.core.types import ON_DEMAND, FleetState, ForecastSummary, Observation, Plan, PolicyMemory, Replica, ReplicaState
+
+GPU = "nvidia.com/gpu"
+
+
+def spec(name: str = "q", tier: str = "paid", gpus: int = 1, mn: int = 1, extra: dict[str, Any] | None = None,
+         quota: bool = True) -> InferenceServiceSpec:
+    raw: dict[str, Any] = {
+        "model": {"name": "m"}, "replicas": {"min": mn, "max": 20},
+        "template": {"spec": {"containers": [{"name": "t", "image": "x",
+                                              "resources": {"limits": {GPU: gpus}}}]}},
+        **(extra or {}),
+    }
+    if quota:
+        raw["quota"] = {"name": name, "tier": tier}
+    return InferenceServiceSpec.model_validate(raw)
+
+
+def quota_spec(gpus: int = 4, **extra: Any) -> GPUQuotaSpec:
+    return GPUQuotaSpec.model_validate({"limits": {GPU: gpus}, "tiers": [
+        {"name": "paid"}, {"name": "free", "preemptible": True}], **extra})
+
+
+class Fixed:
+    """An inner policy that wants `n` serving replicas, on-demand only."""
+
+    name = "fixed"
+
+    def __init__(self, n: int, safe: bool = False) -> None:
+        self.n, self.safe = n, safe
+
+    def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
+               fleet: FleetState, memory: PolicyMemory, now: float,
+               windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
+        return Plan(serving=self.n, standby=0, on_demand=self.n, spot=0, reason="QueueDepth", message="load",
+                    safe_mode=self.safe), memory
+
+
+def fleet(n: int) -> FleetState:
+    return FleetState(tuple(Replica(f"r{i}", ON_DEMAND, ReplicaState.serving, 0.0, 1.0) for i in range(n)))
+
+
+def decide(policy: cq.QuotaPolicy, s: InferenceServiceSpec, running: int, now: float = 100.0) -> Plan:
+    return policy.decide(spec=s, observation=Observation(), forecast=None, fleet=fleet(running),
+                         memory=PolicyMemory(), now=now)[0]
+
+
+def test_missing_quota_and_tier_cap_nothing_and_say_so() -> None:
+    board = cq.QuotaBoard()
+    p = cq.QuotaPolicy(Fixed(6), board, "ns/a")
+    plan = decide(p, spec(name="nope"), running=2)
+    assert plan.total == 6 and p.verdict is not None and p.verdict.reason == cq.NOT_FOUND
+    status = cq.with_condition({"conditions": []}, p.verdict, now=0.0, generation=3)
+    cond = next(c for c in status["conditions"] if c["type"] == "QuotaLimited")
+    assert (cond["status"], cond["reason"]) == ("Unknown", "QuotaNotFound") and "nope" in cond["message"]
+    board.set_quota("q", quota_spec())
+    plan = decide(p, spec(tier="gold"), running=2)
+    assert plan.total == 6 and p.verdict is not None and p.verdict.reason == cq.TIER_NOT_FOUND
+    assert "paid, free" in p.verdict.message
+
+
+def test_no_allocation_yet_holds_what_runs() -> None:
+    board = cq.QuotaBoard()
+    board.set_quota("q", quota_spec())
+    p = cq.QuotaPolicy(Fixed(6), board, "ns/a")
+    assert decide(p, spec(), running=2).total == 2  # neither grows nor shrinks before an arbitration
+    assert p.verdict is not None and p.verdict.reason == cq.PENDING
+
+
+def test_lockstep_arbitration_caps_the_lower_tier_first() -> None:
+    board = cq.QuotaBoard()
+    board.set_quota("q", quota_spec(gpus=6))
+    high = cq.QuotaPolicy(Fixed(5), board, "ns/high")
+    low = cq.QuotaPolicy(Fixed(4), board, "ns/low")
+    s_high, s_low = spec(tier="paid"), spec(tier="free", mn=2)
+    decide(high, s_high, running=1)
+    decide(low, s_low, running=4)
+    got = board.arbitrate("q", now=100.0)
+    assert got is not None
+    alloc = {a.key: a.allocated for a in got[0].allocations}
+    assert alloc == {"ns/high": 5, "ns/low": 1}  # free is preemptible: below its floor of 2
+    assert decide(high, s_high, running=1).total == 5
+    plan = decide(low, s_low, running=4)
+    assert plan.total == 1 and plan.reason == core.LIMITED and "GPUQuota q, tier free" in plan.message
+    assert low.verdict is not None and low.verdict.reason == core.PREEMPTED
+    cond = next(c for c in cq.with_condition({}, low.verdict, now=0.0, generation=1)["conditions"])
+    assert (cond["status"], cond["reason"]) == ("True", "Preempted")
+    # The GPUQuota's status: per tier and per service.
+    status = cq.quota_status("q", quota_spec(gpus=6), got[0], got[1], now=100.0, generation=1)
+    assert status["allocated"] == {GPU: 6.0} and status["limits"] == {GPU: 6.0}
+    tiers = {t["name"]: t for t in status["tiers"]}
+    assert tiers["paid"]["allocated"] == {GPU: 5.0} and tiers["free"]["used"] == {GPU: 4.0}
+    assert [(s["name"], s["reason"]) for s in status["services"]] == [("high", "WithinQuota"), ("low", "Preempted")]
+
+
+def test_safe_mode_is_never_cut_below_what_runs() -> None:
+    board = cq.QuotaBoard()
+    board.set_quota("q", quota_spec(gpus=2))
+    p = cq.QuotaPolicy(Fixed(5, safe=True), board, "ns/a")
+    decide(p, spec(), running=5)
+    board.arbitrate("q", now=100.0)
+    assert decide(p, spec(), running=5).total == 5
+
+
+def test_a_stale_need_counts_with_what_it_runs() -> None:
+    board = cq.QuotaBoard(stale_after_s=60.0)
+    board.set_quota("q", quota_spec(gpus=10))
+    old = cq.QuotaPolicy(Fixed(1), board, "ns/old")
+    decide(old, spec(tier="paid"), running=6, now=0.0)  # wanted 1, ran 6, then went quiet
+    new = cq.QuotaPolicy(Fixed(10), board, "ns/new")
+    decide(new, spec(tier="paid"), running=0, now=500.0)
+    got = board.arbitrate("q", now=500.0)
+    assert got is not None
+    alloc = {a.key: a.allocated for a in got[0].allocations}
+    assert alloc["ns/old"] == 6 and alloc["ns/new"] == 4
+
+
+def test_without_spec_quota_the_policy_is_the_inner_one() -> None:
+    board = cq.QuotaBoard()
+    p = cq.QuotaPolicy(Fixed(7), board, "ns/a")
+    assert decide(p, spec(quota=False), running=1).total == 7 and p.verdict is None
+    assert board.demands == {}
+    assert cq.with_condition({"conditions": [{"type": "QuotaLimited", "status": "True"}]}, None, now=0.0,
+                             generation=1)["conditions"] == []
+
+
+@pytest.mark.parametrize(("extra", "want"), [
+    ({}, {GPU: 2.0, "h100/" + GPU: 0.0}),
+    ({"capacity": {"onDemand": {"nodeSelector": {"pool": "h100"}}}}, {GPU: 2.0, "h100/" + GPU: 2.0}),
+    ({"capacity": {"onDemand": {"nodeSelector": {"pool": "l4"}}}}, {GPU: 2.0, "h100/" + GPU: 0.0}),
+])
+def test_per_replica_counts_template_resources_pools_and_cost(extra: dict[str, Any], want: dict[str, float]) -> None:
+    q = GPUQuotaSpec.model_validate({"limits": {GPU: 8}, "tiers": [{"name": "paid"}],
+                                     "nodePools": [{"name": "h100", "nodeSelector": {"pool": "h100"},
+                                                    "limits": {GPU: 4}}]})
+    assert cq.per_replica(spec(gpus=2, extra=extra), q) == want
+    priced = q.model_copy(update={"max_cost_per_hour": 100.0})
+    assert cq.per_replica(spec(gpus=2, extra=extra), priced)[core.COST] == pytest.approx(2 * 4.10)
+    assert cq.caps(priced)[core.COST] == 100.0
+
+
+def test_mig_slices_are_their_own_resource() -> None:
+    q = GPUQuotaSpec.model_validate({"limits": {"nvidia.com/mig-3g.40gb": 7}, "tiers": [{"name": "paid"}]})
+    s = InferenceServiceSpec.model_validate({
+        "model": {"name": "m"}, "template": {"spec": {"containers": [{"name": "t", "image": "x", "resources": {
+            "limits": {"nvidia.com/mig-3g.40gb": "1"}}}]}}})
+    assert cq.per_replica(s, q) == {"nvidia.com/mig-3g.40gb": 1.0}
+
+
+def test_quota_spec_refuses_duplicate_tiers_and_caps_nothing() -> None:
+    with pytest.raises(ValueError, match="tier names must be unique"):
+        GPUQuotaSpec.model_validate({"limits": {GPU: 1}, "tiers": [{"name": "a"}, {"name": "a"}]})
+    with pytest.raises(ValueError, match="caps something"):
+        GPUQuotaSpec.model_validate({"tiers": [{"name": "a"}]})
