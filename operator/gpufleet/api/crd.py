@@ -26,6 +26,12 @@ from gpufleet.api.models import (
 
 _DROP_KEYS = {"title", "$defs"}
 
+# The longest InferenceService name whose pods' metrics are selected exactly (docs/metrics.md): a
+# pod's generateName `<name>-<class>-<hash>-` is cut to 58 characters, so from 49 characters on the
+# on-demand pods' names lose `-ondemand-` and the service never gets metrics, and from 37 on a
+# name can share its cut with a sibling's. Refused at admission rather than left in safe mode.
+MAX_NAME_LENGTH = 36
+
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     """Inline $ref, collapse Optional unions, and drop what a structural schema forbids."""
@@ -154,6 +160,11 @@ def crd() -> dict[str, Any]:
                             "description": "An elastic fleet of GPU inference replicas (Triton / TensorRT-LLM) "
                             "scaled on queue depth, latency and forecast load, with warm standbys and spot capacity.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [{
+                                "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                                "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters: the "
+                                "metrics of a longer service's pods cannot be told apart by pod name",
+                            }],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

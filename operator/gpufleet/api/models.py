@@ -552,6 +552,10 @@ _TEMPLATE_SCHEMA: dict[str, Any] = {
                 "containers": {
                     "type": "array",
                     "minItems": 1,
+                    # A map keyed by name: the API server refuses a duplicate name at admission
+                    # ("Duplicate value", naming the entry) instead of refusing every Deployment.
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
                     "items": {
                         "type": "object",
                         "required": ["name", "image"],
