@@ -75,13 +75,22 @@ def rate_trace(name: str, samples: list[tuple[float, float]], step_s: float, see
                  notes=(f"request rate every {step_s:g}s from Prometheus, Poisson within each second",))
 
 
+# The operator's variable for --prometheus-ca-bundle (gpufleet.cli): one setting serves both.
+CA_BUNDLE_ENV = "GPUFLEET_PROMETHEUS_CA_BUNDLE"
+
+
 def prometheus_history(url: str, spec: InferenceServiceSpec, *, namespace: str, name: str, since_s: float,
-                       step_s: float, now: float | None = None) -> list[tuple[float, float]]:
-    """The service's request rate as the operator itself reads it."""
+                       step_s: float, now: float | None = None, ca_bundle: str | None = None,
+                       errors: list[str] | None = None) -> list[tuple[float, float]]:
+    """The service's request rate as the operator itself reads it, over TLS verified against
+    `ca_bundle` (else the system's trust store) like the operator; why it failed goes to `errors`."""
     now = time.time() if now is None else now
     port = PrometheusMetrics(url=url.rstrip("/"), queries=queries_for(spec, namespace=namespace, name=name),
-                             stale_after_s=float(spec.metrics.stale_after_seconds))
-    return port.history("request_rate", start=now - since_s, end=now, step=step_s)
+                             stale_after_s=float(spec.metrics.stale_after_seconds), ca_bundle=ca_bundle)
+    samples = port.history("request_rate", start=now - since_s, end=now, step=step_s)
+    if port.history_error and errors is not None:
+        errors.append(port.history_error)
+    return samples
 
 
 def scaled(trace: Trace, factor: float, seed: int = 0) -> Trace:
@@ -314,11 +323,13 @@ def run(args: argparse.Namespace) -> int:
             console.print("[red]--prometheus-url, --namespace and --name (or --trace FILE) are needed")
             return 2
         since, step = _seconds(args.since), _seconds(args.step)
+        errors: list[str] = []
         samples = prometheus_history(args.prometheus_url, spec, namespace=args.namespace, name=args.name,
-                                     since_s=since, step_s=step)
+                                     since_s=since, step_s=step, errors=errors,
+                                     ca_bundle=args.prometheus_ca_bundle or os.environ.get(CA_BUNDLE_ENV) or None)
         if len(samples) < 2:
             console.print(f"[red]no request-rate history for {args.namespace}/{args.name} in the last {args.since} "
-                          f"at {args.prometheus_url}")
+                          f"at {args.prometheus_url}" + (f": {errors[0]}" if errors else ""))
             return 1
         trace = rate_trace(f"{args.namespace}/{args.name}", samples, step, seed=args.seed)
         source = f"{args.prometheus_url}, last {args.since} at {args.step} steps ({len(samples)} samples)"
@@ -342,6 +353,9 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="what-if replay of a service's recorded load (cost, SLO, GPU-hours)")
     p.add_argument("--prometheus-url", default=None, help="Prometheus holding the service's Triton metrics")
+    p.add_argument("--prometheus-ca-bundle", default=None, metavar="FILE",
+                   help="PEM CA certificates to verify Prometheus' TLS certificate with (default: the system's); "
+                   f"verification is never off (env {CA_BUNDLE_ENV}, as for the operator)")
     p.add_argument("--namespace", "-n", default=None, help="namespace of the InferenceService")
     p.add_argument("--name", default=None, help="name of the InferenceService")
     p.add_argument("--since", default="24h", help="history to replay: 90s, 15m, 24h, 7d (default 24h)")
