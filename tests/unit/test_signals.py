@@ -218,3 +218,26 @@ def test_summary_quantile_and_histogram_agree_on_the_spread() -> None:
     assert summ.quantile(0.5, NOW) == pytest.approx(1.6)  # the mean (1.98) is neither
     assert hist.count == pytest.approx(100) and hist.total / hist.count == pytest.approx(1.98)
     assert math.isnan(summ.quantile(0.95, NOW + 120))  # nothing in the window: NaN, as Triton writes
+
+
+# --- the demo's forecast: 30 rps shown while 358 arrive ---------------------------------------------
+
+def test_forecast_status_says_what_it_is_built_from() -> None:
+    """The forecaster reads complete 1-minute means of the (1-minute) request rate: after a quick
+    rise it trails what arrives by up to two minutes, which in the demo's 60x-compressed day is two
+    hours of load. That is its design (and what the simulator's numbers were measured with); what
+    was wrong is that status did not say so. Now the note names the data the forecast stands on."""
+    from gpufleet.api.models import Forecast
+    from gpufleet.control.forecast import ForecastAdapter
+    from gpufleet.control.status import forecast_status
+
+    adapter = ForecastAdapter(Forecast())
+    start = 1_796_282_400.0  # a minute boundary
+    for t in range(0, 600, 5):
+        adapter.observe(start + t, 30.0)
+    for t in range(600, 655, 5):  # the ramp, all within the current minute
+        adapter.observe(start + t, 358.0)
+    forecast = adapter.forecast(now=start + 655, horizon_s=25, quantile=0.9)
+    assert forecast is not None and forecast.mean_rps < 100  # the last complete minute's level
+    st = forecast_status(forecast)
+    assert st.note is not None and st.note.endswith("from 60s means of the request rate up to 2026-12-03T07:30:00Z")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gpufleet.api.models import Forecast, ForecastMethod
-from gpufleet.api.timefmt import duration_seconds
+from gpufleet.api.timefmt import duration_seconds, iso
 from gpufleet.core.types import ForecastSummary
 from gpufleet.forecasting.rate import RateForecaster
 
@@ -27,4 +27,10 @@ class ForecastAdapter:
         if result is None:
             return None
         return ForecastSummary(horizon_s=horizon_s, mean_rps=result.mean_rps, upper_rps=result.upper_rps,
-                               method=result.method, note=result.note)
+                               method=result.method, note="; ".join(p for p in (result.note, self.basis(now)) if p))
+
+    def basis(self, now: float) -> str:
+        """What the forecast is built from: only complete buckets count, so after a quick rise it
+        trails the observed rate by up to a bucket and the rate's own window (status says so)."""
+        step = self.rate.step_s
+        return f"from {step:g}s means of the request rate up to {iso(now // step * step)}"
