@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                     "written at most this often unless something else changed (default 60 s)")
     op.add_argument("--verbose", action="store_true")
     op.set_defaults(func=_operator)
-    from gpufleet import report
+    from gpufleet import fleetview, report
 
     report.add_parser(sub)
+    fleetview.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "operator":
         try:

@@ -6,6 +6,9 @@ annotated or scaled. And mode: recommend without a targetRef creates no children
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +159,14 @@ def test_shadow_follows_the_load_and_leaves_the_workload_untouched(
     assert pod_marks(cluster, namespace) == marks
     assert namespace_objects(cluster, namespace) == objects
     assert not any(e["reason"] in {"Created", "Scaled", "Updated"} for e in events()), events()
+
+    # `gpufleet status` reads the same from the API server: the shadow row, recommended/actual.
+    shown = subprocess.run([sys.executable, "-m", "gpufleet.cli", "status", "-n", namespace, "--kubeconfig",
+                            cluster.kubeconfig, "--width", "250"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    line = next((ln for ln in shown.stdout.splitlines() if f"{namespace}/shadow" in ln), "")
+    cell = re.search(rf"│ (\d+)/{REPLICAS} +│", line)
+    assert "shadow: web" in line and cell is not None and int(cell.group(1)) >= high, shown.stdout
 
 
 def test_recommend_without_a_target_creates_nothing(cluster: Cluster, operator: Path, namespace: str) -> None:
