@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz bench bench-frontier bench-scenarios bench-spot bench-quick bench-forecast bench-scale bench-scale-quick clean
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-quick bench-forecast bench-scale bench-scale-quick clean
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
 	@echo "make test         all tests (unit, property, integration on the real local cluster)"
 	@echo "make cluster-up   start the local control plane with fake GPU nodes; cluster-down stops it"
 	@echo "make crds         regenerate crds/ from the pydantic models; check-crds fails on drift"
+	@echo "make chaos        faults on a local real cluster (kill -9, API server, etcd, Prometheus, spot storm): reports/reliability"
 	@echo "make fuzz         InferenceService specs from the CRD schema against the local API server (FUZZ_SPECS=2000)"
 	@echo "make bench        simulator benchmark: frontiers (GRID=quick|reduced|full), scenarios, spot"
 	@echo "make bench-quick  the frontier benchmark's quick grid (< 5 min on 2 cores); bench-forecast: forecasting"
@@ -53,6 +54,17 @@ check-crds: venv
 	  && echo "crds/ GPUQuota matches gpufleet.api.quota" || (echo "crds/ drifted from gpufleet.api.quota: run 'make crds'"; exit 1)
 	@cmp -s crds/gpufleet.io_gpuquotas.yaml charts/gpufleet/crds/gpufleet.io_gpuquotas.yaml \
 	  && echo "the chart's GPUQuota CRD matches crds/" || (echo "charts/gpufleet/crds/ drifted from crds/: run 'make crds'"; exit 1)
+
+# The chaos suite (tests/chaos, docs/safety.md) on a cluster of its own (GPUFLEET_TEST_CLUSTER, default
+# gpufleet-chaos): CHAOS_ROUNDS kill -9 rounds (5 trials each), the Prometheus faults for
+# CHAOS_PROMETHEUS_S, the API server blackholed CHAOS_BLACKHOLE_S; CHAOS_SEED repeats a schedule.
+# Writes reports/reliability; `make test` runs a reduced set (tests/integration/test_chaos.py).
+CHAOS_ROUNDS ?= 10
+CHAOS_PROMETHEUS_S ?= 600
+CHAOS_BLACKHOLE_S ?= 90
+chaos: venv deps bins
+	$(PY) -m tests.chaos --out reports/reliability --rounds $(CHAOS_ROUNDS) --prometheus-s $(CHAOS_PROMETHEUS_S) \
+	  --blackhole-s $(CHAOS_BLACKHOLE_S) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # Spec fuzzing on the local real API server (docs/safety.md): FUZZ_SPECS specs generated from the
 # CRD's schema, sent with server-side dry-run, every admitted one run through the operator; the

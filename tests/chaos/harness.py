@@ -1,0 +1,547 @@
+"""The chaos suite (issue 17): faults injected into a live fleet on the local real cluster, and
+what each did.
+
+One operator (its own shard, reaching the API server through a loopback proxy) runs eight
+services in one namespace, with the fleet emulator playing Triton and real Prometheus scraping
+it. Five services sit in the phases a SIGKILL can interrupt (scale-up, promotion of standbys,
+drain, a spot notice, a planned window opening); three read Prometheus through a path a fault
+cuts (their own Prometheus that is stopped, a proxy that adds 20 s, their own Prometheus with one
+of four pods left out of the scrape). Each trial injects one fault, waits for it to clear and
+then for the fleet to converge, and records the losses. `Recorder` follows every decision (a
+watch on the InferenceServices) and the emulator's per-service counters (every second).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from kubernetes import client, config, watch
+
+from gpufleet.api.timefmt import iso, iso_seconds
+from gpufleet.devenv.prometheus import PrometheusServer
+from tests.chaos.faults import (
+    Operator,
+    ScrapeFilter,
+    api_address,
+    api_ready,
+    proxied_kubeconfig,
+    restart_component,
+)
+from tests.chaos.fleet import Judgement, Snapshot, judge
+from tests.chaos.proxy import Proxy
+from tests.integration.support import Cluster, loop_service, set_load
+from tests.support import ROOT, wait_for
+
+INTERVAL_S = 2  # every service's scaling.intervalSeconds
+READY_S = 3  # the KWOK pods' model-load delay (a cold start)
+RPS = 100  # targetRpsPerReplica
+DRAIN_S = 10  # scaleDown.drainTimeoutSeconds: plain Triton reads idle only after 30 s without work
+SPOT_NODES = ("gpu-spot-0", "gpu-spot-1")
+NOTICE_TAINTS = {120: "karpenter.sh/disrupted", 30: "cloud.google.com/impending-node-termination"}
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int
+    kill_rounds: int = 10  # each SIGKILL interrupts all five phases: 5 trials a round
+    api_restarts: int = 3
+    etcd_restarts: int = 2
+    blackhole_s: float = 90
+    prometheus_fault_s: float = 600  # Prometheus stopped, slowed, one pod out of the scrape
+    slow_s: float = 20  # what the slow Prometheus adds to each request
+    storm_notices: tuple[int, ...] = (120, 30)
+    settle_timeout_s: float = 120
+    cluster_name: str = "gpufleet-chaos"
+    gpus_per_node: int | None = None  # what the cluster's nodes were made with (re-adding spot nodes)
+    extra_nodes: int = 0  # on-demand KWOK nodes of 32 GPUs the run adds (and removes) for its own pods
+
+
+@dataclass
+class Trial:
+    fault: str
+    service: str
+    injected: float
+    cleared: float
+    converged: bool
+    converge_s: float | None  # from the fault clearing to the fleet converged
+    budget_s: float  # two intervals, plus one cold start when new pods had to start
+    orphaned: int = 0
+    duplicated: int = 0
+    left_out: int = 0
+    blind_scale_downs: int = 0
+    dropped: float = 0.0
+    min_capacity: float = 1.0  # lowest (serving pods x per-pod target) / offered load during the trial
+    max_queue_ms: float = 0.0  # worst 1-second mean queue time during the trial
+    warnings: int = 0  # MetricsUnavailable Warnings posted for the service from the fault on
+    warning_causes: int = 0  # distinct messages among them (one Warning per cause is the rule)
+    detail: str = ""
+
+
+@dataclass
+class Service:
+    name: str
+    obj: dict[str, Any]
+    load: float  # req/s now
+    rps: float = RPS  # targetRpsPerReplica
+    floor: int = 1  # serving pods the spec asks for whatever the load
+    prometheus_fault: bool = False  # its decisions may not scale down: its metrics are cut
+
+    @property
+    def need(self) -> int:
+        return max(self.floor, math.ceil(self.load / self.rps - 1e-9))
+
+
+def service(namespace: str, shard: str, name: str, load: float, **spec: Any) -> Service:
+    obj = loop_service(namespace, name)
+    obj["metadata"]["labels"] = {"gpufleet.io/shard": shard}
+    s = obj["spec"]
+    s["replicas"] = {"min": 1, "max": 8}
+    s["scaling"] = {"intervalSeconds": INTERVAL_S, "targetRpsPerReplica": RPS,
+                    "scaleDown": {"stabilizationSeconds": 4, "maxStepPercent": 100, "drainTimeoutSeconds": DRAIN_S}}
+    s["template"]["metadata"]["annotations"]["kwok.gpufleet.io/ready-delay"] = f"{READY_S}s"
+    merge(s, spec)
+    return Service(name, obj, load, rps=float(s["scaling"]["targetRpsPerReplica"]), floor=int(s["replicas"]["min"]))
+
+
+def merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+
+class Recorder:
+    """Every decision of every service (a watch on the InferenceServices) and the emulator's
+    counters once a second, so a trial can be judged on what happened during it, not only after."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, emulator: str) -> None:
+        self.api, self.namespace, self.emulator = api, namespace, emulator
+        self.lock = threading.Lock()
+        # service -> [(decision time, serving decided, metrics available)]
+        self.decisions: dict[str, list[tuple[float, int, bool]]] = {}
+        self.samples: list[tuple[float, dict[str, dict[str, float]]]] = []  # (time, emulator /stats)
+        self._stop = threading.Event()
+        for target in (self._watch, self._sample):
+            threading.Thread(target=target, daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        with urllib.request.urlopen(f"{self.emulator}/stats", timeout=5) as resp:  # noqa: S310 - loopback
+            data: dict[str, dict[str, float]] = json.load(resp)
+            return data
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                s = self.stats()
+            except OSError:
+                continue
+            with self.lock:
+                self.samples.append((time.time(), s))
+
+    def _record(self, obj: dict[str, Any]) -> None:
+        st = obj.get("status") or {}
+        d = st.get("lastDecision") or {}
+        if not d.get("time"):
+            return
+        ok = any(c.get("type") == "MetricsAvailable" and c.get("status") == "True" for c in st.get("conditions") or [])
+        entry = (iso_seconds(d["time"]), int(d.get("desired", 0)), ok)
+        with self.lock:
+            seen = self.decisions.setdefault(obj["metadata"]["name"], [])
+            if not seen or entry[0] > seen[-1][0]:
+                seen.append(entry)
+
+    def _watch(self) -> None:
+        api = client.CustomObjectsApi(self.api)
+        while not self._stop.is_set():
+            try:
+                stream: Callable[..., Iterator[dict[str, Any]]] = watch.Watch().stream  # type: ignore[no-untyped-call]
+                for event in stream(api.list_namespaced_custom_object, "gpufleet.io", "v1alpha1", self.namespace,
+                                    "inferenceservices", timeout_seconds=60, _request_timeout=(5, 90)):
+                    self._record(event["object"])
+                    if self._stop.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - the API server is one of the things the suite restarts
+                self._stop.wait(1.0)
+
+    def blind_scale_downs(self, name: str, start: float, end: float, *, cut: bool) -> int:
+        """Decisions in [start, end] that lowered the serving count while the metrics were missing
+        or partial (MetricsAvailable not True, or, with `cut`, the service's metrics were cut)."""
+        with self.lock:
+            seen = list(self.decisions.get(name, []))
+        count = 0
+        for (_, before, _), (t, after, ok) in zip(seen, seen[1:]):
+            if start <= t <= end and after < before and (cut or not ok):
+                count += 1
+        return count
+
+    def during(self, name: str, start: float, end: float, rps: float, load: float) -> tuple[float, float, float]:
+        """Requests dropped, the lowest capacity (serving x rps / load) and the worst mean queue
+        time (ms) of one service between start and end."""
+        with self.lock:
+            window = [(t, s.get(f"{self.namespace}/{name}", {})) for t, s in self.samples if start - 1.5 <= t <= end + 1.5]
+        if len(window) < 2:
+            return 0.0, 1.0, 0.0
+        dropped = window[-1][1].get("dropped", 0.0) - window[0][1].get("dropped", 0.0)
+        capacity = min((s.get("serving", 0.0) * rps / load if load else 1.0) for _, s in window)
+        queue = max(((b.get("queue_us", 0.0) - a.get("queue_us", 0.0)) / max(b.get("success", 0.0) - a.get("success", 0.0), 1e-9)
+                     / 1000 if b.get("success", 0.0) > a.get("success", 0.0) else 0.0)
+                    for (_, a), (_, b) in zip(window, window[1:]))
+        return dropped, min(capacity, 1.0), queue
+
+
+@dataclass
+class Chaos:
+    """The rig: a namespace of services, the operator behind its proxy, the faults' own Prometheus."""
+
+    cluster: Cluster
+    emulator: str
+    file_sd: Path
+    prometheus_url: str
+    workdir: Path
+    cfg: Config
+    log: Callable[[str], None] = print
+    trials: list[Trial] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.cfg.seed)
+        self.namespace = f"chaos-{self.rng.randrange(16**6):06x}"
+        self.shard = self.namespace
+        self.api = config.new_client_from_config(config_file=self.cluster.kubeconfig)  # type: ignore[no-untyped-call]
+        self.kube_proxy = Proxy(api_address(self.cluster.kubeconfig))
+        prom = urlparse(self.prometheus_url)
+        self.slow_proxy = Proxy((prom.hostname or "127.0.0.1", prom.port or 80))
+        self.down_prom = PrometheusServer(scrape_interval_s=1.0, file_sd_dir=self.file_sd, workdir=self.workdir / "prom-down")
+        self.filter = ScrapeFilter(self.file_sd, self.workdir / "file_sd-partial")
+        self.partial_prom = PrometheusServer(scrape_interval_s=1.0, file_sd_dir=self.workdir / "file_sd-partial",
+                                             workdir=self.workdir / "prom-partial")
+        kubeconfig = proxied_kubeconfig(self.cluster.kubeconfig, self.kube_proxy.port, self.workdir / "kubeconfig-proxied.yaml")
+        self.operator = Operator(self.cluster, kubeconfig, self.shard, self.prometheus_url, self.workdir)
+        self.services: dict[str, Service] = {}
+        self.recorder: Recorder | None = None
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def extra_node_names(self) -> list[str]:
+        return [f"{self.namespace}-ondemand-{i}" for i in range(self.cfg.extra_nodes)]
+
+    def add_nodes(self) -> None:
+        for name in self.extra_node_names():
+            self.cluster.apply({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                             "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                        "karpenter.sh/capacity-type": "on-demand", "nvidia.com/gpu.product": "NVIDIA-L4",
+                                        "nvidia.com/gpu.count": "32"}},
+                "status": {"allocatable": {"cpu": "128", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "32"},
+                           "capacity": {"cpu": "128", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "32"}}})
+
+    def start(self) -> None:
+        self.add_nodes()
+        self.down_prom.start()
+        self.partial_prom.start()
+        ns, sh = self.namespace, self.shard
+        spot = {"onDemand": {"base": 1},
+                "spot": {"enabled": True, "maxFraction": 0.5, "pendingTimeoutSeconds": 10, "returnAfterSeconds": 10}}
+        base = self.services_spec = [
+            service(ns, sh, "up", 150),
+            service(ns, sh, "promote", 150, warmPool={"size": 2, "max": 2}),
+            service(ns, sh, "drain", 450),
+            service(ns, sh, "notice", 350, replicas={"min": 2, "max": 8}, capacity=spot),
+            service(ns, sh, "window", 80),
+            service(ns, sh, "prom-down", 250, metrics={"prometheusUrl": self.down_prom.url}),
+            service(ns, sh, "prom-slow", 250, metrics={"prometheusUrl": f"http://{self.slow_proxy.address}"}),
+            service(ns, sh, "prom-partial", 180, metrics={"prometheusUrl": self.partial_prom.url},
+                    scaling={"targetRpsPerReplica": 50}, slo={"queueDepthPerReplica": 50}),
+        ]
+        for s in base:
+            if s.name.startswith("prom-"):
+                s.prometheus_fault = True
+        # notice's capacity keeps the example's node selectors and tolerations (merged above).
+        self.services = {s.name: s for s in base}
+        self.cluster.kubectl("create", "namespace", ns)
+        self.recorder = Recorder(self.api, ns, self.emulator)
+        for s in base:
+            self.cluster.apply(s.obj)
+            set_load(self.emulator, ns, s.name, s.load)
+        self.operator.start()
+        self.log(f"chaos: seed {self.cfg.seed}, namespace {ns}, operator log in {self.workdir}")
+        self.settle(list(self.services))
+
+    def close(self) -> None:
+        for s in self.services.values():
+            try:
+                set_load(self.emulator, self.namespace, s.name, 0)
+            except OSError:
+                pass
+        self.operator.stop()
+        if self.recorder:
+            self.recorder.close()
+        self.filter.close()
+        for p in (self.down_prom, self.partial_prom):
+            p.stop()
+        self.kube_proxy.close()
+        self.slow_proxy.close()
+        self.untaint_spot()
+        self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+        for name in self.extra_node_names():
+            self.cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+    # --- observing ---------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot | None:
+        try:
+            return Snapshot.read(self.api, self.namespace)
+        except Exception:  # noqa: BLE001 - the API server may be the fault
+            return None
+
+    def converge(self, names: list[str], since: float, timeout: float,
+                 leaving: frozenset[str] = frozenset()) -> dict[str, tuple[float | None, Judgement]]:
+        """Poll until every named service has converged (or `timeout`); the first time each did."""
+        first: dict[str, float] = {}
+        last: dict[str, Judgement] = {}
+        deadline = time.time() + timeout
+        while True:
+            snap = self.snapshot()
+            now = time.time()
+            if snap is not None:
+                for n in names:
+                    if n in first:
+                        continue
+                    j = judge(snap, n, since=since, need_serving=self.services[n].need, leaving_nodes=leaving,
+                              drain_limit_s=DRAIN_S + 3 * INTERVAL_S)
+                    last[n] = j
+                    if j.converged:
+                        first[n] = now
+            if len(first) == len(names) or now > deadline:
+                return {n: (first.get(n), last.get(n, Judgement(False, 0, 0, 0, 0, 0, False, "API unreachable")))
+                        for n in names}
+            time.sleep(0.5)
+
+    def warnings(self, name: str, reason: str, since: float) -> dict[str, int]:
+        """Warnings of one reason posted for a service since `since`: message -> how many."""
+        try:
+            resp: Any = client.CoreV1Api(self.api).list_namespaced_event(
+                self.namespace, field_selector=f"involvedObject.name={name},reason={reason}",
+                _preload_content=False, _request_timeout=10)
+        except Exception:  # noqa: BLE001 - counted as none; the trial's other columns still stand
+            return {}
+        out: dict[str, int] = {}
+        for e in json.loads(resp.data)["items"]:
+            when = e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp")
+            if e.get("type") == "Warning" and when and iso_seconds(when) >= math.floor(since):
+                out[e.get("message", "")] = out.get(e.get("message", ""), 0) + int(e.get("count") or 1)
+        return out
+
+    def settle(self, names: list[str], leaving: frozenset[str] = frozenset()) -> None:
+        """Wait for a baseline (not a trial): every named service converged."""
+        got = self.converge(names, time.time(), self.cfg.settle_timeout_s, leaving)
+        stuck = {n: j.why for n, (t, j) in got.items() if t is None}
+        if stuck:
+            raise AssertionError(f"no baseline: {stuck}")
+
+    def record(self, faults: dict[str, str], injected: float, cleared: float, *, began: float | None = None,
+               leaving: frozenset[str] = frozenset(), timeout: float = 90) -> list[Trial]:
+        """Judge one trial per service in `faults` (service -> fault name): converged after
+        `cleared`, losses at the end, drops and capacity from `began` (the phase's start) on."""
+        got = self.converge(list(faults), cleared, timeout, leaving)
+        end = time.time()
+        assert self.recorder is not None
+        out = []
+        for n, (t, j) in got.items():
+            s, fault = self.services[n], faults[n]
+            dropped, capacity, queue = self.recorder.during(n, began or injected, end, s.rps, s.load)
+            warnings = self.warnings(n, "MetricsUnavailable", injected)
+            trial = Trial(fault=fault, service=n, injected=injected, cleared=cleared, converged=t is not None,
+                          converge_s=None if t is None else round(max(t - cleared, 0.0), 1),
+                          budget_s=2 * INTERVAL_S + (READY_S if j.new_pods else 0),
+                          orphaned=j.orphaned, duplicated=j.duplicated, left_out=j.left_out,
+                          blind_scale_downs=self.recorder.blind_scale_downs(n, injected, cleared + INTERVAL_S,
+                                                                            cut=s.prometheus_fault and fault.startswith("prometheus")),
+                          dropped=round(dropped, 1), min_capacity=round(capacity, 2), max_queue_ms=round(queue, 1),
+                          warnings=sum(warnings.values()), warning_causes=len(warnings), detail=j.why)
+            out.append(trial)
+            self.log(f"  {fault:<36} {n:<13} converged={trial.converged} in {trial.converge_s}s "
+                     f"(budget {trial.budget_s}s) dropped={trial.dropped} blind={trial.blind_scale_downs} "
+                     f"warnings={trial.warnings}/{trial.warning_causes} {j.why}")
+        self.trials.extend(out)
+        return out
+
+    # --- the phases a kill can interrupt -----------------------------------------------------
+
+    def load(self, name: str, rps: float) -> None:
+        self.services[name].load = rps
+        set_load(self.emulator, self.namespace, name, rps)
+
+    def patch(self, name: str, spec: dict[str, Any]) -> None:
+        self.cluster.kubectl("patch", "inferenceservice", name, "-n", self.namespace, "--type", "merge",
+                             "-p", json.dumps({"spec": spec}))
+
+    def taint_spot(self, taint: str) -> None:
+        for node in SPOT_NODES:
+            self.cluster.kubectl("taint", "node", node, f"{taint}=:NoSchedule", "--overwrite")
+
+    def untaint_spot(self) -> None:
+        for node in SPOT_NODES:
+            for taint in NOTICE_TAINTS.values():
+                self.cluster.kubectl("taint", "node", node, f"{taint}-", check=False)
+
+    def reset_phases(self) -> None:
+        self.load("up", 150)
+        self.load("promote", 150)
+        self.load("drain", 450)
+        self.untaint_spot()
+        self.patch("window", {"schedules": None})
+        self.services["window"].floor = 1
+
+    def trigger(self, name: str, k: int) -> None:
+        if name == "up":
+            self.load("up", 450)
+        elif name == "promote":
+            self.load("promote", 350)
+        elif name == "drain":
+            self.load("drain", 150)
+        elif name == "notice":
+            self.taint_spot(NOTICE_TAINTS[120])
+        elif name == "window":
+            self.patch("window", {"schedules": [{"name": f"w{k}", "start": iso(time.time() + 1), "duration": "1h",
+                                                 "minReplicas": 4}]})
+            self.services["window"].floor = 4
+
+    def kill_rounds(self) -> None:
+        phases = ["up", "promote", "drain", "notice", "window"]
+        for k in range(self.cfg.kill_rounds):
+            self.reset_phases()
+            self.settle(phases)
+            span = 4 * INTERVAL_S  # a kill lands 0-8 s into its phase: decision, apply, start, promote, drain
+            offsets = sorted((self.rng.uniform(0, span), p) for p in phases)
+            t0 = time.time()
+            for off, p in offsets:
+                time.sleep(max(0.0, t0 + off - time.time()))
+                self.trigger(p, k)
+            time.sleep(max(0.0, t0 + span - time.time()))
+            injected = time.time()
+            self.operator.kill9()
+            self.log(f"round {k + 1}/{self.cfg.kill_rounds}: SIGKILL "
+                     + ", ".join(f"{p} +{span - off:.1f}s" for off, p in offsets))
+            cleared = self.operator.start()
+            self.record({p: f"kill -9 operator: {p}" for p in phases}, injected, cleared, began=t0,
+                        leaving=frozenset(SPOT_NODES))
+        self.reset_phases()
+
+    # --- the API server and etcd -------------------------------------------------------------
+
+    def control_plane(self, component: str, fault: str) -> None:
+        self.settle(list(self.services))
+        self.load("up", 450)  # a scale-up in flight: the restart lands mid-tick
+        time.sleep(self.rng.uniform(0, INTERVAL_S))
+        injected = time.time()
+        restart_component(self.cfg.cluster_name, component)
+        wait_for(lambda: api_ready(self.cluster), timeout=120, what=f"API server back after the {component} restart")
+        cleared = time.time()
+        self.record({n: fault for n in self.services}, injected, cleared)
+        self.load("up", 150)
+
+    def blackhole(self) -> None:
+        self.settle(list(self.services))
+        injected = time.time()
+        self.kube_proxy.blackhole()
+        self.load("up", 450)
+        time.sleep(self.cfg.blackhole_s)
+        self.kube_proxy.restore()
+        fault = f"API server blackholed {self.cfg.blackhole_s:g} s"
+        self.record({n: fault for n in self.services}, injected, time.time())
+        self.load("up", 150)
+
+    # --- Prometheus --------------------------------------------------------------------------
+
+    def start_prometheus_faults(self) -> float:
+        self.settle(["prom-down", "prom-slow", "prom-partial"])
+        snap = self.snapshot()
+        assert snap is not None
+        serving = sorted(p["metadata"]["name"] for p in snap.pods
+                         if (p["metadata"].get("labels") or {}).get("gpufleet.io/inference-service") == "prom-partial"
+                         and (p["metadata"].get("labels") or {}).get("gpufleet.io/serving") == "true")
+        self.down_prom.stop()
+        self.slow_proxy.delay(self.cfg.slow_s)
+        self.filter.hidden = {serving[-1]}
+        self.log(f"prometheus faults on: prom-down stopped, prom-slow +{self.cfg.slow_s:g}s, {serving[-1]} out of the scrape")
+        return time.time()
+
+    def end_prometheus_faults(self, injected: float) -> None:
+        time.sleep(max(0.0, injected + self.cfg.prometheus_fault_s - time.time()))
+        self.down_prom.start()
+        self.slow_proxy.restore()
+        self.filter.hidden = set()
+        cleared = time.time()
+        minutes = (cleared - injected) / 60
+        for name, fault in (("prom-down", f"Prometheus stopped {minutes:.1f} min"),
+                            ("prom-slow", f"Prometheus +{self.cfg.slow_s:g} s for {minutes:.1f} min"),
+                            ("prom-partial", f"1 of 4 pods out of the scrape {minutes:.1f} min")):
+            self.record({name: f"prometheus: {fault}"}, injected, cleared, timeout=120)
+
+    # --- spot storm --------------------------------------------------------------------------
+
+    def spot_storm(self, notice_s: int) -> None:
+        self.untaint_spot()
+        self.load("notice", 350)
+        wait_for(lambda: self._on_spot("notice") > 0, timeout=120, what="notice's pods back on spot")
+        self.settle(list(self.services))
+        injected = time.time()
+        self.taint_spot(NOTICE_TAINTS[notice_s])
+        time.sleep(notice_s)
+        # The nodes go: their pods with them, then the Node objects.
+        for node in SPOT_NODES:
+            self.cluster.kubectl("delete", "pods", "-n", self.namespace, "--field-selector", f"spec.nodeName={node}",
+                                 "--grace-period=0", "--force", "--wait=false", check=False)
+            self.cluster.kubectl("delete", "node", node, "--wait=false", check=False)
+        cleared = time.time()
+        self.record({n: f"spot storm, {notice_s} s notice" for n in self.services}, injected, cleared,
+                    leaving=frozenset(SPOT_NODES), timeout=120)
+        env = {**self.cluster.env, "CLUSTER_NAME": self.cfg.cluster_name,
+               **({"GPUS_PER_NODE": str(self.cfg.gpus_per_node)} if self.cfg.gpus_per_node else {})}
+        subprocess.run([str(ROOT / "hack/cluster.sh"), "nodes"], env=env, check=True, timeout=180)
+
+    def _on_spot(self, name: str) -> int:
+        snap = self.snapshot()
+        if snap is None:
+            return 0
+        return sum(1 for p in snap.pods if (p["metadata"].get("labels") or {}).get("gpufleet.io/inference-service") == name
+                   and (p.get("spec") or {}).get("nodeName") in SPOT_NODES)
+
+    # --- the whole run -----------------------------------------------------------------------
+
+    def run(self) -> list[Trial]:
+        began = time.time()
+        self.start()
+        prom_injected = self.start_prometheus_faults()
+        self.kill_rounds()
+        self.end_prometheus_faults(prom_injected)
+        for _ in range(self.cfg.api_restarts):
+            self.control_plane("kube-apiserver", "kube-apiserver restarted mid-tick")
+        for _ in range(self.cfg.etcd_restarts):
+            self.control_plane("etcd", "etcd restarted")
+        if self.cfg.blackhole_s:
+            self.blackhole()
+        for notice in self.cfg.storm_notices:
+            self.spot_storm(notice)
+        self.log(f"chaos: {len(self.trials)} trials in {(time.time() - began) / 60:.1f} min")
+        return self.trials
+
+
+def as_dicts(trials: list[Trial]) -> list[dict[str, Any]]:
+    return [asdict(t) for t in trials]
