@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-quick bench-forecast bench-scale bench-scale-quick clean
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-gputypes bench-quick bench-forecast bench-scale bench-scale-quick clean
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
@@ -106,6 +106,10 @@ bench-scenarios: venv
 
 bench-spot: venv
 	$(PY) benchmarks/sim_bench.py --spot-zones $(SPOT_ZONES) --out reports/bench/spot
+
+# GPU types and MIG slices (issue 18): the cheapest class mix vs single types, a stock-out (reports/gputypes).
+bench-gputypes: venv
+	$(PY) benchmarks/gputype_bench.py --workers $(WORKERS)
 
 bench-quick: venv
 	$(PY) benchmarks/frontier.py --grid quick --workers $(WORKERS) --out reports/bench-quick --fresh $(BENCH_ARGS)
