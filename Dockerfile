@@ -1,24 +1,49 @@
-# The gpufleet operator image: `docker build -t ghcr.io/gpufleet/gpufleet:0.1.0 .`
-# Two stages: the wheel is built (with setuptools from PyPI, pyproject's build-system) in the first,
-# so the runtime image carries no build tools and no source tree.
-FROM python:3.11-slim AS build
+# The gpufleet operator image. `make image` builds it with podman (hack/image.sh); any builder works:
+#   docker build -t ghcr.io/gpufleet/gpufleet:0.1.0 .
+# BASE is any Debian-like image with python3 (>= 3.11, with its venv module), groupadd and useradd.
+# The default is the public one users pull; hack/image.sh passes a Debian bookworm root filesystem
+# made with mmdebstrap (the same Python 3.11), for machines that cannot pull from registries.
+ARG BASE=python:3.11-slim-bookworm
+
+# Stage 1: a venv with the operator and its runtime dependencies only (pyproject's
+# [project].dependencies; the [report], [bench] and [dev] extras stay out).
+FROM ${BASE} AS build
+RUN python3 -m venv /opt/gpufleet
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# Dependencies first, read from pyproject.toml: this layer is reused until they change, so a code
+# change rebuilds in seconds. A build machine whose egress re-signs TLS passes its CA bundle as the
+# optional secret pip-cert (hack/image.sh does); it is mounted for the step only, never in a layer.
+RUN --mount=type=secret,id=pip-cert \
+    if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+ && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt \
+ && /opt/gpufleet/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt
+COPY README.md ./
 # operator/gpufleet/forecasting is a symlink to ../../forecasting: copy both, the wheel follows it.
 COPY operator/ operator/
 COPY forecasting/ forecasting/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# After the install: pip itself goes, and so do the test suites inside wheels and the kubernetes
+# client's asyncio twin (kubernetes.aio, about 68 MB: gpufleet uses the synchronous client, kopf its
+# own aiohttp one, and nothing imports it).
+RUN --mount=type=secret,id=pip-cert \
+    if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+ && /opt/gpufleet/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
+ && /opt/gpufleet/bin/pip check \
+ && /opt/gpufleet/bin/pip uninstall -y -q pip setuptools \
+ && find /opt/gpufleet -depth -type d -name tests -path '*/site-packages/*/tests' -exec rm -rf {} + \
+ && rm -rf /opt/gpufleet/lib/python3*/site-packages/kubernetes/aio
 
-FROM python:3.11-slim
+# Stage 2: the base, a fixed user and the venv; no build tools, no source tree.
+FROM ${BASE}
 # A fixed numeric uid/gid, so runAsNonRoot can verify it without reading /etc/passwd.
 RUN groupadd --gid 10001 gpufleet \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin gpufleet
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-ENV PYTHONUNBUFFERED=1 \
+COPY --from=build /opt/gpufleet /opt/gpufleet
+ENV PATH=/opt/gpufleet/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib
+    HOME=/tmp
 USER 10001:10001
 # kopf's health endpoint (--health) and the operator's metrics (--metrics-port), as the chart sets them.
 EXPOSE 8080 9090

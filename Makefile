@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-gputypes bench-quick bench-forecast bench-scale bench-scale-quick clean
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-gputypes bench-quick bench-forecast bench-scale bench-scale-quick clean image
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
 	@echo "make test         all tests (unit, property, integration on the real local cluster)"
+	@echo "make image        the operator image from the Dockerfile with podman (hack/image.sh; IMAGE=, BASE= override)"
 	@echo "make cluster-up   start the local control plane with fake GPU nodes; cluster-down stops it"
 	@echo "make crds         regenerate crds/ from the pydantic models; check-crds fails on drift"
 	@echo "make chaos        faults on a local real cluster (kill -9, API server, etcd, Prometheus, spot storm): reports/reliability"
@@ -32,6 +33,11 @@ deps:
 
 bins:
 	@hack/build-cluster-bins.sh
+
+# The operator image the chart runs (ghcr.io/gpufleet/gpufleet:<appVersion>), built with podman on a
+# Debian base made by mmdebstrap (BASE=python:3.11-slim-bookworm builds on a pullable one instead).
+image:
+	@hack/image.sh
 
 cluster-up: venv bins
 	@hack/cluster.sh up

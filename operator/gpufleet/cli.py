@@ -135,8 +135,20 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ModuleNotFoundError as exc:
+        # The human-facing commands' libraries are an optional extra, left out of the operator image.
+        if exc.name not in REPORT_EXTRA:
+            raise
+        sys.stderr.write(f"gpufleet {args.command} needs {exc.name}, from the optional 'report' extra: "
+                         "pip install 'gpufleet[report]' (the operator image leaves it out)\n")
+        return 2
     return result
+
+
+# pyproject.toml's [report] extra: imported lazily by `gpufleet report`, `status` and the like.
+REPORT_EXTRA = ("rich", "matplotlib")
 
 
 if __name__ == "__main__":
