@@ -292,8 +292,11 @@ class GpufleetPolicy:
         )
         backoff = spot_backoff(
             spec,
-            # A reclaim notice means the spot pool is shrinking: replacements go on-demand.
-            raw_unavailable=fleet.spot_unavailable or split.interrupted_by_class(fleet)[SPOT] > 0,
+            # A reclaim notice means the spot pool is shrinking: replacements go on-demand, until
+            # no spot pod is left on a noticed node (draining ones too: else spot "returned" onto
+            # the draining pods themselves and their Deployment never let them go).
+            raw_unavailable=fleet.spot_unavailable or any(r.interrupted and r.capacity_class == SPOT
+                                                          for r in fleet.replicas),
             retry_at=memory.spot_retry_at,
             backoff_s=memory.spot_backoff_s,
             outage_at=memory.spot_outage_at,
