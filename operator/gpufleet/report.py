@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from gpufleet import compare_actual
 from gpufleet.adapters.metrics import PrometheusMetrics, queries_for
 from gpufleet.api.models import InferenceServiceSpec, Mode, Slo, WarmPool
 from gpufleet.api.timefmt import duration_seconds
@@ -85,7 +86,9 @@ def prometheus_history(url: str, spec: InferenceServiceSpec, *, namespace: str, 
     """The service's request rate as the operator itself reads it, over TLS verified against
     `ca_bundle` (else the system's trust store) like the operator; why it failed goes to `errors`."""
     now = time.time() if now is None else now
-    port = PrometheusMetrics(url=url.rstrip("/"), queries=queries_for(spec, namespace=namespace, name=name),
+    # A shadow service's load is its target Deployment's pods' (spec.targetRef).
+    queries = queries_for(spec, namespace=namespace, name=name, pod_re=compare_actual.pod_re_of(spec))
+    port = PrometheusMetrics(url=url.rstrip("/"), queries=queries,
                              stale_after_s=float(spec.metrics.stale_after_seconds), ca_bundle=ca_bundle)
     samples = port.history("request_rate", start=now - since_s, end=now, step=step_s)
     if port.history_error and errors is not None:
@@ -315,6 +318,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print("[red]--spec FILE, or --namespace and --name of a live InferenceService, is needed")
         return 2
+    if args.compare_actual and (args.trace or not (args.prometheus_url and args.namespace and args.name)):
+        console.print("[red]--compare-actual reads what ran from Prometheus: --prometheus-url, --namespace and "
+                      "--name are needed (not --trace)")
+        return 2
     if args.trace:
         trace = load_trace(args.trace, seed=args.seed) if ":" in args.trace else load_generic_csv(args.trace)
         source = f"trace {args.trace}"
@@ -334,6 +341,8 @@ def run(args: argparse.Namespace) -> int:
         trace = rate_trace(f"{args.namespace}/{args.name}", samples, step, seed=args.seed)
         source = f"{args.prometheus_url}, last {args.since} at {args.step} steps ({len(samples)} samples)"
     spot = load_spot(args.spot_trace) if args.spot_trace else None
+    if args.compare_actual:
+        return compare_run(args, console, spec, trace, source, spot)
     rows, cal, base = replay(trace, spec, spot=spot, seed=args.seed)
     console.print(f"load: {source}; {trace.seconds} s, {trace.total_requests:.0f} requests, "
                   f"mean {trace.counts.mean():.2f} req/s, peak {trace.counts.max():.0f} req/s")
@@ -347,6 +356,35 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"source": source, "calibration": cal.note, "seconds": trace.seconds,
                    "requests": trace.total_requests, "rows": [r.as_dict() for r in rows]}, fh, indent=2)
     console.print("wrote " + ", ".join([*paths, os.path.join(out, "report.json")]))
+    return 0
+
+
+def compare_run(args: argparse.Namespace, console: Any, spec: InferenceServiceSpec, trace: Trace, source: str,
+                spot: SpotTrace | None) -> int:
+    """--compare-actual: the replay of the current spec against the replicas that ran (compare_actual)."""
+    errors: list[str] = []
+    step = _seconds(args.step)
+    actual = compare_actual.actual_history(
+        args.prometheus_url, spec, namespace=args.namespace, name=args.name, since_s=_seconds(args.since),
+        step_s=step, errors=errors, ca_bundle=args.prometheus_ca_bundle or os.environ.get(CA_BUNDLE_ENV) or None)
+    if not actual:
+        console.print(f"[red]no record of the pods that ran for {args.namespace}/{args.name} in the last {args.since}"
+                      + (f": {errors[0]}" if errors else ""))
+        return 1
+    rows, cal, base = replay(trace, spec, spot=spot, seed=args.seed, only=("current spec",))
+    comparison = compare_actual.compare(actual, step, spec, rows[0].result, rows[0].requests)
+    console.print(f"load: {source}; {trace.total_requests:.0f} requests, peak {trace.counts.max():.0f} req/s")
+    console.print(f"calibration: {cal.note}; TTFT target {base.cfg.target_ttft_s:g} s")
+    console.print("what ran: the pods reporting Triton metrics at each step"
+                  + (f" (Deployment {spec.target_ref.name})" if spec.target_ref else "")
+                  + f", costed at the on-demand price {spec.capacity.price_per_gpu_hour.on_demand:g}/GPU-hour")
+    console.print(compare_actual.table(comparison, f"{args.namespace}/{args.name}: what ran against what gpufleet "
+                                       f"would have run, last {args.since}"))
+    out = args.out or os.path.join("reports", "whatif")
+    path = compare_actual.plot(actual, rows[0].result, out)
+    with open(os.path.join(out, "compare_actual.json"), "w") as fh:
+        json.dump({"source": source, "calibration": cal.note, **comparison.as_dict()}, fh, indent=2)
+    console.print(f"wrote {path}, {os.path.join(out, 'compare_actual.json')}")
     return 0
 
 
@@ -366,5 +404,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--kubeconfig", default=None, help="for reading the live InferenceService")
     p.add_argument("--spot-trace", default=None, help="spot availability trace (gpufleet.sim.spot format)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare-actual", action="store_true",
+                   help="replay the recorded load with the current spec and print what gpufleet would have run "
+                   "and cost against the replicas that ran (pods reporting to Prometheus; a shadow service's "
+                   "target Deployment's: docs/migration.md)")
     p.add_argument("--out", default=None, help="folder for PNG plots and report.json (default reports/whatif)")
     p.set_defaults(func=run)

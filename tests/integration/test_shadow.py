@@ -6,6 +6,7 @@ annotated or scaled. And mode: recommend without a targetRef creates no children
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gpufleet.devenv.prometheus import PrometheusServer
 from gpufleet.emulator import EMULATE_LABEL
 from tests.integration.support import Cluster, condition, is_ready, set_load, status
 from tests.support import wait_for
@@ -105,7 +107,7 @@ def pod_marks(cluster: Cluster, namespace: str) -> dict[str, tuple[dict[str, str
 
 
 def test_shadow_follows_the_load_and_leaves_the_workload_untouched(
-    cluster: Cluster, operator: Path, emulator: str, namespace: str
+    cluster: Cluster, operator: Path, emulator: str, prometheus: PrometheusServer, namespace: str, tmp_path: Path
 ) -> None:
     set_load(emulator, namespace, TARGET, 40)
     cluster.apply(target_deployment(namespace))
@@ -167,6 +169,18 @@ def test_shadow_follows_the_load_and_leaves_the_workload_untouched(
     line = next((ln for ln in shown.stdout.splitlines() if f"{namespace}/shadow" in ln), "")
     cell = re.search(rf"│ (\d+)/{REPLICAS} +│", line)
     assert "shadow: web" in line and cell is not None and int(cell.group(1)) >= high, shown.stdout
+
+    # `gpufleet report --compare-actual`: the recorded load replayed against the pods that ran.
+    out = tmp_path / "report"
+    report = subprocess.run([sys.executable, "-m", "gpufleet.cli", "report", "--compare-actual", "-n", namespace,
+                             "--name", "shadow", "--kubeconfig", cluster.kubeconfig, "--prometheus-url",
+                             prometheus.url, "--since", "60s", "--step", "2s", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stdout + report.stderr
+    compared = json.loads((out / "compare_actual.json").read_text())
+    assert compared["ran"]["peak_replicas"] == REPLICAS, compared
+    assert 0 < compared["ran"]["mean_replicas"] <= REPLICAS and compared["gpufleet"]["cost"] > 0, compared
+    assert "what ran (pods reporting)" in report.stdout and "Deployment web" in report.stdout, report.stdout
 
 
 def test_recommend_without_a_target_creates_nothing(cluster: Cluster, operator: Path, namespace: str) -> None:
