@@ -92,18 +92,26 @@ def test_lockstep_arbitration_caps_the_lower_tier_first() -> None:
     got = board.arbitrate("q", now=100.0)
     assert got is not None
     alloc = {a.key: a.allocated for a in got[0].allocations}
-    assert alloc == {"ns/high": 5, "ns/low": 1}  # free is preemptible: below its floor of 2
-    assert decide(high, s_high, running=1).total == 5
+    # free is preemptible: below its floor of 2. high grows only into what is free now (6 - 1 - 4):
+    # the GPUs low gives up are its until its pods have drained.
+    assert alloc == {"ns/high": 2, "ns/low": 1}
+    assert "3 more as pods elsewhere drain" in got[0].allocations[0].message
+    assert decide(high, s_high, running=1).total == 2
     plan = decide(low, s_low, running=4)
     assert plan.total == 1 and plan.reason == core.LIMITED and "GPUQuota q, tier free" in plan.message
     assert low.verdict is not None and low.verdict.reason == core.PREEMPTED
     cond = next(c for c in cq.with_condition({}, low.verdict, now=0.0, generation=1)["conditions"])
     assert (cond["status"], cond["reason"]) == ("True", "Preempted")
+    # Once low's pods are gone, high gets the rest.
+    decide(high, s_high, running=2)
+    decide(low, s_low, running=1)
+    got = board.arbitrate("q", now=110.0)
+    assert got is not None and {a.key: a.allocated for a in got[0].allocations} == {"ns/high": 5, "ns/low": 1}
     # The GPUQuota's status: per tier and per service.
-    status = cq.quota_status("q", quota_spec(gpus=6), got[0], got[1], now=100.0, generation=1)
+    status = cq.quota_status("q", quota_spec(gpus=6), got[0], got[1], now=110.0, generation=1)
     assert status["allocated"] == {GPU: 6.0} and status["limits"] == {GPU: 6.0}
     tiers = {t["name"]: t for t in status["tiers"]}
-    assert tiers["paid"]["allocated"] == {GPU: 5.0} and tiers["free"]["used"] == {GPU: 4.0}
+    assert tiers["paid"]["allocated"] == {GPU: 5.0} and tiers["free"]["used"] == {GPU: 1.0}
     assert [(s["name"], s["reason"]) for s in status["services"]] == [("high", "WithinQuota"), ("low", "Preempted")]
 
 

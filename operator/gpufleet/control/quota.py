@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpufleet.api.models import Condition, InferenceServiceSpec
@@ -102,6 +102,7 @@ class Demand:
     running: int  # healthy replicas it ran then
     spec: InferenceServiceSpec
     at: float
+    leaving: int = 0  # pods still there but on their way out (draining, interrupted): they hold GPUs
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class QuotaBoard:
             needs.append(core.Need(key=d.key, tier=spec.tier_index(d.tier) or 0, desired=desired, floor=floor,
                                    per_replica=per_replica(d.spec, spec)))
         result = core.arbitrate(needs, caps(spec), [t.preemptible for t in spec.tiers], [t.name for t in spec.tiers])
+        result = paced(result, members, spec)
         with self._lock:
             for a in result.allocations:
                 self.results[a.key] = (a, now)
@@ -186,6 +188,35 @@ class QuotaBoard:
             return Verdict(ref_quota, ref_tier, PENDING,
                            f"GPUQuota {ref_quota}: no recent arbitration; holding the replicas running", at=now)
         return Verdict(ref_quota, ref_tier, got[0].reason, got[0].message, got[0], got[1])
+
+
+def paced(result: core.Arbitration, members: list[Demand], spec: GPUQuotaSpec) -> core.Arbitration:
+    """Growth only into capacity free now: GPUs a shrinking service gives up are held by its pods
+    until they have drained, so a growing service gets them at a later interval, never beside
+    them (a hard quota, like a NodePool limit, would leave its new pods Pending anyway). Higher
+    tiers grow first."""
+    limits = caps(spec)
+    by_key = {d.key: d for d in members}
+    use = {d.key: per_replica(d.spec, spec) for d in members}
+    free = {dim: cap - sum((d.running + d.leaving) * use[d.key].get(dim, 0.0) for d in members)
+            for dim, cap in limits.items()}
+    out = []
+    for a in sorted(result.allocations, key=lambda a: (a.tier, a.key)):
+        d, u = by_key[a.key], use[a.key]
+        grow = a.allocated - d.running
+        k = 0
+        while k < grow and all(free[dim] - (k + 1) * u.get(dim, 0.0) >= -core.EPS for dim in limits):
+            k += 1
+        if grow > 0:
+            for dim in limits:
+                free[dim] -= k * u.get(dim, 0.0)
+        if k < grow:
+            a = replace(a, allocated=d.running + k, reason=core.LIMITED,
+                        message=f"{a.message}; {grow - k} more as pods elsewhere drain")
+        out.append(a)
+    order = {a.key: i for i, a in enumerate(result.allocations)}
+    used = {dim: sum(a.allocated * use[a.key].get(dim, 0.0) for a in out) for dim in limits}
+    return replace(result, allocations=tuple(sorted(out, key=lambda a: order[a.key])), used=used)
 
 
 def floor_of(spec: InferenceServiceSpec, windows: tuple[Window, ...], now: float) -> int:
@@ -227,7 +258,8 @@ class QuotaPolicy:
             return plan, new_memory
         running = FleetView.of(fleet).healthy_total
         floor = floor_of(spec, windows, now)
-        self.board.publish(Demand(self.key, ref.name, ref.tier, core.healthy(plan, fleet), floor, running, spec, now))
+        self.board.publish(Demand(self.key, ref.name, ref.tier, core.healthy(plan, fleet), floor, running, spec, now,
+                                  leaving=len(fleet.replicas) - running))
         if self.sync is not None:
             self.sync()
         v = self.board.verdict(self.key, ref.name, ref.tier, now=now)
@@ -287,7 +319,7 @@ def quota_status(name: str, spec: GPUQuotaSpec, arbitration: core.Arbitration, m
             name=tier.name, services=len(mine),
             desired=total([(usage[a.key], a.desired) for a in mine]),
             allocated=total([(usage[a.key], a.allocated) for a in mine]),
-            used=total([(usage[a.key], by_key[a.key].running) for a in mine])))
+            used=total([(usage[a.key], by_key[a.key].running + by_key[a.key].leaving) for a in mine])))
     over = arbitration.over
     ready_msg = (f"floors of non-preemptible tiers exceed {', '.join(over)}" if over
                  else f"{len(services)} services arbitrated")
@@ -297,7 +329,7 @@ def quota_status(name: str, spec: GPUQuotaSpec, arbitration: core.Arbitration, m
     out = GPUQuotaStatus(
         observed_generation=generation, conditions=conditions, limits=limits,
         allocated={dim: round(v, 4) for dim, v in arbitration.used.items()},
-        used=total([(usage[d.key], d.running) for d in members]),
+        used=total([(usage[d.key], d.running + d.leaving) for d in members]),
         tiers=tiers, services=services, last_arbitration=iso(now))
     return out.model_dump(by_alias=True, exclude_none=True)
 
