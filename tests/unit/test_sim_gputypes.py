@@ -52,7 +52,7 @@ def test_steady_load_runs_on_the_cheapest_mix(profiles: dict[str, G.TypeProfile]
     res = G.simulate(tr, classes(profiles), utilization=0.7, spot_max_share=0.7)
     assert res.attainment > 0.99
     # Spot is the cheapest per request: it carries most of the capacity, within its 70 % share.
-    spot_h, od_h = res.gpu_hours["h100-spot"], res.gpu_hours["h100"]
+    spot_h, od_h = res.replica_hours["h100-spot"], res.replica_hours["h100"]
     assert spot_h > od_h > 0
     cap = {k: v[5:] for k, v in res.capacity.items()}  # after the first start-ups
     total = sum(cap.values())

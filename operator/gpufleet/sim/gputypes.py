@@ -159,7 +159,7 @@ class GtResult:
     met: float
     rejected: float
     cost: float
-    gpu_hours: dict[str, float]
+    replica_hours: dict[str, float]
     attainment: float
     cost_per_1m: float
     outage_notes: list[str]
@@ -170,7 +170,7 @@ class GtResult:
     def row(self) -> dict[str, object]:
         return {"fleet": self.fleet, "attainment": self.attainment, "cost": round(self.cost, 4),
                 "cost_per_1m": self.cost_per_1m, "arrived": self.arrived, "rejected": self.rejected,
-                "gpu_hours": {k: round(v, 3) for k, v in self.gpu_hours.items()}, "outage_notes": self.outage_notes}
+                "replica_hours": {k: round(v, 3) for k, v in self.replica_hours.items()}, "outage_notes": self.outage_notes}
 
 
 INTERVAL_S = 10
@@ -202,7 +202,7 @@ def simulate(trace: Trace, classes: list[SimClass], *, utilization: float = 0.8,
     avail_now: dict[str, Availability] = {c.name: Availability() for c in classes}
     q = 0.0
     arrived = met = rejected = cost = 0.0
-    gpu_s = {c.name: 0.0 for c in classes}
+    replica_s = {c.name: 0.0 for c in classes}  # replica-seconds (a MIG slice is one replica)
     needs: deque[tuple[float, float]] = deque()
     notes: list[str] = []
     last_note = ""  # the classes out and their states at the last note
@@ -221,44 +221,55 @@ def simulate(trace: Trace, classes: list[SimClass], *, utilization: float = 0.8,
                 return o
         return None
 
+    dirty, next_event = True, 0.0
+    cap_by: dict[str, float] = {}
+    cap, bill = 0.0, 0.0
+    billed: dict[str, int] = {}
     for t in range(n):
-        # Fleet events: outages start (reclaims), nodes come back for Pending pods, nodes go.
-        for o in outages:
-            if o.reclaim and t == o.start_s:
-                for p in pods:
-                    if p.cls == o.cls and p.terminate_at is None and p.ready_at is not None:
-                        p.terminate_at = t + o.notice_s
-        for p in pods:
-            if p.ready_at is None and out_at(p.cls, t) is None:
-                p.ready_at = t + cold.sample(rng)
-                p.pending_since = None
-        pods = [p for p in pods if p.terminate_at is None or t < p.terminate_at]
+        if dirty or t >= next_event:
+            # Fleet events: outages start (reclaims), nodes come back for Pending pods, nodes go.
+            for o in outages:
+                if o.reclaim and t == o.start_s:
+                    for p in pods:
+                        if p.cls == o.cls and p.terminate_at is None and p.ready_at is not None:
+                            p.terminate_at = t + o.notice_s
+            for p in pods:
+                if p.ready_at is None and out_at(p.cls, t) is None:
+                    p.ready_at = t + cold.sample(rng)
+                    p.pending_since = None
+            pods = [p for p in pods if p.terminate_at is None or t < p.terminate_at]
+            # Between events the Ready capacity and the bill are constant.
+            cap_by = {c.name: 0.0 for c in classes}
+            billed = {c.name: 0 for c in classes}
+            for p in pods:
+                if p.ready_at is not None:  # billed from its node's start (Pending pods have none)
+                    billed[p.cls] += 1
+                    if p.ready_at <= t:
+                        cap_by[p.cls] += by_name[p.cls].rps
+            cap = sum(cap_by.values())
+            bill = sum(by_name[k].price_per_hour / 3600.0 * v for k, v in billed.items())
+            later = [x for p in pods for x in (p.ready_at, p.terminate_at) if x is not None and x > t]
+            later += [float(b) for o in outages for b in (o.start_s, o.end_s) if b > t]
+            next_event = float(math.ceil(min(later))) if later else math.inf
+            dirty = False
         # Serve this second.
-        cap_by = {c.name: 0.0 for c in classes}
-        for p in pods:
-            if p.ready_at is not None and p.ready_at <= t:
-                cap_by[p.cls] += by_name[p.cls].rps
-        cap = sum(cap_by.values())
         a = float(counts[t])
         arrived += a
         wait = q / cap if cap > 0 else math.inf
         if a > 0 and wait > TIMEOUT_S:
             rejected += a
         elif a > 0:
-            i = int(np.searchsorted(WAITS, wait, side="left"))
-            i = min(i, WAITS.size - 1)
-            met += a * sum(cap_by[k] / cap * float(by_name[k].ok_at_wait[i]) for k in cap_by if cap_by[k] > 0)
+            i = min(int(np.searchsorted(WAITS, wait, side="left")), WAITS.size - 1)
+            met += a * sum(v / cap * float(by_name[k].ok_at_wait[i]) for k, v in cap_by.items() if v > 0)
             q += a
         q = max(0.0, q - cap)
-        for p in pods:
-            if p.ready_at is not None:  # billed from node to node's end (Pending pods have none)
-                c = by_name[p.cls]
-                cost += c.price_per_hour / 3600.0
-                gpu_s[p.cls] += 1.0
+        cost += bill
+        for k, v in billed.items():
+            replica_s[k] += v
         if t % 60 == 0:
             load_rec[t // 60] = float(counts[t:t + 60].mean())
-            for cname, v in cap_by.items():
-                cap_rec[cname][t // 60] = v
+            for cname, c_rps in cap_by.items():
+                cap_rec[cname][t // 60] = c_rps
         if t % INTERVAL_S:
             continue
         # Decide: the scraped 1-min rate and the backlog, stabilised downwards.
@@ -288,9 +299,10 @@ def simulate(trace: Trace, classes: list[SimClass], *, utilization: float = 0.8,
             notes.append(f"t={t}s: {mix.note}")
         last_note = head
         pods = _apply(pods, mix.replicas, by_name, core, need, t, out_at, cold, rng)
+        dirty = True
     cost_per_1m = cost / arrived * 1e6 if arrived > 0 else float("nan")
     return GtResult(name or "+".join(c.name for c in classes), arrived, met, rejected, cost,
-                    {k: v / 3600.0 for k, v in gpu_s.items()}, met / arrived if arrived > 0 else 1.0, cost_per_1m,
+                    {k: v / 3600.0 for k, v in replica_s.items()}, met / arrived if arrived > 0 else 1.0, cost_per_1m,
                     notes, np.arange(nmin) * 60, load_rec, cap_rec)
 
 
