@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             (f" CHAOS_PROMETHEUS_S={args.prometheus_s:g}" if args.prometheus_s != 600 else "") + \
             (f" CHAOS_BLACKHOLE_S={args.blackhole_s:g}" if args.blackhole_s != 90 else "") + f" CHAOS_SEED={seed}"
         rows = report.write(args.out, trials, cfg, command=command, duration_s=time.time() - began,
-                            machine=f"{os.cpu_count()} cores, {platform.machine()}")
+                            machine=f"{os.cpu_count()} cores, {platform.machine()}",
+                            loadavg=chaos.recorder.loadavg if chaos.recorder else None)
         print((args.out / "README.md").read_text())
         print(f"chaos: seed {seed}; wrote {args.out}; argv {shlex.join(sys.argv)}", flush=True)
         return 0 if all(r.ok for r in rows) else 1

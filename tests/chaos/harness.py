@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import subprocess
 import threading
@@ -82,6 +83,7 @@ class Trial:
     blind_scale_downs: int = 0
     dropped: float = 0.0
     min_capacity: float = 1.0  # lowest (serving pods x per-pod target) / offered load during the trial
+    lowest_at_s: float = 0.0  # when, in seconds after the fault was injected
     max_queue_ms: float = 0.0  # worst 1-second mean queue time during the trial
     warnings: int = 0  # MetricsUnavailable Warnings posted for the service from the fault on
     warning_causes: int = 0  # distinct messages among them (one Warning per cause is the rule)
@@ -132,6 +134,7 @@ class Recorder:
         # service -> [(decision time, serving decided, metrics available)]
         self.decisions: dict[str, list[tuple[float, int, bool]]] = {}
         self.samples: list[tuple[float, dict[str, dict[str, float]]]] = []  # (time, emulator /stats)
+        self.loadavg: list[float] = []  # the machine's 1-minute load average, every second
         self._stop = threading.Event()
         for target in (self._watch, self._sample):
             threading.Thread(target=target, daemon=True).start()
@@ -146,6 +149,7 @@ class Recorder:
 
     def _sample(self) -> None:
         while not self._stop.wait(1.0):
+            self.loadavg.append(os.getloadavg()[0])
             try:
                 s = self.stats()
             except OSError:
@@ -189,19 +193,19 @@ class Recorder:
                 count += 1
         return count
 
-    def during(self, name: str, start: float, end: float, rps: float, load: float) -> tuple[float, float, float]:
-        """Requests dropped, the lowest capacity (serving x rps / load) and the worst mean queue
-        time (ms) of one service between start and end."""
+    def during(self, name: str, start: float, end: float, rps: float, load: float) -> tuple[float, float, float, float]:
+        """Requests dropped, the lowest capacity (serving x rps / load), the worst mean queue time
+        (ms) of one service between start and end, and when the capacity was lowest."""
         with self.lock:
             window = [(t, s.get(f"{self.namespace}/{name}", {})) for t, s in self.samples if start - 1.5 <= t <= end + 1.5]
         if len(window) < 2:
-            return 0.0, 1.0, 0.0
+            return 0.0, 1.0, 0.0, start
         dropped = window[-1][1].get("dropped", 0.0) - window[0][1].get("dropped", 0.0)
-        capacity = min((s.get("serving", 0.0) * rps / load if load else 1.0) for _, s in window)
+        capacity, lowest_at = min(((s.get("serving", 0.0) * rps / load if load else 1.0), t) for t, s in window)
         queue = max(((b.get("queue_us", 0.0) - a.get("queue_us", 0.0)) / max(b.get("success", 0.0) - a.get("success", 0.0), 1e-9)
                      / 1000 if b.get("success", 0.0) > a.get("success", 0.0) else 0.0)
                     for (_, a), (_, b) in zip(window, window[1:]))
-        return dropped, min(capacity, 1.0), queue
+        return dropped, min(capacity, 1.0), queue, lowest_at
 
 
 @dataclass
@@ -232,6 +236,7 @@ class Chaos:
         kubeconfig = proxied_kubeconfig(self.cluster.kubeconfig, self.kube_proxy.port, self.workdir / "kubeconfig-proxied.yaml")
         self.operator = Operator(self.cluster, kubeconfig, self.shard, self.prometheus_url, self.workdir)
         self.services: dict[str, Service] = {}
+        self.notice = "notice"  # the current spot-notice service (fresh_notice)
         self.recorder: Recorder | None = None
 
     # --- setup -------------------------------------------------------------------------------
@@ -250,18 +255,33 @@ class Chaos:
                 "status": {"allocatable": {"cpu": "128", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "32"},
                            "capacity": {"cpu": "128", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "32"}}})
 
+    def notice_service(self, name: str) -> Service:
+        spot = {"onDemand": {"base": 1},
+                "spot": {"enabled": True, "maxFraction": 0.5, "pendingTimeoutSeconds": 10, "returnAfterSeconds": 10}}
+        return service(self.namespace, self.shard, name, 350, replicas={"min": 2, "max": 8}, capacity=spot)
+
+    def fresh_notice(self, tag: str) -> None:
+        """A new spot-notice service in place of the last: a notice leaves the old one backing off
+        spot (up to 8 x returnAfterSeconds), so the next notice would find no spot pod to move."""
+        old, new = self.notice, self.notice_service(f"notice-{tag}")
+        self.cluster.apply(new.obj)
+        self.services[new.name] = new
+        set_load(self.emulator, self.namespace, new.name, new.load)
+        self.notice = new.name
+        self.load(old, 0)
+        self.cluster.kubectl("delete", "inferenceservice", old, "-n", self.namespace, "--wait=false")
+        del self.services[old]
+
     def start(self) -> None:
         self.add_nodes()
         self.down_prom.start()
         self.partial_prom.start()
         ns, sh = self.namespace, self.shard
-        spot = {"onDemand": {"base": 1},
-                "spot": {"enabled": True, "maxFraction": 0.5, "pendingTimeoutSeconds": 10, "returnAfterSeconds": 10}}
-        base = self.services_spec = [
+        base = [
             service(ns, sh, "up", 150),
             service(ns, sh, "promote", 150, warmPool={"size": 2, "max": 2}),
             service(ns, sh, "drain", 450),
-            service(ns, sh, "notice", 350, replicas={"min": 2, "max": 8}, capacity=spot),
+            self.notice_service("notice"),
             service(ns, sh, "window", 80),
             service(ns, sh, "prom-down", 250, metrics={"prometheusUrl": self.down_prom.url}),
             service(ns, sh, "prom-slow", 250, metrics={"prometheusUrl": f"http://{self.slow_proxy.address}"}),
@@ -271,7 +291,6 @@ class Chaos:
         for s in base:
             if s.name.startswith("prom-"):
                 s.prometheus_fault = True
-        # notice's capacity keeps the example's node selectors and tolerations (merged above).
         self.services = {s.name: s for s in base}
         self.cluster.kubectl("create", "namespace", ns)
         self.recorder = Recorder(self.api, ns, self.emulator)
@@ -348,23 +367,31 @@ class Chaos:
         return out
 
     def settle(self, names: list[str], leaving: frozenset[str] = frozenset()) -> None:
-        """Wait for a baseline (not a trial): every named service converged."""
-        got = self.converge(names, time.time(), self.cfg.settle_timeout_s, leaving)
-        stuck = {n: j.why for n, (t, j) in got.items() if t is None}
-        if stuck:
-            raise AssertionError(f"no baseline: {stuck}")
+        """Wait for a baseline (not a trial): every named service converged at its need, not above
+        it (so a load step from the baseline is a scale-up, and a kill lands in one)."""
+        deadline = time.time() + self.cfg.settle_timeout_s
+        while True:
+            got = self.converge(names, time.time(), max(deadline - time.time(), 1.0), leaving)
+            stuck = {n: j.why for n, (t, j) in got.items()
+                     if t is None or j.decided_serving > self.services[n].need}
+            if not stuck:
+                return
+            if time.time() > deadline:
+                raise AssertionError(f"no baseline: {stuck}")
+            time.sleep(1.0)
 
-    def record(self, faults: dict[str, str], injected: float, cleared: float, *, began: float | None = None,
+    def record(self, faults: dict[str, str], injected: float, cleared: float, *, began: dict[str, float] | None = None,
                leaving: frozenset[str] = frozenset(), timeout: float = 90) -> list[Trial]:
         """Judge one trial per service in `faults` (service -> fault name): converged after
-        `cleared`, losses at the end, drops and capacity from `began` (the phase's start) on."""
+        `cleared`, losses at the end, drops and capacity from `began` (each phase's start) on."""
         got = self.converge(list(faults), cleared, timeout, leaving)
         end = time.time()
         assert self.recorder is not None
         out = []
         for n, (t, j) in got.items():
             s, fault = self.services[n], faults[n]
-            dropped, capacity, queue = self.recorder.during(n, began or injected, end, s.rps, s.load)
+            start = (began or {}).get(n, injected)
+            dropped, capacity, queue, lowest_at = self.recorder.during(n, start, end, s.rps, s.load)
             warnings = self.warnings(n, "MetricsUnavailable", injected)
             trial = Trial(fault=fault, service=n, injected=injected, cleared=cleared, converged=t is not None,
                           converge_s=None if t is None else round(max(t - cleared, 0.0), 1),
@@ -373,6 +400,7 @@ class Chaos:
                           blind_scale_downs=self.recorder.blind_scale_downs(n, injected, cleared + INTERVAL_S,
                                                                             cut=s.prometheus_fault and fault.startswith("prometheus")),
                           dropped=round(dropped, 1), min_capacity=round(capacity, 2), max_queue_ms=round(queue, 1),
+                          lowest_at_s=round(lowest_at - injected, 1),
                           warnings=sum(warnings.values()), warning_causes=len(warnings), detail=j.why)
             out.append(trial)
             self.log(f"  {fault:<36} {n:<13} converged={trial.converged} in {trial.converge_s}s "
@@ -400,11 +428,12 @@ class Chaos:
             for taint in NOTICE_TAINTS.values():
                 self.cluster.kubectl("taint", "node", node, f"{taint}-", check=False)
 
-    def reset_phases(self) -> None:
+    def reset_phases(self, k: int) -> None:
         self.load("up", 150)
         self.load("promote", 150)
         self.load("drain", 450)
         self.untaint_spot()
+        self.fresh_notice(f"r{k}")
         self.patch("window", {"schedules": None})
         self.services["window"].floor = 1
 
@@ -415,7 +444,7 @@ class Chaos:
             self.load("promote", 350)
         elif name == "drain":
             self.load("drain", 150)
-        elif name == "notice":
+        elif name == self.notice:
             self.taint_spot(NOTICE_TAINTS[120])
         elif name == "window":
             self.patch("window", {"schedules": [{"name": f"w{k}", "start": iso(time.time() + 1), "duration": "1h",
@@ -423,15 +452,18 @@ class Chaos:
             self.services["window"].floor = 4
 
     def kill_rounds(self) -> None:
-        phases = ["up", "promote", "drain", "notice", "window"]
         for k in range(self.cfg.kill_rounds):
-            self.reset_phases()
+            self.reset_phases(k)
+            phases = ["up", "promote", "drain", self.notice, "window"]
             self.settle(phases)
+            wait_for(lambda: self._on_spot(self.notice) > 0, timeout=60, what="the notice service on spot")
             span = 4 * INTERVAL_S  # a kill lands 0-8 s into its phase: decision, apply, start, promote, drain
             offsets = sorted((self.rng.uniform(0, span), p) for p in phases)
             t0 = time.time()
+            began = {}
             for off, p in offsets:
                 time.sleep(max(0.0, t0 + off - time.time()))
+                began[p] = time.time()
                 self.trigger(p, k)
             time.sleep(max(0.0, t0 + span - time.time()))
             injected = time.time()
@@ -439,9 +471,11 @@ class Chaos:
             self.log(f"round {k + 1}/{self.cfg.kill_rounds}: SIGKILL "
                      + ", ".join(f"{p} +{span - off:.1f}s" for off, p in offsets))
             cleared = self.operator.start()
-            self.record({p: f"kill -9 operator: {p}" for p in phases}, injected, cleared, began=t0,
+            self.record({p: f"kill -9 operator: {p.split('-')[0]}" for p in phases}, injected, cleared, began=began,
                         leaving=frozenset(SPOT_NODES))
-        self.reset_phases()
+        self.untaint_spot()
+        self.patch("window", {"schedules": None})
+        self.services["window"].floor = 1
 
     # --- the API server and etcd -------------------------------------------------------------
 
@@ -498,8 +532,8 @@ class Chaos:
 
     def spot_storm(self, notice_s: int) -> None:
         self.untaint_spot()
-        self.load("notice", 350)
-        wait_for(lambda: self._on_spot("notice") > 0, timeout=120, what="notice's pods back on spot")
+        self.fresh_notice(f"s{notice_s}")
+        wait_for(lambda: self._on_spot(self.notice) > 0, timeout=120, what="the notice service on spot")
         self.settle(list(self.services))
         injected = time.time()
         self.taint_spot(NOTICE_TAINTS[notice_s])
