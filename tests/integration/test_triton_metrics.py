@@ -1,6 +1,11 @@
 """The built-in PromQL on a real Triton's real output, scraped by a real Prometheus; and the tritonclient
 adapters (model readiness, inference statistics as a second metrics source) against the same server.
 
+Triton runs with `--metrics-config summary_latencies=true` (its request-latency summary: the p95 the
+latency_p95_ms query reads) and `histogram_latencies=true` (the first-response histogram of decoupled
+models, for TTFT, where the build has it: the pytriton wheel's Triton 2.51 does not export it, and
+the TTFT signal then reads as missing with its cause).
+
 One Triton server (CPU, Python-backend models that sleep a service time) and one Prometheus scraping it
 every second, with the static target labelled as pod `chat-ondemand-0` of InferenceService `chat` in
 namespace `default`, exactly what the built-in queries select. Tests run in file order and share the
@@ -37,13 +42,17 @@ NAMESPACE, SERVICE, POD = "default", "chat", "chat-ondemand-0"
 FAST = devtriton.ModelSpec("chat", service_time_s=0.005, max_batch_size=4)
 # Batches of 2 taking 1.5 s each: 8 concurrent requests hold the queue non-empty for ~4.5 s.
 SLOW = devtriton.ModelSpec("slow", service_time_s=1.5, max_batch_size=2)
+# Decoupled (streaming): Triton would record its first-response histogram for it.
+STREAM = devtriton.ModelSpec("stream", service_time_s=0.05, decoupled=True)
 SCRAPE_S = 1.0
+METRICS_CONFIG = ("summary_latencies=true", "histogram_latencies=true")
 
 
 def spec_for(model: str) -> InferenceServiceSpec:
     return InferenceServiceSpec.model_validate({
         "model": {"name": model, "backend": "triton"},
-        "slo": {"latencyP95Ms": 1000},  # so the built-in latency query is read too
+        # So the built-in latency queries are read too: Triton's summary p95 and its counters' mean.
+        "slo": {"latencyP95Ms": 1000, "latencyMeanMs": 1000},
         "template": {"spec": {"containers": [{"name": "triton", "image": "nvcr.io/nvidia/tritonserver"}]}},
     })
 
@@ -75,7 +84,7 @@ def prometheus_binary() -> None:
 
 @pytest.fixture(scope="module")
 def triton(triton_runtime: devtriton.TritonRuntime) -> Iterator[devtriton.TritonServer]:
-    server = devtriton.TritonServer([FAST, SLOW], runtime=triton_runtime)
+    server = devtriton.TritonServer([FAST, SLOW, STREAM], runtime=triton_runtime, metrics_config=METRICS_CONFIG)
     server.start(timeout_s=90)
     try:
         yield server
@@ -216,8 +225,8 @@ def test_request_rate_and_queue_time_match_what_triton_served(triton: devtriton.
     truth_ms = after.queue_ns / after.queue_count / 1e6
     assert obs.queue_time_ms is not None
     assert obs.queue_time_ms == pytest.approx(truth_ms, rel=0.05, abs=0.02), (obs, truth_ms)
-    # The latency query (a per-request mean, like the statistics' success ns / count).
-    assert obs.latency_p95_ms == pytest.approx(after.request_ns / after.success / 1e6, rel=0.05, abs=0.05)
+    # The mean latency query (per request, like the statistics' success ns / count).
+    assert obs.latency_mean_ms == pytest.approx(after.request_ns / after.success / 1e6, rel=0.05, abs=0.05)
     assert obs.queue_depth == 0.0
     assert obs.sampled_at is not None and time.time() - obs.sampled_at < 3 * SCRAPE_S + 1
 
@@ -230,6 +239,7 @@ def test_queue_depth_rises_while_a_slow_model_holds_requests(triton: devtriton.T
     held = 8
     c = client(triton, concurrency=held)
     try:
+        t0 = time.time()
         requests = [c.async_infer(SLOW.name, [one_input(float(i))]) for i in range(held)]
         # 8 requests, batches of 2, 1.5 s a batch: at least 6 wait in the queue for the first 1.5 s.
         busy = observe_until(port, lambda o: bool(o.queue_depth), timeout=10, interval=0.25,
@@ -237,6 +247,7 @@ def test_queue_depth_rises_while_a_slow_model_holds_requests(triton: devtriton.T
         assert busy.queue_depth is not None and 0 < busy.queue_depth <= held
         for req in requests:
             req.get_result(timeout=60)
+        slowest_ms = (time.time() - t0) * 1000  # the last request's latency, as the client saw it
     finally:
         c.close()
     wait_for(lambda: scraped_success(prometheus, SLOW.name) == held, timeout=15,
@@ -249,6 +260,14 @@ def test_queue_depth_rises_while_a_slow_model_holds_requests(triton: devtriton.T
     truth_ms = truth.queue_ns / truth.queue_count / 1e6
     assert truth_ms > 500, "requests really waited in the queue"
     assert idle.queue_time_ms == pytest.approx(truth_ms, rel=0.01), (idle, truth_ms)
+    # p95 against the mean: 8 requests in batches of (at most) 2 at 1.5 s each end 1.5 s apart
+    # (1.5 s, 3, 3, 4.5, 4.5, 6, 6, 7.5 when the first runs alone). Triton's summary estimates the
+    # 0.95 quantile of so few within its error: one of the slowest pair(s), well above the mean.
+    # Both read through Prometheus: the mean from the counters, the p95 from the summary.
+    mean_ms = truth.request_ns / truth.success / 1e6
+    assert idle.latency_mean_ms == pytest.approx(mean_ms, rel=0.02), (idle, mean_ms)
+    assert idle.latency_p95_ms is not None, port.summary()
+    assert 1.2 * mean_ms < idle.latency_p95_ms <= 1.05 * slowest_ms, (idle, mean_ms, slowest_ms)
 
 
 @pytest.mark.triton
@@ -330,6 +349,9 @@ def test_built_in_queries_select_the_labelled_pod(prometheus: devprom.Prometheus
     for key, query in queries_for(spec_for(FAST.name), namespace=NAMESPACE, name=SERVICE).items():
         if key == "ttft_p95_ms":
             continue  # decoupled models only: a plain Triton model has no first-response histogram
+        if key == "latency_p95_ms":  # a summary: one series per quantile, the built-in reads 0.95
+            assert len(promql(prometheus.url, query.removesuffix(" / 1000").removeprefix("max"))) == 1, query
+            continue
         assert len(promql(prometheus.url, query)) == 1, (key, query)
     other = queries_for(spec_for(FAST.name), namespace="elsewhere", name=SERVICE)
     assert promql(prometheus.url, other["queue_depth"]) == []
@@ -353,7 +375,8 @@ def test_cli_prometheus_picks_up_file_sd_targets(triton: devtriton.TritonServer,
         labels = {"namespace": "team-a", "pod": "chat-spot-7", "capacity_class": "spot"}
         devprom.write_file_sd(sd, "chat-spot-7", [devprom.Target(triton.metrics_address, labels)])
         query = 'nv_inference_pending_request_count{namespace="team-a",pod="chat-spot-7",capacity_class="spot"}'
-        wait_for(lambda: len(promql(url, query)) == 2, timeout=20, what="both models scraped via file_sd")
+        wait_for(lambda: len(promql(url, query)) == len(triton.models), timeout=20,
+                 what="every model scraped via file_sd")
         devprom.remove_file_sd(sd, "chat-spot-7")
         wait_for(lambda: "chat-spot-7" not in target_pods(url), timeout=20, what="the removed target to be dropped")
     finally:
@@ -379,3 +402,31 @@ def test_fallback_reads_triton_statistics_while_prometheus_is_down(triton: devtr
     assert obs.request_rate == pytest.approx(20 / 2.0)
     assert obs.queue_depth is None  # no gauge: the core keeps safe mode for scale-down
     assert "Prometheus" in port.summary()
+
+
+@pytest.mark.triton
+@pytest.mark.prometheus
+def test_ttft_of_a_decoupled_model_is_the_histograms_p95_or_missing(triton: devtriton.TritonServer,
+                                                                   prometheus: devprom.PrometheusServer) -> None:
+    """A streaming model with histogram_latencies=true: the TTFT query reads the first-response
+    histogram where this Triton build exports it, and is missing with its cause where it does not
+    (the wheel's 2.51): never a zero, never the mean."""
+    spec = InferenceServiceSpec.model_validate({
+        "model": {"name": STREAM.name}, "slo": {"ttftP95Ms": 1000},
+        "template": {"spec": {"containers": [{"name": "triton", "image": "nvcr.io/nvidia/tritonserver"}]}}})
+    port = metrics_port(spec, namespace=NAMESPACE, name=SERVICE, default_url=prometheus.url)
+    assert isinstance(port, PrometheusMetrics)
+    for i in range(6):  # over the generate extension: two responses each, the first after 50 ms
+        req = urllib.request.Request(f"http://{triton.http_address}/v2/models/{STREAM.name}/generate_stream",
+                                     data=json.dumps({"INPUT0": [float(i)]}).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.read().decode().count("data: ") == 2
+    wait_for(lambda: scraped_success(prometheus, STREAM.name) == 6, timeout=15, what="6 streamed requests scraped")
+    exported = promql(prometheus.url, f'nv_inference_first_response_histogram_ms_count{{model="{STREAM.name}"}}')
+    obs = observe_until(port, lambda o: o.request_rate is not None, what="a fresh observation")
+    if exported:
+        assert obs.ttft_p95_ms is not None and 0 < obs.ttft_p95_ms <= 100, obs  # the 100 ms bucket holds all
+    else:
+        assert obs.ttft_p95_ms is None and "no first-token histogram exported" in port.errors["ttft_p95_ms"]
+        assert "histogram_latencies=true" in port.summary()

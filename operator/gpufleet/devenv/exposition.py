@@ -4,7 +4,7 @@ emulator (gpufleet.emulator) to serve per pod:
 - Triton's first-response histogram (`nv_inference_first_response_histogram_ms`, decoupled models
   with `--metrics-config histogram_latencies=true`; Triton's default buckets) and request-latency
   summary (`nv_inference_request_summary_us`, `--metrics-config summary_latencies=true`; quantiles
-  0.5/0.9/0.95/0.99 over a sliding window), labelled `model`, `version`;
+  0.5/0.9/0.95/0.99/0.999 over a sliding window), labelled `model`, `version`;
 - TensorRT-LLM's own histograms (`tensorrt_llm.metrics.MetricsCollector`: `trtllm_e2e_request_latency_seconds`,
   `trtllm_time_to_first_token_seconds`, `trtllm_time_per_output_token_seconds`, with its default
   buckets), labelled `model_name`, `engine_type`;
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 # Triton's default first-response buckets, ms (server docs: 100, 500, 2000, 5000, +Inf).
 TRITON_TTFT_BUCKETS_MS = (100.0, 500.0, 2000.0, 5000.0)
-TRITON_SUMMARY_QUANTILES = (0.5, 0.9, 0.95, 0.99)
+TRITON_SUMMARY_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)  # Triton 2.51's defaults, as it serves them
 SUMMARY_WINDOW_S = 60.0
 # tensorrt_llm/metrics/collector.py defaults, seconds.
 TRTLLM_E2E_BUCKETS_S = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
