@@ -89,6 +89,12 @@ def render(pod: Pod, elapsed: float) -> str:
         f"nv_inference_queue_duration_us{{{labels}}} {success * pod.queue_ms * 1000:.6f}",
         "# TYPE nv_inference_request_duration_us counter",
         f"nv_inference_request_duration_us{{{labels}}} {success * pod.request_ms * 1000:.6f}",
+        # Triton's request summary (summary_latencies=true): this pod's p95 at 1.5x its mean.
+        "# TYPE nv_inference_request_summary_us summary",
+        f'nv_inference_request_summary_us{{{labels},quantile="0.5"}} {pod.request_ms * 900:.3f}',
+        f'nv_inference_request_summary_us{{{labels},quantile="0.95"}} {pod.request_ms * 1500:.3f}',
+        f"nv_inference_request_summary_us_count{{{labels}}} {success:.6f}",
+        f"nv_inference_request_summary_us_sum{{{labels}}} {success * pod.request_ms * 1000:.6f}",
         "# TYPE nv_inference_first_response_histogram_ms histogram",
     ]
     cumulative = 0.0
@@ -184,7 +190,8 @@ def prometheus(prometheus_binary: None, file_sd: Path) -> Iterator[devprom.Prome
 def spec(model: str = "chat", backend: str = "triton") -> InferenceServiceSpec:
     return InferenceServiceSpec.model_validate({
         "model": {"name": model, "backend": backend},
-        "slo": {"latencyP95Ms": 1000, "ttftP95Ms": 500},  # every built-in signal is read
+        # Every built-in signal is read (not DCGM's: these pods have no GPU series).
+        "slo": {"latencyP95Ms": 1000, "latencyMeanMs": 1000, "ttftP95Ms": 500},
         "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}}})
 
 
@@ -208,7 +215,8 @@ def batched(fleet: FleetQueries, key: tuple[str, str]) -> ServiceMetrics:
     return ServiceMetrics(fleet, namespace=key[0], name=key[1], spec=SERVICES[key], timeout_s=2.0)
 
 
-FIELDS = ("sampled_at", "queue_depth", "queue_time_ms", "ttft_p95_ms", "latency_p95_ms", "request_rate")
+FIELDS = ("sampled_at", "queue_depth", "queue_time_ms", "ttft_p95_ms", "latency_p95_ms", "request_rate",
+          "latency_mean_ms", "kv_cache_utilization")
 
 
 def same(a: Observation, b: Observation) -> bool:
@@ -241,8 +249,9 @@ def test_queries_per_refresh_do_not_grow_with_services(prometheus: devprom.Prome
     for port in few:
         assert port.observe(now=t0).queue_depth is not None, port.summary()
     per_refresh_3 = fleet.queries_sent - sent
-    # sampled_at, queue depth and time, request rate, both percentiles (the SLO), in_flight, reporting.
-    assert per_refresh_3 == len(fleet.needed()) == counter("batched") - batched_before == 8
+    # sampled_at, queue depth and time, request rate, both percentiles and the mean (the SLO),
+    # in_flight, reporting.
+    assert per_refresh_3 == len(fleet.needed()) == counter("batched") - batched_before == 9
 
     many = few + [ServiceMetrics(fleet, namespace="fm-a", name=f"svc-{i}", spec=spec(), timeout_s=2.0)
                   for i in range(27)]
@@ -253,14 +262,14 @@ def test_queries_per_refresh_do_not_grow_with_services(prometheus: devprom.Prome
     assert fleet.queries_sent - sent == per_refresh_3
     assert [p.available for p in many[:3]] == [True] * 3 and not any(p.available for p in many[3:])
 
-    # For contrast, the per-service ports: 6 queries per service with pods (sampled_at, then the five
+    # For contrast, the per-service ports: 7 queries per service with pods (sampled_at, then the six
     # others), 1 per service without (sampled_at missing ends the read) -- linear in the services.
     service_before = counter("service")
     for key in [("fm-a", "chat"), ("fm-a", "chat-spot"), ("fm-b", "chat")]:
         assert single(key, prometheus.url).observe(now=time.time()).queue_depth is not None
     for i in range(27):
         metrics_port(spec(), namespace="fm-a", name=f"svc-{i}", default_url=prometheus.url).observe(now=time.time())
-    assert counter("service") - service_before == 3 * 6 + 27
+    assert counter("service") - service_before == 3 * 7 + 27
 
 
 def test_factory_shares_one_fleet_per_url(prometheus: devprom.PrometheusServer) -> None:
@@ -302,7 +311,9 @@ def test_each_service_reads_what_its_own_queries_read(prometheus: devprom.Promet
     assert chat.queue_depth == 5.0 and chat_spot.queue_depth == 7.0 and obs[("fm-b", "chat")].queue_depth == 1.0
     assert chat.request_rate == pytest.approx(40, rel=0.02) and chat_spot.request_rate == pytest.approx(5, rel=0.02)
     assert chat.queue_time_ms == pytest.approx((10 * 4 + 30 * 8) / 40, rel=0.01)
-    assert chat_spot.latency_p95_ms == pytest.approx(300, rel=0.01)
+    assert chat_spot.latency_mean_ms == pytest.approx(300, rel=0.01)
+    # The p95 is Triton's summary quantile: per pod, the slowest of the service's pods (1.5 x 60 ms).
+    assert chat_spot.latency_p95_ms == pytest.approx(450) and chat.latency_p95_ms == pytest.approx(90)
     assert chat.ttft_p95_ms is not None and chat_spot.ttft_p95_ms is not None
     assert chat_spot.ttft_p95_ms > 100 > chat.ttft_p95_ms  # chat-spot's slow first responses stay its own
     assert chat.sampled_at is not None and now - chat.sampled_at < 3 * SCRAPE_S + 1
@@ -314,7 +325,8 @@ def test_each_service_reads_what_its_own_queries_read(prometheus: devprom.Promet
     llm = ports[("fm-b", "llm")][0]
     assert obs[("fm-b", "llm")].queue_depth == 0 + 2 + 1 + 3
     assert llm.per_pod() == {"llm-ondemand-6c8d9f7b5-k2x9p": 8.0, "llm-spot-7b4c9d8f5-m4n5b": 12.0}
-    assert llm.value("kv_cache_fraction") == pytest.approx(0.6)
+    assert llm.value("kv_cache_utilization") == pytest.approx(0.6)
+    assert obs[("fm-b", "llm")].kv_cache_utilization == pytest.approx(0.6)
 
     # No pods: missing, never zero.
     empty = ports[("fm-a", "empty")][0]
