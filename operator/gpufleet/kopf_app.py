@@ -1,6 +1,7 @@
 """The kopf layer: handlers that wire Kubernetes events to the control layer, and nothing more.
 
-- create/update/resume: render and apply the children (Deployments per class, Service, PDB).
+- create/update/resume: render and apply the children (Deployments per class, Service, PDB);
+  none in mode: recommend (shadow mode reads spec.targetRef instead: adapters.shadow).
 - indexes: kopf keeps the pods, GPU nodes and Deployments the fleet needs in memory, fed by one
   watch per kind, so a tick reads no list from the API server. A pod that turns Ready wakes its
   service's loop.
