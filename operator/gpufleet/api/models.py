@@ -113,7 +113,8 @@ class Slo(ApiModel):
     TensorRT-LLM's trtllm_e2e_request_latency_seconds histogram or Triton's request summary
     (--metrics-config summary_latencies=true; the slowest pod's p95). A server that exports
     neither gives no p95: the signal is missing (no scale-down) and status says so; use
-    latencyMeanMs for Triton's default counters. (Before v0.3 this field read the mean.)"""
+    latencyMeanMs for Triton's default counters. (Earlier versions read the mean here: a spec
+    that meant the mean sets latencyMeanMs.)"""
     latency_mean_ms: int | None = Field(default=None, ge=1, le=MAX_MS)
     """Target mean end-to-end request latency, in milliseconds, from Triton's cumulative
     duration counters (always exported): rate(nv_inference_request_duration_us) per request."""
