@@ -215,3 +215,16 @@ def test_the_emulator_plays_a_plain_deployments_ready_pods() -> None:
     emu.sync_pods([mine, starting, plain_pod("unrelated")])
     assert set(emu.pods) == {"ns/web-1", "ns/web-2"}
     assert emu.serving == {"ns/web": ["ns/web-1"]}
+
+
+def test_the_shadow_example_is_a_valid_shadow_spec_of_its_deployment() -> None:
+    import yaml
+
+    from tests.support import ROOT
+
+    docs = list(yaml.safe_load_all((ROOT / "examples/03-shadow.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    spec = InferenceServiceSpec.model_validate(kinds["InferenceService"]["spec"])
+    assert spec.target_ref is not None and spec.target_ref.name == kinds["Deployment"]["metadata"]["name"]
+    assert kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == spec.target_ref.name
+    assert label_selector(kinds["Deployment"]["spec"]["selector"]) == "app=web"
