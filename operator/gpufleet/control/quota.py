@@ -99,7 +99,7 @@ class Demand:
     tier: str
     desired: int
     floor: int
-    running: int  # healthy replicas it ran then
+    running: int  # healthy replicas it ran then (or had just asked for, when more)
     spec: InferenceServiceSpec
     at: float
     leaving: int = 0  # pods still there but on their way out (draining, interrupted): they hold GPUs
@@ -258,8 +258,9 @@ class QuotaPolicy:
             return plan, new_memory
         running = FleetView.of(fleet).healthy_total
         floor = floor_of(spec, windows, now)
-        self.board.publish(Demand(self.key, ref.name, ref.tier, core.healthy(plan, fleet), floor, running, spec, now,
-                                  leaving=len(fleet.replicas) - running))
+        demand = Demand(self.key, ref.name, ref.tier, core.healthy(plan, fleet), floor, running, spec, now,
+                        leaving=len(fleet.replicas) - running)
+        self.board.publish(demand)
         if self.sync is not None:
             self.sync()
         v = self.board.verdict(self.key, ref.name, ref.tier, now=now)
@@ -269,8 +270,13 @@ class QuotaPolicy:
         allowed = v.allocation.allocated if v.allocation is not None else max(running, floor)
         if plan.safe_mode:  # no metrics: never cut below what runs
             allowed = max(allowed, running)
-        return core.limit_plan(spec, plan, new_memory, fleet, allowed, reason=core.LIMITED,
-                               message=f"GPUQuota {ref.name}, tier {v.message}")
+        plan, new_memory = core.limit_plan(spec, plan, new_memory, fleet, allowed, reason=core.LIMITED,
+                                           message=f"GPUQuota {ref.name}, tier {v.message}")
+        if plan.apply and core.healthy(plan, fleet) > running:
+            # The pods this plan adds exist before the next tick reports them: count them as held now,
+            # so that the next arbitration does not hand their GPUs out again.
+            self.board.publish(replace(demand, running=core.healthy(plan, fleet)))
+        return plan, new_memory
 
 
 # -- status: the service's QuotaLimited condition, the GPUQuota's status ----------------------
