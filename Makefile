@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-gputypes bench-quick bench-forecast bench-scale bench-scale-quick clean image
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-gputypes bench-quick bench-forecast bench-scale bench-scale-quick clean image image-report bench-quota
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
@@ -18,6 +18,7 @@ help:
 	@echo "make fuzz         InferenceService specs from the CRD schema against the local API server (FUZZ_SPECS=2000)"
 	@echo "make bench        simulator benchmark: frontiers (GRID=quick|reduced|full), scenarios, spot"
 	@echo "make bench-quick  the frontier benchmark's quick grid (< 5 min on 2 cores); bench-forecast: forecasting"
+	@echo "make bench-quota  eight services in three tiers under a shared GPU quota: arbitration vs static HPAs"
 	@echo "make bench-scale  one operator vs 50/200/500 InferenceServices on the local cluster (reports/scale)"
 
 $(VENV)/.installed: pyproject.toml
@@ -38,6 +39,10 @@ bins:
 # Debian base made by mmdebstrap (BASE=python:3.11-slim-bookworm builds on a pullable one instead).
 image:
 	@hack/image.sh
+
+# The same build, and reports/image/README.md: the image's size, layers and largest packages.
+image-report:
+	@hack/image.sh --report reports/image
 
 cluster-up: venv bins
 	@hack/cluster.sh up
@@ -119,6 +124,9 @@ bench-gputypes: venv
 
 bench-quick: venv
 	$(PY) benchmarks/frontier.py --grid quick --workers $(WORKERS) --out reports/bench-quick --fresh $(BENCH_ARGS)
+
+bench-quota: venv
+	$(PY) benchmarks/quota_bench.py --out reports/quota $(BENCH_ARGS)
 
 bench-forecast: venv
 	$(PY) benchmarks/forecast_bench.py --out reports/forecast --validation
