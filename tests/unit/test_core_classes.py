@@ -15,6 +15,7 @@ from gpufleet.core.classes import (
     State,
     choose,
     learn_class_rps,
+    need_in_rps,
     track,
 )
 
@@ -206,3 +207,13 @@ def test_learned_capacity_per_class() -> None:
     for ratio, ok in ((0.1, True), (1.0, False), (None, True)):
         assert learn_class_rps(classes, learned, rate_by_class={"h100": 1.0}, serving_by_class={"h100": 4},
                                queue_per_replica_ratio=ratio, latency_ok=ok) == learned
+
+
+def test_need_as_replicas_of_a_reference_class() -> None:
+    h100, mig = GpuClass("h100", 3.0, 10.0), GpuClass("mig", 1.5, 4.0)
+    # "7 H100s' worth" is 70 rps: 7 H100 at 21.00, or 6 H100 and 3 slices at 22.50: the H100s win.
+    mix = choose([h100, mig], need_in_rps(7, h100))
+    assert mix.replicas == {"h100": 7, "mig": 0}
+    # One slice's worth (4 rps): one slice at 1.50, not an H100 at 3.00.
+    assert choose([h100, mig], need_in_rps(1, mig)).replicas == {"h100": 0, "mig": 1}
+    assert need_in_rps(-1, h100) == 0.0

@@ -195,6 +195,12 @@ def _solve(
     return np.asarray(np.round(res.x[:k]), dtype=int)
 
 
+def need_in_rps(replicas: int, reference: GpuClass) -> float:
+    """A need given as replicas of a reference class (what core.capacity sizes today), in the
+    requests/s `choose` takes: the planned capacity of that many reference replicas."""
+    return max(replicas, 0) * reference.rps_per_replica
+
+
 def _fmt(n: Mapping[str, int]) -> str:
     parts = [f"{v} x {k}" for k, v in n.items() if v > 0]
     return " + ".join(parts) if parts else "none"
