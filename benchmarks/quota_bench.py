@@ -125,10 +125,14 @@ def verdicts(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     top = TIERS[0][0]
     ours = runs["gpufleet-quota"]["tiers"][top]["attainment"]
     hpas = {k: v["tiers"][top]["attainment"] for k, v in runs.items() if k.startswith("hpa-static")}
+    alone = runs["gpufleet-alone"]["tiers"][top]["attainment"]
     return {
         "goal": f"top tier ({top}) attainment >= {GOAL:.1%} under the quota",
         "top_tier_attainment": ours,
         "met": bool(ours >= GOAL),
+        "top_tier_alone_attainment": alone,
+        "top_tier_quota_cost_pp": 100 * (alone - ours),  # what the quota took from the top tier
+        "alone_met": bool(alone >= GOAL),
         "hpa_static_top_tier_attainment": hpas,
         "hpa_static_met": {k: bool(v >= GOAL) for k, v in hpas.items()},
         "within_quota": runs["gpufleet-quota"]["minutes_over_quota"] == 0,
@@ -173,7 +177,10 @@ def render(res: Mapping[str, Any]) -> str:
         "## Verdict",
         "",
         f"- Goal: {v['goal']}: gpufleet-quota {100 * v['top_tier_attainment']:.3f} % -> "
-        f"**{'met' if v['met'] else 'not met'}**.",
+        f"**{'met' if v['met'] else 'not met'}**. The same services each scaled alone without a quota "
+        f"(gpufleet-alone) give the top tier {100 * v['top_tier_alone_attainment']:.3f} % "
+        f"({'meets' if v['alone_met'] else 'misses'} the goal too): the quota costs it "
+        f"{v['top_tier_quota_cost_pp']:+.3f} percentage points.",
         "- Independent HPAs with static shares give the top tier: "
         + "; ".join(f"{k} {100 * a:.3f} % ({'met' if v['hpa_static_met'][k] else 'not met'})"
                     for k, a in v["hpa_static_top_tier_attainment"].items()) + ".",
