@@ -157,15 +157,18 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     POOL.workers = CONFIG.workers
 
 
-QUOTA_STOP: list[asyncio.Event] = []  # the GPUQuota arbitration's stop signal (quota_app)
+# The GPUQuota arbitration (quota_app): its stop signal, and its task (held: the event loop keeps
+# only a weak reference to a task).
+QUOTA_STOP: list[asyncio.Event] = []
+QUOTA_TASKS: list[asyncio.Task[None]] = []
 
 
 @kopf.on.startup()
 async def start_quotas(**_: Any) -> None:
     stop = asyncio.Event()
     QUOTA_STOP.append(stop)
-    asyncio.get_running_loop().create_task(
-        quota_app.arbitrate_forever(lambda name, status: patch_quota_status(kube(), name, status), stop))
+    QUOTA_TASKS.append(asyncio.get_running_loop().create_task(
+        quota_app.arbitrate_forever(lambda name, status: patch_quota_status(kube(), name, status), stop)))
 
 
 @kopf.on.cleanup()
