@@ -188,6 +188,7 @@ def test_recommend_without_a_target_creates_nothing(cluster: Cluster, operator: 
     st = wait_for(lambda: status(cluster, namespace, "dry").get("lastDecision") and status(cluster, namespace, "dry"),
                   timeout=60, what="a decision")
     assert st["lastDecision"]["applied"] is False and "shadow" not in st
+    assert (condition(st, "Ready")["status"], condition(st, "Ready")["reason"]) == ("True", "Recommending")
     assert st.get("observedGeneration") == 1
     assert namespace_objects(cluster, namespace) == set()
 

@@ -228,3 +228,18 @@ def test_the_shadow_example_is_a_valid_shadow_spec_of_its_deployment() -> None:
     assert spec.target_ref is not None and spec.target_ref.name == kinds["Deployment"]["metadata"]["name"]
     assert kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == spec.target_ref.name
     assert label_selector(kinds["Deployment"]["spec"]["selector"]) == "app=web"
+
+
+def test_recommend_without_a_target_is_ready_as_asked_not_waiting() -> None:
+    from tests.fakes import FakeWiring
+
+    loop = ServiceLoop(name="chat", wiring=FakeWiring(RecordingKube(), metrics_port=FakeMetrics(request_rate=50.0)))
+    status: dict[str, Any] = {}
+    outcome = tick(loop, make_spec(mode="recommend"), status, NOW)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Recommending") and "nothing is created" in ready["message"]
+    assert "shadow" not in status and outcome.telemetry.actual_replicas is None
+    active = ServiceLoop(name="chat", wiring=FakeWiring(RecordingKube()))
+    status = {}
+    tick(active, make_spec(), status, NOW)
+    assert next(c for c in status["conditions"] if c["type"] == "Ready")["reason"] == "ReplicasStarting"

@@ -15,6 +15,7 @@ from gpufleet.api.models import (
     ForecastStatus,
     InferenceServiceSpec,
     InferenceServiceStatus,
+    Mode,
     ObservedStatus,
     ReplicaStatus,
     ScheduleStatus,
@@ -215,6 +216,10 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
         ready, reason = shadow.found, "Shadowing" if shadow.found else "TargetUnavailable"
         message = (f"watching {shadow.target} (mode: recommend): nothing is created or changed"
                    if shadow.found else shadow.message)
+    elif spec.mode == Mode.recommend and not ready:
+        # Nothing will start: recommend creates and scales nothing. As asked, so not a wait.
+        ready, reason = True, "Recommending"
+        message = f"mode: recommend without targetRef: nothing is created or scaled ({message})"
     if conflicts:
         ready, reason, message = False, "Conflict", "; ".join(conflicts)[:1000]
     if rejected:
