@@ -119,6 +119,11 @@ def test_argocd_health_check() -> None:
     clash = [{"type": "Ready", "status": "False", "reason": "Conflict", "message": "Deployment chat-ondemand exists"}]
     assert health(isvc({"conditions": clash})) == ("Degraded", "Deployment chat-ondemand exists")
     assert health(isvc({"observedGeneration": 1, "conditions": clash}, generation=2))[0] == "Degraded"
+    # Shadow mode: a target that cannot be read fails; watching it is healthy (nothing to wait for).
+    gone = [{"type": "Ready", "status": "False", "reason": "TargetUnavailable", "message": "spec.targetRef: gone"}]
+    assert health(isvc({"observedGeneration": 1, "conditions": gone})) == ("Degraded", "spec.targetRef: gone")
+    watching = [{"type": "Ready", "status": "True", "reason": "Shadowing", "message": "watching Deployment/web"}]
+    assert health(isvc({"observedGeneration": 1, "conditions": watching})) == ("Healthy", "watching Deployment/web")
     hpa = FleetState(replicas=serving.replicas)
     plan = Plan(serving=2, standby=0, on_demand=2, spot=0, reason="QueueDepth", message="m")
     degraded, reason, message = render.degraded_condition(plan, hpa, ["HorizontalPodAutoscaler web targets Deployment chat-ondemand"])
