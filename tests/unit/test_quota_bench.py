@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(T.SHARED_TRACES), reason="../s
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("quota")
-    assert Q.main(["--services", "3", "--hours", "1", "--out", str(out)]) == 0
+    assert Q.main(["--services", "3", "--hours", "1", "--seeds", "0", "--out", str(out)]) == 0
     assert (out / "README.md").exists() and (out / "quota.png").stat().st_size > 0
     res: dict[str, Any] = json.loads((out / "results.json").read_text())
     res["_readme"] = (out / "README.md").read_text()
