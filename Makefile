@@ -126,7 +126,7 @@ bench-quick: venv
 	$(PY) benchmarks/frontier.py --grid quick --workers $(WORKERS) --out reports/bench-quick --fresh $(BENCH_ARGS)
 
 bench-quota: venv
-	$(PY) benchmarks/quota_bench.py --out reports/quota $(BENCH_ARGS)
+	$(PY) benchmarks/quota_bench.py --out reports/quota --docs $(BENCH_ARGS)
 
 bench-forecast: venv
 	$(PY) benchmarks/forecast_bench.py --out reports/forecast --validation

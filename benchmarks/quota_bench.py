@@ -230,6 +230,41 @@ def render(res: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+DOCS = os.path.join(ROOT, "docs", "quotas.md")
+DOCS_START, DOCS_END = "<!-- quota-bench:start -->", "<!-- quota-bench:end -->"
+
+
+def docs_block(res: Mapping[str, Any]) -> str:
+    """The figures docs/quotas.md shows, rendered from results.json (a test checks they agree)."""
+    v, q = res["verdicts"], res["quota"]
+    lines = [DOCS_START,
+             f"Means over seeds {', '.join(str(s) for s in res['seeds'])}; quota {q['gpus']} GPUs (seed "
+             f"{res['seeds'][0]}), {res['hours']:g} h per service.",
+             "",
+             "| run | " + " | ".join(f"{t} %" for t, _ in TIERS) + " | GPU-h | peak GPUs |",
+             "|---|" + "---|" * (len(TIERS) + 2)]
+    for name, run in res["runs"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * run['tiers'][t]['attainment']:.3f}" for t, _ in TIERS)
+                     + f" | {run['gpu_hours']:.0f} | {run['peak_gpus']:.0f} |")
+    hpas = "; ".join(f"{k} {100 * a:.3f} %" for k, a in v["hpa_static_top_tier_attainment"].items())
+    lines += ["",
+              f"The goal ({v['goal']}) is **{'met' if v['met'] else 'not met'}**: "
+              f"{100 * v['top_tier_attainment']:.3f} % under the quota, {100 * v['top_tier_alone_attainment']:.3f} % "
+              f"for the same services scaled alone without one (the quota costs the top tier "
+              f"{v['top_tier_quota_cost_pp']:+.3f} points). Independent HPAs with static shares give it: {hpas}.",
+              DOCS_END]
+    return "\n".join(lines)
+
+
+def write_docs(res: Mapping[str, Any], path: str = DOCS) -> None:
+    with open(path) as f:
+        text = f.read()
+    head, _, rest = text.partition(DOCS_START)
+    _, _, tail = rest.partition(DOCS_END)
+    with open(path, "w") as f:
+        f.write(head + docs_block(res) + tail)
+
+
 def plot(res: Mapping[str, Any], path: str) -> None:
     import matplotlib
 
@@ -311,7 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; --quick: 0)")
     ap.add_argument("--workers", type=int, default=min(3, os.cpu_count() or 1))
     ap.add_argument("--out", default=os.path.join(ROOT, "reports", "quota"))
+    ap.add_argument("--docs", action="store_true", help="also write the figures into docs/quotas.md")
+    ap.add_argument("--docs-only", action="store_true", help="only render docs/quotas.md from OUT/results.json")
     args = ap.parse_args(argv)
+    if args.docs_only:
+        with open(os.path.join(args.out, "results.json")) as f:
+            write_docs(json.load(f))
+        return 0
     n = args.services or (3 if args.quick else 8)
     hours = args.hours or (2.0 if args.quick else 24.0)
     seeds = [int(x) for x in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
@@ -345,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "README.md"), "w") as f:
         f.write(render(res))
     plot(res, os.path.join(args.out, "quota.png"))
+    if args.docs:
+        write_docs(res)
     print(json.dumps({k: {t: round(100 * v["tiers"][t]["attainment"], 3) for t, _ in TIERS} | {
         "gpu_h": round(v["gpu_hours"], 1)} for k, v in rows.items()}, indent=1))
     print(json.dumps(res["verdicts"]))
