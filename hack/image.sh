@@ -2,6 +2,7 @@
 # Builds the operator image from the Dockerfile with podman (daemonless, from Debian's packages).
 #
 #   hack/image.sh                 build $IMAGE (default: the chart's image, ghcr.io/gpufleet/gpufleet:<appVersion>)
+#   hack/image.sh --report DIR    and write DIR/README.md: size, layers, largest packages, build times
 #   BASE=python:3.11-slim-bookworm hack/image.sh   build on a pullable base instead
 #
 # Public container registries cannot be reached from these machines, so by default the base is a
@@ -31,6 +32,50 @@ PODMAN=(podman --runtime runc)
 
 log() { echo "[image] $*" >&2; }
 
+REPORT=""
+if [ "${1:-}" = --report ]; then REPORT=${2:?--report DIR}; fi
+
+# --report DIR: the image's size, its layers and its largest Python packages, and this build's times
+# (docs/helm.md quotes them; `make image-report` rewrites reports/image/README.md).
+report() {
+  mkdir -p "$REPORT"
+  local steps cached base_size
+  steps=$(grep -c '^\[[0-9]*/[0-9]*\] STEP' "$build_log" || true)
+  cached=$(grep -c '^--> Using cache' "$build_log" || true)
+  base_size=$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$BASE")
+  {
+    echo "# The operator image"
+    echo
+    echo "Written by \`hack/image.sh --report $REPORT\` (\`make image-report\`) on $(date -u +%Y-%m-%d) with $(podman --version)."
+    echo
+    echo "| what | value |"
+    echo "|---|---|"
+    echo "| image | \`$IMAGE\` |"
+    echo "| size (podman image inspect, uncompressed) | $((size / 1000000)) MB |"
+    echo "| base | \`$BASE\`, $((base_size / 1000000)) MB |"
+    echo "| base made in this run (mmdebstrap + podman import) | $base_s s |"
+    echo "| podman build in this run | $build_s s, $cached of $steps steps from the layer cache |"
+    echo "| machine | $(nproc) cores |"
+    echo
+    echo "Layers (podman history):"
+    echo
+    echo "| size | created by |"
+    echo "|---:|---|"
+    "${PODMAN[@]}" history --no-trunc --format '{{.Size}}|{{.CreatedBy}}' "$IMAGE" \
+      | sed -e 's|/bin/sh -c #(nop) ||' -e 's/\(dir\|file\):[0-9a-f]\{64\}/\1/' -e 's/ *$//' \
+      | awk -F'|' '$1 != "0 B" {printf "| %s | `%s` |\n", $1, substr($2, 1, 90)}'
+    echo
+    echo "Largest entries of the venv's site-packages (du, kB):"
+    echo
+    echo "| kB | path |"
+    echo "|---:|---|"
+    "${PODMAN[@]}" run --rm --network none --ulimit "nofile=$NOFILE" --ulimit nproc=4096:4096 --entrypoint sh "$IMAGE" \
+      -c 'du -sk /opt/gpufleet/lib/python3*/site-packages/* | sort -rn | head -15' \
+      | awk '{sub(".*/site-packages/", "", $2); printf "| %s | %s |\n", $1, $2}'
+  } > "$REPORT/README.md"
+  log "wrote $REPORT/README.md"
+}
+
 need=()
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -42,6 +87,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+base_s=0
 if [ -z "${BASE:-}" ]; then
   # No recommends; merged /usr by symlinks (the usrmerge package would bring a full perl, 46 MB);
   # no docs, man pages or translations.
@@ -54,6 +100,7 @@ if [ -z "${BASE:-}" ]; then
   BASE=localhost/gpufleet-base:$SUITE-$key
   tarball=$CACHE/gpufleet-base-$SUITE-$key.tar
   if ! "${PODMAN[@]}" image exists "$BASE"; then
+    base_start=$SECONDS
     if [ ! -s "$tarball" ]; then
       mkdir -p "$CACHE"
       # The machine's own apt sources when it has them (its mirror and the security suite).
@@ -65,6 +112,7 @@ if [ -z "${BASE:-}" ]; then
     fi
     log "podman import $tarball -> $BASE"
     "${PODMAN[@]}" import --quiet --change 'CMD ["/bin/bash"]' "$tarball" "$BASE" >/dev/null
+    base_s=$((SECONDS - base_start))
   fi
 fi
 
@@ -75,9 +123,13 @@ cert=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 [ -s "$cert" ] && secret=(--secret "id=pip-cert,src=$cert")
 
 log "podman build --build-arg BASE=$BASE -t $IMAGE"
+build_log=$(mktemp)
+trap 'rm -f "$build_log"' EXIT
 start=$SECONDS
 "${PODMAN[@]}" build --layers --network host --ulimit "nofile=$NOFILE" "${secret[@]}" \
-  --build-arg "BASE=$BASE" -t "$IMAGE" -f Dockerfile . >&2
+  --build-arg "BASE=$BASE" -t "$IMAGE" -f Dockerfile . 2>&1 | tee "$build_log" >&2
+build_s=$((SECONDS - start))
 size=$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE")
-log "built $IMAGE in $((SECONDS - start)) s: $((size / 1000000)) MB"
+log "built $IMAGE in $build_s s (base: $base_s s): $((size / 1000000)) MB"
+[ -n "$REPORT" ] && report
 echo "$IMAGE"
