@@ -102,7 +102,7 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
     # ServeGen reasoning, Mooncake), five targets, five seeds; tuned on the last three tuning days
     # of both ServeGen traces with two seeds.
     Grid("reduced", colds=("warm", "typical"), tune_traces=("m-small/d8-10", "m-mid/d8-10"),
-         eval_traces=("m-mid/d11-14", "deepseek-r1-x5", "mooncake-x4"), u=U5, u_tune=(0.25, 0.6, 1.0),
+         eval_traces=("m-mid/d11-14", "deepseek-r1-x5", "mooncake-x4"), u=U5, u_tune=(0.4, 0.6, 1.0),
          seeds=(0, 1, 2, 3, 4), tune_seeds=(0, 1),
          secondary={"gpufleet": {"pool": (0, 2, "auto")}, "knative-kpa": {"scale_down_delay_s": (0,)}}),
     # Everything the issue names: three cold settings, five held-out traces, six targets, five
