@@ -139,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         result: int = args.func(args)
     except ModuleNotFoundError as exc:
         # The human-facing commands' libraries are an optional extra, left out of the operator image.
-        if exc.name not in REPORT_EXTRA:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in REPORT_EXTRA:
             raise
-        sys.stderr.write(f"gpufleet {args.command} needs {exc.name}, from the optional 'report' extra: "
+        sys.stderr.write(f"gpufleet {args.command} needs {missing}, from the optional 'report' extra: "
                          "pip install 'gpufleet[report]' (the operator image leaves it out)\n")
         return 2
     return result
