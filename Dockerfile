@@ -1,4 +1,5 @@
-# The gpufleet operator image. `make image` builds it with podman (hack/image.sh); any builder works:
+# The gpufleet operator image. `make image` builds it with podman (hack/image.sh); Docker (BuildKit,
+# for RUN --mount) and buildah work too:
 #   docker build -t ghcr.io/gpufleet/gpufleet:0.1.0 .
 # BASE is any Debian-like image with python3 (>= 3.11, with its venv module), groupadd and useradd.
 # The default is the public one users pull; hack/image.sh passes a Debian bookworm root filesystem
