@@ -45,13 +45,15 @@ def specs(draw: st.DrawFn) -> InferenceServiceSpec:
     lo = draw(st.one_of(st.integers(0, min(hi, 2)), st.integers(0, hi)))  # a floor that seldom binds
     size: int | str = draw(st.one_of(st.integers(0, 6), st.just("auto")))
     doc: dict[str, Any] = {
-        "model": {"name": "m"},
+        "model": {"name": "m", "backend": draw(st.sampled_from(["triton", "tensorrtllm"]))},
         "template": {"spec": {"containers": [{"name": "t", "image": "i"}]}},
         "replicas": {"min": lo, "max": hi},
         "slo": {
             "queueDepthPerReplica": draw(st.sampled_from([1.0, 4.0, 8.0, 12.5])),
             "ttftP95Ms": draw(st.sampled_from([None, 500, 800])),
             "queueTimeMs": draw(st.sampled_from([None, 50])),
+            # Read on TensorRT-LLM only; it adds capacity, never blinds (not a key signal).
+            "kvCacheUtilization": draw(st.sampled_from([0.85, 0.85, 1.0])),
         },
         "scaling": {
             "intervalSeconds": draw(st.sampled_from([5, 10, 30])),
@@ -117,6 +119,10 @@ def fresh_observations(draw: st.DrawFn) -> Observation:
         ttft_p95_ms=draw(load(600, 3000)),
         latency_p95_ms=draw(load(600, 5000)),
         request_rate=draw(load(60, 500)),
+        latency_mean_ms=draw(load(400, 3000)),
+        itl_p95_ms=draw(load(50, 200)),
+        kv_cache_utilization=draw(load(0.6, 1.0)),
+        gpu_utilization=draw(load(60, 100)),
     )
 
 
@@ -134,6 +140,10 @@ def partial_observations(draw: st.DrawFn) -> Observation:
         ttft_p95_ms=draw(maybe(st.floats(0, 3000))),
         latency_p95_ms=draw(maybe(st.floats(0, 5000))),
         request_rate=draw(maybe(st.floats(0, 500))),
+        latency_mean_ms=draw(maybe(st.floats(0, 3000))),
+        itl_p95_ms=draw(maybe(st.floats(0, 200))),
+        kv_cache_utilization=draw(maybe(st.floats(0, 1))),
+        gpu_utilization=draw(maybe(st.floats(0, 100))),
     )
 
 

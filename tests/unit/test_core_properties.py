@@ -125,7 +125,8 @@ def test_promotions_and_retirements_are_consistent(
 # ---------------------------------------------------------------------------------------------
 # Monotone in load.
 
-LOAD_FIELDS = ("queue_depth", "request_rate", "ttft_p95_ms", "latency_p95_ms", "queue_time_ms")
+LOAD_FIELDS = ("queue_depth", "request_rate", "ttft_p95_ms", "latency_p95_ms", "queue_time_ms", "latency_mean_ms",
+               "itl_p95_ms", "kv_cache_utilization", "gpu_utilization")
 
 
 @SETTINGS

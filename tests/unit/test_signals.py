@@ -6,9 +6,12 @@ exposition the emulator serves, as Prometheus' own parser reads it, and what sta
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpufleet.adapters.metrics import (
@@ -25,6 +28,8 @@ from gpufleet.core.types import Observation, Plan, PolicyMemory
 from gpufleet.devenv.exposition import SPREAD, Histogram, Summary
 from gpufleet.emulator import Emulator, PodCounters
 from tests.builders import NOW, deep_merge, make_spec, obs, serving_fleet
+from tests.strategies import NOW as PROPERTY_NOW
+from tests.strategies import SETTINGS, fleets, fresh_observations, memories, specs
 
 POLICY = GpufleetPolicy()
 FAST_UP = {"scaling": {"scaleUp": {"maxStepPercent": 1000, "maxStepReplicas": 100}}}
@@ -241,3 +246,27 @@ def test_forecast_status_says_what_it_is_built_from() -> None:
     assert forecast is not None and forecast.mean_rps < 100  # the last complete minute's level
     st = forecast_status(forecast)
     assert st.note is not None and st.note.endswith("from 60s means of the request rate up to 2026-12-03T07:30:00Z")
+
+
+# --- every new signal keeps the need monotone in load -----------------------------------------------
+
+NEW_FIELDS = ("latency_p95_ms", "latency_mean_ms", "itl_p95_ms", "kv_cache_utilization", "gpu_utilization")
+
+
+@SETTINGS
+@given(spec=specs(), observation=fresh_observations(), fleet=fleets(), memory=memories(),
+       field=st.sampled_from(NEW_FIELDS), a=st.floats(0, 5000), b=st.floats(0, 5000))
+def test_more_of_any_new_signal_never_asks_for_less(spec: InferenceServiceSpec, observation: Observation,
+                                                   fleet: Any, memory: PolicyMemory, field: str, a: float,
+                                                   b: float) -> None:
+    targeted = spec.model_copy(update={
+        "model": spec.model.model_copy(update={"backend": "tensorrtllm"}),
+        "slo": spec.slo.model_copy(update={"latency_p95_ms": 1500, "latency_mean_ms": 800, "itl_p95_ms": 60,
+                                           "gpu_utilization_percent": 70, "kv_cache_utilization": 0.85})})
+    lo_v, hi_v = sorted((a, b))
+    low, _ = POLICY.decide(spec=targeted, observation=replace(observation, **{field: lo_v}), forecast=None,
+                           fleet=fleet, memory=memory, now=PROPERTY_NOW)
+    high, _ = POLICY.decide(spec=targeted, observation=replace(observation, **{field: hi_v}), forecast=None,
+                            fleet=fleet, memory=memory, now=PROPERTY_NOW)
+    assert not low.safe_mode and not high.safe_mode  # every signal read: the property is about load
+    assert low.serving <= high.serving
