@@ -82,10 +82,14 @@ class Summary:
         self.total += value * weight
         self.count += weight
 
-    def quantile(self, q: float, now: float) -> float:
+    def _window(self, now: float) -> list[tuple[float, float]]:
+        """(value, weight) of the observations within the window, sorted by value."""
         while self.recent and self.recent[0][0] < now - self.window_s:
             self.recent.popleft()
-        pairs = sorted((v, w) for _, v, w in self.recent)
+        return sorted((v, w) for _, v, w in self.recent)
+
+    def quantile(self, q: float, now: float, pairs: list[tuple[float, float]] | None = None) -> float:
+        pairs = self._window(now) if pairs is None else pairs
         weight = sum(w for _, w in pairs)
         if weight <= 0:
             return float("nan")
@@ -98,7 +102,8 @@ class Summary:
 
     def lines(self, name: str, labels: str, now: float, *, help_text: str) -> list[str]:
         out = [f"# HELP {name} {help_text}", f"# TYPE {name} summary"]
-        out += [f'{name}{{{labels},quantile="{q:g}"}} {self.quantile(q, now):.3f}' for q in self.quantiles]
+        pairs = self._window(now)  # sorted once for every quantile
+        out += [f'{name}{{{labels},quantile="{q:g}"}} {self.quantile(q, now, pairs):.3f}' for q in self.quantiles]
         out += [f"{name}_count{{{labels}}} {self.count:.3f}", f"{name}_sum{{{labels}}} {self.total:.3f}"]
         return out
 
