@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=10, help="kill -9 rounds (5 trials each)")
     p.add_argument("--prometheus-s", type=float, default=600, help="how long the Prometheus faults last")
     p.add_argument("--blackhole-s", type=float, default=90)
-    p.add_argument("--api-restarts", type=int, default=3)
+    p.add_argument("--api-restarts", type=int, default=2)
     p.add_argument("--etcd-restarts", type=int, default=2)
     p.add_argument("--cluster", default=os.environ.get("GPUFLEET_TEST_CLUSTER", "gpufleet-chaos"))
     p.add_argument("--keep-cluster", action="store_true")
@@ -66,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             (f" CHAOS_BLACKHOLE_S={args.blackhole_s:g}" if args.blackhole_s != 90 else "") + f" CHAOS_SEED={seed}"
         rows = report.write(args.out, trials, cfg, command=command, duration_s=time.time() - began,
                             machine=f"{os.cpu_count()} cores, {platform.machine()}",
-                            loadavg=chaos.recorder.loadavg if chaos.recorder else None)
+                            loadavg=chaos.recorder.loadavg if chaos.recorder else None, skipped=chaos.skipped)
         print((args.out / "README.md").read_text())
         print(f"chaos: seed {seed}; wrote {args.out}; argv {shlex.join(sys.argv)}", flush=True)
-        return 0 if all(r.ok for r in rows) else 1
+        # A loss or a trial that never converged fails the run; time over budget is reported (README).
+        return 0 if all(r.losses == 0 and r.converged == r.trials for r in rows) and not chaos.skipped else 1
     finally:
         if chaos is not None:
             chaos.close()

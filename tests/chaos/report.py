@@ -69,7 +69,7 @@ EFFECTS = {
 
 
 def write(out: Path, trials: list[Trial], cfg: Config, *, command: str, duration_s: float, machine: str,
-          loadavg: list[float] | None = None) -> list[Row]:
+          loadavg: list[float] | None = None, skipped: list[str] | None = None) -> list[Row]:
     out.mkdir(parents=True, exist_ok=True)
     rows = summarise(trials)
     load = loadavg or [0.0]
@@ -77,6 +77,7 @@ def write(out: Path, trials: list[Trial], cfg: Config, *, command: str, duration
         "command": command, "seed": cfg.seed, "config": asdict(cfg), "duration_s": round(duration_s),
         "machine": machine, "interval_s": INTERVAL_S, "cold_start_s": READY_S,
         "load_average": {"mean": round(sum(load) / len(load), 1), "max": round(max(load), 1)},
+        "skipped": list(skipped or []),
         "summary": [{**asdict(r), "ok": r.ok} for r in rows],
         "ok": all(r.ok for r in rows), "trials": [asdict(t) for t in trials],
     }
@@ -122,6 +123,8 @@ def render(data: dict[str, Any], rows: list[Row]) -> str:
         "",
         "**Goal: zero in every loss column, every trial converged within two intervals of the fault clearing.** "
         + ("Met for every fault." if not bad else f"Missed for: {', '.join(bad)}."),
+        "",
+        "Trials skipped (a baseline that never came): " + ("; ".join(data["skipped"]) if data["skipped"] else "none") + ".",
         "",
         "## Reading the columns",
         "",

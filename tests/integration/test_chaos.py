@@ -34,6 +34,7 @@ def test_faults_lose_nothing_and_the_fleet_converges(
         trials = chaos.run()
     finally:
         chaos.close()
+    assert not chaos.skipped, f"seed {seed}: {chaos.skipped}"
     rows = report.write(tmp_path / "report", trials, cfg, command="pytest tests/integration/test_chaos.py",
                         duration_s=0, machine="the test session")
     print((tmp_path / "report" / "README.md").read_text())
