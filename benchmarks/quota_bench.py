@@ -7,7 +7,8 @@
 Services: the eight busiest clients of ServeGen m-small (by mean rate on the day) on an evaluation
 day (day 11: the frontier benchmark tunes on days 1-10), each replayed at SCALE x its rate,
 ranked by mean rate and dealt to the tiers in turn (premium, standard, free), so that every tier
-holds a large and a small client. premium and standard are not preemptible (held at replicas.min
+holds a large and a small client. Windows where every client reads zero are a gap in the data
+(day 11 has 11 of them), filled from the same window a day before or after. premium and standard are not preemptible (held at replicas.min
 at worst); free is preemptible. Every service is the frontier benchmark's scenario for its trace
 (sim.scenarios.make_scenario: TTFT target, load-test capacity per replica, replicas.min 1), warm
 cold starts (coldstart "warm").
@@ -53,6 +54,7 @@ from gpufleet.sim import multiservice as M  # noqa: E402
 from gpufleet.sim.engine import SimResult  # noqa: E402
 from gpufleet.sim.scenarios import cold_setting, make_scenario  # noqa: E402
 from gpufleet.sim.traces import SHARED_TRACES, from_window_rates  # noqa: E402
+from gpufleet.sim.traces import _fill_missing_windows as fill_missing_windows  # noqa: E402
 
 GPU = "nvidia.com/gpu"
 TIERS = (("premium", False), ("standard", False), ("free", True))
@@ -65,20 +67,26 @@ HPA_U = (0.3, 0.6)
 WINDOW_S = 600
 
 
-def client_rates(folder: str) -> dict[str, np.ndarray]:
-    out = {}
+def client_rates(folder: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each client's rate per window, and the windows where every client reads zero: a gap in the
+    data, not a pause in the load (shared/traces/README.md); those are filled from the same window
+    a day earlier or later, as sim.traces does for the summed clients."""
+    raw = {}
     for path in sorted(glob.glob(os.path.join(folder, "*.csv"))):
-        rate = np.zeros(0)
         data = np.genfromtxt(path, delimiter=",", usecols=(0, 1))
         idx = (data[:, 0] // WINDOW_S).astype(int)
         rate = np.zeros(idx.max() + 1)
         np.add.at(rate, idx, data[:, 1])
-        out[os.path.basename(path).removesuffix("-trace.csv")] = rate
-    return out
+        raw[os.path.basename(path).removesuffix("-trace.csv")] = rate
+    n = max(r.size for r in raw.values())
+    full = {k: np.pad(r, (0, n - r.size)) for k, r in raw.items()}
+    missing = sum(full.values()) <= 0
+    per_day = 86400 // WINDOW_S
+    return {k: fill_missing_windows(r, missing, per_day) for k, r in full.items()}, missing
 
 
 def services(n: int, hours: float, seed: int) -> list[M.Service]:
-    rates = client_rates(os.path.join(SHARED_TRACES, "servegen", "language", "m-small"))
+    rates, missing = client_rates(os.path.join(SHARED_TRACES, "servegen", "language", "m-small"))
     per_day = 86400 // WINDOW_S
     lo = DAY_INDEX * per_day
     hi = lo + max(1, math.ceil(hours * 3600 / WINDOW_S))
@@ -87,7 +95,7 @@ def services(n: int, hours: float, seed: int) -> list[M.Service]:
     out = []
     for rank, name in enumerate(busiest):
         tier = TIERS[rank % len(TIERS)][0]
-        tr = from_window_rates(f"m-small/{name}", day[name], scale=SCALE, seed=seed + rank,
+        tr = from_window_rates(f"m-small/{name}", day[name], scale=SCALE, seed=seed + rank, missing_w=missing[lo:hi],
                                notes=(f"ServeGen m-small {name} (Alibaba Model Studio, arXiv 2505.09999, Apache-2.0), "
                                       f"day {DAY_INDEX + 1}, x{SCALE:g}",))
         sc = make_scenario(name, tr, seed=seed + rank, cold=cold_setting("warm"), warm_pool=0)
@@ -198,9 +206,10 @@ def render(res: Mapping[str, Any]) -> str:
         + "; ".join(f"{k} {100 * a:.3f} % ({'met' if v['hpa_static_met'][k] else 'not met'})"
                     for k, a in v["hpa_static_top_tier_attainment"].items()) + ".",
         f"- Worst seed, top tier under the quota: {100 * v['top_tier_worst_seed']:.3f} %.",
-        f"- gpufleet-quota held at most {res['runs']['gpufleet-quota']['peak_gpus']:.0f} GPUs (quota {q['gpus']}); "
-        f"minutes over the quota: {res['runs']['gpufleet-quota']['minutes_over_quota']} (pods still draining or "
-        "starting after an allocation changed count here: a retired pod stays until it is idle).",
+        f"- gpufleet-quota held at most {res['runs']['gpufleet-quota']['peak_gpus']:.0f} GPUs (quotas by seed "
+        f"{', '.join(str(g) for g in q['gpus_by_seed'])}); minutes over its seed's quota, summed: "
+        f"{res['runs']['gpufleet-quota']['minutes_over_quota']} (every pod counts, starting and draining ones "
+        "included, sampled each minute).",
         "",
         "## Per service",
         "",
@@ -347,11 +356,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=min(3, os.cpu_count() or 1))
     ap.add_argument("--out", default=os.path.join(ROOT, "reports", "quota"))
     ap.add_argument("--docs", action="store_true", help="also write the figures into docs/quotas.md")
-    ap.add_argument("--docs-only", action="store_true", help="only render docs/quotas.md from OUT/results.json")
+    ap.add_argument("--render-only", action="store_true",
+                    help="re-render OUT/README.md, OUT/quota.png and docs/quotas.md from OUT/results.json")
     args = ap.parse_args(argv)
-    if args.docs_only:
+    if args.render_only:
         with open(os.path.join(args.out, "results.json")) as f:
-            write_docs(json.load(f))
+            stored = json.load(f)
+        with open(os.path.join(args.out, "README.md"), "w") as f:
+            f.write(render(stored))
+        plot(stored, os.path.join(args.out, "quota.png"))
+        write_docs(stored)
         return 0
     n = args.services or (3 if args.quick else 8)
     hours = args.hours or (2.0 if args.quick else 24.0)

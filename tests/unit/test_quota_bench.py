@@ -53,3 +53,10 @@ def test_verdicts_are_computed_from_the_runs(tiny: dict[str, Any]) -> None:
     assert Q.verdicts(runs)["met"] is False
     top = 100 * tiny["verdicts"]["top_tier_attainment"]
     assert f"gpufleet-quota {top:.3f} %" in tiny["_readme"]
+
+
+def test_docs_figures_are_the_reports() -> None:
+    """docs/quotas.md shows what reports/quota/results.json holds (`make bench-quota` writes both)."""
+    res = json.loads((ROOT / "reports/quota/results.json").read_text())
+    assert Q.docs_block(res) in (ROOT / "docs/quotas.md").read_text()
+    assert res["runs"]["gpufleet-quota"]["minutes_over_quota"] == 0
