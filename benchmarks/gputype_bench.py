@@ -334,13 +334,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs_data": rows,
     }
     res["verdicts"] = verdicts(rows)
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(res, fh, indent=1)
-    with open(os.path.join(args.out, "README.md"), "w") as fh:
-        fh.write(render(res))
-    plot(res, os.path.join(args.out, "gputypes.png"))
+    write(res, args.out)
     print(json.dumps(res["verdicts"], indent=1))
     return res
+
+
+def write(res: dict[str, Any], out: str) -> None:
+    """results.json (one line per run: the timelines are long), README.md and the plot."""
+    head = {k: v for k, v in res.items() if k != "runs_data"}
+    with open(os.path.join(out, "results.json"), "w") as fh:
+        fh.write(json.dumps(head, indent=1)[:-2] + ',\n "runs_data": [\n')
+        fh.write(",\n".join(json.dumps(r) for r in res["runs_data"]))
+        fh.write("\n ]\n}\n")
+    with open(os.path.join(out, "README.md"), "w") as fh:
+        fh.write(render(res))
+    plot(res, os.path.join(out, "gputypes.png"))
 
 
 if __name__ == "__main__":
