@@ -76,6 +76,7 @@ class CapacityClassSpec(ClassPlacement):
         min_length=1,
         max_length=8,
         json_schema_extra={
+            "default": {GPU: 1},  # the server fills it in, as the model does
             "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 64},
             "x-kubernetes-validations": [
                 {"rule": f"self.all(k, size(k) <= 317 && k.matches('{LABEL_KEY_PATTERN}'))",
