@@ -53,7 +53,7 @@ H100 = {"name": "h100", "resources": {"nvidia.com/gpu": 1}, "product": "NVIDIA-H
 
 
 def test_a_list_of_types_and_slices_is_admitted(cluster: Cluster, namespace: str, probe_crd: None) -> None:
-    classes = [H100,
+    classes: list[dict[str, Any]] = [H100,
                {"name": "h100-mig", "resources": {"nvidia.com/mig-3g.40gb": 1}, "product": "NVIDIA-H100-80GB-HBM3",
                 "sliceOfGpu": 0.5, "maxShare": 0.5, "targetRpsPerReplica": 4.6},
                {"name": "l4-spot", "spot": True, "pricePerReplicaHour": 0.3, "pendingTimeoutSeconds": 60,
