@@ -134,3 +134,19 @@ def test_missing_quota_or_tier_is_reported_and_caps_nothing(
     # Not capped: the quota of 1 GPU does not hold "typo" (its tier is not in it) below its load's need.
     set_load(emulator, namespace, "typo", 300)
     wait_for(lambda: desired(cluster, namespace, "typo") >= 3, timeout=90, what="typo scales past the quota")
+
+
+def test_admission_refuses_a_quota_that_caps_nothing_or_repeats_a_tier(cluster: Cluster, quota_name: str) -> None:
+    bad = gpu_quota(quota_name)
+    del bad["spec"]["limits"]
+    proc = cluster.apply(bad, check=False)
+    assert proc.returncode != 0 and "a GPUQuota caps something" in proc.stderr, proc.stderr
+    dup = gpu_quota(quota_name)
+    dup["spec"]["tiers"] = [{"name": "paid"}, {"name": "paid"}]
+    proc = cluster.apply(dup, check=False)
+    assert proc.returncode != 0 and "spec.tiers[1]" in proc.stderr and "Duplicate value" in proc.stderr, proc.stderr
+    odd = gpu_quota(quota_name)
+    odd["spec"]["limits"] = {"nvidia.com/gpu": -1}
+    proc = cluster.apply(odd, check=False)
+    assert proc.returncode != 0 and "spec.limits.nvidia.com/gpu" in proc.stderr, proc.stderr
+    assert cluster.get("gpuquota", quota_name, "default") is None
