@@ -174,3 +174,18 @@ def test_quota_spec_refuses_duplicate_tiers_and_caps_nothing() -> None:
         GPUQuotaSpec.model_validate({"limits": {GPU: 1}, "tiers": [{"name": "a"}, {"name": "a"}]})
     with pytest.raises(ValueError, match="caps something"):
         GPUQuotaSpec.model_validate({"tiers": [{"name": "a"}]})
+
+
+def test_an_allocation_of_another_quota_does_not_count() -> None:
+    board = cq.QuotaBoard()
+    board.set_quota("q", quota_spec(gpus=2))
+    board.set_quota("r", quota_spec(gpus=8))
+    p = cq.QuotaPolicy(Fixed(6), board, "ns/a")
+    decide(p, spec(name="q"), running=2)
+    board.arbitrate("q", now=100.0)
+    assert decide(p, spec(name="q"), running=2).total == 2
+    # Moved to quota r (a spec edit): q's allocation of 2 no longer applies; r has not counted it yet.
+    assert decide(p, spec(name="r"), running=2, now=101.0).total == 2
+    assert p.verdict is not None and p.verdict.reason == cq.PENDING
+    board.arbitrate("r", now=102.0)
+    assert decide(p, spec(name="r"), running=2, now=103.0).total == 6

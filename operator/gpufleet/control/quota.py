@@ -128,7 +128,7 @@ class QuotaBoard:
     stale_after_s: float = 120.0  # a need or an allocation older than this is missing data
     quotas: dict[str, GPUQuotaSpec] = field(default_factory=dict)
     demands: dict[str, Demand] = field(default_factory=dict)
-    results: dict[str, tuple[core.Allocation, float]] = field(default_factory=dict)
+    results: dict[str, tuple[core.Allocation, float, str]] = field(default_factory=dict)  # key -> (.., at, quota)
     last: dict[str, tuple[core.Arbitration, list[Demand], float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -170,7 +170,7 @@ class QuotaBoard:
         result = paced(result, members, spec)
         with self._lock:
             for a in result.allocations:
-                self.results[a.key] = (a, now)
+                self.results[a.key] = (a, now, name)
             self.last[name] = (result, members, now)
         return result, members
 
@@ -184,7 +184,8 @@ class QuotaBoard:
             names = ", ".join(t.name for t in spec.tiers)
             return Verdict(ref_quota, ref_tier, TIER_NOT_FOUND,
                            f"GPUQuota {ref_quota} has no tier {ref_tier} (tiers: {names}): not capped", at=now)
-        if got is None or now - got[1] > self.stale_after_s:
+        # An allocation of another quota (spec.quota just changed) or too old is no allocation.
+        if got is None or got[2] != ref_quota or now - got[1] > self.stale_after_s:
             return Verdict(ref_quota, ref_tier, PENDING,
                            f"GPUQuota {ref_quota}: no recent arbitration; holding the replicas running", at=now)
         return Verdict(ref_quota, ref_tier, got[0].reason, got[0].message, got[0], got[1])
