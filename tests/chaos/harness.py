@@ -32,6 +32,7 @@ from kubernetes import client, config, watch
 from gpufleet.api.timefmt import iso, iso_seconds
 from gpufleet.devenv.prometheus import PrometheusServer
 from tests.chaos.faults import (
+    KWOK_WORKDIR,
     Operator,
     ScrapeFilter,
     api_address,
@@ -499,8 +500,14 @@ class Chaos:
         time.sleep(self.rng.uniform(0, INTERVAL_S))
         injected = time.time()
         restart_component(self.cfg.cluster_name, component)
-        wait_for(lambda: api_ready(self.cluster), timeout=120, what=f"API server back after the {component} restart")
+        try:
+            wait_for(lambda: api_ready(self.cluster), timeout=300, what=f"API server back after the {component} restart")
+        except AssertionError as exc:  # recorded as a trial that did not converge, with the logs' tails
+            logs = KWOK_WORKDIR / "clusters" / self.cfg.cluster_name / "logs"
+            self.log(f"{exc}\n" + "\n".join(f"--- {n}.log\n{(logs / f'{n}.log').read_text(errors='replace')[-3000:]}"
+                                             for n in ("kube-apiserver", "etcd") if (logs / f"{n}.log").exists()))
         cleared = time.time()
+        self.log(f"{fault}: API server back {cleared - injected:.1f} s after the kill")
         self.record({n: fault for n in self.services}, injected, cleared)
         self.load("up", 150)
 
