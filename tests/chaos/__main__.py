@@ -61,9 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         emulator.wait_log("serving per-pod metrics")
         chaos = Chaos(cluster, f"http://127.0.0.1:{port}", file_sd, prometheus.url, work, cfg)
         trials = chaos.run()
-        command = "make chaos" + (f" CHAOS_ROUNDS={args.rounds}" if args.rounds != 10 else "") + \
-            (f" CHAOS_PROMETHEUS_S={args.prometheus_s:g}" if args.prometheus_s != 600 else "") + \
-            (f" CHAOS_BLACKHOLE_S={args.blackhole_s:g}" if args.blackhole_s != 90 else "") + f" CHAOS_SEED={seed}"
+        command = shlex.join(["python", "-m", "tests.chaos", *(argv if argv is not None else sys.argv[1:])]) + \
+            ("" if args.seed is not None else f" --seed {seed}")
         rows = report.write(args.out, trials, cfg, command=command, duration_s=time.time() - began,
                             machine=f"{os.cpu_count()} cores, {platform.machine()}",
                             loadavg=chaos.recorder.loadavg if chaos.recorder else None, skipped=chaos.skipped)

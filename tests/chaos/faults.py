@@ -34,11 +34,20 @@ def restart_component(cluster_name: str, component: str) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid), timeout=10, what=f"{component} gone")
-    with open(home / "logs" / f"{component}.log", "ab") as log:
-        proc = subprocess.Popen([spec["binary"], *spec.get("args", [])], cwd=spec.get("workDir", str(home)),
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    pidfile.write_text(str(proc.pid))
+    # Start again at once: other sessions' clusters on this machine pick free ports, and a port of
+    # the dead component can be taken meanwhile (seen: etcd's "bind: address already in use").
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid), timeout=10, interval=0.02,
+             what=f"{component} gone")
+    for _ in range(10):  # a start that dies at once (a port still taken) is tried again
+        with open(home / "logs" / f"{component}.log", "ab") as log:
+            proc = subprocess.Popen([spec["binary"], *spec.get("args", [])], cwd=spec.get("workDir", str(home)),
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        pidfile.write_text(str(proc.pid))
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            return
 
 
 def _state(pid: int) -> str:
