@@ -77,7 +77,8 @@ def test_optimal_against_brute_force(classes: list[GpuClass], frac: float) -> No
     need = frac * sum(c.max * c.rps_per_replica for c in classes)
     best = math.inf
     for combo in itertools.product(*[range(c.max + 1) for c in classes]):
-        if sum(n * c.rps_per_replica for n, c in zip(combo, classes)) >= need - 1e-9:
+        # Met as the core meets a need: to a millionth of a request/s (classes._EPS).
+        if sum(n * c.rps_per_replica for n, c in zip(combo, classes)) >= need - 1e-6:
             best = min(best, sum(n * c.price_per_hour for n, c in zip(combo, classes)))
     assert math.isclose(choose(classes, need).cost_per_hour, best, rel_tol=2e-6, abs_tol=2e-6)
 
