@@ -95,9 +95,13 @@ def test_lifecycle_children_placement_status_update_delete(
 
     try:
         current = wait_for(settled, timeout=120, what="3 Ready pods")
-    except AssertionError as exc:  # say what was there instead, and what the operator decided
-        decisions = [line for line in operator.read_text().splitlines() if namespace in line][-20:]
-        raise AssertionError(f"{exc}\npods: {seen}\noperator: {decisions}") from None
+    except AssertionError as exc:  # say what was there instead, and what the operator decided and why
+        st = (cluster.get("inferenceservice", "chat", namespace) or {}).get("status", {})
+        events = [f"{e['reason']}: {e.get('message', '')}" for e in cluster.list("events", namespace)
+                  if e["involvedObject"]["name"] == "chat"][-20:]
+        raise AssertionError(f"{exc}\npods: {seen}\ndecision: {st.get('lastDecision')}\n"
+                             f"conditions: {st.get('conditions')}\nobserved: {st.get('observed')}\n"
+                             f"events: {events}") from None
     nodes = {n["metadata"]["name"]: n["metadata"]["labels"] for n in cluster.list("nodes", "")}
     classes = []
     for pod in current:
