@@ -93,8 +93,11 @@ def test_lifecycle_children_placement_status_update_delete(
                    f"node={p['spec'].get('nodeName')} labels={p['metadata'].get('labels')}" for p in current]
         return current if len(current) == 3 and len(ready) == 3 else None
 
+    # 120 s for the pods, plus the example's scale-down stabilisation (120 s): in two fresh-clone CI
+    # runs the first ticks came before any metrics sample, safe mode held the starting standby as
+    # serving too (3 + 1 pods) and stabilisation kept it 120 s (issue 19's note: under investigation).
     try:
-        current = wait_for(settled, timeout=120, what="3 Ready pods")
+        current = wait_for(settled, timeout=300, what="3 Ready pods")
     except AssertionError as exc:  # say what was there instead, and what the operator decided and why
         st = (cluster.get("inferenceservice", "chat", namespace) or {}).get("status", {})
         events = [f"{e['reason']}: {e.get('message', '')}" for e in cluster.list("events", namespace)
