@@ -34,7 +34,6 @@ import glob
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -55,6 +54,9 @@ from gpufleet.sim.engine import SimResult  # noqa: E402
 from gpufleet.sim.scenarios import cold_setting, make_scenario  # noqa: E402
 from gpufleet.sim.traces import SHARED_TRACES, from_window_rates  # noqa: E402
 from gpufleet.sim.traces import _fill_missing_windows as fill_missing_windows  # noqa: E402
+
+sys.path.insert(0, HERE)
+from frontier import git_rev  # noqa: E402  (the benchmarks' one commit stamp)
 
 GPU = "nvidia.com/gpu"
 TIERS = (("premium", False), ("standard", False), ("free", True))
@@ -148,14 +150,6 @@ def verdicts(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "hpa_static_met": {k: bool(v >= GOAL) for k, v in hpas.items()},
         "within_quota": runs["gpufleet-quota"]["minutes_over_quota"] == 0,
     }
-
-
-def git_rev() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def render(res: Mapping[str, Any]) -> str:

@@ -110,8 +110,6 @@ def openapi_schema(model: type[Any]) -> dict[str, Any]:
 def crd() -> dict[str, Any]:
     spec_schema = openapi_schema(InferenceServiceSpec)
     status_schema = openapi_schema(InferenceServiceStatus)
-    status_schema.pop("description", None)
-    status_schema["description"] = "Observed state, written only by the gpufleet operator."
     columns = [
         ("Model", "string", ".spec.model.name", 1),
         ("Mode", "string", ".spec.mode", 1),
@@ -127,55 +125,59 @@ def crd() -> dict[str, Any]:
         ("Target", "string", ".spec.targetRef.name", 1),
         ("Actual", "integer", ".status.shadow.actualReplicas", 1),
     ]
+    return document(
+        kind=KIND, plural=PLURAL, singular=SINGULAR, short_names=SHORT_NAMES, scope="Namespaced",
+        columns=columns, spec_schema=spec_schema, status_schema=status_schema,
+        description="An elastic fleet of GPU inference replicas (Triton / TensorRT-LLM) "
+        "scaled on queue depth, latency and forecast load, with warm standbys and spot capacity.",
+        validations=[{
+            "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+            "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters: the "
+            "metrics of a longer service's pods cannot be told apart by pod name",
+        }],
+    )
+
+
+def document(*, kind: str, plural: str, singular: str, short_names: list[str], scope: str,
+             columns: list[tuple[str, str, str, int]], spec_schema: dict[str, Any], status_schema: dict[str, Any],
+             description: str, validations: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """One gpufleet.io CRD (a single served version with the status subresource): the
+    InferenceService's and the GPUQuota's share this shape. `columns`: (name, type, JSONPath,
+    priority) printer columns; Age is added last."""
+    status_schema.pop("description", None)
+    status_schema["description"] = "Observed state, written only by the gpufleet operator."
     printer = [
         {"name": n, "type": t, "jsonPath": p, **({"priority": prio} if prio else {})}
         for n, t, p, prio in columns
     ]
     printer.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
+    schema: dict[str, Any] = {"type": "object", "description": description, "required": ["spec"]}
+    if validations:
+        schema["x-kubernetes-validations"] = validations
+    schema["properties"] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec_schema,
+        "status": status_schema,
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
-                "categories": ["gpufleet"],
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": printer,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "An elastic fleet of GPU inference replicas (Triton / TensorRT-LLM) "
-                            "scaled on queue depth, latency and forecast load, with warm standbys and spot capacity.",
-                            "required": ["spec"],
-                            "x-kubernetes-validations": [{
-                                "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
-                                "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters: the "
-                                "metrics of a longer service's pods cannot be told apart by pod name",
-                            }],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                        }
-                    },
-                }
-            ],
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": singular,
+                      "shortNames": short_names, "categories": ["gpufleet"]},
+            "scope": scope,
+            "versions": [{
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": printer,
+                "schema": {"openAPIV3Schema": schema},
+            }],
         },
     }
 

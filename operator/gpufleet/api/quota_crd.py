@@ -9,15 +9,11 @@ from typing import Any
 
 import yaml
 
-from gpufleet.api.crd import openapi_schema
-from gpufleet.api.models import GROUP, VERSION
+from gpufleet.api.crd import document, openapi_schema
 from gpufleet.api.quota import KIND, PLURAL, SHORT_NAMES, SINGULAR, GPUQuotaSpec, GPUQuotaStatus
 
 
 def crd() -> dict[str, Any]:
-    spec_schema = openapi_schema(GPUQuotaSpec)
-    status_schema = openapi_schema(GPUQuotaStatus)
-    status_schema["description"] = "Observed state, written only by the gpufleet operator."
     columns = [
         ("Tiers", "string", ".spec.tiers[*].name", 0),
         ("GPU limit", "integer", '.spec.limits.nvidia\\.com/gpu', 0),
@@ -27,40 +23,11 @@ def crd() -> dict[str, Any]:
         ("Services", "string", ".status.services[*].name", 1),
         ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', 0),
     ]
-    printer = [{"name": n, "type": t, "jsonPath": p, **({"priority": prio} if prio else {})}
-               for n, t, p, prio in columns]
-    printer.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": SINGULAR,
-                      "shortNames": SHORT_NAMES, "categories": ["gpufleet"]},
-            "scope": "Cluster",
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": printer,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": "A GPU quota shared by InferenceServices (spec.quota), arbitrated by "
-                                   "priority tier: higher tiers first, lower tiers held at their floors.",
-                    "required": ["spec"],
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": spec_schema,
-                        "status": status_schema,
-                    },
-                }},
-            }],
-        },
-    }
+    return document(
+        kind=KIND, plural=PLURAL, singular=SINGULAR, short_names=SHORT_NAMES, scope="Cluster",
+        columns=columns, spec_schema=openapi_schema(GPUQuotaSpec), status_schema=openapi_schema(GPUQuotaStatus),
+        description="A GPU quota shared by InferenceServices (spec.quota), arbitrated by "
+        "priority tier: higher tiers first, lower tiers held at their floors.")
 
 
 def render() -> str:
