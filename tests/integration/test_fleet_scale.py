@@ -8,9 +8,7 @@ so the session's operator (which takes `!gpufleet.io/shard`) never touches these
 from __future__ import annotations
 
 import json
-import socket
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,6 +21,7 @@ import yaml
 from gpufleet.api.timefmt import iso_seconds
 from gpufleet.control.memory import decode
 from gpufleet.devenv.prometheus import PrometheusServer
+from tests.chaos.proxy import Proxy
 from tests.integration.support import Cluster, Process, free_port
 from tests.support import ROOT, wait_for
 
@@ -127,67 +126,6 @@ def test_more_services_than_workers_all_decide_and_delete_fast(
     assert time.monotonic() - start <= 60
 
 
-class Blackhole:
-    """A loopback TCP proxy to the API server that can stop passing bytes (a hung server: the
-    connection stays open, nothing comes back) and heal (held connections are closed)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.holes = threading.Event()
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target, timeout=10)
-            with self.lock:
-                self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                while self.holes.is_set():  # swallow: hold the bytes, send nothing
-                    time.sleep(0.05)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def blackhole(self) -> None:
-        self.holes.set()
-
-    def heal(self) -> None:
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for s in conns:  # clients reconnect; their new connections pass again
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.holes.clear()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.heal()
-
-
 def api_server(cluster: Cluster) -> tuple[str, int]:
     server = yaml.safe_load(Path(cluster.kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
     host, _, port = server.removeprefix("https://").partition(":")
@@ -203,7 +141,7 @@ def proxied_kubeconfig(cluster: Cluster, port: int, path: Path) -> str:
 
 def test_blackholed_api_server_times_out_and_the_loop_recovers(
         cluster: Cluster, namespace: str, shard_operator: OperatorFactory, tmp_path: Path) -> None:
-    hole = Blackhole(api_server(cluster))
+    hole = Proxy(api_server(cluster))
     try:
         kubeconfig = proxied_kubeconfig(cluster, hole.port, tmp_path / "proxied.kubeconfig")
         proc, metrics = shard_operator("hole", "--kube-timeout", "3", "--status-heartbeat", "1",
@@ -224,7 +162,7 @@ def test_blackholed_api_server_times_out_and_the_loop_recovers(
         wait_for(lambda: metric(metrics, "gpufleet_errors_total") >= failed + 2, timeout=30,
                  what="later ticks running (and failing) while the API server hangs")
 
-        hole.heal()
+        hole.restore()
         healed = time.time()
         assert healed > holed
 
