@@ -7,10 +7,15 @@ each other."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import shutil
+import ssl
+import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -68,3 +73,23 @@ def exported_names() -> set[str]:
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ("",))
         names.update(family.name + s for s in suffixes)
     return names
+
+
+@contextlib.contextmanager
+def https_server(handler: type[http.server.BaseHTTPRequestHandler], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A loopback HTTPS server answering with `handler`, its certificate self-signed for 127.0.0.1
+    by openssl; yields (its URL, the certificate to verify it with)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    finally:
+        server.shutdown()
+        server.server_close()

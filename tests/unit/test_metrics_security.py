@@ -9,7 +9,6 @@ import http.server
 import json
 import re
 import shutil
-import ssl
 import subprocess
 import sys
 import threading
@@ -42,6 +41,7 @@ from gpufleet.control.service import ServiceLoop, Settings
 from gpufleet.core.types import Observation
 from tests.builders import make_spec
 from tests.fakes import RecordingKube, pod
+from tests.support import https_server
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
@@ -344,22 +344,8 @@ class PromHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def https_prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A Prometheus-like HTTPS endpoint with a self-signed certificate; yields (URL, its CA file)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PromHandler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", cert
-    finally:
-        server.shutdown()
-        server.server_close()
+    with https_server(PromHandler, tmp_path) as served:
+        yield served
 
 
 def tls_ports(url: str, ca: str | None) -> list[PrometheusMetrics | ServiceMetrics]:

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import ssl
-import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from gpufleet import cli, report
 from gpufleet.api.models import InferenceServiceSpec
+from tests.support import https_server
 
 
 class RangeHandler(BaseHTTPRequestHandler):
@@ -37,17 +35,8 @@ class RangeHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def tls_prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    cert, key = tmp_path / "ca.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"https://127.0.0.1:{server.server_address[1]}", cert
-    server.shutdown()
+    with https_server(RangeHandler, tmp_path) as served:
+        yield served
 
 
 def spec() -> InferenceServiceSpec:
