@@ -136,3 +136,9 @@ class ScrapeFilter:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def __enter__(self) -> ScrapeFilter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

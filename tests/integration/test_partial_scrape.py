@@ -9,10 +9,7 @@ replicas; with one pod out of the scrape Prometheus sums three quarters of it, w
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ import pytest
 
 from gpufleet.api.timefmt import iso_seconds
 from gpufleet.devenv.prometheus import PrometheusServer
+from tests.chaos.faults import ScrapeFilter
 from tests.integration.support import (
     STABILIZE_S,
     Cluster,
@@ -41,40 +39,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
 SHARD = "gpufleet.io/shard"
 NAME = "partial"
-SD_NAME = "gpufleet-emulator.json"  # the file the emulator owns in the session's file_sd dir
-
-
-class ScrapeFilter:
-    """Copies the emulator's file_sd targets into a directory of its own, leaving out `hidden`."""
-
-    def __init__(self, source: Path, target: Path) -> None:
-        self.source, self.target = source / SD_NAME, target / SD_NAME
-        self.hidden: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def copy(self) -> None:
-        try:
-            groups = json.loads(self.source.read_text())
-        except (OSError, ValueError):
-            return
-        kept = [g for g in groups if g.get("labels", {}).get("pod") not in self.hidden]
-        tmp = self.target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(kept))
-        os.replace(tmp, self.target)  # Prometheus never reads a half-written file
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self.copy()
-
-    def __enter__(self) -> ScrapeFilter:
-        self.copy()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture
