@@ -259,9 +259,18 @@ def _one(index: kopf.Index[Any, Any], key: Any) -> Any:
     return next(iter(store), None) if store is not None else None
 
 
+def class_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The capacity classes a raw spec names (spec.capacity.classes), else on-demand and spot."""
+    listed = ((spec.get("capacity") or {}).get("classes")) or ()
+    names = tuple(str(c.get("name")) for c in listed if isinstance(c, Mapping) and c.get("name"))
+    return names or (ON_DEMAND, SPOT)
+
+
 def take_snapshot(namespace: str, name: str, *, pods: kopf.Index[Any, Any], nodes: kopf.Index[Any, Any],
-                  deployments: kopf.Index[Any, Any], node_labels: bool = False) -> Snapshot:
-    """This service's slice of the indexes. Call it on kopf's event loop (the indexes change there)."""
+                  deployments: kopf.Index[Any, Any], node_labels: bool = False,
+                  classes: Sequence[str] = (ON_DEMAND, SPOT)) -> Snapshot:
+    """This service's slice of the indexes. Call it on kopf's event loop (the indexes change there).
+    `classes`: its capacity classes (class_names), one Deployment each."""
     mine = tuple(pods.get((namespace, name)) or ())
     infos = {}
     for pod in mine:
@@ -269,7 +278,7 @@ def take_snapshot(namespace: str, name: str, *, pods: kopf.Index[Any, Any], node
         if node and (info := _one(nodes, node)) is not None:
             infos[node] = info
     sizes = {}
-    for capacity_class in (ON_DEMAND, SPOT):
+    for capacity_class in classes:
         deployment = manifests.deployment_name(name, capacity_class)
         if (replicas := _one(deployments, (namespace, deployment))) is not None:
             sizes[deployment] = replicas
@@ -306,7 +315,7 @@ def invalid_spec_status(body: kopf.Body, message: str, now: float) -> dict[str, 
 def initial_replicas(spec: InferenceServiceSpec, now: float) -> dict[str, int]:
     """Sizes for brand-new Deployments (see control.step.initial_decision)."""
     plan, _ = initial_decision(spec, GpufleetPolicy(), now=now)
-    return {ON_DEMAND: plan.on_demand, SPOT: plan.spot}
+    return {c: plan.by_class(c) for c in plan.class_names()}
 
 
 def apply_children(body: kopf.Body, parsed: InferenceServiceSpec, namespace: str,
@@ -450,7 +459,8 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
 
     async def read(node_labels: bool) -> Snapshot:
         return take_snapshot(namespace, name, pods=kwargs["gpufleet_pods"], nodes=kwargs["gpufleet_nodes"],
-                             deployments=kwargs["gpufleet_deployments"], node_labels=node_labels)
+                             deployments=kwargs["gpufleet_deployments"], node_labels=node_labels,
+                             classes=class_names(body.spec))
 
     async def read_autoscalers() -> list[str]:
         return autoscalers_of(namespace, name, kwargs.get("gpufleet_hpas"), kwargs.get("gpufleet_scaledobjects"))

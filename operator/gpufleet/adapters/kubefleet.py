@@ -42,6 +42,7 @@ class KubeFleet:
         self.in_flight = in_flight  # per-pod in-flight requests, from metrics; {} when unknown
         # Recent creation-to-Ready durations per class, remembered across pods that are gone.
         self._starts: dict[str, deque[float]] = {c: deque(maxlen=TTR_SAMPLES) for c in CAPACITY_CLASSES}
+        self._mix: tuple[tuple[str, bool, str], ...] | None = None  # the class mix last carried out
         self._seen_ready: set[str] = set()
         self._restored = False  # samples were just restored: the pods Ready now are in them
         self._pods: dict[str, dict[str, Any]] = {}
@@ -57,6 +58,9 @@ class KubeFleet:
         """The creation-to-Ready durations kept per class (persisted with the policy's memory)."""
         return {c: list(v) for c, v in self._starts.items() if v}
 
+    def _starts_of(self, capacity_class: str) -> deque[float]:
+        return self._starts.setdefault(capacity_class, deque(maxlen=TTR_SAMPLES))
+
     def time_to_ready(self) -> dict[str, float]:
         out = {c: time_to_ready(list(v)) for c, v in self._starts.items()}
         return {c: v for c, v in out.items() if v is not None}
@@ -65,8 +69,7 @@ class KubeFleet:
         """Take back persisted samples. They already hold the starts of the pods Ready now, so
         those are not sampled again (a start between the last write and now is lost, not doubled)."""
         for capacity_class, values in samples.items():
-            if capacity_class in self._starts:
-                self._starts[capacity_class].extend(values)
+            self._starts_of(capacity_class).extend(values)
         self._restored = True
 
     # -- state --------------------------------------------------------------------------------
@@ -103,11 +106,11 @@ class KubeFleet:
             if r.ready_at is not None and r.name not in self._seen_ready:
                 self._seen_ready.add(r.name)
                 if not self._restored:
-                    self._starts[r.capacity_class].append(max(0.0, r.ready_at - r.created_at))
+                    self._starts_of(r.capacity_class).append(max(0.0, r.ready_at - r.created_at))
         self._restored = False
         self._seen_ready &= set(self._pods)  # forget pods that are gone (bounded memory)
         return FleetState(replicas=tuple(replicas), time_to_ready_s=self.time_to_ready(),
-                          spot_unavailable=self._spot_stuck(now))
+                          spot_unavailable=self._spot_stuck(now), pending_by_class=self._pending_by_class(now))
 
     def _replica(self, pod: dict[str, Any], interrupted: set[str], in_flight: dict[str, float],
                  reclaim_at: float | None) -> Replica:
@@ -135,6 +138,17 @@ class KubeFleet:
                 return True
         return False
 
+    def _pending_by_class(self, now: float) -> tuple[tuple[str, int], ...]:
+        """spec.capacity.classes: pods of each class Pending past its pendingTimeoutSeconds."""
+        timeouts = {c.name: c.pending_timeout_seconds for c in self.spec.capacity.classes or ()}
+        out: dict[str, int] = {}
+        for pod in self._pods.values():
+            cls = (pod["metadata"].get("labels") or {}).get(manifests.LABEL_CLASS)
+            since = pending_since(pod)
+            if cls in timeouts and since is not None and now - since > timeouts[cls]:
+                out[cls] = out.get(cls, 0) + 1
+        return tuple(sorted(out.items()))
+
     # -- apply --------------------------------------------------------------------------------
 
     def apply(self, plan: Plan, *, now: float) -> None:
@@ -143,6 +157,17 @@ class KubeFleet:
         self.execute(rollout(plan, state.replicas, now=now, drain_timeout_s=drain_timeout,
                              interval_s=float(self.spec.scaling.interval_seconds)),
                      now=now, reason=f"{plan.reason}: {plan.message}")
+        self._mix_event(plan)
+
+    def _mix_event(self, plan: Plan) -> None:
+        """spec.capacity.classes: one CapacityMix Event each time the chosen mix changes (a class
+        taken into use or out of it, or its availability), with why; not on every resize."""
+        if plan.classes is None:
+            return
+        mix = tuple((c.name, c.replicas > 0, c.state) for c in plan.classes)
+        if mix != self._mix:
+            self._mix = mix
+            self.events.append(("CapacityMix", plan.mix_note[:500]))
 
     def execute(self, ro: Rollout, *, now: float, reason: str = "") -> None:
         """Carry out a rollout: one metadata patch per pod that moves, evictions, then sizes."""

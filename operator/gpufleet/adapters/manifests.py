@@ -1,7 +1,8 @@
 """Child objects of an InferenceService, rendered as plain dicts (no client calls here).
 
-One Deployment per capacity class built from spec.template plus that class's placement, one
-Service that routes only to pods labelled serving, and one PodDisruptionBudget. The operator owns
+One Deployment per capacity class built from spec.template plus that class's placement (with
+spec.capacity.classes, also its resources as the Triton container's limits), one Service that
+routes only to pods labelled serving, and one PodDisruptionBudget. The operator owns
 replica counts (through /scale) and its own labels; everything else comes from the user's spec.
 """
 
@@ -11,7 +12,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from gpufleet.api.models import ClassPlacement, InferenceServiceSpec
+from gpufleet.api.models import GPU_RESOURCE, MIG_PREFIX, CapacityClassSpec, ClassPlacement, InferenceServiceSpec
 from gpufleet.core.types import ON_DEMAND, SPOT
 
 LABEL_SERVICE = "gpufleet.io/inference-service"
@@ -27,11 +28,17 @@ TRITON_PORTS = (("http", 8000), ("grpc", 8001), ("metrics", 8002))
 TRITON_EXIT_TIMEOUT_S = 30  # tritonserver's default --exit-timeout-secs
 GRACE_MARGIN_S = 5  # Triton's own timeout ends the shutdown, not the kubelet's SIGKILL
 
+# The two-class form's Deployments keep their names; a listed class's suffix is its name.
 _CLASS_SUFFIX = {ON_DEMAND: "ondemand", SPOT: "spot"}
 
 
 def deployment_name(service: str, capacity_class: str) -> str:
-    return f"{service}-{_CLASS_SUFFIX[capacity_class]}"
+    return f"{service}-{_CLASS_SUFFIX.get(capacity_class, capacity_class)}"
+
+
+def class_names(spec: InferenceServiceSpec) -> tuple[str, ...]:
+    """The service's capacity classes, one Deployment each."""
+    return spec.capacity.class_names()
 
 
 def selector_labels(service: str, capacity_class: str | None = None) -> dict[str, str]:
@@ -42,7 +49,26 @@ def selector_labels(service: str, capacity_class: str | None = None) -> dict[str
 
 
 def placement(spec: InferenceServiceSpec, capacity_class: str) -> ClassPlacement:
+    if spec.capacity.classes is not None:
+        return next(c for c in spec.capacity.classes if c.name == capacity_class)
     return spec.capacity.on_demand if capacity_class == ON_DEMAND else spec.capacity.spot
+
+
+def _is_gpu(resource: str) -> bool:
+    return resource == GPU_RESOURCE or resource.startswith(MIG_PREFIX)
+
+
+def set_gpu_resources(pod_spec: dict[str, Any], cls: CapacityClassSpec) -> None:
+    """The class's resources as the Triton container's limits (extended resources: requests, if
+    the template sets any, must equal the limits), replacing the template's GPUs and MIG slices."""
+    container = triton_container(pod_spec)
+    if container is None:
+        return
+    res = container.setdefault("resources", {})
+    for part in ("limits", "requests"):
+        if part in res or part == "limits":
+            kept = {k: v for k, v in (res.get(part) or {}).items() if not _is_gpu(k) and k not in cls.resources}
+            res[part] = {**kept, **cls.resources}
 
 
 def triton_container(pod_spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -104,6 +130,8 @@ def deployment(name: str, spec: InferenceServiceSpec, capacity_class: str) -> di
     pod_spec = template.setdefault("spec", {})
     serving_defaults(pod_spec, spec.model.name)
     where = placement(spec, capacity_class)
+    if isinstance(where, CapacityClassSpec):
+        set_gpu_resources(pod_spec, where)
     if where.node_selector:
         pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **where.node_selector}
     if where.tolerations:
@@ -182,8 +210,7 @@ def describe_owner(meta: Mapping[str, Any]) -> str:
 
 def children(name: str, spec: InferenceServiceSpec) -> list[dict[str, Any]]:
     return [
-        deployment(name, spec, ON_DEMAND),
-        deployment(name, spec, SPOT),
+        *(deployment(name, spec, c) for c in class_names(spec)),
         service(name),
         pod_disruption_budget(name, spec),
     ]

@@ -160,7 +160,8 @@ def owned_by_fleet(pod: Mapping[str, Any], service: str) -> bool:
     if ref is None or ref.get("kind") != "ReplicaSet" or not str(ref.get("apiVersion", "")).startswith("apps/"):
         return False
     name, hash_label = str(ref.get("name", "")), (meta.get("labels") or {}).get("pod-template-hash")
-    for capacity_class in CAPACITY_CLASSES:
+    own = (meta.get("labels") or {}).get(manifests.LABEL_CLASS)  # spec.capacity.classes: any class name
+    for capacity_class in (*CAPACITY_CLASSES, *([str(own)] if own and own not in CAPACITY_CLASSES else [])):
         prefix = manifests.deployment_name(service, capacity_class) + "-"
         tail = name[len(prefix):]
         if name.startswith(prefix) and _TEMPLATE_HASH.fullmatch(tail) and hash_label == tail:

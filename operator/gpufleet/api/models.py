@@ -270,15 +270,161 @@ class Prices(ApiModel):
     """Price of one spot GPU hour."""
 
 
+GPU_RESOURCE = "nvidia.com/gpu"
+MIG_PREFIX = "nvidia.com/mig-"
+CLASS_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+CLASSES_RULES: list[Any] = [
+    {"rule": "self.exists(c, !has(c.spot) || !c.spot)",
+     "message": "capacity.classes needs at least one class that is not spot (spot can be taken away all at once)"},
+    {"rule": "self.all(c, has(c.pricePerReplicaHour) || has(c.product))",
+     "message": "each capacity class needs pricePerReplicaHour or a product to look up in the operator's price table"},
+]
+"""CEL rules on the class list (uniqueness of names: x-kubernetes-list-type map keyed by name)."""
+
+
+class CapacityClassSpec(ClassPlacement):
+    """One capacity class: where a replica runs, what it asks for, what it costs and serves."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+                 "message": "a class's min must be <= its max", "fieldPath": ".min"},
+            ]
+        }
+    )
+    name: str = Field(min_length=1, max_length=40, pattern=CLASS_NAME_PATTERN)
+    """Class name (a DNS label, unique in the list): its Deployment is `<service>-<name>` and its
+    pods carry the label gpufleet.io/capacity-class=<name>."""
+    resources: dict[str, int] = Field(
+        default_factory=lambda: {GPU_RESOURCE: 1},
+        min_length=1,
+        max_length=8,
+        json_schema_extra={
+            "default": {GPU_RESOURCE: 1},  # the server fills it in, as the model does
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 64},
+            "x-kubernetes-validations": [
+                {"rule": f"self.all(k, size(k) <= 317 && k.matches('{LABEL_KEY_PATTERN}'))",
+                 "message": "resource names must be qualified names (e.g. nvidia.com/gpu, nvidia.com/mig-3g.40gb)"},
+            ],
+        },
+    )
+    """Extended resources one replica asks for, set as the Triton container's limits (replacing
+    any nvidia.com/gpu or nvidia.com/mig-* of the template): `nvidia.com/gpu: 1`,
+    `nvidia.com/gpu: 8`, or a MIG slice such as `nvidia.com/mig-3g.40gb: 1`."""
+    spot: bool = False
+    """Whether this class runs on spot (interruptible) capacity."""
+    price_per_replica_hour: float | None = Field(default=None, ge=0, le=1e6)
+    """Price of one replica for one hour (all its GPUs, or its slice). Unset: the operator's price
+    table for `product` (per GPU, times the GPUs the resources ask for; a MIG slice is priced as
+    its share of the GPU, see sliceOfGpu), else capacity.pricePerGpuHour times those GPUs."""
+    product: str | None = Field(default=None, max_length=63)
+    """GPU product (the node label nvidia.com/gpu.product, e.g. NVIDIA-L4) to price from the
+    operator's price table."""
+    slice_of_gpu: float = Field(default=1.0, gt=0, le=1)
+    """Share of one GPU a replica's MIG resources hold, for pricing and GPU-hours: 1 for whole
+    GPUs, 0.5 for nvidia.com/mig-3g.40gb on an H100 80GB (two such slices per GPU)."""
+    target_rps_per_replica: float | None = Field(default=None, ge=0.001, le=1e6)
+    """Requests/s one replica of this class serves within the SLO. Unset: the service's
+    scaling.targetRpsPerReplica (or the rate it learned)."""
+    min: int = Field(default=0, ge=0, le=10000)
+    """Fewest replicas of this class whatever the mix (while the class can be had)."""
+    max: int = Field(default=10000, ge=0, le=10000)
+    """Most replicas of this class."""
+    max_share: float = Field(default=1.0, gt=0, le=1)
+    """Largest share of the fleet's planned capacity (requests/s) on this class."""
+    pending_timeout_seconds: int = Field(default=120, ge=10, le=3600)
+    """A pod of this class Pending longer than this marks the class unavailable (stocked out):
+    new capacity goes to the next-cheapest class."""
+    return_after_seconds: int = Field(default=600, ge=0, le=86400)
+    """After the class was found unavailable, wait this long before using it again; doubles after
+    each outage that follows a return within the hour (up to 8x)."""
+
+    @model_validator(mode="after")
+    def _priced_and_bounded(self) -> CapacityClassSpec:
+        if self.price_per_replica_hour is None and self.product is None:
+            raise ValueError(f"class {self.name!r} needs pricePerReplicaHour or product")
+        if self.min > self.max:
+            raise ValueError(f"class {self.name!r}: min {self.min} > max {self.max}")
+        return self
+
+    def gpus(self) -> float:
+        """GPUs (or GPU share) one replica holds, for metering and the price table."""
+        whole = sum(v for k, v in self.resources.items() if k == GPU_RESOURCE)
+        sliced = sum(v for k, v in self.resources.items() if k.startswith(MIG_PREFIX))
+        return float(whole) + float(sliced) * self.slice_of_gpu
+
+
+def check_class_list(value: list[CapacityClassSpec]) -> list[CapacityClassSpec]:
+    """What CLASSES_RULES and the list-map keys refuse, as a pydantic error naming the field."""
+    names = [c.name for c in value]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"capacity class names must be unique: {', '.join(dupes)} repeated")
+    if all(c.spot for c in value):
+        raise ValueError("capacity.classes needs at least one class that is not spot")
+    return value
+
+
+_CLASS_LIST_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+    "x-kubernetes-validations": CLASSES_RULES,
+}
+
+_CLASSES_VS_LEGACY = "capacity.classes replaces the onDemand/spot placement: "
+
+
 class Capacity(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.classes) || !has(self.spot) || !has(self.spot.enabled) || !self.spot.enabled",
+                 "message": _CLASSES_VS_LEGACY + "set spot.enabled false (or leave spot out) and list a class "
+                            "with spot: true instead", "fieldPath": ".classes"},
+                {"rule": "!has(self.classes) || !has(self.onDemand) || ((!has(self.onDemand.nodeSelector)"
+                         " || size(self.onDemand.nodeSelector) == 0) && (!has(self.onDemand.tolerations)"
+                         " || size(self.onDemand.tolerations) == 0))",
+                 "message": _CLASSES_VS_LEGACY + "put nodeSelector and tolerations on each class, not on onDemand",
+                 "fieldPath": ".classes"},
+            ]
+        }
+    )
     gpus_per_replica: int = Field(default=1, ge=0, le=64)
-    """GPUs one replica uses (for cost); the pod template's nvidia.com/gpu limit should match."""
+    """GPUs one replica uses (for cost); the pod template's nvidia.com/gpu limit should match.
+    Ignored with classes (each class's resources say it)."""
     on_demand: OnDemand = Field(default_factory=OnDemand)
-    """On-demand placement and base."""
+    """On-demand placement and base (the two-class form; with classes use each class's min)."""
     spot: Spot = Field(default_factory=Spot)
-    """Spot placement and share."""
+    """Spot placement and share (the two-class form; with classes list a class with spot: true)."""
     price_per_gpu_hour: Prices = Field(default_factory=Prices)
-    """Prices used for cost reporting and the spot/on-demand split."""
+    """Prices used for cost reporting and the spot/on-demand split; with classes, the fallback
+    price of a class that has no pricePerReplicaHour and no price-table entry."""
+    classes: list[CapacityClassSpec] | None = Field(default=None, min_length=1, max_length=16,
+                                                     json_schema_extra=_CLASS_LIST_SCHEMA)
+    """Capacity classes (GPU types, MIG slices, spot or not): one Deployment each,
+    `<service>-<name>`; every interval the operator runs the cheapest mix whose capacity meets the
+    load, and moves new capacity to the next-cheapest class when one stocks out (pods Pending
+    past its pendingTimeoutSeconds, interruption notices). Unset: the onDemand/spot form, which
+    means the two classes on-demand and spot."""
+
+    @field_validator("classes")
+    @classmethod
+    def _valid_classes(cls, value: list[CapacityClassSpec] | None) -> list[CapacityClassSpec] | None:
+        return None if value is None else check_class_list(value)
+
+    @model_validator(mode="after")
+    def _classes_alone(self) -> Capacity:
+        if self.classes is not None:
+            if self.spot.enabled:
+                raise ValueError(_CLASSES_VS_LEGACY + "spot.enabled must be false with classes")
+            if self.on_demand.node_selector or self.on_demand.tolerations:
+                raise ValueError(_CLASSES_VS_LEGACY + "onDemand.nodeSelector/tolerations must be empty with classes")
+        return self
+
+    def class_names(self) -> tuple[str, ...]:
+        """The classes' names (their Deployments' suffixes): the two legacy ones without a list."""
+        return tuple(c.name for c in self.classes) if self.classes is not None else ("on-demand", "spot")
 
 
 
@@ -703,6 +849,22 @@ class ClassCounts(StatusModel):
     """Pods created but not Ready (scheduling, pulling, loading the model)."""
 
 
+class ClassStatus(ClassCounts):
+    """One class of spec.capacity.classes as last decided."""
+
+    name: str = ""
+    """The class (its Deployment is `<service>-<name>`)."""
+    spot: bool = False
+    price_per_replica_hour: float | None = None
+    """Price of one replica-hour the mix was chosen with."""
+    rps_per_replica: float | None = None
+    """Requests/s one replica is planned to serve (its own figure, or the service's reference one)."""
+    state: str = ""
+    """available, stocked-out (pods Pending past its timeout, interruption notices) or backing-off."""
+    reason: str = ""
+    """Why it has what it has."""
+
+
 class ReplicaStatus(StatusModel):
     desired: int = 0
     """Total replicas asked for."""
@@ -713,7 +875,11 @@ class ReplicaStatus(StatusModel):
     starting: int = 0
     """Pods not Ready yet."""
     on_demand: ClassCounts = Field(default_factory=ClassCounts)
+    """Pods of the on-demand class (with spec.capacity.classes: of every class that is not spot)."""
     spot: ClassCounts = Field(default_factory=ClassCounts)
+    """Pods of the spot class (with spec.capacity.classes: of every spot class)."""
+    classes: list[ClassStatus] | None = None
+    """spec.capacity.classes: pods, price, capacity, availability and reason per class."""
 
 
 class ObservedStatus(StatusModel):

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from gpufleet.api.classes import replica_price
 from gpufleet.api.models import ClassUsage, InferenceServiceSpec, UsageStatus
 from gpufleet.api.timefmt import iso, iso_seconds
 from gpufleet.core.budget import DAY_S, replica_hour_prices
@@ -59,6 +60,20 @@ def _add(u: ClassUsage, gpu_h: float, cost: float) -> ClassUsage:
     return ClassUsage(gpu_hours=u.gpu_hours + gpu_h, cost=u.cost + cost)
 
 
+def class_rates(spec: InferenceServiceSpec) -> dict[str, tuple[str, float, float]]:
+    """Per capacity class: (the usage bucket, on-demand or spot; GPUs per replica; price per
+    replica-hour). spec.capacity.classes: each class's own GPUs (a MIG slice as its share) and price,
+    in the bucket of its spot flag; an unknown class (a pod of a class since removed) as on-demand."""
+    price = replica_hour_prices(spec)
+    gpus = float(spec.capacity.gpus_per_replica)
+    out = {ON_DEMAND: (ON_DEMAND, gpus, price[ON_DEMAND]), SPOT: (SPOT, gpus, price[SPOT])}
+    prices = spec.capacity.price_per_gpu_hour
+    for c in spec.capacity.classes or ():
+        out[c.name] = (SPOT if c.spot else ON_DEMAND, c.gpus(),
+                       replica_price(c, None, {ON_DEMAND: prices.on_demand, SPOT: prices.spot}))
+    return out
+
+
 def accumulate(
     prev: UsageStatus, spec: InferenceServiceSpec, fleet: FleetState, request_rate: float | None, now: float
 ) -> tuple[UsageStatus, UsageDelta]:
@@ -71,8 +86,7 @@ def accumulate(
         # First tick (or a clock step backwards): start metering here.
         since = prev.since or iso_ms(now)
         return prev.model_copy(update={"since": since, "updated_at": iso_ms(now), "day": utc_day(now)}), EMPTY
-    gpus = spec.capacity.gpus_per_replica
-    price = replica_hour_prices(spec)
+    per_class = class_rates(spec)
     midnight = (now // DAY_S) * DAY_S
     gpu_h = {c: 0.0 for c in CAPACITY_CLASSES}
     cost = {c: 0.0 for c in CAPACITY_CLASSES}
@@ -82,10 +96,10 @@ def accumulate(
         if start >= now:
             continue
         hours = (now - start) / 3600.0
-        cls = r.capacity_class if r.capacity_class in gpu_h else ON_DEMAND
+        cls, gpus, price = per_class.get(r.capacity_class, per_class[ON_DEMAND])
         gpu_h[cls] += hours * gpus
-        cost[cls] += hours * price[cls]
-        today += (now - max(start, midnight)) / 3600.0 * price[cls]
+        cost[cls] += hours * price
+        today += (now - max(start, midnight)) / 3600.0 * price
     rate = request_rate if request_rate is not None and math.isfinite(request_rate) and request_rate > 0 else 0.0
     requests = rate * min(now - last, MAX_RATE_GAP_S)
     day = utc_day(now)

@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from gpufleet.api.models import ClassPlacement, InferenceServiceSpec, Prices
+from gpufleet.api.classes import replica_price
+from gpufleet.api.models import CapacityClassSpec, ClassPlacement, InferenceServiceSpec, Prices
 from gpufleet.core.types import ON_DEMAND, SPOT
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -91,8 +92,19 @@ def resolve(
     return Prices(on_demand=out[ON_DEMAND], spot=out[SPOT]), ", ".join(notes)
 
 
-def with_prices(spec: InferenceServiceSpec, prices: Prices) -> InferenceServiceSpec:
-    if prices == spec.capacity.price_per_gpu_hour:
+def with_prices(spec: InferenceServiceSpec, prices: Prices, table: PriceTable | None = None) -> InferenceServiceSpec:
+    """The spec with the resolved prices in it; with spec.capacity.classes and a table, each class
+    without pricePerReplicaHour gets the table's price for its product (api.classes.replica_price)."""
+    classes = spec.capacity.classes
+    if table and classes is not None:
+        classes = [c if c.price_per_replica_hour is not None or not _in_table(c, table) else
+                   c.model_copy(update={"price_per_replica_hour": replica_price(c, table)}) for c in classes]
+    if prices == spec.capacity.price_per_gpu_hour and classes == spec.capacity.classes:
         return spec
-    capacity = spec.capacity.model_copy(update={"price_per_gpu_hour": prices})
+    capacity = spec.capacity.model_copy(update={"price_per_gpu_hour": prices, "classes": classes})
     return spec.model_copy(update={"capacity": capacity})
+
+
+def _in_table(cls: CapacityClassSpec, table: PriceTable) -> bool:
+    kind = SPOT if cls.spot else ON_DEMAND
+    return any(kind in table.get(key, {}) for key in (cls.product or "", ANY))

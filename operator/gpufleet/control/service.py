@@ -197,7 +197,8 @@ class ServiceLoop:
             return
         self.raw_spec = spec
         # The price table's prices replace the spec's before anything decides or meters.
-        spec = pricing.with_prices(spec, pricing.resolve(spec, self.settings.price_table, self._products(spec))[0])
+        spec = pricing.with_prices(spec, pricing.resolve(spec, self.settings.price_table, self._products(spec))[0],
+                                   self.settings.price_table)
         old = self.spec
         self.spec = spec
         if self.fleet is None or (old is not None and old.target_ref != spec.target_ref):

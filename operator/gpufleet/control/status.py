@@ -10,6 +10,7 @@ from typing import Any
 
 from gpufleet.api.models import (
     ClassCounts,
+    ClassStatus,
     Condition,
     DecisionStatus,
     ForecastStatus,
@@ -70,22 +71,35 @@ def shadow_status(spec: InferenceServiceSpec, plan: Plan, fleet: FleetState, rea
         autoscalers=list(reading.autoscalers), message=message[:1000])
 
 
-def replica_status(fleet: FleetState, desired: dict[str, int]) -> ReplicaStatus:
-    def counts(capacity_class: str) -> ClassCounts:
-        mine = [r for r in fleet.replicas if r.capacity_class == capacity_class and r.state != ReplicaState.draining]
+def replica_status(fleet: FleetState, desired: dict[str, int], plan: Plan | None = None) -> ReplicaStatus:
+    """Pods per class. With spec.capacity.classes (`plan.classes`), one entry per class, and the
+    onDemand/spot counts sum the classes that are not spot / that are."""
+    def counts(*classes: str) -> ClassCounts:
+        mine = [r for r in fleet.replicas if r.capacity_class in classes and r.state != ReplicaState.draining]
         return ClassCounts(
-            desired=desired.get(capacity_class, 0),
+            desired=sum(desired.get(c, 0) for c in classes),
             ready=sum(1 for r in mine if r.ready_at is not None),
             starting=sum(1 for r in mine if r.state == ReplicaState.starting),
         )
 
+    per_class = None
+    od: tuple[str, ...] = (ON_DEMAND,)
+    sp: tuple[str, ...] = (SPOT,)
+    if plan is not None and plan.classes is not None:
+        per_class = [ClassStatus(**counts(c.name).model_dump(), name=c.name, spot=c.spot,
+                                 price_per_replica_hour=round(c.price_per_hour, 4),
+                                 rps_per_replica=round(c.rps_per_replica, 4), state=c.state, reason=c.reason[:300])
+                     for c in plan.classes]
+        od = tuple(c.name for c in plan.classes if not c.spot)
+        sp = tuple(c.name for c in plan.classes if c.spot)
     return ReplicaStatus(
         desired=sum(desired.values()),
         serving=fleet.count(ReplicaState.serving),
         standby=fleet.count(ReplicaState.standby),
         starting=fleet.count(ReplicaState.starting),
-        on_demand=counts(ON_DEMAND),
-        spot=counts(SPOT),
+        on_demand=counts(*od),
+        spot=counts(*sp),
+        classes=per_class,
     )
 
 
@@ -132,8 +146,8 @@ def decision_status(plan: Plan, now: float, applied: bool) -> DecisionStatus:
         time=iso(now),
         desired=plan.serving,
         standby=plan.standby,
-        on_demand=plan.on_demand,
-        spot=plan.spot,
+        on_demand=plan.on_demand if plan.classes is None else sum(c.replicas for c in plan.classes if not c.spot),
+        spot=plan.spot if plan.classes is None else sum(c.replicas for c in plan.classes if c.spot),
         reason=plan.reason,
         message=plan.message,
         applied=applied,
@@ -209,7 +223,7 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
     `shadow`: what shadow mode read of spec.targetRef (status.shadow; Ready says whether it is read)."""
     old = read_status(status)
     fresh = result.fleet
-    desired = {ON_DEMAND: result.plan.on_demand, SPOT: result.plan.spot}
+    desired = {c: result.plan.by_class(c) for c in result.plan.class_names()}
     conditions: list[Condition] = old.conditions
     ready, reason, message = ready_condition(fresh, spec)
     if shadow is not None:
@@ -252,7 +266,7 @@ def render_status(status: Mapping[str, Any], generation: int | None, spec: Infer
     new = InferenceServiceStatus(
         observed_generation=observed,
         conditions=conditions,
-        replicas=replica_status(fresh, desired),
+        replicas=replica_status(fresh, desired, result.plan),
         observed=observed_status(result.observation),
         forecast=forecast_status(result.forecast),
         last_decision=decision_status(result.plan, now, result.applied),

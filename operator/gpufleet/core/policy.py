@@ -372,6 +372,14 @@ class GpufleetPolicy:
             settled_serving=seen.settled,
             schedule_refs=sched.refs,
         )
-        # 6. Budget last: it caps what the load asked for (standbys, then spot, then serving).
-        return budget.enforce(spec, plan, new_memory, fleet=fleet, previous=memory, now=now,
-                              spot_unavailable=backoff.unavailable, floor=sched.floor)
+        # 6. Budget: it caps what the load asked for (standbys, then spot, then serving).
+        plan, new_memory = budget.enforce(spec, plan, new_memory, fleet=fleet, previous=memory, now=now,
+                                          spot_unavailable=backoff.unavailable, floor=sched.floor)
+        # 7. spec.capacity.classes: that fleet as the cheapest replicas per class (core.mix, and
+        #    through it scipy, loaded only then: the two-class form's decisions load nothing more).
+        if spec.capacity.classes is None:
+            return plan, new_memory
+        from gpufleet.core import mix
+
+        return mix.apply_mix(spec, plan, new_memory, fleet=fleet, planned_rps=rps, now=now,
+                             previous=memory.class_availability)

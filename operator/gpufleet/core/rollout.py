@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from gpufleet.core.fleet import is_healthy
 from gpufleet.core.split import notice_drain_due
-from gpufleet.core.types import CAPACITY_CLASSES, ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
 
 # pod-deletion-cost marks (controller.kubernetes.io/pod-deletion-cost): a draining pod is kept
 # while it finishes; a released or discarded one is deleted first when its Deployment shrinks.
@@ -197,7 +197,7 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     discard: list[str] = []
     deferred: list[str] = []
     sizes: list[tuple[str, int]] = []
-    for capacity_class, target in ((c, plan.by_class(c)) for c in CAPACITY_CLASSES):
+    for capacity_class in plan.class_names():
         mine = [r for r in after if r.capacity_class == capacity_class]
         draining = [r for r in mine if r.state == ReplicaState.draining]
         noticed = [r for r in mine if r.interrupted and r.state != ReplicaState.draining]
@@ -248,7 +248,7 @@ def _cancels(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tupl
     """Healthy draining pods to keep, per class, while fewer pods stay than the plan wants (the
     most recent drains first: they have gone least far)."""
     out: list[str] = []
-    for capacity_class in CAPACITY_CLASSES:
+    for capacity_class in plan.class_names():
         mine = [r for r in replicas if r.capacity_class == capacity_class]
         noticed = sum(1 for r in mine if r.interrupted and r.state != ReplicaState.draining)
         staying = sum(1 for r in mine

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gpufleet.core.classes import Availability
 
 
 class ReplicaState(str, Enum):
@@ -43,6 +47,8 @@ class FleetState:
     spot_unavailable: bool = False
     # Measured creation-to-Ready seconds per capacity class (robust statistic, e.g. p90).
     time_to_ready_s: dict[str, float] = field(default_factory=dict)
+    # spec.capacity.classes: pods of each class Pending past its pendingTimeoutSeconds (stock-out).
+    pending_by_class: tuple[tuple[str, int], ...] = ()
 
     def count(self, state: ReplicaState, capacity_class: str | None = None) -> int:
         return sum(
@@ -138,6 +144,9 @@ class PolicyMemory:
     # seeds it from status.usage.costToday after a restart.
     spend_day: int | None = None
     spent_today: float = 0.0
+    # spec.capacity.classes: each class's availability and back-off (core.classes.track). Not in
+    # status.memory: after a restart a stock-out is found again after the class's timeout.
+    class_availability: tuple[tuple[str, Availability], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,10 +181,36 @@ class Plan:
     # (None: whatever interrupted pods are present, as for a plain Deployment). Kept with the plan
     # so that carrying it out again after those pods drained does not read them as capacity wanted.
     interrupted: tuple[tuple[str, int], ...] | None = None
+    # spec.capacity.classes: the Deployment size and the why of every class (core.mix); None for
+    # the onDemand/spot form, whose sizes are `on_demand` and `spot`.
+    classes: tuple[ClassChoice, ...] | None = None
+    mix_note: str = ""  # the chosen mix and its reason (status, the CapacityMix Event)
 
     @property
     def total(self) -> int:
+        if self.classes is not None:
+            return sum(c.replicas for c in self.classes)
         return self.on_demand + self.spot
 
     def by_class(self, capacity_class: str) -> int:
+        if self.classes is not None:
+            return next((c.replicas for c in self.classes if c.name == capacity_class), 0)
         return self.on_demand if capacity_class == ON_DEMAND else self.spot
+
+    def class_names(self) -> tuple[str, ...]:
+        """The classes this plan sizes (each one Deployment)."""
+        return CAPACITY_CLASSES if self.classes is None else tuple(c.name for c in self.classes)
+
+
+@dataclass(frozen=True)
+class ClassChoice:
+    """One capacity class in a plan (spec.capacity.classes)."""
+
+    name: str
+    replicas: int  # its Deployment's size: healthy wanted + interrupted still present
+    price_per_hour: float  # one replica-hour
+    rps_per_replica: float  # requests/s one replica is planned to serve
+    state: str  # core.classes.State: available, stocked-out, backing-off
+    reason: str  # why it has what it has
+    spot: bool = False
+    gpus: float = 1.0  # GPUs (or GPU share) one replica holds, for metering

@@ -1,0 +1,153 @@
+"""spec.capacity.classes in the decision: the policy's fleet, as replicas per class.
+
+The policy sizes the fleet in one unit, replicas of the service's reference capacity
+(scaling.targetRpsPerReplica or the learned rate, at the utilisation target), and splits it into
+the two classes on-demand and spot (core.split). With a class list, `apply_mix` is the last step
+of the same decision: the need is that fleet's planned capacity in requests/s, core.classes.choose
+picks the cheapest replicas per class that meet it, and serving/standby are rescaled to the mix's
+pod count. One sizing rule for the operator and the simulator; see docs/gpu-types.md.
+
+Availability per class (core.classes.track) is carried in PolicyMemory.class_availability;
+signals are the class's pods Pending past its pendingTimeoutSeconds (FleetState.pending_by_class,
+counted by the fleet adapter) and interruption notices on its pods.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from gpufleet.api.classes import replica_price
+from gpufleet.api.models import CapacityClassSpec, InferenceServiceSpec
+from gpufleet.core import rollout
+from gpufleet.core.fleet import READY_STATES, is_healthy
+from gpufleet.core.split import interrupted_by_class
+from gpufleet.core.types import ON_DEMAND, SPOT, ClassChoice, FleetState, Plan, PolicyMemory
+
+if TYPE_CHECKING:
+    from gpufleet.core.classes import Availability, GpuClass
+
+# core.classes (numpy, scipy's MILP) is imported only by services with a class list: the
+# two-class form, the simulator's sweeps and the property tests never load scipy through here.
+
+
+def reference_rps(spec: InferenceServiceSpec, planned_rps: float | None) -> float:
+    """Requests/s one reference replica is planned to serve: the policy's figure, else the first
+    on-demand class's own, else 1 (capacity unknown: every class counts as one replica)."""
+    if planned_rps is not None and math.isfinite(planned_rps) and planned_rps > 0:
+        return planned_rps
+    util = spec.scaling.target_utilization
+    for c in spec.capacity.classes or ():
+        if not c.spot and c.target_rps_per_replica is not None:
+            return c.target_rps_per_replica * util
+    return 1.0
+
+
+def gpu_classes(spec: InferenceServiceSpec, ref_rps: float) -> list[GpuClass]:
+    """The spec's classes as the core's GpuClass (prices already resolved into the spec, else
+    capacity.pricePerGpuHour per GPU)."""
+    from gpufleet.core.classes import GpuClass
+
+    util = spec.scaling.target_utilization
+    prices = spec.capacity.price_per_gpu_hour
+    fallback = {ON_DEMAND: prices.on_demand, SPOT: prices.spot}
+    out = []
+    for c in spec.capacity.classes or ():
+        rps = c.target_rps_per_replica * util if c.target_rps_per_replica is not None else ref_rps
+        out.append(GpuClass(name=c.name, price_per_hour=replica_price(c, None, fallback), rps_per_replica=rps,
+                            spot=c.spot, min=c.min, max=c.max, max_share=c.max_share,
+                            pending_timeout_s=float(c.pending_timeout_seconds),
+                            return_after_s=float(c.return_after_seconds), resources=dict(c.resources)))
+    return out
+
+
+def _counts(fleet: FleetState) -> tuple[dict[str, int], dict[str, int]]:
+    """Healthy replicas (any state) and healthy Ready ones, per class."""
+    healthy: dict[str, int] = {}
+    ready: dict[str, int] = {}
+    for r in fleet.replicas:
+        if not is_healthy(r):
+            continue
+        healthy[r.capacity_class] = healthy.get(r.capacity_class, 0) + 1
+        if r.state in READY_STATES:
+            ready[r.capacity_class] = ready.get(r.capacity_class, 0) + 1
+    return healthy, ready
+
+
+def keep_ready(chosen: dict[str, int], ready: dict[str, int], classes: list[GpuClass],
+               safe_mode: bool) -> tuple[dict[str, int], str]:
+    """Make-before-break: a class being shrunk keeps its Ready replicas while the classes that
+    grow are short of Ready ones (capacity-weighted); in safe mode every Ready replica stays.
+    Each class within its max."""
+    by_name = {c.name: c for c in classes}
+    short = sum(max(chosen[n] - ready.get(n, 0), 0) * by_name[n].rps_per_replica for n in chosen)
+    out = dict(chosen)
+    kept = []
+    for n in sorted(chosen, key=lambda n: by_name[n].price_per_hour / max(by_name[n].rps_per_replica, 1e-12)):
+        extra = ready.get(n, 0) - chosen[n]
+        if extra <= 0:
+            continue
+        if not safe_mode:
+            extra = min(extra, math.ceil(short / by_name[n].rps_per_replica - 1e-9)) if short > 0 else 0
+        extra = max(0, min(extra, by_name[n].max - chosen[n]))
+        if extra:
+            out[n] += extra
+            short -= extra * by_name[n].rps_per_replica
+            kept.append(f"{extra} {n}")
+    note = ""
+    if kept:
+        note = (f"keeping {', '.join(kept)} Ready (no metrics)" if safe_mode
+                else f"keeping {', '.join(kept)} until replacements are Ready")
+    return out, note
+
+
+def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, fleet: FleetState,
+              planned_rps: float | None, now: float,
+              previous: tuple[tuple[str, Availability], ...] = ()) -> tuple[Plan, PolicyMemory]:
+    """The plan with replicas per class (spec.capacity.classes); unchanged without a list.
+    `previous`: the classes' availability as the last decision left it."""
+    specs: list[CapacityClassSpec] = list(spec.capacity.classes or ())
+    if not specs:
+        return plan, memory
+    from gpufleet.core.classes import Availability, Signal, choose, track
+
+    ref = reference_rps(spec, planned_rps)
+    classes = gpu_classes(spec, ref)
+    # The fleet the policy wants, healthy (its counts include the interrupted pods it keeps).
+    included = dict(plan.interrupted or ())
+    total = max(0, plan.on_demand + plan.spot - included.get(ON_DEMAND, 0) - included.get(SPOT, 0))
+    healthy, ready = _counts(fleet)
+    interrupted = {c.name: 0 for c in classes}
+    noticed_any = {c.name: 0 for c in classes}
+    for r in fleet.replicas:
+        if r.interrupted and r.capacity_class in noticed_any:
+            noticed_any[r.capacity_class] += 1
+    interrupted.update({k: v for k, v in interrupted_by_class(fleet).items() if k in interrupted})
+    pending = dict(fleet.pending_by_class)
+    before = dict(previous)
+    avail: dict[str, Availability] = {}
+    for c in classes:
+        signal = Signal(pending_past_timeout=pending.get(c.name, 0), interrupted=noticed_any[c.name])
+        avail[c.name] = track(c, signal, before.get(c.name, Availability()), now)
+    mix = choose(classes, total * ref, avail, ready=ready, current=healthy, now=now)
+    sized, kept_note = keep_ready(dict(mix.replicas), ready, classes, plan.safe_mode)
+    # Serving and standby in pods of the mix, in the proportion the policy planned them.
+    pods = sum(mix.replicas.values())
+    wanted = plan.serving + plan.standby
+    serving = min(pods, math.ceil(pods * plan.serving / wanted - 1e-9)) if wanted > 0 else 0
+    standby = pods - serving
+    retire = rollout.retirements(fleet, sized)
+    leaving = frozenset(retire)
+    serving_now = sum(1 for r in fleet.replicas if is_healthy(r) and r.state.value == "serving")
+    promote = rollout.promotions(tuple(r for r in fleet.replicas if r.name not in leaving), serving - serving_now)
+    choices = tuple(
+        ClassChoice(name=c.name, replicas=sized[c.name] + interrupted[c.name], price_per_hour=c.price_per_hour,
+                    rps_per_replica=c.rps_per_replica, state=avail[c.name].state.value,
+                    reason=mix.reasons[c.name], spot=c.spot, gpus=s.gpus())
+        for c, s in zip(classes, specs))
+    note = mix.note + (f"; {kept_note}" if kept_note else "")
+    new_plan = replace(plan, serving=serving, standby=standby, promote=promote, retire=retire,
+                       interrupted=tuple(interrupted.items()), classes=choices, mix_note=note,
+                       message=f"{plan.message}; classes: {note}")
+    return new_plan, replace(memory, class_availability=tuple(avail.items()))
