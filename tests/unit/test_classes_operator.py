@@ -196,3 +196,15 @@ def test_the_price_table_prices_a_class_by_its_product() -> None:
     priced = pricing.with_prices(s, s.capacity.price_per_gpu_hour, {"NVIDIA-L4": {"on-demand": 0.8, "spot": 0.3}})
     assert priced.capacity.classes is not None
     assert [c.price_per_replica_hour for c in priced.capacity.classes] == [0.8, 1.9]
+
+
+def test_the_metrics_queries_select_the_pods_of_the_listed_classes() -> None:
+    import re
+
+    from gpufleet.adapters.metrics import classes_pod_regex
+
+    pods_of = classes_pod_regex("chat", ("l4", "mig", "on-demand"))
+    assert re.fullmatch(pods_of, "chat-l4-7665c88c7f-7r4h2")
+    assert re.fullmatch(pods_of, "chat-ondemand-66c9bcbdf5-8w7mx")  # the on-demand class keeps its name
+    assert not re.fullmatch(pods_of, "chat-l4-ondemand-66c9bcbdf5-8w7mx")  # service chat-l4's pod
+    assert not re.fullmatch(pods_of, "chat-h100-7665c88c7f-7r4h2")  # not one of its classes

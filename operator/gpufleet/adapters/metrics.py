@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import ssl
-from collections.abc import Callable, Collection, Container, Mapping, MutableSet
+from collections.abc import Callable, Collection, Container, Mapping, MutableSet, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from string import Template
@@ -30,6 +30,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_client import Counter
 from urllib3.util.retry import Retry
 
+from gpufleet.adapters.manifests import deployment_name
 from gpufleet.api.models import Backend, InferenceServiceSpec
 from gpufleet.api.timefmt import iso
 from gpufleet.core.types import Observation
@@ -95,6 +96,13 @@ POD_SUFFIX = f"-(?:ondemand|spot)-{POD_TAIL}"
 def pod_regex(service: str) -> str:
     """RE2 regex (anchored by Prometheus) of the names of the service's pods."""
     return re2_quote(service) + POD_SUFFIX
+
+
+def classes_pod_regex(service: str, classes: Sequence[str]) -> str:
+    """RE2 regex of the pods of a service with spec.capacity.classes: `<service>-<class>-<tail>`
+    (a class's Deployment suffix, adapters.manifests.deployment_name)."""
+    suffixes = "|".join(re2_quote(deployment_name("", c)[1:]) for c in classes)
+    return f"{re2_quote(service)}-(?:{suffixes})-{POD_TAIL}"
 
 
 def deployment_pod_regex(deployment: str) -> str:

@@ -19,7 +19,14 @@ from gpufleet.adapters.fallback import FallbackMetrics
 from gpufleet.adapters.fleet_metrics import FleetQueries, ServiceMetrics, fleet_metrics_port
 from gpufleet.adapters.kube import KubeAPI
 from gpufleet.adapters.kubefleet import KubeFleet
-from gpufleet.adapters.metrics import NoMetrics, PrometheusMetrics, UrlPolicy, deployment_pod_regex, metrics_port
+from gpufleet.adapters.metrics import (
+    NoMetrics,
+    PrometheusMetrics,
+    UrlPolicy,
+    classes_pod_regex,
+    deployment_pod_regex,
+    metrics_port,
+)
 from gpufleet.adapters.pods import Snapshot, replica_from_pod
 from gpufleet.adapters.shadow import Autoscalers, Nodes, ShadowFleet, TargetReader
 from gpufleet.adapters.triton import TritonStats
@@ -72,9 +79,19 @@ class ClusterWiring:
                                   pod_re=deployment_pod_regex(fleet.target))
             fleet.in_flight = dict  # nothing drains in shadow mode: no per-pod query
             return shadow
-        metrics: Metrics = fleet_metrics_port(spec, namespace=self.namespace, name=self.name,
-                                              default_url=self.prometheus_url, shared=self.shared, policy=policy,
-                                              ca_bundle=self.prometheus_ca_bundle, serving=self.serving_pods)
+        metrics: Metrics
+        if spec.capacity.classes is not None:
+            # spec.capacity.classes: pods are `<service>-<class>-...`, not the batched queries'
+            # `-ondemand-`/`-spot-` names: this service's own queries, by its classes' pod names.
+            for other in list(self.shared.values()):
+                other.unregister(self.namespace, self.name)
+            metrics = metrics_port(spec, namespace=self.namespace, name=self.name, default_url=self.prometheus_url,
+                                   policy=policy, ca_bundle=self.prometheus_ca_bundle, serving=self.serving_pods,
+                                   pod_re=classes_pod_regex(self.name, spec.capacity.class_names()))
+        else:
+            metrics = fleet_metrics_port(spec, namespace=self.namespace, name=self.name,
+                                         default_url=self.prometheus_url, shared=self.shared, policy=policy,
+                                         ca_bundle=self.prometheus_ca_bundle, serving=self.serving_pods)
         if self.triton_direct and isinstance(metrics, (PrometheusMetrics, ServiceMetrics)):
             metrics = FallbackMetrics(primary=metrics, secondary=TritonStats(endpoints=[], model=spec.model.name),
                                       endpoints=fleet.endpoints)
