@@ -278,7 +278,10 @@ def take_snapshot(namespace: str, name: str, *, pods: kopf.Index[Any, Any], node
         if node and (info := _one(nodes, node)) is not None:
             infos[node] = info
     sizes = {}
-    for capacity_class in classes:
+    # Its classes, the two-class form's, and any class a pod of it still carries (a class removed
+    # from the list, or the onDemand/spot form replaced by a list: drained and scaled to 0).
+    seen = [str((p["metadata"].get("labels") or {}).get(manifests.LABEL_CLASS) or "") for p in mine]
+    for capacity_class in dict.fromkeys([*classes, ON_DEMAND, SPOT, *filter(None, seen)]):
         deployment = manifests.deployment_name(name, capacity_class)
         if (replicas := _one(deployments, (namespace, deployment))) is not None:
             sizes[deployment] = replicas

@@ -175,3 +175,24 @@ def test_a_stock_out_falls_back_to_the_next_class_and_returns(cluster: Cluster, 
     assert {node_product(cluster, p["spec"]["nodeName"]) for p in running(cluster, namespace, "stock", "h100")} \
         == {H100}
     assert class_status(cluster, namespace, "stock")["h100"]["state"] == "available"
+
+
+def test_a_two_class_service_moves_onto_a_list(cluster: Cluster, namespace: str, operator: Any, emulator: str,
+                                               mig_nodes: None) -> None:
+    # The onDemand/spot form first: pods on `<svc>-ondemand`.
+    legacy = loop_service(namespace, "moved")
+    legacy["spec"]["replicas"] = {"min": 2, "max": 6}
+    cluster.apply(legacy)
+    set_load(emulator, namespace, "moved", 50)
+    with explained(cluster, namespace, "moved"):
+        wait_for(lambda: len(running(cluster, namespace, "moved", "on-demand")) == 2, timeout=90,
+                 what="2 Ready on-demand pods")
+    # The same service with a list: the on-demand pods serve until the mig ones are Ready, then go.
+    cluster.apply(classes_service(namespace, "moved", [mig_class(1.9)]))
+    with explained(cluster, namespace, "moved"):
+        wait_for(lambda: len(running(cluster, namespace, "moved", "mig")) == 2, timeout=90, what="2 Ready MIG pods")
+        wait_for(lambda: size(cluster, namespace, "moved-ondemand") == 0
+                 and not running(cluster, namespace, "moved", "on-demand"), timeout=120,
+                 what="the on-demand Deployment drained to 0")
+    assert all(p["metadata"]["labels"].get("gpufleet.io/serving") == "true"
+               for p in running(cluster, namespace, "moved", "mig"))

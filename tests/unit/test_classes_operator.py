@@ -208,3 +208,20 @@ def test_the_metrics_queries_select_the_pods_of_the_listed_classes() -> None:
     assert re.fullmatch(pods_of, "chat-ondemand-66c9bcbdf5-8w7mx")  # the on-demand class keeps its name
     assert not re.fullmatch(pods_of, "chat-l4-ondemand-66c9bcbdf5-8w7mx")  # service chat-l4's pod
     assert not re.fullmatch(pods_of, "chat-h100-7665c88c7f-7r4h2")  # not one of its classes
+    assert re.fullmatch(pods_of, "chat-spot-66c9bcbdf5-8w7mx")  # the two-class form's, while they drain
+
+
+def test_pods_of_a_class_no_longer_listed_serve_until_the_listed_ones_are_ready() -> None:
+    # The onDemand/spot form replaced by a list: the on-demand pods keep serving, then drain.
+    old = FleetState(replicas=(rep("o1", "on-demand"), rep("o2", "on-demand")))
+    plan, _ = decide(spec(), old, rps=20.0)
+    sizes = {c.name: c.replicas for c in plan.classes}
+    assert sizes == {"l4": 2, "mig": 0, "on-demand": 2} and plan.retire == ()
+    assert {c.name: c.state for c in plan.classes}["on-demand"] == "removed"
+    both = FleetState(replicas=(*old.replicas, rep("l1", "l4", ReplicaState.standby),
+                                rep("l2", "l4", ReplicaState.standby)))
+    plan, _ = decide(spec(), both, rps=20.0)
+    assert {c.name: c.replicas for c in plan.classes}["on-demand"] == 0
+    ro = rollout(plan, both.replicas, now=NOW, drain_timeout_s=30)
+    assert set(ro.drain) == {"o1", "o2"} and set(ro.promote) == {"l1", "l2"}
+    assert manifests.deployment_name("chat", "on-demand") == "chat-ondemand"  # the Deployment scaled down

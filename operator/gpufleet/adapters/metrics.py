@@ -100,8 +100,11 @@ def pod_regex(service: str) -> str:
 
 def classes_pod_regex(service: str, classes: Sequence[str]) -> str:
     """RE2 regex of the pods of a service with spec.capacity.classes: `<service>-<class>-<tail>`
-    (a class's Deployment suffix, adapters.manifests.deployment_name)."""
-    suffixes = "|".join(re2_quote(deployment_name("", c)[1:]) for c in classes)
+    (a class's Deployment suffix, adapters.manifests.deployment_name), and the two-class form's
+    `-ondemand-`/`-spot-` pods (a service moved onto a list: they serve until drained, and a
+    serving pod missing from the sums would blind it)."""
+    names = dict.fromkeys([*(deployment_name("", c)[1:] for c in classes), "ondemand", "spot"])
+    suffixes = "|".join(re2_quote(n) for n in names)
     return f"{re2_quote(service)}-(?:{suffixes})-{POD_TAIL}"
 
 

@@ -28,6 +28,8 @@ from gpufleet.core.types import ON_DEMAND, SPOT, ClassChoice, FleetState, Plan, 
 if TYPE_CHECKING:
     from gpufleet.core.classes import Availability, GpuClass
 
+REMOVED = "removed"  # a class with pods that the list no longer names
+
 # core.classes (numpy, scipy's MILP) is imported only by services with a class list: the
 # two-class form, the simulator's sweeps and the property tests never load scipy through here.
 
@@ -110,7 +112,7 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
     specs: list[CapacityClassSpec] = list(spec.capacity.classes or ())
     if not specs:
         return plan, memory
-    from gpufleet.core.classes import Availability, Signal, choose, track
+    from gpufleet.core.classes import Availability, GpuClass, Signal, choose, track
 
     ref = reference_rps(spec, planned_rps)
     classes = gpu_classes(spec, ref)
@@ -131,7 +133,15 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
         signal = Signal(pending_past_timeout=pending.get(c.name, 0), interrupted=noticed_any[c.name])
         avail[c.name] = track(c, signal, before.get(c.name, Availability()), now)
     mix = choose(classes, total * ref, avail, ready=ready, current=healthy, now=now)
-    sized, kept_note = keep_ready(dict(mix.replicas), ready, classes, plan.safe_mode)
+    # Pods of a class no longer listed (removed, or the onDemand/spot form replaced by a list):
+    # wanted by no mix, they serve until the listed classes' replacements are Ready, then drain.
+    listed = {c.name for c in classes}
+    stale = [GpuClass(name=n, price_per_hour=math.inf, rps_per_replica=ref, max=ready.get(n, 0))
+             for n in dict.fromkeys(r.capacity_class for r in fleet.replicas) if n not in listed]
+    sized, kept_note = keep_ready({**mix.replicas, **{c.name: 0 for c in stale}}, ready, [*classes, *stale],
+                                  plan.safe_mode)
+    counted = interrupted_by_class(fleet)
+    interrupted.update({c.name: counted.get(c.name, 0) for c in stale})
     # Serving and standby in pods of the mix, in the proportion the policy planned them.
     pods = sum(mix.replicas.values())
     wanted = plan.serving + plan.standby
@@ -145,7 +155,11 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
         ClassChoice(name=c.name, replicas=sized[c.name] + interrupted[c.name], price_per_hour=c.price_per_hour,
                     rps_per_replica=c.rps_per_replica, state=avail[c.name].state.value,
                     reason=mix.reasons[c.name], spot=c.spot, gpus=s.gpus())
-        for c, s in zip(classes, specs))
+        for c, s in zip(classes, specs)) + tuple(
+        ClassChoice(name=c.name, replicas=sized[c.name] + interrupted[c.name], price_per_hour=0.0,
+                    rps_per_replica=ref, state=REMOVED,
+                    reason="not in spec.capacity.classes: serves until the listed classes' replicas are Ready")
+        for c in stale)
     note = mix.note + (f"; {kept_note}" if kept_note else "")
     new_plan = replace(plan, serving=serving, standby=standby, promote=promote, retire=retire,
                        interrupted=tuple(interrupted.items()), classes=choices, mix_note=note,
