@@ -196,3 +196,19 @@ def test_a_two_class_service_moves_onto_a_list(cluster: Cluster, namespace: str,
                  what="the on-demand Deployment drained to 0")
     assert all(p["metadata"]["labels"].get("gpufleet.io/serving") == "true"
                for p in running(cluster, namespace, "moved", "mig"))
+
+
+def test_kubectl_explain_describes_every_class_field(cluster: Cluster) -> None:
+    from gpufleet.api.models import CapacityClassSpec, ClassStatus
+
+    def explain(path: str) -> str:
+        return wait_for(lambda: (o := cluster.kubectl("explain", path, check=False).stdout) and "DESCRIPTION" in o and o,
+                        timeout=60, what=f"kubectl explain {path}")
+
+    assert "cheapest mix" in explain("inferenceservice.spec.capacity.classes")
+    for path, model in (("spec.capacity.classes", CapacityClassSpec), ("status.replicas.classes", ClassStatus)):
+        for field in model.model_fields.values():
+            words = (field.description or "").split()
+            assert words, f"{path}.{field.alias} has no description"
+            out = " ".join(explain(f"inferenceservice.{path}.{field.alias}").split())
+            assert " ".join(words[:5]) in out, (path, field.alias, out[:400])

@@ -855,6 +855,7 @@ class ClassStatus(ClassCounts):
     name: str = ""
     """The class (its Deployment is `<service>-<name>`)."""
     spot: bool = False
+    """Whether it runs on spot capacity (its pods count in replicas.spot)."""
     price_per_replica_hour: float | None = None
     """Price of one replica-hour the mix was chosen with."""
     rps_per_replica: float | None = None
