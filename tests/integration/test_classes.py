@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.support import Cluster, explained, loop_service, pods, set_load, status
 from tests.support import wait_for
@@ -212,3 +213,18 @@ def test_kubectl_explain_describes_every_class_field(cluster: Cluster) -> None:
             assert words, f"{path}.{field.alias} has no description"
             out = " ".join(explain(f"inferenceservice.{path}.{field.alias}").split())
             assert " ".join(words[:5]) in out, (path, field.alias, out[:400])
+
+
+@pytest.mark.parametrize("capacity, words", [
+    ({"spot": {"enabled": True}}, "set spot.enabled false (or leave spot out) and list a class with spot: true"),
+    ({"onDemand": {"nodeSelector": {"karpenter.sh/capacity-type": "on-demand"}}},
+     "put nodeSelector and tolerations on each class, not on onDemand"),
+    ({"classes": [{"name": "l4"}]}, "needs pricePerReplicaHour or a product"),
+])
+def test_the_api_server_refuses_classes_beside_the_two_class_placement(cluster: Cluster, namespace: str,
+                                                                       capacity: dict[str, Any], words: str) -> None:
+    obj = classes_service(namespace, "refused", [l4_class(1.0)])
+    obj["spec"]["capacity"].update(capacity)
+    proc = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(obj), check=False)
+    assert proc.returncode != 0 and words in proc.stderr, proc.stderr
+    assert "spec.capacity" in proc.stderr, proc.stderr
