@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gpufleet.adapters import manifests
@@ -225,3 +227,55 @@ def test_pods_of_a_class_no_longer_listed_serve_until_the_listed_ones_are_ready(
     ro = rollout(plan, both.replicas, now=NOW, drain_timeout_s=30)
     assert set(ro.drain) == {"o1", "o2"} and set(ro.promote) == {"l1", "l2"}
     assert manifests.deployment_name("chat", "on-demand") == "chat-ondemand"  # the Deployment scaled down
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+
+@st.composite
+def class_lists(draw: st.DrawFn) -> list[dict[str, Any]]:
+    n = draw(st.integers(1, 4))
+    out = []
+    for i in range(n):
+        hi = draw(st.integers(0, 8))
+        out.append({"name": f"c{i}", "pricePerReplicaHour": draw(st.sampled_from([0.3, 1.0, 1.9, 3.0])),
+                    "targetRpsPerReplica": draw(st.sampled_from([None, 4.0, 10.0, 40.0])),
+                    "spot": i > 0 and draw(st.booleans()), "min": draw(st.integers(0, min(hi, 2))), "max": hi,
+                    "maxShare": draw(st.sampled_from([1.0, 0.5])), "pendingTimeoutSeconds": 60})
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(classes=class_lists(), data=st.data())
+def test_the_mix_stays_within_each_class_and_names_only_pods_it_has(classes: list[dict[str, Any]],
+                                                                     data: st.DataObject) -> None:
+    s = spec(*classes)
+    names = [c["name"] for c in classes] + ["on-demand"]  # and a class no longer listed
+    reps = tuple(Replica(f"p{i}", data.draw(st.sampled_from(names)), data.draw(st.sampled_from(list(ReplicaState))),
+                         NOW - 600, None if data.draw(st.booleans()) else NOW - 500,
+                         interrupted=data.draw(st.booleans()) and data.draw(st.booleans()))
+                 for i in range(data.draw(st.integers(0, 10))))
+    reps = tuple(r if r.ready_at is not None or r.state == ReplicaState.starting else
+                 Replica(r.name, r.capacity_class, ReplicaState.starting, r.created_at) for r in reps)
+    pending = tuple((c["name"], 1) for c in classes if data.draw(st.booleans()))
+    fleet = FleetState(replicas=reps, pending_by_class=pending)
+    rps = data.draw(st.sampled_from([None, 0.0, 15.0, 200.0]))
+    plan, memory = decide(s, fleet, rps=rps)
+    assert plan.classes is not None
+    by_name = {c.name: c for c in plan.classes}
+    assert [c["name"] for c in classes] == [c.name for c in plan.classes][:len(classes)]
+    noticed = dict(plan.interrupted or ())
+    for c in classes:
+        healthy_wanted = by_name[c["name"]].replicas - noticed.get(c["name"], 0)
+        assert 0 <= healthy_wanted <= c["max"], (c, plan.mix_note)
+    if "on-demand" in by_name:  # no longer listed: never more than its Ready pods, never new ones
+        ready_old = sum(1 for r in reps if r.capacity_class == "on-demand" and r.ready_at is not None
+                        and not r.interrupted and r.state != ReplicaState.draining)
+        assert by_name["on-demand"].replicas - noticed.get("on-demand", 0) <= ready_old
+        assert by_name["on-demand"].state == "removed"
+    assert set(plan.retire) <= {r.name for r in reps}
+    assert plan.serving >= 0 and plan.standby >= 0
+    assert {n for n, _ in memory.class_availability} == {c["name"] for c in classes}
+    # Rolled out: every class the plan sizes has one Deployment size, none negative.
+    ro = rollout(plan, reps, now=NOW, drain_timeout_s=30)
+    assert {c for c, _ in ro.sizes} == set(plan.class_names()) and all(n >= 0 for _, n in ro.sizes)
