@@ -244,11 +244,12 @@ def aimed_at(namespace: str, deployment: str, *indexes: kopf.Index[Any, Any] | N
     return out
 
 
-def autoscalers_of(namespace: str, name: str, *indexes: kopf.Index[Any, Any] | None) -> list[str]:
+def autoscalers_of(namespace: str, name: str, *indexes: kopf.Index[Any, Any] | None,
+                   classes: Sequence[str] = (ON_DEMAND, SPOT)) -> list[str]:
     """The HPAs and ScaledObjects aimed at this service's Deployments, as 'HorizontalPodAutoscaler
     x targets Deployment chat-ondemand'."""
     out = []
-    for capacity_class in (ON_DEMAND, SPOT):
+    for capacity_class in classes:
         deployment = manifests.deployment_name(name, capacity_class)
         out += [f"{what} targets Deployment {deployment}" for what in aimed_at(namespace, deployment, *indexes)]
     return out
@@ -466,7 +467,8 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
                              classes=class_names(body.spec))
 
     async def read_autoscalers() -> list[str]:
-        return autoscalers_of(namespace, name, kwargs.get("gpufleet_hpas"), kwargs.get("gpufleet_scaledobjects"))
+        return autoscalers_of(namespace, name, kwargs.get("gpufleet_hpas"), kwargs.get("gpufleet_scaledobjects"),
+                              classes=class_names(body.spec))
 
     def snapshot(*, node_labels: bool = False) -> Snapshot:
         # Called from a worker thread: the indexes are read on the event loop that updates them.

@@ -279,3 +279,13 @@ def test_the_mix_stays_within_each_class_and_names_only_pods_it_has(classes: lis
     # Rolled out: every class the plan sizes has one Deployment size, none negative.
     ro = rollout(plan, reps, now=NOW, drain_timeout_s=30)
     assert {c for c, _ in ro.sizes} == set(plan.class_names()) and all(n >= 0 for _, n in ro.sizes)
+
+
+def test_autoscalers_aimed_at_a_class_deployment_are_found() -> None:
+    from gpufleet.kopf_app import autoscalers_of, class_names
+
+    hpas = {("ns", "chat-l4"): {"HorizontalPodAutoscaler x"}}
+    names = class_names({"capacity": {"classes": [L4, MIG]}})
+    assert names == ("l4", "mig") and class_names({}) == ("on-demand", "spot")
+    assert autoscalers_of("ns", "chat", hpas, classes=names) == [  # type: ignore[arg-type]
+        "HorizontalPodAutoscaler x targets Deployment chat-l4"]
