@@ -161,7 +161,11 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
                     reason="not in spec.capacity.classes: serves until the listed classes' replicas are Ready")
         for c in stale)
     note = mix.note + (f"; {kept_note}" if kept_note else "")
+    # The policy's message names its two-class split; with a list the classes' note replaces it.
+    od, sp = plan.on_demand - included.get(ON_DEMAND, 0), plan.spot - included.get(SPOT, 0)
+    split_words = f"; {od} on-demand + {sp} spot"
+    message = plan.message.replace(split_words, "", 1)
     new_plan = replace(plan, serving=serving, standby=standby, promote=promote, retire=retire,
                        interrupted=tuple(interrupted.items()), classes=choices, mix_note=note,
-                       message=f"{plan.message}; classes: {note}")
+                       message=f"{message}; classes: {note}")
     return new_plan, replace(memory, class_availability=tuple(avail.items()))
