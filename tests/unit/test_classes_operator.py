@@ -289,3 +289,11 @@ def test_autoscalers_aimed_at_a_class_deployment_are_found() -> None:
     assert names == ("l4", "mig") and class_names({}) == ("on-demand", "spot")
     assert autoscalers_of("ns", "chat", hpas, classes=names) == [  # type: ignore[arg-type]
         "HorizontalPodAutoscaler x targets Deployment chat-l4"]
+
+
+def test_the_disruption_budget_counts_the_pods_that_carry_the_floor() -> None:
+    big = {"name": "h100", "pricePerReplicaHour": 2.5, "targetRpsPerReplica": 40}
+    pdb = next(d for d in manifests.children("chat", spec(big, L4)) if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1  # min 2 x 10 rps: one 40-rps pod carries it
+    pdb = next(d for d in manifests.children("chat", spec()) if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 2

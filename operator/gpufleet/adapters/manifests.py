@@ -9,6 +9,7 @@ replica counts (through /scale) and its own labels; everything else comes from t
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -164,6 +165,20 @@ def service(name: str) -> dict[str, Any]:
     }
 
 
+def floor_pods(spec: InferenceServiceSpec) -> int:
+    """Serving pods the floor needs: replicas.min; with spec.capacity.classes the fewest pods whose
+    capacity carries replicas.min reference replicas (a 40-rps H100 pod carries four 10-rps ones),
+    1 when the reference capacity is not set (learned)."""
+    low = spec.replicas.min
+    ref = spec.scaling.target_rps_per_replica
+    if spec.capacity.classes is None or low == 0:
+        return low
+    if ref is None:
+        return 1
+    biggest = max(c.target_rps_per_replica or ref for c in spec.capacity.classes)
+    return max(1, min(low, math.ceil(low * ref / biggest - 1e-9)))
+
+
 def pod_disruption_budget(name: str, spec: InferenceServiceSpec) -> dict[str, Any]:
     # Voluntary evictions (node drains, upgrades) may never take the fleet below its floor.
     return {
@@ -171,7 +186,7 @@ def pod_disruption_budget(name: str, spec: InferenceServiceSpec) -> dict[str, An
         "kind": "PodDisruptionBudget",
         "metadata": {"name": name, "labels": {LABEL_SERVICE: name, LABEL_MANAGED: MANAGER}},
         "spec": {
-            "minAvailable": spec.replicas.min,
+            "minAvailable": floor_pods(spec),
             "selector": {"matchLabels": {LABEL_SERVICE: name, LABEL_SERVING: "true"}},
         },
     }
