@@ -3,12 +3,14 @@ and the closed-loop service, reading status and following the operator's decisio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import threading
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,27 @@ def status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 
 def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in st.get("conditions", []) if c["type"] == kind), {})
+
+
+@contextlib.contextmanager
+def explained(cluster: Cluster, namespace: str, name: str) -> Iterator[None]:
+    """On a failed wait inside, add what the operator saw and decided: the service's last
+    decision, conditions, replicas, observed signals, its pods and its Events (oldest first)."""
+    try:
+        yield
+    except AssertionError as exc:
+        st = status(cluster, namespace, name)
+        evs = sorted((e for e in cluster.list("events", namespace) if e["involvedObject"]["name"] == name),
+                     key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        lines = [f"{e.get('lastTimestamp') or e.get('eventTime')} {e['reason']} x{e.get('count', 1)}: "
+                 f"{e.get('message', '')}" for e in evs][-30:]
+        pod_lines = [f"{p['metadata']['name']} {p['status'].get('phase')} ready={is_ready(p)} "
+                     f"serving={p['metadata'].get('labels', {}).get('gpufleet.io/serving')}"
+                     for p in pods(cluster, namespace, name)]
+        raise AssertionError("\n".join([
+            str(exc), f"decision: {st.get('lastDecision')}", f"replicas: {st.get('replicas')}",
+            f"conditions: {st.get('conditions')}", f"observed: {st.get('observed')}",
+            "pods:", *pod_lines, "events:", *lines])) from None
 
 
 def desired(cluster: Cluster, namespace: str, name: str) -> int:

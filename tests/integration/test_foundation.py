@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gpufleet.api.timefmt import iso_seconds
-from tests.integration.support import READY_DELAY_S, Cluster, example, is_ready, pods
+from tests.integration.support import READY_DELAY_S, Cluster, example, explained, is_ready, pods
 from tests.support import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -84,27 +84,12 @@ def test_lifecycle_children_placement_status_update_delete(
     assert svc and svc["spec"]["selector"] == {"gpufleet.io/inference-service": "chat", "gpufleet.io/serving": "true"}
 
     # min 2 serving + 1 warm standby, split across classes; every pod Ready only after its delay.
-    seen: list[str] = []
-
     def settled() -> list[dict[str, Any]] | None:
         current = pods(cluster, namespace, "chat")
-        ready = [p for p in current if is_ready(p)]
-        seen[:] = [f"{p['metadata']['name']} {p['status'].get('phase')} ready={is_ready(p)} "
-                   f"node={p['spec'].get('nodeName')} labels={p['metadata'].get('labels')}" for p in current]
-        return current if len(current) == 3 and len(ready) == 3 else None
+        return current if len(current) == 3 and all(is_ready(p) for p in current) else None
 
-    # 120 s for the pods, plus the example's scale-down stabilisation (120 s): in two fresh-clone CI
-    # runs the first ticks came before any metrics sample, safe mode held the starting standby as
-    # serving too (3 + 1 pods) and stabilisation kept it 120 s (issue 19's note: under investigation).
-    try:
-        current = wait_for(settled, timeout=300, what="3 Ready pods")
-    except AssertionError as exc:  # say what was there instead, and what the operator decided and why
-        st = (cluster.get("inferenceservice", "chat", namespace) or {}).get("status", {})
-        events = [f"{e['reason']}: {e.get('message', '')}" for e in cluster.list("events", namespace)
-                  if e["involvedObject"]["name"] == "chat"][-20:]
-        raise AssertionError(f"{exc}\npods: {seen}\ndecision: {st.get('lastDecision')}\n"
-                             f"conditions: {st.get('conditions')}\nobserved: {st.get('observed')}\n"
-                             f"events: {events}") from None
+    with explained(cluster, namespace, "chat"):
+        current = wait_for(settled, timeout=120, what="3 Ready pods")
     nodes = {n["metadata"]["name"]: n["metadata"]["labels"] for n in cluster.list("nodes", "")}
     classes = []
     for pod in current:

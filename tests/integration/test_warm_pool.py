@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.support import Cluster, condition, loop_service, pods, set_load, status
+from tests.integration.support import Cluster, condition, explained, loop_service, pods, set_load, status
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
@@ -61,8 +61,9 @@ def test_step_absorbed_by_promotion_then_pool_refills(
     assert any(e["reason"] == "Promoted" for e in events)
 
     # The pool refills in the background with new (cold) replicas.
-    wait_for(lambda: status(cluster, namespace, "warm").get("replicas", {}).get("standby") == 4,
-             timeout=COLD_START_S + 60, what="warm pool refilled")
+    with explained(cluster, namespace, "warm"):
+        wait_for(lambda: status(cluster, namespace, "warm").get("replicas", {}).get("standby") == 4,
+                 timeout=COLD_START_S + 60, what="warm pool refilled")
 
 
 def test_scale_in_drains_in_flight_work_before_deleting(

@@ -62,6 +62,17 @@ def test_defaults_reach_nested_objects() -> None:
     assert spec["properties"]["scaling"]["properties"]["scaleDown"]["properties"]["stabilizationSeconds"]["default"] == 300
 
 
+def test_status_has_no_defaults() -> None:
+    # The API server would fill them in on any status write (the create handler's
+    # observedGeneration), and a loop cannot tell a defaulted lastDecision from a decision made.
+    from gpufleet.api import quota_crd
+
+    for doc in (crd.crd(), quota_crd.crd()):
+        status = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert [path for path, node in _walk(status) if "default" in node] == []
+        assert status["properties"], "the status schema still describes its fields"
+
+
 def test_examples_parse_with_the_models() -> None:
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):

@@ -153,3 +153,18 @@ def test_reroute_needs_an_applied_plan_in_active_mode_under_the_same_spec() -> N
     turn_ready(kube, "chat-b")
     assert recommend.loop.reroute(recommend.spec, now=NOW + 3) is None
     assert kube.calls == []
+
+
+def test_a_new_service_starts_from_its_initial_decision_whatever_else_status_holds() -> None:
+    # The create handler writes observedGeneration before the loop's first tick; an API server
+    # that defaulted status fields then also held a lastDecision of zeros (no time). Read as a
+    # decision made, it left the loop without the initial memory, and the blind first tick held
+    # every starting pod as serving: 3 serving + 1 standby where 2 + 1 were planned.
+    kube = RecordingKube(pods={f"chat-{i}": pod(f"chat-{i}", ready_at=None) for i in "abc"},
+                         deployments={"chat-ondemand": 3})
+    defaulted = {"observedGeneration": 1, "lastDecision": {"desired": 0, "standby": 0, "applied": False}}
+    for status in ({}, defaulted):
+        svc = Service(kube, spec_of(warmPool={"size": 1, "max": 1}), FakeMetrics(available=False), status)
+        plan = svc.tick(NOW).telemetry.result.plan  # type: ignore[union-attr]
+        assert plan.safe_mode
+        assert (plan.serving, plan.standby, plan.on_demand) == (2, 1, 3), status

@@ -107,9 +107,24 @@ def openapi_schema(model: type[Any]) -> dict[str, Any]:
     return resolved
 
 
+def status_schema_of(model: type[Any]) -> dict[str, Any]:
+    """A status schema without defaults. The API server would fill them in on every status write,
+    so a status written only by the create handler (observedGeneration) would already hold a
+    `lastDecision` of zeros: a loop would read that as a decision made, and no reader can tell a
+    defaulted field from a written one. Status is what the operator writes, nothing more."""
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "default"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+    stripped: dict[str, Any] = strip(openapi_schema(model))
+    return stripped
+
+
 def crd() -> dict[str, Any]:
     spec_schema = openapi_schema(InferenceServiceSpec)
-    status_schema = openapi_schema(InferenceServiceStatus)
+    status_schema = status_schema_of(InferenceServiceStatus)
     columns = [
         ("Model", "string", ".spec.model.name", 1),
         ("Mode", "string", ".spec.mode", 1),

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from gpufleet.api.crd import document, openapi_schema
+from gpufleet.api.crd import document, openapi_schema, status_schema_of
 from gpufleet.api.quota import KIND, PLURAL, SHORT_NAMES, SINGULAR, GPUQuotaSpec, GPUQuotaStatus
 
 
@@ -25,7 +25,7 @@ def crd() -> dict[str, Any]:
     ]
     return document(
         kind=KIND, plural=PLURAL, singular=SINGULAR, short_names=SHORT_NAMES, scope="Cluster",
-        columns=columns, spec_schema=openapi_schema(GPUQuotaSpec), status_schema=openapi_schema(GPUQuotaStatus),
+        columns=columns, spec_schema=openapi_schema(GPUQuotaSpec), status_schema=status_schema_of(GPUQuotaStatus),
         description="A GPU quota shared by InferenceServices (spec.quota), arbitrated by "
         "priority tier: higher tiers first, lower tiers held at their floors.")
 

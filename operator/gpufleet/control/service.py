@@ -254,7 +254,8 @@ class ServiceLoop:
         """Take back what an earlier operator process persisted in status.memory; the reason it
         was discarded, if it was."""
         text = status.get("memory")
-        if not text and not status.get("lastDecision") and self.spec is not None and self.spec.target_ref is None:
+        decided = (status.get("lastDecision") or {}).get("time")
+        if not text and not decided and self.spec is not None and self.spec.target_ref is None:
             # Never decided on: start from the decision its new Deployments were sized from. (Not
             # in shadow mode: no Deployment was sized from it; steps start from what the target runs.)
             self.memory = initial_decision(self.spec, self.policy, now=now)[1]
