@@ -295,3 +295,29 @@ def test_every_number_with_a_floor_above_zero_is_floored_by_cel_too() -> None:
     walk(_spec_schema(), "spec")
     assert {"spec.scaling.targetUtilization", "spec.forecast.quantile", "spec.slo.queueDepthPerReplica",
             "spec.budget.maxCostPerHour"} <= set(found)
+
+
+@pytest.mark.parametrize("listed, gone", [([], True), ([{"metadata": {"name": "chat"}}], False)])
+def test_a_status_patch_on_a_deleted_service_says_the_service_is_gone(listed: list[Any], gone: bool) -> None:
+    # A loop whose daemon outlived its InferenceService ticked on 404s for minutes (CI, 2026-12-03):
+    # a 404 confirmed by a lookup is ServiceGone, which ends the loop; a 404 while the service is
+    # still listed stays a failed tick (reported, tried again).
+    from kubernetes.client.exceptions import ApiException
+
+    from gpufleet.adapters.kube import Kube, ServiceGone
+
+    class Custom:
+        def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> None:
+            raise ApiException(status=404, reason="Not Found")
+
+        def list_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            assert kwargs["field_selector"] == "metadata.name=chat"
+            return {"items": listed}
+
+    kube = Kube.__new__(Kube)
+    kube.custom = Custom()  # type: ignore[assignment]
+    kube.timeout = (1.0, 1.0)
+    kube.budget_s = 1.0
+    with pytest.raises(ServiceGone if gone else ApiException) as raised:
+        kube.patch_status("ns", "chat", {"replicas": {"desired": 1}})
+    assert isinstance(raised.value, ServiceGone) == gone

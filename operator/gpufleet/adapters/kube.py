@@ -97,6 +97,11 @@ class NotOwned(Exception):
         self.name = name
 
 
+class ServiceGone(Exception):
+    """The InferenceService itself is not there any more (its status patch and a read both 404):
+    whatever loop ticks for it has nothing left to decide for."""
+
+
 @runtime_checkable
 class KubeAPI(Protocol):
     def scale(self, namespace: str, name: str, replicas: int, *, current: int | None) -> bool: ...
@@ -201,10 +206,28 @@ class Kube:
         except ValueError:
             bad = ", ".join(_non_finite(status)) or "?"
             raise ValueError(f"status of {namespace}/{name} holds a non-finite number at {bad}") from None
-        with_retries(lambda timeout: self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_manager=FIELD_MANAGER,
-            _request_timeout=timeout,
-        ), timeout=self.timeout, budget_s=self.budget_s, what=f"patch status of {namespace}/{name}")
+        try:
+            with_retries(lambda timeout: self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_manager=FIELD_MANAGER,
+                _request_timeout=timeout,
+            ), timeout=self.timeout, budget_s=self.budget_s, what=f"patch status of {namespace}/{name}")
+        except ApiException as exc:
+            if exc.status == 404 and not self._service_exists(namespace, name):
+                raise ServiceGone(f"InferenceService {namespace}/{name} is gone") from exc
+            raise
+
+    def _service_exists(self, namespace: str, name: str) -> bool:
+        """Look the InferenceService up (a 404 on a patch could be a subresource hiccup); by a
+        list on its name, the verb the operator already has for kopf's watch."""
+        try:
+            found: Any = with_retries(lambda timeout: self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, field_selector=f"metadata.name={name}", _request_timeout=timeout,
+            ), timeout=self.timeout, budget_s=self.budget_s, what=f"look up {namespace}/{name}")
+        except ApiException as exc:
+            if exc.status == 404:  # the namespace or the CRD is gone with it
+                return False
+            raise
+        return bool(found.get("items"))
 
     # -- shadow mode: reads only ----------------------------------------------------------
 
