@@ -218,3 +218,21 @@ def test_need_as_replicas_of_a_reference_class() -> None:
     # One slice's worth (4 rps): one slice at 1.50, not an H100 at 3.00.
     assert choose([h100, mig], need_in_rps(1, mig)).replicas == {"h100": 0, "mig": 1}
     assert need_in_rps(-1, h100) == 0.0
+
+
+def test_a_repeated_decision_reuses_the_solve_and_gets_the_same_mix() -> None:
+    # A service decides every few seconds on the same classes and mostly the same need: the MILP
+    # (milliseconds) is solved once per distinct program, and the memo answers exactly as a solve.
+    from gpufleet.core import classes as core_classes
+
+    fleet = [GpuClass("h100", 3.0, 13.6), GpuClass("l4", 0.75, 2.5), GpuClass("l4-spot", 0.3, 2.5, spot=True)]
+    first = choose(fleet, 40.0, spot_max_share=0.5)
+    before = core_classes._solve_memo.cache_info()
+    again = choose(fleet, 40.0, spot_max_share=0.5)
+    after = core_classes._solve_memo.cache_info()
+    assert again.replicas == first.replicas and again.cost_per_hour == first.cost_per_hour
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    # Another need is another program: solved, and the same as the uncached solve gives.
+    other = choose(fleet, 55.0, spot_max_share=0.5)
+    assert core_classes._solve_memo.cache_info().misses == after.misses + 1
+    assert other.capacity_rps >= 55.0 - 1e-6
