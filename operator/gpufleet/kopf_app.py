@@ -544,9 +544,9 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
             if outcome.telemetry is not None:
                 record(namespace, name, raw.metadata.labels, outcome.telemetry, time.time() - now)
         except ServiceGone as exc:
-            # Deleted without this daemon being stopped (seen in CI: a namespace deleted while the
-            # loop waited on a dead Prometheus; it then ticked on 404s for minutes and blocked the
-            # operator's shutdown). Nothing is left to decide for: the loop ends.
+            # Deleted without this daemon being stopped (seen in a local run of the suite: a
+            # namespace deleted while the loop's Prometheus was down; it ticked on 404s for minutes
+            # and held up the operator's shutdown). Nothing is left to decide for: the loop ends.
             log.warning("%s; its loop ends", exc)
             gone.append(True)
         except Exception as exc:  # noqa: BLE001 - the loop must survive a failing API call
@@ -583,7 +583,7 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
             del WAKES[key]
         loop.close()
         quota_app.QUOTAS.withdraw(f"{namespace}/{name}")  # its need leaves the arbitration with it
-        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+        if gone or (stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED):
             RECONCILED.pop(body.metadata.uid or "", None)
             CONFLICTS.pop(body.metadata.uid or "", None)
             REJECTED.pop(body.metadata.uid or "", None)
