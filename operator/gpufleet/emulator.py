@@ -125,6 +125,7 @@ class Emulator:
     _pod_service: dict[str, str] = field(default_factory=dict)  # serving pod key -> its service
     # Requests lost per service: offered while no pod served, or queued/in flight on a pod that went.
     dropped: dict[str, float] = field(default_factory=dict)
+    _unserved: set[str] = field(default_factory=set)  # services whose load finds no serving pod now
 
     def sync_pods(self, pods: list[dict[str, Any]]) -> bool:
         """Replace the pod set with a full listing; True when the scrape targets changed."""
@@ -134,7 +135,7 @@ class Emulator:
             for pod in pods:
                 self._apply(pod, deleted=False, counters=old)
             for key in set(old) - set(self.pods):  # deleted while the watch was down
-                self._drop(old[key])
+                self._drop(old[key], key, "gone from a new listing")
             return set(self.pods) != set(old)
 
     def update_pod(self, pod: dict[str, Any], *, deleted: bool) -> bool:
@@ -158,7 +159,7 @@ class Emulator:
         if deleted or meta.get("deletionTimestamp"):
             gone = self.pods.pop(key, None)
             if gone is not None:
-                self._drop(gone)
+                self._drop(gone, key, "deleted" if deleted else "terminating")
             return
         labels = meta.get("labels") or {}
         if LABEL_SERVICE not in labels and EMULATE_LABEL not in labels:
@@ -173,11 +174,14 @@ class Emulator:
             self._pod_service[key] = service
             self.serving.setdefault(service, []).append(key)
 
-    def _drop(self, pod: PodCounters) -> None:
-        """A pod went (lock held): whatever it still queued or ran is lost (held requests too)."""
+    def _drop(self, pod: PodCounters, key: str, why: str) -> None:
+        """A pod went (lock held): whatever it still queued or ran is lost (held requests too).
+        Logged with the pod: a drop is a loss the chaos suite fails on, and needs its story."""
         lost = pod.pending + pod.in_flight
         if lost > 0:
             self.dropped[pod.service] = self.dropped.get(pod.service, 0.0) + lost
+            log.warning("dropped %.1f requests of %s: pod %s %s with %.1f pending, %.1f in flight",
+                        lost, pod.service, key, why, pod.pending, pod.in_flight)
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per service: cumulative requests done and dropped, queue time, serving pods, pending now."""
@@ -215,6 +219,11 @@ class Emulator:
                 rate = load.rate(now - self.started)
                 if not keys and rate > 0:  # no serving pod: the load is refused upstream, counted as dropped
                     self.dropped[service] = self.dropped.get(service, 0.0) + rate * dt
+                    if service not in self._unserved:
+                        log.warning("dropping the load of %s: no serving pod", service)
+                    self._unserved.add(service)
+                else:
+                    self._unserved.discard(service)
                 for key in keys:
                     arrivals[key] = rate * dt / len(keys)
             first = self.first_token_s if self.first_token_s is not None else 0.1 * self.service_time_s

@@ -17,6 +17,9 @@ from tests.integration.support import CLUSTER, Cluster, Process, free_port
 from tests.support import ROOT
 
 
+LOGS: dict[str, Path] = {}  # the session's child processes' logs by name (a failing test may quote them)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     env = {**os.environ, "CLUSTER_NAME": CLUSTER}
@@ -48,6 +51,7 @@ def emulator(cluster: Cluster, file_sd: Path, tmp_path_factory: pytest.TempPathF
     proc = Process("emulator", [sys.executable, "-m", "gpufleet.emulator", "--kubeconfig", cluster.kubeconfig,
                                 "--port", str(port), "--file-sd", str(file_sd), "--tick", "0.5"],
                    tmp_path_factory.mktemp("emulator") / "emulator.log", cluster.env)
+    LOGS["emulator"] = proc.log
     try:
         proc.wait_log("serving per-pod metrics")
         yield f"http://127.0.0.1:{port}"

@@ -18,6 +18,7 @@ import pytest
 from gpufleet.devenv.prometheus import PrometheusServer
 from tests.chaos import report
 from tests.chaos.harness import Chaos, Config
+from tests.integration.conftest import LOGS
 from tests.integration.support import CLUSTER, Cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
@@ -40,10 +41,13 @@ def test_faults_lose_nothing_and_the_fleet_converges(
     print((tmp_path / "report" / "README.md").read_text())
     assert {t.fault.split(":")[0] for t in trials} >= {"kill -9 operator", "prometheus"}
     assert len(trials) == 5 + 3 + 8  # five phases, three Prometheus faults, the blackhole on every service
+    # Each loss the emulator counted, with the pod and why (its log): what to look at when a drop fails.
+    log = LOGS.get("emulator")
+    drops = [line for line in log.read_text().splitlines() if "dropp" in line][-20:] if log else []
     for t in trials:
         assert t.converged, f"seed {seed}: {t.fault} / {t.service} did not converge: {t.detail}"
         assert (t.orphaned, t.duplicated, t.left_out, t.blind_scale_downs, t.dropped) == (0, 0, 0, 0, 0), \
-            f"seed {seed}: {t}"
+            f"seed {seed}: {t}\nemulator: {drops}"
         assert t.warnings == t.warning_causes, f"seed {seed}: more than one Warning per cause: {t}"
     prometheus_trials = [t for t in trials if t.fault.startswith("prometheus")]
     assert all(t.warnings >= 1 for t in prometheus_trials), prometheus_trials  # the outage was reported

@@ -3,6 +3,8 @@ counters across updates, and lists again after a 410 Gone."""
 
 from __future__ import annotations
 
+import logging
+
 import json
 import threading
 from collections import deque
@@ -10,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pytest
 
 from gpufleet.adapters.manifests import LABEL_SERVICE, LABEL_SERVING
 from gpufleet.emulator import Emulator, LoadProfile, watch_pods
@@ -104,9 +107,11 @@ def test_watch_resumes_from_its_version_and_relists_after_gone() -> None:
     assert list(emu.pods) == ["ns/b"] and emu.serving == {"ns/svc": ["ns/b"]}
 
 
-def test_dropped_requests_are_counted() -> None:
+def test_dropped_requests_are_counted(caplog: pytest.LogCaptureFixture) -> None:
     """Load offered while no pod serves, and requests still queued or in flight on a pod that goes
-    (deleted, or missing from a relist), are dropped: tests/chaos counts them per service."""
+    (deleted, or missing from a relist), are dropped: tests/chaos counts them per service, and the
+    log says which pod took how many (what a failing chaos trial quotes)."""
+    caplog.set_level(logging.WARNING, logger="gpufleet.emulator")
     emu = Emulator(loads={"ns/svc": LoadProfile(np.array([0.0]), np.array([10.0]))}, slots=2, service_time_s=100.0)
     emu.advance(0.0, 1.0)  # no pod yet: 10 requests refused
     assert emu.stats()["ns/svc"]["dropped"] == 10
@@ -117,3 +122,7 @@ def test_dropped_requests_are_counted() -> None:
     assert emu.stats()["ns/svc"]["dropped"] == 15
     emu.sync_pods([])  # b deleted while the watch was down
     assert emu.stats()["ns/svc"]["dropped"] == 20
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropping the load of ns/svc: no serving pod",
+        "dropped 5.0 requests of ns/svc: pod ns/a terminating with 3.0 pending, 2.0 in flight",
+        "dropped 5.0 requests of ns/svc: pod ns/b gone from a new listing with 3.0 pending, 2.0 in flight"]
