@@ -38,8 +38,9 @@ def test_step_absorbed_by_promotion_then_pool_refills(
     obj["spec"]["warmPool"] = {"size": 4, "max": 4}
     # A scale-down window as long as the request rate's (1 minute): with the closed loop's 20 s the
     # rate, still averaging the minute before the step, undid the promotions once the queue had
-    # drained (8 -> 3 serving at 400 rps, then up again) and the pool refilled a cycle late (the
-    # session note of 2026-12-03 records it as a weakness of windows shorter than the rate's).
+    # drained (8 -> 3 serving at 400 rps, then up again) and the pool refilled a cycle late. The
+    # core now holds scale-downs that long after a backlog (core.stabilize.AFTER_BACKLOG_S); the
+    # window stays so that this test is about the pool, not that rule.
     obj["spec"]["scaling"]["scaleDown"]["stabilizationSeconds"] = 60
     obj["spec"]["template"]["metadata"]["annotations"]["kwok.gpufleet.io/ready-delay"] = f"{COLD_START_S}s"
     cluster.apply(obj)

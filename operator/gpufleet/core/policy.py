@@ -75,6 +75,7 @@ def serving_target(
     memory: PolicyMemory,
     now: float,
     promotable: int = 0,
+    backlog_recent: bool = False,
 ) -> tuple[int, stabilize.Stabilized, stabilize.Recommendations, stabilize.Recommendations]:
     lo, hi = capacity.bounds(spec)
     # In safe mode the remembered recommendation is the held size, so the scale-down window
@@ -94,6 +95,7 @@ def serving_target(
         last_scale_down_at=memory.last_scale_down_at,
         history_since=memory.started_at if memory.started_at is not None else now,
         promotable=promotable,
+        backlog_recent=backlog_recent,
     )
     target = st.target
     if health.safe_mode:
@@ -277,7 +279,8 @@ class GpufleetPolicy:
         # 2. Serving target: stabilised, stepped, safe.
         current = current_serving(view, memory)
         target, st, recs, held = serving_target(
-            spec, health, top, sustained, current, view.serving, fleet.time_to_ready_s, memory, now, view.standby
+            spec, health, top, sustained, current, view.serving, fleet.time_to_ready_s, memory, now, view.standby,
+            backlog_recent=recent,
         )
         reason, message = explain(health=health, top=top, st=st, target=target, current=current, spec=spec)
         target, reason, message = lift_to_schedule(

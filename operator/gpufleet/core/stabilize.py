@@ -37,11 +37,19 @@ class Stabilized:
     window_value: int  # the recommendation the window produced (before the step limit)
 
 
+# After a backlog the scale-down window is at least this long: the request rate is a 1-minute
+# rate, so for a minute after a surge it still averages the load before it, and a shorter window
+# let it retire replicas the load still needed (a 20 s window took 8 serving to 3 at 400 rps; see
+# the warm-pool test). core.capacity.LATENCY_SETTLE_S is the same minute for the percentiles.
+AFTER_BACKLOG_S = 60.0
+
+
 def retention_s(spec: InferenceServiceSpec, also_s: float = 0.0) -> float:
-    """How long recommendations are kept: the longest window, or `also_s` (the burst window)."""
+    """How long recommendations are kept: the longest window (AFTER_BACKLOG_S at least), or
+    `also_s` (the burst window)."""
     up = spec.scaling.scale_up.stabilization_seconds
     down = spec.scaling.scale_down.stabilization_seconds
-    return float(max(up, down, also_s))
+    return float(max(up, down, also_s, AFTER_BACKLOG_S))
 
 
 def record(recs: Recommendations, now: float, value: int, keep_s: float) -> Recommendations:
@@ -76,15 +84,20 @@ def stabilize(
     last_scale_down_at: float | None,
     history_since: float,
     promotable: int = 0,
+    backlog_recent: bool = False,
 ) -> Stabilized:
     """The serving target for this step. `recs` already holds (now, raw-or-held).
 
     `promotable` Ready standbys may join in this one step whatever the step limit says: the limit
     paces cold starts (capacity bought on a guess), while a standby is already paid for and its
     promotion is undone by a demotion, not by a drain. A step that needs the whole pool gets it
-    in one tick, not one max-step per tick."""
+    in one tick, not one max-step per tick. `backlog_recent`: a backlog was seen within
+    AFTER_BACKLOG_S, so the scale-down window spans that much at least."""
+    down_s = float(spec.scaling.scale_down.stabilization_seconds)
+    if backlog_recent:
+        down_s = max(down_s, AFTER_BACKLOG_S)
     up_vals = window(recs, now, spec.scaling.scale_up.stabilization_seconds) or [raw]
-    down_vals = window(recs, now, spec.scaling.scale_down.stabilization_seconds) or [raw]
+    down_vals = window(recs, now, down_s) or [raw]
     up_rec = min(up_vals)
     down_rec = max(down_vals)
     if up_rec > current:
