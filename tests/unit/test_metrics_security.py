@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +40,7 @@ from gpufleet.control.service import ServiceLoop, Settings
 from gpufleet.core.types import Observation
 from tests.builders import make_spec
 from tests.fakes import RecordingKube, pod
-from tests.support import https_server
+from tests.support import http_server, https_server
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
@@ -414,13 +413,8 @@ class FailingHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def failing_prometheus() -> Iterator[tuple[str, type[FailingHandler]]]:
     handler = type("Handler", (FailingHandler,), {})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(handler) as url:
+        yield url, handler
 
 
 def dead_url() -> str:
