@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     chaos: Chaos | None = None
     try:
         emulator.wait_log("serving per-pod metrics")
-        chaos = Chaos(cluster, f"http://127.0.0.1:{port}", file_sd, prometheus.url, work, cfg)
+        def log(line: str) -> None:  # minutes since the start: where the suite's time goes
+            print(f"[{(time.time() - began) / 60:5.1f} min] {line}", flush=True)
+
+        chaos = Chaos(cluster, f"http://127.0.0.1:{port}", file_sd, prometheus.url, work, cfg, log=log)
         trials = chaos.run()
         command = shlex.join(["python", "-m", "tests.chaos", *(argv if argv is not None else sys.argv[1:])]) + \
             ("" if args.seed is not None else f" --seed {seed}")
