@@ -394,8 +394,12 @@ def timing(grid: Grid, store: Store, sessions: Sequence[Mapping[str, Any]]) -> d
 # The suite
 
 
-def run_suite(grid: Grid, store: Store, workers: int, *, progress: bool = True) -> int:
-    """Runs whatever of the grid is not stored yet; returns how many ran."""
+def run_suite(grid: Grid, store: Store, workers: int, *, progress: bool = True,
+              stop_after_s: float | None = None) -> int:
+    """Runs whatever of the grid is not stored yet; returns how many ran. With `stop_after_s`,
+    starts no run after that many seconds and returns once the running ones are stored (a
+    machine lent for a limited time; the next call resumes)."""
+    deadline = time.time() + stop_after_s if stop_after_s is not None else math.inf
     from tqdm import tqdm
 
     todo = [p for p in tune_runs(grid) if key_of(p) not in store]
@@ -427,7 +431,14 @@ def run_suite(grid: Grid, store: Store, workers: int, *, progress: bool = True) 
                 continue
             if not pending:
                 break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            if time.time() > deadline:
+                for fut in [f for f in pending if f.cancel()]:
+                    del pending[fut]
+                dependents_done = True
+                if not pending:
+                    break
+            done, _ = wait(pending, timeout=None if deadline == math.inf else max(1.0, deadline - time.time()),
+                           return_when=FIRST_COMPLETED)
             for fut in done:
                 p = pending.pop(fut)
                 try:
@@ -475,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true", help="render from the stored runs, run nothing")
     ap.add_argument("--readme", help="also rewrite the numbers block of this README (e.g. README.md)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--stop-after", type=float, help="start no run after this many seconds (resume later)")
     ap.add_argument("--prune", action="store_true", help="drop stored runs that are not in this grid from runs.jsonl")
     # A slice of the grid (for checks): each narrows the grid's own list.
     ap.add_argument("--cold", help="comma list of cold settings")
@@ -510,12 +522,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     command = "python benchmarks/frontier.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.report_only:
-        ran = run_suite(grid, store, args.workers, progress=not args.no_progress)
+        ran = run_suite(grid, store, args.workers, progress=not args.no_progress, stop_after_s=args.stop_after)
         session = {"grid": grid.name, "started": t0, "wall_s": time.time() - t0, "workers": args.workers,
                    "cores": os.cpu_count(), "runs": ran, "rev": git_rev(), "command": command.strip()}
         if ran:
             with open(sessions_path, "a") as fh:
                 fh.write(json.dumps(session) + "\n")
+        missing = sum(1 for k in grid_keys(grid, store) if k not in store) if tuning_complete(grid, store) else -1
+        if missing:  # stopped by --stop-after: nothing to render yet
+            print(f"{ran} run(s) this call; the grid is not complete ({'tuning unfinished' if missing < 0 else f'{missing} left'}): "
+                  "run the same command again to resume")
+            return 0
     if args.prune:
         keep = set(grid_keys(grid, store))
         rows = [r for k, r in store.rows.items() if k in keep]

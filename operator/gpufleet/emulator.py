@@ -17,6 +17,13 @@ slots and the time a request holds one, from the mean prompt/generated token cou
 `PUT /load/<namespace>/<service>` with a profile body changes a service's load at run time.
 `GET /stats` reports, per service, requests done and dropped (offered while no pod served, or
 queued or in flight on a pod that went) for tests/chaos.
+
+A terminating pod plays Triton after SIGTERM: it takes no new requests and finishes the ones it
+queued or ran, for at most its grace period (the pod's deletionGracePeriodSeconds, capped by
+Triton's `--exit-timeout-secs`, default 30 s: "Timeout (in seconds) when exiting to wait for
+in-flight inferences to finish", `tritonserver --help`); what is left then is dropped. KWOK deletes
+the Pod object at once, so the emulator keeps playing the exiting server after it. A pod deleted
+with no grace period (a force delete, a node gone) drops what it held at once.
 """
 
 from __future__ import annotations
@@ -126,6 +133,9 @@ class Emulator:
     # Requests lost per service: offered while no pod served, or queued/in flight on a pod that went.
     dropped: dict[str, float] = field(default_factory=dict)
     _unserved: set[str] = field(default_factory=set)  # services whose load finds no serving pod now
+    exit_timeout_s: float = 30.0  # Triton's --exit-timeout-secs (its default)
+    # Terminating pods finishing their work: "namespace/pod" -> (counters, seconds of grace left).
+    exiting: dict[str, tuple[PodCounters, float]] = field(default_factory=dict)
 
     def sync_pods(self, pods: list[dict[str, Any]]) -> bool:
         """Replace the pod set with a full listing; True when the scrape targets changed."""
@@ -159,7 +169,12 @@ class Emulator:
         if deleted or meta.get("deletionTimestamp"):
             gone = self.pods.pop(key, None)
             if gone is not None:
-                self._drop(gone, key, "deleted" if deleted else "terminating")
+                grace = meta.get("deletionGracePeriodSeconds")
+                grace_s = min(float(30 if grace is None else grace), self.exit_timeout_s)
+                if grace_s > 0 and gone.pending + gone.in_flight > 0:
+                    self.exiting[key] = (gone, grace_s)  # SIGTERM: it finishes what it has
+                else:
+                    self._drop(gone, key, "deleted" if deleted else "terminating")
             return
         labels = meta.get("labels") or {}
         if LABEL_SERVICE not in labels and EMULATE_LABEL not in labels:
@@ -187,8 +202,9 @@ class Emulator:
         """Per service: cumulative requests done and dropped, queue time, serving pods, pending now."""
         with self.lock:
             out: dict[str, dict[str, float]] = {}
-            for service in set(self.loads) | set(self.dropped) | {p.service for p in self.pods.values()}:
-                mine = [p for p in self.pods.values() if p.service == service]
+            pods = [*self.pods.values(), *(p for p, _ in self.exiting.values())]
+            for service in set(self.loads) | set(self.dropped) | {p.service for p in pods}:
+                mine = [p for p in pods if p.service == service]
                 out[service] = {"success": sum(p.success for p in mine), "queue_us": sum(p.queue_us for p in mine),
                                 "pending": sum(p.pending for p in mine), "dropped": self.dropped.get(service, 0.0),
                                 "serving": float(len(self.serving.get(service, [])))}
@@ -228,7 +244,7 @@ class Emulator:
                     arrivals[key] = rate * dt / len(keys)
             first = self.first_token_s if self.first_token_s is not None else 0.1 * self.service_time_s
             per_token = self.per_token_s if self.per_token_s is not None else 0.9 * self.service_time_s / 128
-            for key, pod in self.pods.items():
+            for key, pod in [*self.pods.items(), *((k, p) for k, (p, _) in self.exiting.items())]:
                 # What a request finishing now waited: the queue ahead of it drained at full batch.
                 wait = pod.pending * self.service_time_s / self.slots
                 running = max(pod.in_flight - pod.held, 0.0)
@@ -247,6 +263,14 @@ class Emulator:
                 pod.request_us = pod.queue_us + pod.compute_us
                 pod.latencies.record(now, done, wait_s=wait, service_s=self.service_time_s, first_s=first,
                                      per_token_s=per_token)
+            for key, (pod, grace_s) in list(self.exiting.items()):
+                if pod.pending + pod.in_flight <= 0:
+                    del self.exiting[key]  # finished everything: Triton exits
+                elif grace_s <= dt:
+                    del self.exiting[key]
+                    self._drop(pod, key, "past its exit timeout")
+                else:
+                    self.exiting[key] = (pod, grace_s - dt)
 
     def render(self, key: str, now: float | None = None) -> str | None:
         """The pod's /metrics: Triton's counters and gauges, its latency histogram and summary,
@@ -405,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-tokens", type=float, default=128, help="mean generated tokens per request")
     parser.add_argument("--model", default="chat")
     parser.add_argument("--tick", type=float, default=1.0)
+    parser.add_argument("--exit-timeout", type=float, default=30.0,
+                        help="seconds a terminating pod finishes its requests (Triton's --exit-timeout-secs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config.load_kube_config(config_file=args.kubeconfig)
@@ -413,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     slots, service_time = replica_capacity(replica, args.in_tokens, args.out_tokens)
     emulator = Emulator(loads=loads, slots=slots, service_time_s=service_time, model=args.model,
                         first_token_s=float(replica.first_token_s(np.array([args.in_tokens]), replica.max_batch)[0]),
-                        per_token_s=replica.itl(replica.max_batch))
+                        per_token_s=replica.itl(replica.max_batch), exit_timeout_s=args.exit_timeout)
     log.info("replica model: %d slots x %.2fs per request = %.0f req/s at full batch",
              slots, service_time, slots / service_time)
     server = serve(emulator, args.port)

@@ -146,7 +146,9 @@ def render(data: dict[str, Any], rows: list[Row]) -> str:
         "the serving count while `MetricsAvailable` was not True, or, for a Prometheus fault, at any time the "
         "fault lasted (the load did not change, so every lower count is blind).",
         "- **requests dropped**: the emulator's count (`GET /stats`): offered while no pod of the service served, "
-        "or queued or in flight on a pod that went away.",
+        "or queued or in flight on a pod that went away: deleted with no grace period (a node gone), or still "
+        "holding work when its grace period ended (a terminating pod finishes its requests meanwhile, as Triton "
+        "does on SIGTERM within `--exit-timeout-secs`; the emulator's module doc).",
         "- **lowest capacity**: serving pods × `targetRpsPerReplica` / offered load, lowest 1-second sample "
         "during the trial (capped at 100%); **worst queue**: the highest 1-second mean queue time. For the "
         "kill -9 phases the trial starts at the phase's own load step, so these include the lag any scale-up "

@@ -19,12 +19,14 @@ from gpufleet.emulator import Emulator, LoadProfile, watch_pods
 
 
 def pod(name: str, *, ready: bool = True, serving: bool = True, rv: str = "1",
-        deleting: bool = False) -> dict[str, Any]:
+        deleting: bool = False, grace: int | None = None) -> dict[str, Any]:
     labels = {LABEL_SERVICE: "svc", **({LABEL_SERVING: "true"} if serving else {})}
     meta: dict[str, Any] = {"namespace": "ns", "name": name, "resourceVersion": rv, "labels": labels,
                             "creationTimestamp": "2026-01-01T00:00:00Z"}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+        if grace is not None:
+            meta["deletionGracePeriodSeconds"] = grace
     cond = {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": "2026-01-01T00:00:05Z"}
     return {"metadata": meta, "status": {"conditions": [cond]}}
 
@@ -118,7 +120,7 @@ def test_dropped_requests_are_counted(caplog: pytest.LogCaptureFixture) -> None:
     emu.sync_pods([pod("a"), pod("b")])
     emu.advance(0.0, 1.0)  # 5 each: 2 in flight, 3 pending
     assert emu.stats()["ns/svc"]["dropped"] == 10 and emu.stats()["ns/svc"]["serving"] == 2
-    emu.update_pod(pod("a", deleting=True), deleted=False)
+    emu.update_pod(pod("a", deleting=True, grace=0), deleted=False)  # force-deleted: no grace to finish in
     assert emu.stats()["ns/svc"]["dropped"] == 15
     emu.sync_pods([])  # b deleted while the watch was down
     assert emu.stats()["ns/svc"]["dropped"] == 20
@@ -126,3 +128,33 @@ def test_dropped_requests_are_counted(caplog: pytest.LogCaptureFixture) -> None:
         "dropping the load of ns/svc: no serving pod",
         "dropped 5.0 requests of ns/svc: pod ns/a terminating with 3.0 pending, 2.0 in flight",
         "dropped 5.0 requests of ns/svc: pod ns/b gone from a new listing with 3.0 pending, 2.0 in flight"]
+
+
+def test_a_terminating_pod_finishes_its_requests_within_its_grace() -> None:
+    """SIGTERM, as Triton takes it: no new requests, the queued and running ones finish within the
+    grace period (capped by --exit-timeout-secs), also after KWOK has deleted the Pod object; only
+    what is left when the grace ends is dropped."""
+    load = {"ns/svc": LoadProfile(np.array([0.0]), np.array([10.0]))}
+    emu = Emulator(loads=load, slots=4, service_time_s=2.0, exit_timeout_s=30.0)
+    emu.sync_pods([pod("a"), pod("b")])
+    emu.advance(0.0, 1.0)  # 5 each: 4 in flight, 1 pending
+    assert emu.update_pod(pod("a", deleting=True, grace=30), deleted=False)  # out of the scrape targets
+    emu.update_pod(pod("a", deleting=True, grace=30), deleted=True)  # KWOK deletes the object at once
+    assert "ns/a" not in emu.pods and emu.serving == {"ns/svc": ["ns/b"]}
+    done_before = emu.stats()["ns/svc"]["success"]
+    for t in range(1, 20):
+        emu.advance(float(t), 1.0)
+    assert emu.exiting == {}
+    assert emu.stats()["ns/svc"]["dropped"] == 0
+    assert emu.stats()["ns/svc"]["success"] > done_before + 5  # a's five finished beside b's work
+
+    # A request that outlives the grace (a pinned generation) is dropped when it ends.
+    emu = Emulator(loads={}, slots=4, service_time_s=2.0, exit_timeout_s=5.0)
+    emu.sync_pods([pod("c")])
+    assert emu.hold("ns/c", 2)
+    emu.update_pod(pod("c", deleting=True, grace=30), deleted=False)  # the exit timeout (5 s) is shorter
+    for t in range(4):
+        emu.advance(float(t), 1.0)
+    assert "ns/c" in emu.exiting and emu.stats()["ns/svc"]["dropped"] == 0
+    emu.advance(5.0, 1.0)
+    assert emu.exiting == {} and emu.stats()["ns/svc"]["dropped"] == 2
