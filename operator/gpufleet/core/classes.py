@@ -175,6 +175,12 @@ def _solve_memo(
     maximise: bool,
 ) -> tuple[int, ...] | None:
     k = len(shape)
+    if k == 1 and not maximise and shape[0][3] >= 1.0 and not (shape[0][2] and spot_max_share < 1.0):
+        # One class and no share to keep (a single-type fleet): the fewest replicas that meet the
+        # need, within its bounds; what the program gives, without a solver call.
+        cap1 = shape[0][0]
+        n1 = max(lo_t[0], float(math.ceil((need - _EPS) / cap1 - 1e-9)) if need > _EPS else 0.0)
+        return (int(n1),) if n1 <= hi_t[0] else None
     lo, hi, current = np.array(lo_t), np.array(hi_t), np.array(current_t)
     cap = np.array([s[0] for s in shape], dtype=float)
     price = np.array([s[1] for s in shape], dtype=float)

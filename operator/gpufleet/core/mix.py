@@ -146,10 +146,15 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
     pods = sum(mix.replicas.values())
     wanted = plan.serving + plan.standby
     serving = min(pods, math.ceil(pods * plan.serving / wanted - 1e-9)) if wanted > 0 else 0
-    standby = pods - serving
+    serving_now = sum(1 for r in fleet.replicas if is_healthy(r) and r.state.value == "serving")
+    if plan.safe_mode:
+        # Blind, nothing serving leaves the Service. The policy's hold is in reference replicas
+        # and, without memory (a restart), read from the pods: 40 H100 pods held as 40 slices'
+        # worth would demote most of them while the metrics are missing.
+        serving = max(serving, min(serving_now, sum(sized.values())))
+    standby = max(pods - serving, 0)
     retire = rollout.retirements(fleet, sized)
     leaving = frozenset(retire)
-    serving_now = sum(1 for r in fleet.replicas if is_healthy(r) and r.state.value == "serving")
     promote = rollout.promotions(tuple(r for r in fleet.replicas if r.name not in leaving), serving - serving_now)
     choices = tuple(
         ClassChoice(name=c.name, replicas=sized[c.name] + interrupted[c.name], price_per_hour=c.price_per_hour,

@@ -16,6 +16,10 @@ node pools: a spot pod never lands on an on-demand node or the reverse) and, for
   deletes a node that received an interruption notice), and free spot nodes of a zone are deleted
   at that zone's notice.
 
+Classes: by default the two of the onDemand/spot form (one GPU per node, the fleet's gpus_per_replica);
+with spec.capacity.classes, one node pool per named class (`NodeClass`: GPUs per node, a MIG slice
+as its share of a GPU; price per node-hour; spot or not; its stock-out windows).
+
 Billing: every node that exists is billed, busy or free, from its launch to its deletion (a
 cloud bills the instance while it runs, empty or not). `billed(cls)` is kept as a count, O(1).
 Bookkeeping: free nodes by (class, zone) in insertion order (a start takes the most recently
@@ -26,9 +30,49 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gpufleet.core.types import CAPACITY_CLASSES
+from gpufleet.core.types import ON_DEMAND, SPOT
+
+
+@dataclass(frozen=True)
+class StockOut:
+    """No node of the class can be had over [start_s, end_s): its new pods stay Pending. With
+    `reclaim`, its running nodes get an interruption notice at start_s and go notice_s later."""
+
+    start_s: float
+    end_s: float
+    reclaim: bool = False
+    notice_s: float = 120.0
+
+    def covers(self, t: float) -> bool:
+        return self.start_s <= t < self.end_s
+
+
+@dataclass(frozen=True)
+class NodeClass:
+    """One capacity class's node pool: what a node of it holds and costs, and when it cannot be had.
+
+    `spot`: its pods are placed by the fleet's SpotTrace (zones, reclaims), if the fleet has one.
+    `rps_per_replica`: the load-test capacity of one replica on it (the simulator's service model
+    reads it; the policy reads the spec's figure)."""
+
+    name: str
+    spot: bool = False
+    gpus: float = 1.0  # GPUs one replica's node bills (a MIG 3g.40gb slice of an H100: 0.5)
+    price_per_hour: float = 0.0  # one node (replica) for one hour
+    rps_per_replica: float = 0.0
+    pending_timeout_s: float | None = None  # None: the fleet's
+    stock_outs: tuple[StockOut, ...] = ()
+
+    def stock_out(self, t: float) -> StockOut | None:
+        return next((o for o in self.stock_outs if o.covers(t)), None)
+
+
+def two_classes(gpus_per_node: float = 1.0) -> tuple[NodeClass, ...]:
+    """The onDemand/spot form's classes."""
+    return NodeClass(ON_DEMAND, gpus=gpus_per_node), NodeClass(SPOT, spot=True, gpus=gpus_per_node)
 
 
 @dataclass(eq=False)
@@ -44,12 +88,15 @@ class Node:
 
 
 class NodePool:
-    def __init__(self, gpus_per_node: int = 1) -> None:
+    def __init__(self, gpus_per_node: float = 1, classes: Sequence[NodeClass] | None = None) -> None:
         self.gpus_per_node = gpus_per_node
+        self.classes = {c.name: c for c in (classes if classes is not None else two_classes(gpus_per_node))}
+        if classes is not None and len(self.classes) != len(classes):
+            raise ValueError(f"node classes must have unique names: {[c.name for c in classes]}")
         self.nodes: dict[str, Node] = {}
         self._free: dict[tuple[str, int], dict[str, Node]] = {}
         self._expiry: list[tuple[float, str, int]] = []  # (consolidate at, node, epoch)
-        self._count = dict.fromkeys(CAPACITY_CLASSES, 0)
+        self._count = dict.fromkeys(self.classes, 0)
         self._seq = 0
         self.provisioned = 0  # nodes launched
         self.reused = 0  # starts that took a free node
@@ -69,6 +116,8 @@ class NodePool:
 
     def provision(self, cls: str, zone: int, pod: str, *, now: float, warm_at: float) -> Node:
         """A new node for `pod`, launched now, up with the image (and weights) at warm_at."""
+        if cls not in self._count:
+            raise KeyError(f"no node class {cls!r} (known: {', '.join(self._count)})")
         self._seq += 1
         node = Node(name=f"node-{cls}-{self._seq}", cls=cls, zone=zone, created_at=now, warm_at=warm_at, pod=pod)
         self.nodes[node.name] = node
@@ -129,6 +178,14 @@ class NodePool:
     def billed(self, cls: str) -> int:
         """Nodes of the class that exist now (busy or free): each is billed."""
         return self._count[cls]
+
+    def billed_gpus(self, cls: str) -> float:
+        """GPUs billed now for the class (its nodes x GPUs per node)."""
+        return self._count[cls] * self.classes[cls].gpus
+
+    def cost_per_hour(self) -> float:
+        """What the nodes that exist now cost per hour, at their classes' prices."""
+        return sum(n * self.classes[c].price_per_hour for c, n in self._count.items())
 
     def free(self, cls: str) -> int:
         return sum(len(v) for (c, _), v in self._free.items() if c == cls)
