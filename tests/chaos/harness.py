@@ -280,8 +280,8 @@ class Chaos:
         self.partial_prom.start()
         ns, sh = self.namespace, self.shard
         base = [
-            service(ns, sh, "up", 150),
-            service(ns, sh, "promote", 150, warmPool={"size": 2, "max": 2}),
+            *(service(ns, sh, name, 150) for name in self.pair("up")),
+            *(service(ns, sh, name, 150, warmPool={"size": 2, "max": 2}) for name in self.pair("promote")),
             service(ns, sh, "drain", 450),
             self.notice_service("notice"),
             service(ns, sh, "window", 80),
@@ -384,7 +384,11 @@ class Chaos:
             if time.time() > deadline:
                 if stuck:
                     self.skipped.append(f"no baseline ({'; '.join(f'{n}: {w}' for n, w in stuck.items())})")
-                    self.log(f"no baseline: {stuck}\n" + self.cluster.kubectl(
+                    statuses = "\n".join(self.cluster.kubectl(
+                        "get", "inferenceservice", n, "-n", self.namespace, "-o",
+                        "jsonpath={.metadata.name}: lastDecision {.status.lastDecision} conditions {.status.conditions}",
+                        check=False).stdout for n in stuck)
+                    self.log(f"no baseline: {stuck}\n{statuses}\n" + self.cluster.kubectl(
                         "get", "pods,inferenceservices", "-n", self.namespace, "-o", "wide", check=False).stdout)
                     return False
                 self.log(f"baseline above the need, going on: {high}")
@@ -439,9 +443,19 @@ class Chaos:
             for taint in NOTICE_TAINTS.values():
                 self.cluster.kubectl("taint", "node", node, f"{taint}-", check=False)
 
+    def pair(self, name: str) -> tuple[str, ...]:
+        """The services that take turns at a phase: a service stepped up holds its pods for a minute
+        after the backlog (core.stabilize.AFTER_BACKLOG_S), so with several rounds two of them
+        alternate and each comes back down during the other's round, off the suite's clock."""
+        return (name, f"{name}-b") if self.cfg.kill_rounds > 1 else (name,)
+
+    def turn(self, name: str, k: int) -> str:
+        names = self.pair(name)
+        return names[k % len(names)]
+
     def reset_phases(self, k: int) -> None:
-        self.load("up", 150)
-        self.load("promote", 150)
+        for name in (*self.pair("up"), *self.pair("promote")):
+            self.load(name, 150)
         self.load("drain", 450)
         self.untaint_spot()
         self.fresh_notice(f"r{k}")
@@ -449,10 +463,10 @@ class Chaos:
         self.services["window"].floor = 1
 
     def trigger(self, name: str, k: int) -> None:
-        if name == "up":
-            self.load("up", 450)
-        elif name == "promote":
-            self.load("promote", 350)
+        if name.startswith("up"):
+            self.load(name, 450)
+        elif name.startswith("promote"):
+            self.load(name, 350)
         elif name == "drain":
             self.load("drain", 150)
         elif name == self.notice:
@@ -465,7 +479,7 @@ class Chaos:
     def kill_rounds(self) -> None:
         for k in range(self.cfg.kill_rounds):
             self.reset_phases(k)
-            phases = ["up", "promote", "drain", self.notice, "window"]
+            phases = [self.turn("up", k), self.turn("promote", k), "drain", self.notice, "window"]
             if not self.settle(phases):
                 self.skipped[-1] = f"kill round {k + 1}: {self.skipped[-1]}"
                 continue
