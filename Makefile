@@ -79,10 +79,11 @@ chaos: venv deps bins
 
 # Spec fuzzing on the local real API server (docs/safety.md): FUZZ_SPECS specs generated from the
 # CRD's schema, sent with server-side dry-run, every admitted one run through the operator; the
-# counts and the seed are printed (FUZZ_SEED=<seed> repeats a run). `make test` runs 200.
+# counts and the seed are printed and kept in reports/reliability/fuzz.json, on the chaos report's page
+# (FUZZ_SEED=<seed> repeats a run). `make test` runs 200.
 FUZZ_SPECS ?= 2000
 fuzz: venv deps bins
-	GPUFLEET_FUZZ_SPECS=$(FUZZ_SPECS) $(if $(FUZZ_SEED),GPUFLEET_FUZZ_SEED=$(FUZZ_SEED)) \
+	GPUFLEET_FUZZ_SPECS=$(FUZZ_SPECS) GPUFLEET_FUZZ_OUT=reports/reliability $(if $(FUZZ_SEED),GPUFLEET_FUZZ_SEED=$(FUZZ_SEED)) \
 	  $(VENV)/bin/pytest tests/integration/test_spec_fuzz.py -s
 
 lint: venv

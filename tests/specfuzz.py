@@ -182,6 +182,11 @@ class Tally:
         self.outcomes[f"CRASH in {stage}"] += 1
         self.crashes.append((stage, spec, "".join(traceback.format_exception(exc))[-2000:]))
 
+    def summary(self) -> dict[str, Any]:
+        """The counts, for reports/reliability (fuzz.json)."""
+        return {"tried": self.tried, "admitted": self.admitted, "crashed": len(self.crashes),
+                "outcomes": dict(self.outcomes)}
+
     def report(self) -> str:
         lines = [f"spec fuzzing: {self.tried} specs tried, {self.admitted} admitted by the API server, "
                  f"{len(self.crashes)} admitted specs crashed"]

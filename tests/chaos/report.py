@@ -82,8 +82,30 @@ def write(out: Path, trials: list[Trial], cfg: Config, *, command: str, duration
         "ok": all(r.ok for r in rows), "trials": [asdict(t) for t in trials],
     }
     (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
-    (out / "README.md").write_text(render(data, rows))
+    rerender(out)
     return rows
+
+
+def rerender(out: Path) -> None:
+    """README.md from results.json and, where `make fuzz` left one, fuzz.json."""
+    data = json.loads((out / "results.json").read_text())
+    fuzz = out / "fuzz.json"
+    data["fuzz"] = json.loads(fuzz.read_text()) if fuzz.exists() else None
+    trials = [Trial(**t) for t in data["trials"]]
+    (out / "README.md").write_text(render(data, summarise(trials)))
+
+
+def fuzz_section(fuzz: dict[str, Any] | None) -> list[str]:
+    """The spec fuzzer's last run (`make fuzz`, tests/integration/test_spec_fuzz.py: fuzz.json)."""
+    if fuzz is None:
+        return ["", "## Spec fuzzing", "", "No `make fuzz` run recorded beside this report (fuzz.json)."]
+    lines = ["", "## Spec fuzzing", "",
+             f"`{fuzz['command']}` (seed {fuzz['seed']}, {fuzz['elapsed_s']:.0f} s): **{fuzz['tried']} specs tried**, "
+             f"{fuzz['admitted']} admitted by the API server, **{fuzz['crashed']} admitted specs crashed or wedged** "
+             "the operator's parsing, sizing, loop or status encoding (goal: none; docs/safety.md says what each "
+             "stage is and what earlier runs found).", "", "| outcome | specs |", "|---|---|"]
+    lines += [f"| {outcome} | {n} |" for outcome, n in sorted(fuzz["outcomes"].items(), key=lambda kv: -kv[1])]
+    return lines
 
 
 def _fmt(v: float | None) -> str:
@@ -168,6 +190,7 @@ def render(data: dict[str, Any], rows: list[Row]) -> str:
         low = min(r.min_capacity for r in hit)
         lines.append(f"- **{key}**: {text}. Capacity: lowest {low:.0%} of the offered load; "
                      f"queue time: worst {worst_q:g} ms.")
+    lines += fuzz_section(data.get("fuzz"))
     lines += [
         "",
         "## Settings",

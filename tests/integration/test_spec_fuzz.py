@@ -15,12 +15,14 @@ the seed (printed, so a run can be repeated).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +35,7 @@ from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec
 from gpufleet.api.timefmt import iso_seconds
 from gpufleet.control.service import ServiceLoop, Settings
 from gpufleet.kopf_app import initial_replicas, parse_spec, refusal
+from tests.chaos import report
 from tests.fakes import FakeMetrics, FakeWiring, RecordingKube, pod
 from tests.integration.support import Cluster
 from tests.specfuzz import Tally, specs, strict_json
@@ -187,6 +190,15 @@ def test_every_admitted_spec_is_parsed_sized_stepped_and_encoded(
     fuzz()
     elapsed = time.monotonic() - started
     print(f"\nseed {run_seed} (GPUFLEET_FUZZ_SEED={run_seed} repeats it), {elapsed:.0f}s\n{tally.report()}")
+    if os.environ.get("GPUFLEET_FUZZ_OUT"):  # make fuzz: the counts beside the chaos report
+        out = Path(os.environ["GPUFLEET_FUZZ_OUT"])
+        out.mkdir(parents=True, exist_ok=True)
+        command = f"make fuzz FUZZ_SPECS={SPECS} FUZZ_SEED={run_seed}"
+        (out / "fuzz.json").write_text(json.dumps(
+            {"command": command, "seed": run_seed, "specs": SPECS, "elapsed_s": round(elapsed), **tally.summary()},
+            indent=1) + "\n")
+        if (out / "results.json").exists():
+            report.rerender(out)
     assert tally.tried == SPECS
     assert tally.crashes == [], tally.report()
     assert tally.admitted > 0
