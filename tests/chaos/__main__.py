@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos: seed {seed}", flush=True)
     cfg = Config(seed=seed, kill_rounds=args.rounds, api_restarts=args.api_restarts, etcd_restarts=args.etcd_restarts,
                  blackhole_s=args.blackhole_s, prometheus_fault_s=args.prometheus_s, cluster_name=args.cluster,
-                 gpus_per_node=GPUS_PER_NODE)
+                 gpus_per_node=GPUS_PER_NODE, extra_nodes=1)  # the rotating phase services' pods
     env = {**os.environ, "CLUSTER_NAME": args.cluster, "GPUS_PER_NODE": str(GPUS_PER_NODE)}
     began = time.time()
     subprocess.run([str(ROOT / "hack/cluster.sh"), "up"], env=env, check=True, timeout=3600)

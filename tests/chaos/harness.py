@@ -280,9 +280,9 @@ class Chaos:
         self.partial_prom.start()
         ns, sh = self.namespace, self.shard
         base = [
-            *(service(ns, sh, name, 150) for name in self.pair("up")),
-            *(service(ns, sh, name, 150, warmPool={"size": 2, "max": 2}) for name in self.pair("promote")),
-            service(ns, sh, "drain", 450),
+            *(service(ns, sh, name, 150) for name in self.turns("up")),
+            *(service(ns, sh, name, 150, warmPool={"size": 2, "max": 2}) for name in self.turns("promote")),
+            *(service(ns, sh, name, 450) for name in self.turns("drain")),
             self.notice_service("notice"),
             service(ns, sh, "window", 80),
             service(ns, sh, "prom-down", 250, metrics={"prometheusUrl": self.down_prom.url}),
@@ -443,20 +443,23 @@ class Chaos:
             for taint in NOTICE_TAINTS.values():
                 self.cluster.kubectl("taint", "node", node, f"{taint}-", check=False)
 
-    def pair(self, name: str) -> tuple[str, ...]:
-        """The services that take turns at a phase: a service stepped up holds its pods for a minute
-        after the backlog (core.stabilize.AFTER_BACKLOG_S), so with several rounds two of them
-        alternate and each comes back down during the other's round, off the suite's clock."""
-        return (name, f"{name}-b") if self.cfg.kill_rounds > 1 else (name,)
+    def turns(self, name: str) -> tuple[str, ...]:
+        """The services that take turns at a phase. A service whose load stepped up holds its pods
+        for a minute after the backlog (core.stabilize.AFTER_BACKLOG_S): the scale-up and
+        promotion services after their step, the drain service after its reset to the higher
+        load. With several rounds, three of each rotate, and each comes back to its baseline
+        during the next two rounds, off the suite's clock."""
+        return (name, f"{name}-b", f"{name}-c")[:max(1, min(3, self.cfg.kill_rounds))]
 
     def turn(self, name: str, k: int) -> str:
-        names = self.pair(name)
+        names = self.turns(name)
         return names[k % len(names)]
 
     def reset_phases(self, k: int) -> None:
-        for name in (*self.pair("up"), *self.pair("promote")):
+        for name in (*self.turns("up"), *self.turns("promote")):
             self.load(name, 150)
-        self.load("drain", 450)
+        for name in self.turns("drain"):
+            self.load(name, 450)
         self.untaint_spot()
         self.fresh_notice(f"r{k}")
         self.patch("window", {"schedules": None})
@@ -467,8 +470,8 @@ class Chaos:
             self.load(name, 450)
         elif name.startswith("promote"):
             self.load(name, 350)
-        elif name == "drain":
-            self.load("drain", 150)
+        elif name.startswith("drain"):
+            self.load(name, 150)
         elif name == self.notice:
             self.taint_spot(NOTICE_TAINTS[120])
         elif name == "window":
@@ -479,7 +482,7 @@ class Chaos:
     def kill_rounds(self) -> None:
         for k in range(self.cfg.kill_rounds):
             self.reset_phases(k)
-            phases = [self.turn("up", k), self.turn("promote", k), "drain", self.notice, "window"]
+            phases = [self.turn("up", k), self.turn("promote", k), self.turn("drain", k), self.notice, "window"]
             if not self.settle(phases):
                 self.skipped[-1] = f"kill round {k + 1}: {self.skipped[-1]}"
                 continue
