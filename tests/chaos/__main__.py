@@ -10,6 +10,7 @@ import os
 import platform
 import random
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster", default=os.environ.get("GPUFLEET_TEST_CLUSTER", "gpufleet-chaos"))
     p.add_argument("--keep-cluster", action="store_true")
     args = p.parse_args(argv)
+    # SIGTERM (a stopped `make chaos`) ends the run through the finally below: cluster, processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     print(f"chaos: seed {seed}", flush=True)
     cfg = Config(seed=seed, kill_rounds=args.rounds, api_restarts=args.api_restarts, etcd_restarts=args.etcd_restarts,

@@ -260,7 +260,10 @@ class Chaos:
     def notice_service(self, name: str) -> Service:
         spot = {"onDemand": {"base": 1},
                 "spot": {"enabled": True, "maxFraction": 0.5, "pendingTimeoutSeconds": 10, "returnAfterSeconds": 10}}
-        return service(self.namespace, self.shard, name, 350, replicas={"min": 2, "max": 8}, capacity=spot)
+        # At its need from the start (min 4 for 350 req/s): a new service that scaled up through a
+        # backlog would hold its pods a minute (core.stabilize.AFTER_BACKLOG_S), and each kill round
+        # makes a new one (the first full run waited ~70 s a round for it).
+        return service(self.namespace, self.shard, name, 350, replicas={"min": 4, "max": 8}, capacity=spot)
 
     def fresh_notice(self, tag: str) -> None:
         """A new spot-notice service in place of the last: a notice leaves the old one backing off
