@@ -9,13 +9,18 @@ minute of every class-mix run lost its load)."""
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given
-from hypothesis import strategies as st
-
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core import classes as C
 from gpufleet.core.policy import GpufleetPolicy
-from gpufleet.core.types import FleetState, Observation, PolicyMemory, Replica, ReplicaState
+from gpufleet.core.types import (
+    FleetState,
+    Observation,
+    PolicyMemory,
+    Replica,
+    ReplicaState,
+)
+from hypothesis import given
+from hypothesis import strategies as st
 
 NOW = 1_767_225_600.0
 H100 = {"name": "h100", "pricePerReplicaHour": 3.0, "targetRpsPerReplica": 13.6}

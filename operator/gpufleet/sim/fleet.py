@@ -26,6 +26,14 @@ zone, the one with the fewest of this fleet's spot pods (lowest index on ties), 
 spread constraint on the zone would place it; it receives notices at its own zone's reclaims only.
 While no zone reads 1, new spot pods stay Pending. One zone: every spot pod is in zone 0.
 
+Classes (`classes`, sim/nodes.NodeClass): by default the onDemand/spot form's two; with
+spec.capacity.classes, one Deployment and node pool per named class, each with its GPUs per node
+(a MIG slice as its share), price, spot-ness (the SpotTrace places and reclaims every spot class's
+pods) and stock-outs: while one covers the time, the class's new pods stay Pending (no node, not
+billed) and the ones past its pending timeout are counted in FleetState.pending_by_class, as the
+operator's fleet adapter counts them; a stock-out with `reclaim` sends each running pod of the
+class a notice at its start (the ReplicaSet's replacements then stay Pending).
+
 Loss physics, the same for every policy: a pod that left the Service (drained or demoted) finishes
 its in-flight requests within DRAIN_S, on itself; its node reclaimed d seconds after it left loses
 the share of the in-flight requests it took along (1/serving when it left) times
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,16 +57,14 @@ from gpufleet.control.step import reroute
 from gpufleet.core.rollout import Rollout, replicaset_victims, rollout, time_to_ready
 from gpufleet.core.split import DRAIN_S
 from gpufleet.core.types import (
-    CAPACITY_CLASSES,
     ON_DEMAND,
-    SPOT,
     FleetState,
     Plan,
     Replica,
     ReplicaState,
 )
 from gpufleet.sim.coldstart import ColdStart
-from gpufleet.sim.nodes import Node, NodePool
+from gpufleet.sim.nodes import Node, NodeClass, NodePool, two_classes
 from gpufleet.sim.spot import SpotTrace
 
 
@@ -84,18 +91,28 @@ class SimReplica:
 class SimFleet:
     def __init__(self, *, cold: ColdStart, rng: np.random.Generator, spot: SpotTrace | None = None,
                  gpus_per_replica: int = 1, pending_timeout_s: float = 120.0, instant_start: bool = False,
-                 drain_timeout_s: float = 120.0, interval_s: float = 0.0) -> None:
+                 drain_timeout_s: float = 120.0, interval_s: float = 0.0,
+                 classes: Sequence[NodeClass] | None = None) -> None:
         self.cold = cold
         self.rng = rng
         self.spot = spot
         self.gpus = gpus_per_replica
-        self.nodes = NodePool(gpus_per_replica)  # one node per replica, per capacity class
+        # The capacity classes (default: on-demand and spot); `listed`: spec.capacity.classes.
+        self.listed = classes is not None
+        self.classes = {c.name: c for c in (classes if classes is not None else two_classes(gpus_per_replica))}
+        self.names = tuple(self.classes)
+        self.nodes = NodePool(gpus_per_replica, list(self.classes.values()))  # one node per replica
+        self._spot_classes = frozenset(c.name for c in self.classes.values() if c.spot)
+        # (time, class, notice) of the stock-outs that reclaim running pods, in time order.
+        self._stock_out_notices = sorted((o.start_s, c.name, o.notice_s) for c in self.classes.values()
+                                         for o in c.stock_outs if o.reclaim)
+        self._has_stock_outs = any(c.stock_outs for c in self.classes.values())
         self.pending_timeout_s = pending_timeout_s
         self.instant = instant_start
         self.drain_timeout_s = drain_timeout_s  # spec.scaling.scaleDown.drainTimeoutSeconds
         self.interval_s = interval_s  # how often the policy decides (the rollout's notice margin)
         self.replicas: dict[str, SimReplica] = {}
-        self.size = dict.fromkeys(CAPACITY_CLASSES, 0)  # each class's Deployment spec.replicas
+        self.size = dict.fromkeys(self.names, 0)  # each class's Deployment spec.replicas
         self.plan: Plan | None = None  # the last decision carried out
         self.last_rollout = Rollout()
         self._seq = 0
@@ -105,11 +122,11 @@ class SimFleet:
         self._preempt_times: list[tuple[float, int]] = []  # (time, zone) of the spot reclaims
         self.n_serving = 0
         self.version = 0
-        self._cached: tuple[tuple[int, bool, float | None], FleetState] | None = None
-        self._flags_at: tuple[int, tuple[bool, float | None]] = (-1, (False, None))
+        self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...], float | None], FleetState] | None = None
+        self._flags_at: tuple[int, tuple[bool, float | None, bool]] = (-1, (False, None, False))
         self._pods_at: tuple[int, list[Replica]] = (-1, [])
         self.in_flight_per_serving = 0.0
-        self.starts: dict[str, list[float]] = {c: [] for c in CAPACITY_CLASSES}
+        self.starts: dict[str, list[float]] = {c: [] for c in self.names}
         self.scale_events = 0
         self.created = 0
         self.lost_in_flight_share = 0.0  # share of the in-flight requests lost this tick (engine resets it)
@@ -125,18 +142,18 @@ class SimFleet:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def bootstrap(self, serving: int, now: float = 0.0) -> None:
-        """Start with `serving` on-demand replicas already Ready and serving (a warm fleet). Their
-        starts are drawn from the cold-start model and remembered, as the operator remembers the
-        starts of the pods it finds."""
+    def bootstrap(self, serving: int, now: float = 0.0, capacity_class: str = ON_DEMAND) -> None:
+        """Start with `serving` replicas of the class (on-demand) already Ready and serving (a warm
+        fleet). Their starts are drawn from the cold-start model and remembered, as the operator
+        remembers the starts of the pods it finds. Once per class."""
         for _ in range(serving):
-            r = self._new(ON_DEMAND, now)
+            r = self._new(capacity_class, now)
             r.state, r.ready_at = ReplicaState.serving, now
             if r.node is not None:
                 r.node.warm_at = now  # found up, with the image
-            self.starts[ON_DEMAND].append(0.0 if self.instant else self.cold.sample(self.rng))
+            self.starts[capacity_class].append(0.0 if self.instant else self.cold.sample(self.rng))
             self.n_serving += 1
-        self.size[ON_DEMAND] = serving
+        self.size[capacity_class] = serving
         self._ready_heap.clear()
 
     def schedule_preemptions(self, duration_s: float) -> None:
@@ -152,9 +169,10 @@ class SimFleet:
         # in-flight work decays with time). In-flight counts are those of the last rebuild (all
         # serving replicas carry the same pooled share; the KPA baseline reads live concurrency
         # from SimMetrics, as Knative reads its queue-proxies).
-        timed, oldest_pending = self._flags()
+        timed, oldest_pending, any_pending = self._flags()
         spot_unavailable = oldest_pending is not None and now - oldest_pending > self.pending_timeout_s
-        key = (self.version, spot_unavailable, now if timed else None)
+        pending = self._pending_by_class(now) if any_pending and self.listed else ()
+        key = (self.version, spot_unavailable, pending, now if timed else None)
         if self._cached is not None and self._cached[0] == key:
             return self._cached[1]
         if self._pods_at[0] != self.version:  # the pods as of this version; draining ones follow the clock
@@ -171,18 +189,32 @@ class SimFleet:
                              self._carrying(self.replicas[p.name], now), p.interrupted, p.draining_since,
                              p.reclaim_at, p.deletion_cost)
                      if p.state == ReplicaState.draining else p for p in pods) if timed else tuple(pods)
-        fs = FleetState(replicas=reps, spot_unavailable=spot_unavailable, time_to_ready_s=self.time_to_ready())
+        fs = FleetState(replicas=reps, spot_unavailable=spot_unavailable, time_to_ready_s=self.time_to_ready(),
+                        pending_by_class=pending)
         self._cached = (key, fs)
         return fs
 
-    def _flags(self) -> tuple[bool, float | None]:
+    def _flags(self) -> tuple[bool, float | None, bool]:
         """(whether the rollout depends on the clock: pods draining or noticed; the oldest pending
-        spot pod's creation), recomputed only when the fleet changed."""
+        spot pod's creation; whether any pod is Pending), recomputed only when the fleet changed."""
         if self._flags_at[0] != self.version:
             timed = any(r.state == ReplicaState.draining or r.interrupted for r in self.replicas.values())
-            oldest = min((r.pending_since for r in self.replicas.values() if r.pending), default=None)
-            self._flags_at = (self.version, (timed, oldest))
+            spot = self._spot_classes
+            oldest = min((r.pending_since for r in self.replicas.values() if r.pending and r.cls in spot),
+                         default=None)
+            any_pending = any(r.pending for r in self.replicas.values())
+            self._flags_at = (self.version, (timed, oldest, any_pending))
         return self._flags_at[1]
+
+    def _pending_by_class(self, now: float) -> tuple[tuple[str, int], ...]:
+        """Pods of each class Pending past its pending timeout (the operator's fleet adapter's count)."""
+        out: dict[str, int] = {}
+        for r in self.replicas.values():
+            if r.pending:
+                timeout = self.classes[r.cls].pending_timeout_s
+                if now - r.pending_since > (self.pending_timeout_s if timeout is None else timeout):
+                    out[r.cls] = out.get(r.cls, 0) + 1
+        return tuple(sorted(out.items()))
 
     @staticmethod
     def _carrying(r: SimReplica, now: float) -> float:
@@ -192,7 +224,7 @@ class SimFleet:
 
     def time_to_ready(self) -> dict[str, float]:
         """Creation-to-Ready seconds per class: the core's estimator over the starts seen."""
-        key = tuple(len(self.starts[c]) for c in CAPACITY_CLASSES)
+        key = tuple(len(self.starts[c]) for c in self.names)
         if self._ttr is None or self._ttr[0] != key:
             out = {c: time_to_ready(xs) for c, xs in self.starts.items()}
             self._ttr = (key, {c: v for c, v in out.items() if v is not None})
@@ -249,7 +281,7 @@ class SimFleet:
                 self._remove(self.replicas[release.name], now, lost=False)
         before = dict(self.size)
         self.size.update(dict(ro.sizes))
-        for capacity_class in CAPACITY_CLASSES:
+        for capacity_class in self.names:
             self._reconcile(capacity_class, now)
         if self.size != before:
             self.scale_events += 1
@@ -274,24 +306,33 @@ class SimFleet:
         self.created += 1
         r = SimReplica(name=f"{cls}-{self._seq}", cls=cls, state=ReplicaState.starting, created_at=now, ready_at=None)
         self.replicas[r.name] = r
-        zones = self.spot.available_zones(now) if cls == SPOT and self.spot is not None else []
-        if cls == SPOT and self.spot is not None and not zones:
+        zone = self._placement(cls, now)
+        if zone is None:
             r.pending, r.pending_since = True, now
             self._due(now + 1)
         else:
-            if zones:
-                r.zone = self._pick_zone(zones)
+            r.zone = zone
             self._schedule_ready(r, now)
         self.version += 1
         return r
 
-    def _pick_zone(self, zones: list[int]) -> int:
-        """The available zone with the fewest of this fleet's placed spot pods (spread)."""
+    def _placement(self, cls: str, now: float) -> int | None:
+        """Where a new pod of the class can get a node now: its zone (-1: none), or None (no node
+        can be had: a stock-out, or no spot zone reads 1)."""
+        if self._has_stock_outs and self.classes[cls].stock_out(now) is not None:
+            return None
+        if cls not in self._spot_classes or self.spot is None:
+            return -1
+        zones = self.spot.available_zones(now)
+        return self._pick_zone(cls, zones) if zones else None
+
+    def _pick_zone(self, cls: str, zones: list[int]) -> int:
+        """The available zone with the fewest of this fleet's placed pods of the class (spread)."""
         if len(zones) == 1:
             return zones[0]
         count = dict.fromkeys(zones, 0)
         for x in self.replicas.values():
-            if x.cls == SPOT and x.zone in count:
+            if x.cls == cls and x.zone in count:
                 count[x.zone] += 1
         return min(zones, key=lambda z: (count[z], z))
 
@@ -358,7 +399,9 @@ class SimFleet:
                 nxt.append(h[0][0])
         if self._preempt_times:
             nxt.append(self._preempt_times[0][0])
-        if self._flags()[1] is not None:  # pending spot pods: look for capacity every second
+        if self._stock_out_notices:
+            nxt.append(self._stock_out_notices[0][0])
+        if self._flags()[2]:  # pending pods: look for capacity every second
             nxt.append(now + 1)
         self.next_due = max(min(nxt), now + 1e-9) if min(nxt) > now else now + 1
 
@@ -376,19 +419,22 @@ class SimFleet:
             self.starts[r.cls].append(t - r.created_at)
             self._set_state(r, ReplicaState.standby)
             ready = True
-        if self.spot is None:
+        if self.spot is None and not self._has_stock_outs:
             return ready
         pt = self._preempt_times
         while pt and pt[0][0] <= now:
             t, zone = pt.pop(0)
-            self.nodes.reclaim_zone(SPOT, zone)  # the zone's free spot nodes go at the notice
-            for r in list(self.replicas.values()):
-                if r.cls == SPOT and not r.pending and not r.interrupted and r.zone == zone:
-                    r.interrupted, r.terminate_at = True, t + self.spot.notice_s
-                    heapq.heappush(self._term_heap, (r.terminate_at, r.name))
-                    self._due(r.terminate_at)
-                    self.preemptions += 1
-            self.version += 1
+            assert self.spot is not None  # preemptions come from the spot trace
+            for cls in self._spot_classes:
+                self.nodes.reclaim_zone(cls, zone)  # the zone's free spot nodes go at the notice
+            self._notice((r for r in self.replicas.values() if r.cls in self._spot_classes and r.zone == zone),
+                         t + self.spot.notice_s)
+        so = self._stock_out_notices
+        while so and so[0][0] <= now:
+            t, cls, notice_s = so.pop(0)
+            for zone in {n.zone for n in self.nodes.nodes.values() if n.cls == cls}:
+                self.nodes.reclaim_zone(cls, zone)  # its free nodes go too
+            self._notice((r for r in self.replicas.values() if r.cls == cls), t + notice_s)
         th = self._term_heap
         while th and th[0][0] <= now:
             _, name = heapq.heappop(th)
@@ -396,17 +442,49 @@ class SimFleet:
             if r is not None:
                 self._remove(r, now, lost=True)
                 self._reconcile(r.cls, now)  # the ReplicaSet replaces a reclaimed pod
-        if int(now) % 5 == 0 and self.spot.is_available(now):
-            zones = self.spot.available_zones(now)
+        if int(now) % 5 == 0 and self._flags()[2]:  # Pending pods look for a node every 5 s
             for r in list(self.replicas.values()):
                 if r.pending:
-                    r.zone = self._pick_zone(zones)
-                    self._schedule_ready(r, now)
-                    self.version += 1
+                    placed = self._placement(r.cls, now)
+                    if placed is not None:
+                        r.zone = placed
+                        self._schedule_ready(r, now)
+                        self.version += 1
         return ready
 
+    def _notice(self, pods: Iterable[SimReplica], terminate_at: float) -> None:
+        """Interruption notices: the pods' nodes go at terminate_at (pending pods have none)."""
+        for r in list(pods):
+            if not r.pending and not r.interrupted:
+                r.interrupted, r.terminate_at = True, terminate_at
+                heapq.heappush(self._term_heap, (terminate_at, r.name))
+                self._due(terminate_at)
+                self.preemptions += 1
+        self.version += 1
+
+    def serving_rps_by_class(self) -> dict[str, float]:
+        """Load-test capacity of the serving pods, per class (each class's rps_per_replica)."""
+        out = dict.fromkeys(self.names, 0.0)
+        for r in self.replicas.values():
+            if r.state == ReplicaState.serving:
+                out[r.cls] += self.classes[r.cls].rps_per_replica
+        return out
+
+    def gpus_billed(self) -> tuple[float, float]:
+        """GPUs billed now, on-demand and spot classes: every node that exists, busy (a pod
+        starting, standby, serving or draining on it) or free (waiting for consolidation); a
+        pending pod has none. A MIG slice counts as its share of a GPU."""
+        od = sp = 0.0
+        for c in self.names:
+            if c in self._spot_classes:
+                sp += self.nodes.billed_gpus(c)
+            else:
+                od += self.nodes.billed_gpus(c)
+        return od, sp
+
     def gpus_running(self) -> tuple[int, int]:
-        """GPUs billed now per class: every node that exists, busy (a pod starting, standby,
-        serving or draining on it) or free (waiting for consolidation); a pending pod has none."""
-        g = self.gpus
-        return self.nodes.billed(ON_DEMAND) * g, self.nodes.billed(SPOT) * g
+        """gpus_billed() in whole GPUs (the engine's fleets); a fleet of MIG slices reads gpus_billed."""
+        od, sp = self.gpus_billed()
+        if od != int(od) or sp != int(sp):
+            raise ValueError(f"{od} + {sp} GPUs billed: slices of a GPU, read gpus_billed()")
+        return int(od), int(sp)
