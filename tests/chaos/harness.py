@@ -304,7 +304,8 @@ class Chaos:
             set_load(self.emulator, ns, s.name, s.load)
         self.operator.start()
         self.log(f"chaos: seed {self.cfg.seed}, namespace {ns}, operator log in {self.workdir}")
-        if not self.settle(list(self.services)):
+        # Every service starts at once, each through a backlog it then holds a minute after.
+        if not self.settle(list(self.services), timeout=2 * self.cfg.settle_timeout_s):
             raise AssertionError(f"the services never settled: {self.skipped}")
 
     def close(self) -> None:
@@ -372,13 +373,16 @@ class Chaos:
                 out[e.get("message", "")] = out.get(e.get("message", ""), 0) + int(e.get("count") or 1)
         return out
 
-    def settle(self, names: list[str], leaving: frozenset[str] = frozenset()) -> bool:
+    def settle(self, names: list[str], leaving: frozenset[str] = frozenset(), timeout: float | None = None) -> bool:
         """Wait for a baseline (not a trial): every named service converged, at its need if it
         gets there in time (so a load step from the baseline is a scale-up). False, logged with
         the services' pods, when some never converged: the caller skips its trial."""
-        deadline = time.time() + self.cfg.settle_timeout_s
+        deadline = time.time() + (timeout or self.cfg.settle_timeout_s)
         while True:
-            got = self.converge(names, time.time(), max(deadline - time.time(), 1.0), leaving)
+            # A fresh decision is one made since the call began: never ask for one in less than a
+            # few intervals (a last call of one second read "no fresh decision" where the service
+            # was only holding above its need).
+            got = self.converge(names, time.time(), max(deadline - time.time(), 3.0 * INTERVAL_S), leaving)
             stuck = {n: j.why for n, (t, j) in got.items() if t is None}
             high = {n: f"decided {j.decided_serving} > need {self.services[n].need}" for n, (t, j) in got.items()
                     if t is not None and j.decided_serving > self.services[n].need}
