@@ -265,6 +265,7 @@ def render(res: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * run['attainment']:.3f} | {run['gpu_hours']:.1f} | "
                      f"{run['peak_gpus']:.0f} | {run['minutes_over_quota'] if name != 'gpufleet-alone' else '–'} |")
     v = res["verdicts"]
+    by_seed = [p["runs"]["gpufleet-quota"]["tiers"][TOP]["attainment"] for p in res["per_seed"]]
     lines += [
         "",
         "## Verdict",
@@ -272,12 +273,15 @@ def render(res: Mapping[str, Any]) -> str:
         f"- Goal: {v['goal']}: gpufleet-quota {100 * v['top_tier_attainment']:.3f} % -> "
         f"**{'met' if v['met'] else 'not met'}**. The same services each scaled alone without a quota "
         f"(gpufleet-alone) give the top tier {100 * v['top_tier_alone_attainment']:.3f} % "
-        f"({'meets' if v['alone_met'] else 'misses'} the goal too): the quota costs it "
+        f"({'meets' if v['alone_met'] else 'misses'} the goal): the quota costs it "
         f"{v['top_tier_quota_cost_pp']:+.3f} percentage points.",
         "- Independent HPAs with static shares give the top tier: "
         + "; ".join(f"{k} {100 * a:.3f} % ({'met' if v['hpa_static_met'][k] else 'not met'})"
                     for k, a in v["hpa_static_top_tier_attainment"].items()) + ".",
-        f"- Worst seed, top tier under the quota: {100 * v['top_tier_worst_seed']:.3f} %.",
+        f"- Worst seed, top tier under the quota: {100 * v['top_tier_worst_seed']:.3f} %; seeds meeting the goal "
+        f"there: {sum(a >= GOAL for a in by_seed)} of {len(by_seed)} ("
+        + ", ".join(f"seed {sd} {100 * a:.3f} %" for sd, a in zip(res["seeds"], by_seed)) + f"); the mean is "
+        f"{100 * (v['top_tier_attainment'] - GOAL):+.3f} percentage points from the goal.",
         "- GPU-hours the top tier held: " + "; ".join(f"{k} {g:.1f}" for k, g in v["top_tier_gpu_hours"].items()) + ".",
         f"- gpufleet-quota held at most {res['runs']['gpufleet-quota']['peak_gpus']:.0f} GPUs (quotas by seed "
         f"{', '.join(str(g) for g in q['gpus_by_seed'])}); minutes over its seed's quota, summed: "
@@ -379,6 +383,11 @@ def diagnosis_lines(res: Mapping[str, Any]) -> list[str]:
     def base(key: str) -> float:  # over all seconds of each service, weighted as wmean is
         return wmean(key)
 
+    def odds(key: str) -> str:  # the share in violation seconds against the share of all seconds
+        got, at_random = wmean(f"share_{key}"), base(f"base_{key}")
+        ratio = got / at_random if at_random > 0 else math.inf
+        return f"{100 * at_random:.0f} % of all seconds: {ratio:.1f}x as often as at random"
+
     arrived, missed = sum(x["arrived"] for x in b), sum(x["missed"] for x in b)
     dropped = sum(x["rejected"] + x["lost_in_flight"] for x in b)
     in_viol = sum(x["arrivals_in_violation_s"] for x in b)
@@ -408,10 +417,10 @@ def diagnosis_lines(res: Mapping[str, Any]) -> list[str]:
         + ", ".join(f"{x['median_load_over_capacity']:.2f}x" for x in b) + " of their capacity ("
         + ", ".join(x["service"] for x in b) + ").",
         f"- {100 * wmean('share_starting'):.0f} % of the violation seconds came while pods were starting (a "
-        f"scale-up under way; {100 * base('base_starting'):.0f} % of all seconds), "
+        f"scale-up under way; {odds('starting')}), "
         f"{100 * wmean('share_after_scale_down'):.0f} % within 300 s (the scale-down window) after a scale-down "
-        f"({100 * base('base_after_scale_down'):.0f} % of all seconds), {100 * wmean('share_at_most_3'):.0f} % at "
-        f"3 serving replicas or fewer ({100 * base('base_at_most_3'):.0f} % of all seconds).",
+        f"({odds('after_scale_down')}), {100 * wmean('share_at_most_3'):.0f} % at 3 serving replicas or fewer "
+        f"({odds('at_most_3')}).",
         f"- The arrivals: ServeGen gives each client a mean rate per 10-minute window; the seconds are drawn "
         f"around it with {b[0]['burst_model'] or 'the burst model of sim.traces'} (sim/traces.py), at every rate. "
         f"A minute's busiest second is a median {busiest} its mean. A burst held a few seconds is over before a "
