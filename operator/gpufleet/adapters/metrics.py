@@ -11,6 +11,12 @@ missing from the scrape) becomes a *missing* value, never an exception, never a 
 smaller sum, so the core's safe mode can hold capacity instead of scaling down blindly. What went
 wrong is kept as a short cause (`describe`) for status and Events; the URL, the query and the
 answer's body go to the operator's log only.
+
+A service with spec.capacity.classes also gets the request rate per class (the pods of class C are
+those of Deployment `<service>-<C>`), for the capacity each class learns: its request rate is read
+per pod (`request_rate_by_pod`, in place of the scalar `request_rate`, so no query is added per
+tick), summed over all pods for `request_rate` and over each class's serving pods for
+`Observation.class_request_rate`. A class with a serving pod missing from that answer is missing.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Callable, Collection, Container, Mapping, MutableSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from string import Template
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -106,6 +113,11 @@ def classes_pod_regex(service: str, classes: Sequence[str]) -> str:
     names = dict.fromkeys([*(deployment_name("", c)[1:] for c in classes), "ondemand", "spot"])
     suffixes = "|".join(re2_quote(n) for n in names)
     return f"{re2_quote(service)}-(?:{suffixes})-{POD_TAIL}"
+
+
+def class_pod_regex(service: str, capacity_class: str) -> str:
+    """RE2 (and Python) regex of the pods of one class's Deployment `<service>-<class>`."""
+    return f"{re2_quote(deployment_name(service, capacity_class))}-{POD_TAIL}"
 
 
 def deployment_pod_regex(deployment: str) -> str:
@@ -197,6 +209,10 @@ TRITON_QUERIES: dict[str, str] = {
     "reporting": f"max by (pod) (timestamp(nv_inference_pending_request_count{{{_SEL}}}))",
 }
 
+# spec.capacity.classes: the request rate per pod, read instead of `request_rate` (the same series
+# and window), from which the service's total and each class's sum are taken (PrometheusMetrics).
+RATE_BY_POD = f'sum by (pod) (rate({{__name__=~"{REQUEST_COUNTERS}",{_SEL}}}[1m]))'
+
 # TensorRT-LLM backend: requests waiting for a slot in the in-flight batcher count as queue.
 TRTLLM_QUERIES: dict[str, str] = {
     **TRITON_QUERIES,
@@ -256,12 +272,18 @@ OPTIONAL = frozenset({*TARGETED, "kv_cache_utilization"})
 
 
 def queries_for(spec: InferenceServiceSpec, *, namespace: str, name: str,
-                pod_re: str | None = None) -> dict[str, str]:
+                pod_re: str | None = None, rate_by_pod: bool = False) -> dict[str, str]:
+    """The service's queries; `rate_by_pod` adds `request_rate_by_pod` (RATE_BY_POD) unless the
+    spec overrides request_rate."""
     base = TRTLLM_QUERIES if spec.model.backend == Backend.tensorrtllm else TRITON_QUERIES
+    if rate_by_pod:
+        base = {**base, "request_rate_by_pod": RATE_BY_POD}
     overrides = {k: v for k, v in spec.metrics.queries.model_dump().items() if v}
     # Optional signals are read only when the spec uses them (or the user supplied a query).
     wanted = read_signals(spec)
     base = {k: q for k, q in base.items() if k not in OPTIONAL or k in wanted or k in overrides}
+    if "request_rate" in overrides:
+        base.pop("request_rate_by_pod", None)
     sel = {"sel": selector(namespace, name, spec.model.name, pod_re),
            "lsel": llm_selector(namespace, name, spec.model.name, pod_re),
            "psel": pod_selector(namespace, name, pod_re)}
@@ -389,7 +411,8 @@ def unreported(serving: Mapping[str, float], reporting: Mapping[str, float] | No
 def _without(observation: Observation, signals: Collection[str], cause: str, errors: dict[str, str]) -> Observation:
     for signal in signals:
         errors[signal] = cause
-    return replace(observation, **{s: None for s in signals})
+    cleared: dict[str, Any] = dict.fromkeys(signals)
+    return replace(observation, **cleared)
 
 
 def partial_scrape(observation: Observation, missing: Collection[str], required: int, errors: dict[str, str],
@@ -533,6 +556,8 @@ class PrometheusMetrics:
     timeout_s: float = 5.0
     ca_bundle: str | None = None  # --prometheus-ca-bundle
     serving: ServingPods | None = None  # the pods that must be in the scrape (partial_scrape)
+    # spec.capacity.classes: (class, regex of its pods' names), longest name first (class_rates)
+    classes: tuple[tuple[str, str], ...] = ()
     sums: tuple[str, ...] = SUM_SIGNALS  # the sum signals that are built-in queries (overrides: not checked)
     available: bool = False  # did the last observe() reach Prometheus and read a complete service?
     errors: dict[str, str] = field(default_factory=dict)  # per query: why it is missing (short cause)
@@ -542,6 +567,7 @@ class PrometheusMetrics:
     _log: _Logged = field(default_factory=_Logged)
     _first: FirstSeen = field(default_factory=FirstSeen)
     _since: dict[str, float] = field(default_factory=dict)
+    _pod_rates: dict[str, float] | None = None  # this tick's request_rate_by_pod answer
 
     def _prom(self) -> PrometheusConnect:
         if self._client is None:
@@ -570,9 +596,50 @@ class PrometheusMetrics:
             self.errors[key] = no_data(key, nan=is_nan(result))
         return value
 
+    def _read(self, key: str) -> float | None:
+        if key != "request_rate" or "request_rate_by_pod" not in self.queries:
+            return self._query(key)
+        # The total from the per-pod answer: the same sum the scalar query gives, or missing.
+        self._pod_rates = None
+        result = self._ask("request_rate_by_pod")
+        cause = self.errors.pop("request_rate_by_pod", None)
+        if result is None:
+            self.errors[key] = cause or NO_SERIES
+            return None
+        rates = {str(m.get("pod")): scalar([r]) for r in result
+                 if isinstance(m := r.get("metric"), dict) and m.get("pod")}
+        if not rates or len(rates) != len(result) or any(v is None for v in rates.values()):
+            self.errors[key] = no_data(key, nan=any(is_nan([r]) for r in result))
+            return None
+        self._pod_rates = {p: float(v) for p, v in rates.items() if v is not None}
+        return sum(self._pod_rates.values())
+
+    def class_rates(self, observation: Observation) -> tuple[tuple[str, float | None], ...]:
+        """Requests/s per class: the sum over its serving pods (every pod of it when the serving
+        pods are not known); None when the total is missing, when a serving pod of the class is
+        not in the answer, or when it has no pod there."""
+        missing = tuple((c, None) for c, _ in self.classes)
+        rates = self._pod_rates
+        if observation.request_rate is None or rates is None:
+            return missing
+        pods: Collection[str] = rates
+        if self.serving is not None:
+            try:
+                pods = list(self.serving())
+            except Exception:  # noqa: BLE001 - the watch cache did not answer: nothing to learn
+                return missing
+        of_class: dict[str, list[str]] = {c: [] for c, _ in self.classes}
+        for pod in pods:
+            cls = next((c for c, regex in self.classes if re.fullmatch(regex, pod)), None)
+            if cls is not None:
+                of_class[cls].append(pod)
+        return tuple((c, sum(rates[p] for p in of_class[c]) if of_class[c] and all(p in rates for p in of_class[c])
+                      else None) for c, _ in self.classes)
+
     def observe(self, *, now: float) -> Observation:
         self.errors = {}
-        observation, fresh = read_observation(self._query, self.queries, self.errors,
+        self._pod_rates = None
+        observation, fresh = read_observation(self._read, self.queries, self.errors,
                                               now=now, stale_after_s=self.stale_after_s)
         sums = [s for s in self.sums if s in self.queries]
         if fresh and self.serving is not None and sums and "reporting" in self.queries:
@@ -580,6 +647,8 @@ class PrometheusMetrics:
             error = self.errors.pop("reporting", None)
             observation, fresh = complete(observation, self.serving, reporting, error, self._seen, self.errors,
                                           now=now, stale_after_s=self.stale_after_s, signals=sums)
+        if self.classes:
+            observation = replace(observation, class_request_rate=self.class_rates(observation))
         self.available = fresh
         self._since = self._first.update(self.errors, now)
         return observation
@@ -752,11 +821,13 @@ class UrlPolicy:
 
 def metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str, default_url: str | None,
                  policy: UrlPolicy | None = None, ca_bundle: str | None = None,
-                 serving: ServingPods | None = None, pod_re: str | None = None) -> PrometheusMetrics | NoMetrics:
+                 serving: ServingPods | None = None, pod_re: str | None = None,
+                 classes: Sequence[str] = ()) -> PrometheusMetrics | NoMetrics:
     """The per-service port: the spec's own Prometheus when the operator's allow-list permits it
     (`policy`, default: only the operator's default URL), else the default; NoMetrics without any
     or when the spec's URL is not allowed (then never the default instead: the spec asked for
-    another Prometheus, and reading the default as if it were that one would be a guess)."""
+    another Prometheus, and reading the default as if it were that one would be a guess).
+    `classes`: spec.capacity.classes' names, whose request rates are read per class."""
     policy = policy if policy is not None else UrlPolicy(default_url=default_url)
     own = spec.metrics.prometheus_url
     if own and not policy.permits(own):
@@ -766,7 +837,9 @@ def metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str, defau
     url = own or default_url
     if not url:
         return NoMetrics()
-    queries = queries_for(spec, namespace=namespace, name=name, pod_re=pod_re)
+    queries = queries_for(spec, namespace=namespace, name=name, pod_re=pod_re, rate_by_pod=bool(classes))
+    by_class = tuple((c, class_pod_regex(name, c)) for c in sorted(classes, key=lambda c: -len(deployment_name("", c))))
     return PrometheusMetrics(url=url.rstrip("/"), queries=queries,
                              stale_after_s=float(spec.metrics.stale_after_seconds), ca_bundle=ca_bundle,
-                             serving=serving, sums=tuple(s for s in SUM_SIGNALS if s not in overridden(spec)))
+                             serving=serving, sums=tuple(s for s in SUM_SIGNALS if s not in overridden(spec)),
+                             classes=by_class if "request_rate_by_pod" in queries else ())

@@ -87,7 +87,8 @@ class ClusterWiring:
                 other.unregister(self.namespace, self.name)
             metrics = metrics_port(spec, namespace=self.namespace, name=self.name, default_url=self.prometheus_url,
                                    policy=policy, ca_bundle=self.prometheus_ca_bundle, serving=self.serving_pods,
-                                   pod_re=classes_pod_regex(self.name, spec.capacity.class_names()))
+                                   pod_re=classes_pod_regex(self.name, spec.capacity.class_names()),
+                                   classes=spec.capacity.class_names())
         else:
             metrics = fleet_metrics_port(spec, namespace=self.namespace, name=self.name,
                                          default_url=self.prometheus_url, shared=self.shared, policy=policy,

@@ -326,7 +326,8 @@ class CapacityClassSpec(ClassPlacement):
     """Share of one GPU a replica's MIG resources hold, for pricing and GPU-hours: 1 for whole
     GPUs, 0.5 for nvidia.com/mig-3g.40gb on an H100 80GB (two such slices per GPU)."""
     target_rps_per_replica: float | None = Field(default=None, ge=0.001, le=1e6)
-    """Requests/s one replica of this class serves within the SLO. Unset: the service's
+    """Requests/s one replica of this class serves within the SLO. Unset: the rate learned for
+    this class (status.replicas.classes[].learnedRpsPerReplica), until then the service's
     scaling.targetRpsPerReplica (or the rate it learned)."""
     min: int = Field(default=0, ge=0, le=10000)
     """Fewest replicas of this class whatever the mix (while the class can be had)."""
@@ -859,7 +860,12 @@ class ClassStatus(ClassCounts):
     price_per_replica_hour: float | None = None
     """Price of one replica-hour the mix was chosen with."""
     rps_per_replica: float | None = None
-    """Requests/s one replica is planned to serve (its own figure, or the service's reference one)."""
+    """Requests/s one replica is planned to serve (its own figure, its learned one, or the
+    service's reference one)."""
+    learned_rps_per_replica: float | None = None
+    """Requests/s one serving replica of this class was seen to carry while busy (queue per replica
+    near queueDepthPerReplica, latency SLO met), learned from the request rate of the class's pods;
+    planned (times targetUtilization) when the class sets no targetRpsPerReplica."""
     state: str = ""
     """available, stocked-out (pods Pending past its timeout, interruption notices) or backing-off."""
     reason: str = ""

@@ -17,6 +17,7 @@ Format, version 1: compact JSON (no spaces), fields at their default value left 
     dn   last_scale_down_at                  time
     st   started_at                          time
     rps  learned_rps_per_replica             4 significant digits
+    crps learned_class_rps                   {"l4": requests/s, ...}, 4 significant digits
     bu   burst_replicas                      4 significant digits
     jf   jump_fraction                       4 significant digits
     sr   spot_retry_at                       time
@@ -195,6 +196,9 @@ def _dump(
     time("dn", memory.last_scale_down_at)
     time("st", memory.started_at)
     number("rps", memory.learned_rps_per_replica)
+    crps: dict[str, JsonValue] = {n: _sig(x) for n, x in memory.learned_class_rps if _usable(x) and _sig(x) != 0}
+    if crps:
+        out["crps"] = crps
     number("bu", memory.burst_replicas)
     number("jf", memory.jump_fraction)
     time("sr", memory.spot_retry_at)
@@ -262,6 +266,7 @@ def decode(text: str, *, now: float) -> tuple[PolicyMemory, dict[str, list[float
         last_scale_down_at=time("dn"),
         started_at=time("st"),
         learned_rps_per_replica=rps if math.isfinite(rps) else None,
+        learned_class_rps=_decode_class_rps(data),
         burst_replicas=number("bu", 0.0),
         jump_fraction=number("jf", 0.0),
         spot_retry_at=time("sr"),
@@ -330,6 +335,16 @@ def _decode_refs(data: Mapping[str, object], base: int) -> tuple[tuple[str, floa
     return tuple(out)
 
 
+def _decode_class_rps(data: Mapping[str, object]) -> tuple[tuple[str, float], ...]:
+    raw = data.get("crps", {})
+    if not isinstance(raw, dict):
+        raise _bad("crps", "is not an object")
+    for c, x in raw.items():
+        if not _is_number(x):
+            raise _bad("crps", f"has a bad rate for {_short(c)} ({_short(x)})")
+    return tuple(sorted((str(c), float(x)) for c, x in raw.items()))
+
+
 def _decode_ttr(data: Mapping[str, object]) -> dict[str, list[float]]:
     raw = data.get("ttr", {})
     if not isinstance(raw, dict):
@@ -351,7 +366,7 @@ def fingerprint(memory: PolicyMemory, ttr_samples: Mapping[str, Sequence[float]]
     In it: per series the values of its runs and the first time of every run but the oldest (the
     oldest run's start is only where the window was cut: it moves every tick); the scale up/down
     times, started_at, the spot back-off fields, schedule_refs and the time-to-ready samples, all
-    as persisted (0.1 s, 4 significant digits); the learned rate to 2 significant digits;
+    as persisted (0.1 s, 4 significant digits); the learned rates to 2 significant digits;
     burst_replicas and jump_fraction to 0.1 as the value they decay to at the end of the current
     half-life period (see `_decaying`). Not in it: time passing, a run getting longer, the newest
     entry of a series moving, decay, nor drift of burst/jump fraction by less than 0.05 (unless
@@ -365,6 +380,7 @@ def fingerprint(memory: PolicyMemory, ttr_samples: Mapping[str, Sequence[float]]
                    memory.spot_retry_at, memory.spot_outage_at)],
         _tenths(memory.spot_backoff_s) if _usable(memory.spot_backoff_s) else None,
         _sig(rps, 2) if _usable(rps) else None,
+        [[n, _sig(x, 2)] for n, x in memory.learned_class_rps if _usable(x)],
         _decaying(memory.burst_replicas, memory.last_decided_at, BURST_HALF_LIFE_S),
         _decaying(memory.jump_fraction, memory.last_decided_at, JUMP_HALF_LIFE_S),
         [[n, _tenths(s), _sig(x)] for n, s, x in memory.schedule_refs if _usable(s) and math.isfinite(x)],

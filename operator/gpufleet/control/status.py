@@ -88,7 +88,10 @@ def replica_status(fleet: FleetState, desired: dict[str, int], plan: Plan | None
     if plan is not None and plan.classes is not None:
         per_class = [ClassStatus(**counts(c.name).model_dump(), name=c.name, spot=c.spot,
                                  price_per_replica_hour=round(c.price_per_hour, 4),
-                                 rps_per_replica=round(c.rps_per_replica, 4), state=c.state, reason=c.reason[:300])
+                                 rps_per_replica=round(c.rps_per_replica, 4),
+                                 learned_rps_per_replica=(round(c.learned_rps_per_replica, 4)
+                                                          if c.learned_rps_per_replica is not None else None),
+                                 state=c.state, reason=c.reason[:300])
                      for c in plan.classes]
         od = tuple(c.name for c in plan.classes if not c.spot)
         sp = tuple(c.name for c in plan.classes if c.spot)

@@ -10,20 +10,37 @@ pod count. One sizing rule for the operator and the simulator; see docs/gpu-type
 Availability per class (core.classes.track) is carried in PolicyMemory.class_availability;
 signals are the class's pods Pending past its pendingTimeoutSeconds (FleetState.pending_by_class,
 counted by the fleet adapter) and interruption notices on its pods.
+
+Capacity per class: its targetRpsPerReplica, else the requests/s per serving replica learned for
+it (PolicyMemory.learned_class_rps, core.classes.learn_class_rps, from the rate each class's pods
+carried: Observation.class_request_rate), else the reference figure (the service's
+scaling.targetRpsPerReplica or its learned rate); each at targetUtilization.
+A decision sizes with what was learned before its own sample, like the single learned rate.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gpufleet.api.classes import replica_price
+from gpufleet.api.classes import to_core_fields
 from gpufleet.api.models import CapacityClassSpec, InferenceServiceSpec
 from gpufleet.core import rollout
+from gpufleet.core.capacity import MIN_LEARNED_RPS
 from gpufleet.core.fleet import READY_STATES, is_healthy
 from gpufleet.core.split import interrupted_by_class
-from gpufleet.core.types import ON_DEMAND, SPOT, ClassChoice, FleetState, Plan, PolicyMemory
+from gpufleet.core.types import (
+    ON_DEMAND,
+    SPOT,
+    ClassChoice,
+    FleetState,
+    Observation,
+    Plan,
+    PolicyMemory,
+    ReplicaState,
+)
 
 if TYPE_CHECKING:
     from gpufleet.core.classes import Availability, GpuClass
@@ -46,9 +63,15 @@ def reference_rps(spec: InferenceServiceSpec, planned_rps: float | None) -> floa
     return 1.0
 
 
-def gpu_classes(spec: InferenceServiceSpec, ref_rps: float) -> list[GpuClass]:
+def _usable(rps: float | None) -> float | None:
+    return rps if rps is not None and math.isfinite(rps) and rps >= MIN_LEARNED_RPS else None
+
+
+def gpu_classes(spec: InferenceServiceSpec, ref_rps: float,
+                learned: Mapping[str, float] | None = None) -> list[GpuClass]:
     """The spec's classes as the core's GpuClass (prices already resolved into the spec, else
-    capacity.pricePerGpuHour per GPU)."""
+    capacity.pricePerGpuHour per GPU). Capacity: the class's targetRpsPerReplica, else its
+    `learned` figure, at targetUtilization; else `ref_rps` (already planned)."""
     from gpufleet.core.classes import GpuClass
 
     util = spec.scaling.target_utilization
@@ -56,12 +79,33 @@ def gpu_classes(spec: InferenceServiceSpec, ref_rps: float) -> list[GpuClass]:
     fallback = {ON_DEMAND: prices.on_demand, SPOT: prices.spot}
     out = []
     for c in spec.capacity.classes or ():
-        rps = c.target_rps_per_replica * util if c.target_rps_per_replica is not None else ref_rps
-        out.append(GpuClass(name=c.name, price_per_hour=replica_price(c, None, fallback), rps_per_replica=rps,
-                            spot=c.spot, min=c.min, max=c.max, max_share=c.max_share,
-                            pending_timeout_s=float(c.pending_timeout_seconds),
-                            return_after_s=float(c.return_after_seconds), resources=dict(c.resources)))
+        fields = to_core_fields(c, util, _usable((learned or {}).get(c.name)), None, fallback)
+        if fields["rps_per_replica"] <= 0:
+            fields["rps_per_replica"] = ref_rps
+        out.append(GpuClass(**fields))
     return out
+
+
+def learn(classes: list[GpuClass], learned: Mapping[str, float], observation: Observation | None,
+          fleet: FleetState, *, queue_depth_per_replica: float, latency_ok: bool) -> dict[str, float]:
+    """The classes' learned requests/s per serving replica after this sample (only listed classes
+    are kept): core.classes.learn_class_rps on the rate each class's serving pods carried."""
+    from gpufleet.core.classes import learn_class_rps
+
+    listed = {c.name for c in classes}
+    kept = {n: v for n, v in learned.items() if n in listed}
+    if observation is None or not observation.class_request_rate:
+        return kept
+    serving: dict[str, int] = {}
+    for r in fleet.replicas:  # as core.capacity.learn_rps: every replica in the Service carries load
+        if r.state == ReplicaState.serving:
+            serving[r.capacity_class] = serving.get(r.capacity_class, 0) + 1
+    total = sum(serving.values())
+    ratio = (observation.queue_depth / total / queue_depth_per_replica
+             if observation.queue_depth is not None and total > 0 and queue_depth_per_replica > 0 else None)
+    rates = {n: v for n, v in observation.class_request_rate if v is not None}
+    return learn_class_rps(classes, kept, rate_by_class=rates, serving_by_class=serving,
+                           queue_per_replica_ratio=ratio, latency_ok=latency_ok)
 
 
 def _counts(fleet: FleetState) -> tuple[dict[str, int], dict[str, int]]:
@@ -106,16 +150,21 @@ def keep_ready(chosen: dict[str, int], ready: dict[str, int], classes: list[GpuC
 
 def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, fleet: FleetState,
               planned_rps: float | None, now: float,
-              previous: tuple[tuple[str, Availability], ...] = ()) -> tuple[Plan, PolicyMemory]:
+              previous: tuple[tuple[str, Availability], ...] = (),
+              observation: Observation | None = None, latency_ok: bool = False) -> tuple[Plan, PolicyMemory]:
     """The plan with replicas per class (spec.capacity.classes); unchanged without a list.
-    `previous`: the classes' availability as the last decision left it."""
+    `previous`: the classes' availability as the last decision left it. `observation` (its
+    per-class rates) and `latency_ok` (the latency SLO held): this sample for the classes'
+    learned capacity, used from the next decision on."""
     specs: list[CapacityClassSpec] = list(spec.capacity.classes or ())
     if not specs:
         return plan, memory
     from gpufleet.core.classes import Availability, GpuClass, Signal, choose, track
 
     ref = reference_rps(spec, planned_rps)
-    classes = gpu_classes(spec, ref)
+    classes = gpu_classes(spec, ref, dict(memory.learned_class_rps))
+    learned = learn(classes, dict(memory.learned_class_rps), observation, fleet,
+                    queue_depth_per_replica=spec.slo.queue_depth_per_replica, latency_ok=latency_ok)
     # The fleet the policy wants, healthy (its counts include the interrupted pods it keeps).
     included = dict(plan.interrupted or ())
     total = max(0, plan.on_demand + plan.spot - included.get(ON_DEMAND, 0) - included.get(SPOT, 0))
@@ -159,7 +208,8 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
     choices = tuple(
         ClassChoice(name=c.name, replicas=sized[c.name] + interrupted[c.name], price_per_hour=c.price_per_hour,
                     rps_per_replica=c.rps_per_replica, state=avail[c.name].state.value,
-                    reason=mix.reasons[c.name], spot=c.spot, gpus=s.gpus())
+                    reason=mix.reasons[c.name], spot=c.spot, gpus=s.gpus(),
+                    learned_rps_per_replica=learned.get(c.name))
         for c, s in zip(classes, specs)) + tuple(
         ClassChoice(name=c.name, replicas=sized[c.name] + interrupted[c.name], price_per_hour=0.0,
                     rps_per_replica=ref, state=REMOVED,
@@ -173,4 +223,5 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
     new_plan = replace(plan, serving=serving, standby=standby, promote=promote, retire=retire,
                        interrupted=tuple(interrupted.items()), classes=choices, mix_note=note,
                        message=f"{message}; classes: {note}")
-    return new_plan, replace(memory, class_availability=tuple(avail.items()))
+    return new_plan, replace(memory, class_availability=tuple(avail.items()),
+                             learned_class_rps=tuple(sorted(learned.items())))

@@ -342,6 +342,7 @@ class GpufleetPolicy:
             retire=retire,
             interrupted=tuple(interrupted.items()),
         )
+        latency_ok = not capacity.latency_needs(spec, obs, view.serving_all)
         new_memory = PolicyMemory(
             recommendations=recs,
             standby_recommendations=pool.recs,
@@ -352,8 +353,9 @@ class GpufleetPolicy:
                 obs,
                 view.serving_all,
                 memory.learned_rps_per_replica,
-                latency_ok=not capacity.latency_needs(spec, obs, view.serving_all),
+                latency_ok=latency_ok,
             ),
+            learned_class_rps=memory.learned_class_rps,  # core.mix learns them from this sample
             started_at=memory.started_at if memory.started_at is not None else now,
             last_serving=target,
             last_decided_at=now,
@@ -385,4 +387,4 @@ class GpufleetPolicy:
         from gpufleet.core import mix
 
         return mix.apply_mix(spec, plan, new_memory, fleet=fleet, planned_rps=rps, now=now,
-                             previous=memory.class_availability)
+                             previous=memory.class_availability, observation=obs, latency_ok=latency_ok)

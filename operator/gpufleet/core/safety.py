@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.types import Observation
@@ -45,7 +46,7 @@ def _clean(value: float | None) -> float | None:
 
 
 def clean(observation: Observation) -> Observation:
-    dirty = {f: _clean(v) for f in _VALUE_FIELDS if (v := getattr(observation, f)) != _clean(v)}
+    dirty: dict[str, Any] = {f: _clean(v) for f in _VALUE_FIELDS if (v := getattr(observation, f)) != _clean(v)}
     return replace(observation, **dirty) if dirty else observation
 
 

@@ -72,6 +72,9 @@ class Observation:
     itl_p95_ms: float | None = None  # p95 inter-token latency (TensorRT-LLM histogram)
     kv_cache_utilization: float | None = None  # fraction of KV-cache blocks in use, mean over pods
     gpu_utilization: float | None = None  # mean GPU utilisation of the pods, percent (DCGM)
+    # spec.capacity.classes: (class, requests/s its serving pods carried); None where a serving pod
+    # of the class is missing from the scrape (never a smaller sum). Empty: not read.
+    class_request_rate: tuple[tuple[str, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,9 @@ class PolicyMemory:
     last_scale_down_at: float | None = None
     # Requests/s one replica was seen to serve at the queue target (learned when spec omits it).
     learned_rps_per_replica: float | None = None
+    # spec.capacity.classes: the same figure per class, (class, requests/s per serving replica)
+    # (core.classes.learn_class_rps).
+    learned_class_rps: tuple[tuple[str, float], ...] = ()
     # When this memory began (first decision): a scale-down needs a full window of history, so
     # an operator restart never shrinks the fleet on its first sample.
     started_at: float | None = None
@@ -214,3 +220,4 @@ class ClassChoice:
     reason: str  # why it has what it has
     spot: bool = False
     gpus: float = 1.0  # GPUs (or GPU share) one replica holds, for metering
+    learned_rps_per_replica: float | None = None  # requests/s per serving replica learned for it
