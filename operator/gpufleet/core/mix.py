@@ -21,6 +21,7 @@ A decision sizes with what was learned before its own sample, like the single le
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -96,10 +97,8 @@ def learn(classes: list[GpuClass], learned: Mapping[str, float], observation: Ob
     kept = {n: v for n, v in learned.items() if n in listed}
     if observation is None or not observation.class_request_rate:
         return kept
-    serving: dict[str, int] = {}
-    for r in fleet.replicas:  # as core.capacity.learn_rps: every replica in the Service carries load
-        if r.state == ReplicaState.serving:
-            serving[r.capacity_class] = serving.get(r.capacity_class, 0) + 1
+    # As core.capacity.learn_rps: every replica in the Service carries load.
+    serving = dict(Counter(r.capacity_class for r in fleet.replicas if r.state == ReplicaState.serving))
     total = sum(serving.values())
     ratio = (observation.queue_depth / total / queue_depth_per_replica
              if observation.queue_depth is not None and total > 0 and queue_depth_per_replica > 0 else None)
@@ -195,7 +194,7 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
     pods = sum(mix.replicas.values())
     wanted = plan.serving + plan.standby
     serving = min(pods, math.ceil(pods * plan.serving / wanted - 1e-9)) if wanted > 0 else 0
-    serving_now = sum(1 for r in fleet.replicas if is_healthy(r) and r.state.value == "serving")
+    serving_now = sum(1 for r in fleet.replicas if is_healthy(r) and r.state == ReplicaState.serving)
     if plan.safe_mode:
         # Blind, nothing serving leaves the Service. The policy's hold is in reference replicas
         # and, without memory (a restart), read from the pods: 40 H100 pods held as 40 slices'
