@@ -24,8 +24,9 @@ from prometheus_client import start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 
 from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.control.metering import class_names
 from gpufleet.control.status import cost_per_hour
-from gpufleet.core.types import CAPACITY_CLASSES, FleetState, ForecastSummary, Observation, Plan, ReplicaState
+from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, ReplicaState
 
 LABEL_TEAM = "gpufleet.io/team"
 LABEL_PROJECT = "gpufleet.io/project"
@@ -188,12 +189,15 @@ class Telemetry:
             self._drop_other_owners(key, svc)
             plan, fleet, obs = result.plan, result.fleet, result.observation
             self._inc(key, self.decisions, (*svc, plan.reason, "true" if result.applied else "false"))
-            for capacity_class in CAPACITY_CLASSES:
+            # One series per class the spec sizes: on-demand and spot, or spec.capacity.classes'
+            # names; a class taken out of the list loses its series.
+            classes = class_names(spec)
+            self._drop_classes(key, (self.replicas, self.desired), len(svc), classes)
+            for capacity_class in classes:
                 for state in ReplicaState:
                     self._set(key, self.replicas, (*svc, capacity_class, state.value),
                               float(fleet.count(state, capacity_class)))
-            self._set(key, self.desired, (*svc, CAPACITY_CLASSES[0]), float(plan.on_demand))
-            self._set(key, self.desired, (*svc, CAPACITY_CLASSES[1]), float(plan.spot))
+                self._set(key, self.desired, (*svc, capacity_class), float(plan.by_class(capacity_class)))
             self._set(key, self.recommended, svc, float(plan.total))
             live = sum(1 for r in fleet.replicas if r.state != ReplicaState.draining)
             self._set(key, self.actual, svc, float(actual_replicas if actual_replicas is not None else live))
@@ -221,7 +225,7 @@ class Telemetry:
         svc = service_labels(namespace, name, labels)
         with self._lock:
             self._drop_other_owners(key, svc)
-            for capacity_class in CAPACITY_CLASSES:
+            for capacity_class in delta.gpu_hours:
                 labels_c = (*svc, capacity_class)
                 self._add(key, self.gpu_hours, labels_c, delta.gpu_hours.get(capacity_class, 0.0))
                 self._add(key, self.cost_total, labels_c, delta.cost.get(capacity_class, 0.0))
@@ -256,6 +260,12 @@ class Telemetry:
         with self._lock:
             for metric, labels in self._written.pop((namespace, name), set()):
                 metric.remove(*labels)
+
+    def _drop_classes(self, key: ServiceKey, metrics: tuple[MetricWrapperBase, ...], at: int,
+                      keep: tuple[str, ...]) -> None:
+        stale = {(m, lv) for m, lv in self._written.get(key, set()) if m in metrics and lv[at] not in keep}
+        for metric, labels in stale:
+            self._remove(key, metric, labels)
 
     def _drop_other_owners(self, key: ServiceKey, svc: tuple[str, ...]) -> None:
         # A relabelled service (new team/project) must not keep its old series alive as a second fleet.

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from gpufleet.api.models import InferenceServiceSpec
+from gpufleet.api.models import InferenceServiceSpec, UsageStatus
+from gpufleet.control import metering
 from gpufleet.core.types import (
     ON_DEMAND,
     SPOT,
+    ClassChoice,
     FleetState,
     ForecastSummary,
     Observation,
@@ -131,3 +133,53 @@ def test_serve_exposes_the_default_registry() -> None:
     finally:
         telemetry.forget(namespace="ns", name="served")
     assert 'gpufleet_cost_per_hour{name="served",namespace="ns",project="",team=""} 11.0' in text
+
+
+CLASS_SPEC = InferenceServiceSpec.model_validate({
+    "model": {"name": "chat"},
+    "replicas": {"min": 1, "max": 8},
+    "capacity": {"classes": [{"name": "l4", "pricePerReplicaHour": 0.8},
+                             {"name": "h100", "pricePerReplicaHour": 4.0, "resources": {"nvidia.com/gpu": 2}}]},
+    "template": {"spec": {"containers": [{"name": "triton", "image": "triton"}]}},
+})
+
+
+def class_result() -> Result:
+    plan = Plan(serving=3, standby=0, on_demand=0, spot=0, reason="QueueDepth", message="m", classes=(
+        ClassChoice("l4", 2, 0.8, 50.0, "available", "cheapest"),
+        ClassChoice("h100", 1, 4.0, 200.0, "available", "the rest", gpus=2.0)))
+    pods = FleetState(replicas=(
+        Replica("l4-a", "l4", ReplicaState.serving, created_at=0.0, ready_at=10.0),
+        Replica("l4-b", "l4", ReplicaState.starting, created_at=0.0),
+        Replica("h100-a", "h100", ReplicaState.serving, created_at=0.0, ready_at=10.0),
+    ))
+    return result(plan=plan, fleet=pods)
+
+
+def test_a_class_list_labels_its_own_classes_and_prices() -> None:
+    t = Telemetry()
+    t.record_tick(namespace="ns", name="chat", labels=LABELS, spec=CLASS_SPEC, result=class_result(), duration_s=0.1)
+    reg = t.registry
+    assert value(reg, "gpufleet_replicas", capacity_class="l4", state="serving") == 1.0
+    assert value(reg, "gpufleet_replicas", capacity_class="l4", state="starting") == 1.0
+    assert value(reg, "gpufleet_replicas", capacity_class="h100", state="serving") == 1.0
+    assert value(reg, "gpufleet_desired_replicas", capacity_class="l4") == 2.0
+    assert value(reg, "gpufleet_desired_replicas", capacity_class="h100") == 1.0
+    assert value(reg, "gpufleet_replicas", capacity_class="on-demand", state="serving") is None
+    # Each pod at its class's price (the starting one holds its GPU too): 2 x 0.8 + 4.0.
+    assert value(reg, "gpufleet_cost_per_hour") == 5.6
+    # Metering: an hour of these pods, per class (h100 holds 2 GPUs per replica).
+    prev = metering.accumulate(UsageStatus(), CLASS_SPEC, class_result().fleet, 10.0, 3600.0)[0]
+    usage, delta = metering.accumulate(prev, CLASS_SPEC, class_result().fleet, 10.0, 7200.0)
+    t.record_usage(namespace="ns", name="chat", labels=LABELS, usage=usage, delta=delta, budget=None)
+    assert value(reg, "gpufleet_gpu_hours_total", capacity_class="l4") == 2.0
+    assert value(reg, "gpufleet_gpu_hours_total", capacity_class="h100") == 2.0
+    assert value(reg, "gpufleet_cost_total", capacity_class="h100") == 4.0
+    assert value(reg, "gpufleet_cost_total", capacity_class="spot") is None
+    # h100 leaves the list: its gauges go with it.
+    one = CLASS_SPEC.model_copy(update={"capacity": CLASS_SPEC.capacity.model_copy(
+        update={"classes": CLASS_SPEC.capacity.classes[:1]})})
+    t.record_tick(namespace="ns", name="chat", labels=LABELS, spec=one, result=class_result(), duration_s=0.1)
+    assert value(reg, "gpufleet_desired_replicas", capacity_class="h100") is None
+    assert value(reg, "gpufleet_replicas", capacity_class="h100", state="serving") is None
+    assert value(reg, "gpufleet_desired_replicas", capacity_class="l4") == 2.0

@@ -46,14 +46,29 @@ def utc_day(ts: float) -> str:
 
 @dataclass(frozen=True)
 class UsageDelta:
-    """What one accumulation added (the Prometheus counters' increments)."""
+    """What one accumulation added (the Prometheus counters' increments), per capacity class as
+    the pods name it: `on-demand`/`spot`, or the names in spec.capacity.classes (every class of the
+    spec present, at 0 if it ran no pod, so its counters exist from the first tick)."""
 
     gpu_hours: dict[str, float]
     cost: dict[str, float]
     requests: float
 
 
-EMPTY = UsageDelta({c: 0.0 for c in CAPACITY_CLASSES}, {c: 0.0 for c in CAPACITY_CLASSES}, 0.0)
+def class_names(spec: InferenceServiceSpec) -> tuple[str, ...]:
+    """The capacity classes a spec sizes: its class list's names, or on-demand and spot."""
+    return tuple(c.name for c in spec.capacity.classes) if spec.capacity.classes else CAPACITY_CLASSES
+
+
+def empty(spec: InferenceServiceSpec) -> UsageDelta:
+    return UsageDelta({c: 0.0 for c in class_names(spec)}, {c: 0.0 for c in class_names(spec)}, 0.0)
+
+
+def pod_price_per_hour(spec: InferenceServiceSpec, fleet: FleetState) -> float:
+    """What the fleet's pods cost per hour now: every pod holding a GPU, whatever its state, at its
+    class's price (an unknown class as on-demand, as metering counts it)."""
+    per_class = class_rates(spec)
+    return sum(per_class.get(r.capacity_class, per_class[ON_DEMAND])[2] for r in fleet.replicas)
 
 
 def _add(u: ClassUsage, gpu_h: float, cost: float) -> ClassUsage:
@@ -85,11 +100,12 @@ def accumulate(
     if last is None or now < last:
         # First tick (or a clock step backwards): start metering here.
         since = prev.since or iso_ms(now)
-        return prev.model_copy(update={"since": since, "updated_at": iso_ms(now), "day": utc_day(now)}), EMPTY
+        return prev.model_copy(update={"since": since, "updated_at": iso_ms(now), "day": utc_day(now)}), empty(spec)
     per_class = class_rates(spec)
     midnight = (now // DAY_S) * DAY_S
-    gpu_h = {c: 0.0 for c in CAPACITY_CLASSES}
+    gpu_h = {c: 0.0 for c in CAPACITY_CLASSES}  # status.usage's buckets
     cost = {c: 0.0 for c in CAPACITY_CLASSES}
+    delta = empty(spec)  # per class as the pods name it (the metrics' label)
     today = 0.0
     for r in fleet.replicas:
         start = max(last, r.created_at)
@@ -99,6 +115,8 @@ def accumulate(
         cls, gpus, price = per_class.get(r.capacity_class, per_class[ON_DEMAND])
         gpu_h[cls] += hours * gpus
         cost[cls] += hours * price
+        delta.gpu_hours[r.capacity_class] = delta.gpu_hours.get(r.capacity_class, 0.0) + hours * gpus
+        delta.cost[r.capacity_class] = delta.cost.get(r.capacity_class, 0.0) + hours * price
         today += (now - max(start, midnight)) / 3600.0 * price
     rate = request_rate if request_rate is not None and math.isfinite(request_rate) and request_rate > 0 else 0.0
     requests = rate * min(now - last, MAX_RATE_GAP_S)
@@ -119,7 +137,7 @@ def accumulate(
         day=day,
         cost_today=cost_today,
     )
-    return usage, UsageDelta(gpu_h, cost, requests)
+    return usage, UsageDelta(delta.gpu_hours, delta.cost, requests)
 
 
 def rounded(usage: UsageStatus) -> UsageStatus:

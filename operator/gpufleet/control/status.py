@@ -158,10 +158,9 @@ def decision_status(plan: Plan, now: float, applied: bool) -> DecisionStatus:
 
 
 def cost_per_hour(spec: InferenceServiceSpec, fleet: FleetState) -> float:
-    """Every pod that holds a GPU costs money, whether serving, standby or still loading."""
-    prices = {ON_DEMAND: spec.capacity.price_per_gpu_hour.on_demand, SPOT: spec.capacity.price_per_gpu_hour.spot}
-    gpus = spec.capacity.gpus_per_replica
-    return round(sum(prices.get(r.capacity_class, 0.0) * gpus for r in fleet.replicas), 4)
+    """Every pod that holds a GPU costs money, whether serving, standby or still loading, at its
+    class's price (spec.capacity.classes: each class's own)."""
+    return round(metering.pod_price_per_hour(spec, fleet), 4)
 
 
 def set_condition(
