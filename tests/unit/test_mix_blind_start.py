@@ -70,3 +70,35 @@ def test_one_class_choice_meets_the_need_with_the_fewest_replicas() -> None:
     mix = C.choose([C.GpuClass("h100", 3.0, 10.0, max=3)], 35.0)
     assert not mix.feasible and mix.replicas == {"h100": 3}  # the most the limits allow
     assert np.isclose(C.choose([C.GpuClass("h100", 3.0, 10.0, min=2)], 0.0).cost_per_hour, 6.0)
+
+
+def busy(rps: float) -> Observation:
+    """Metrics present and healthy: the load at `rps`, no queue."""
+    return Observation(sampled_at=NOW, queue_depth=0.0, queue_time_ms=1.0, ttft_p95_ms=100.0, latency_p95_ms=200.0,
+                       request_rate=rps)
+
+
+def test_an_adopted_fleet_is_measured_in_reference_replicas_not_pods() -> None:
+    # 40 serving H100 pods (544 rps planned) adopted without status.memory, 400 rps of load. Counted
+    # as 40 pods, the fleet read as 40 slices' worth (184 rps): the step up from there fell short of
+    # the load and the mix shrank the H100s under it for an interval.
+    plan, memory = GpufleetPolicy().decide(spec=spec(), observation=busy(400.0), forecast=None,
+                                           fleet=serving_h100(40), memory=PolicyMemory(), now=NOW)
+    assert not plan.safe_mode
+    assert memory.last_serving is not None and memory.last_serving >= 400.0 / 4.6
+    capacity = sum(c.replicas * c.rps_per_replica for c in plan.classes or ())
+    assert capacity >= 400.0, plan.mix_note
+    assert plan.by_class("h100") >= 30 and not [n for n in plan.retire if n.startswith("h")], plan.mix_note
+
+
+def test_current_serving_counts_capacity_units_when_given() -> None:
+    from gpufleet.core.fleet import FleetView
+    from gpufleet.core.mix import reference_units
+    from gpufleet.core.policy import current_serving
+
+    fleet = serving_h100(40)
+    units = reference_units(spec(), fleet, 4.6)
+    assert units == round(40 * 13.6 / 4.6)  # 118 reference replicas
+    assert current_serving(FleetView.of(fleet), PolicyMemory(), units) == units
+    assert current_serving(FleetView.of(fleet), PolicyMemory()) == 40  # the two-class form: pods
+    assert current_serving(FleetView.of(fleet), PolicyMemory(last_serving=7), units) == 7  # memory first

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -175,3 +177,112 @@ def test_limit_plan_drops_standbys_then_serving() -> None:
     assert capped.spot <= 2 and capped.on_demand >= 1 and mem.last_serving == 4
     assert capped.reason == "QuotaLimited" and capped.message.endswith("wanted: queue")
     assert len(capped.retire) == 4 and {"w0", "w1"} <= set(capped.retire)
+
+
+# -- services counted per capacity class -------------------------------------------------------
+
+H100_POOL, L4_POOL, MIG = "h100/" + GPU, "l4/" + GPU, "nvidia.com/mig-3g.40gb"
+
+
+def klass(name: str, desired: int, max_: int = 10000) -> quota.NeedClass:
+    """Three classes: an H100 (4 reference replicas a pod), an L4 (1) and a MIG slice (1.5)."""
+    return {
+        "h100": quota.NeedClass("h100", 4.0, {GPU: 1.0, H100_POOL: 1.0, quota.COST: 3.0}, desired, max_, 3.0),
+        "l4": quota.NeedClass("l4", 1.0, {GPU: 1.0, L4_POOL: 1.0, quota.COST: 0.9}, desired, max_, 0.9),
+        "mig": quota.NeedClass("mig", 1.5, {MIG: 1.0, quota.COST: 1.5}, desired, max_, 1.5),
+    }[name]
+
+
+@st.composite
+def mixed_fleets(draw: st.DrawFn) -> tuple[list[Need], list[bool], dict[str, float]]:
+    """Up to 6 services in up to 3 tiers, some counted per class (H100, L4, MIG), some plain."""
+    tiers = draw(st.lists(st.booleans(), min_size=1, max_size=3))
+    needs = []
+    for i in range(draw(st.integers(1, 6))):
+        tier = draw(st.integers(0, len(tiers) - 1))
+        floor = draw(st.integers(0, 4))
+        if draw(st.booleans()):
+            names = draw(st.lists(st.sampled_from(["h100", "l4", "mig"]), min_size=1, max_size=3, unique=True))
+            classes = tuple(klass(n, draw(st.integers(0, 6)), draw(st.integers(0, 12))) for n in names)
+            desired = math.ceil(sum(c.desired * c.units for c in classes))
+            needs.append(Need(f"ns/c{i}", tier, desired=desired, floor=floor, per_replica={}, classes=classes))
+        else:
+            needs.append(Need(f"ns/p{i}", tier, desired=draw(st.integers(0, 10)), floor=floor,
+                              per_replica={GPU: 1.0, H100_POOL: 1.0, quota.COST: 3.0}))
+    caps = {GPU: float(draw(st.integers(0, 40))), H100_POOL: float(draw(st.integers(0, 16))),
+            L4_POOL: float(draw(st.integers(0, 16))), MIG: float(draw(st.integers(0, 8)))}
+    if draw(st.booleans()):
+        caps[quota.COST] = float(draw(st.integers(0, 80)))
+    return needs, tiers, caps
+
+
+def holds_of(n: Need, a: quota.Allocation, dims: list[str]) -> dict[str, float]:
+    if not n.classes:
+        return {d: a.allocated * n.per_replica.get(d, 0.0) for d in dims}
+    pods = dict(a.classes)
+    return {d: sum(pods[c.name] * c.per_replica.get(d, 0.0) for c in n.classes) for d in dims}
+
+
+@PROPS
+@given(mixed_fleets())
+def test_per_product_use_of_the_granted_mixes_never_exceeds_a_cap(f: tuple[list[Need], list[bool],
+                                                                           dict[str, float]]) -> None:
+    needs, tiers, caps = f
+    res = arbitrate(needs, caps, tiers)
+    dims = list(caps)
+    by_key = {n.key: n for n in needs}
+    total = {d: 0.0 for d in dims}
+    for a in res.allocations:
+        n = by_key[a.key]
+        held = holds_of(n, a, dims)
+        for d in dims:
+            total[d] += held[d]
+        assert a.allocated <= n.desired
+        if n.classes:
+            pods = dict(a.classes)
+            assert dict(a.holds) == pytest.approx(held)
+            assert all(pods[c.name] <= c.max for c in n.classes)
+            # The pods granted carry the capacity granted (whole reference replicas, or all it wants).
+            assert sum(pods[c.name] * c.units for c in n.classes) >= a.allocated - 1e-9
+    assert total == pytest.approx(res.used)
+    if not res.over:  # unless the non-preemptible floors alone overcommit, every cap holds
+        for d in dims:
+            assert res.used[d] <= caps[d] + 1e-9, (d, res.used, caps)
+
+
+@PROPS
+@given(mixed_fleets(), st.randoms(use_true_random=False))
+def test_class_needs_are_deterministic_whatever_the_order(f: tuple[list[Need], list[bool], dict[str, float]],
+                                                           rnd: random.Random) -> None:
+    needs, tiers, caps = f
+    shuffled = list(needs)
+    rnd.shuffle(shuffled)
+    a = {x.key: (x.allocated, x.reason, x.classes) for x in arbitrate(needs, caps, tiers).allocations}
+    b = {x.key: (x.allocated, x.reason, x.classes) for x in arbitrate(shuffled, caps, tiers).allocations}
+    assert a == b
+
+
+def test_a_full_product_is_granted_on_another_class() -> None:
+    # chat wants 8 H100 pods (32 reference replicas); the quota's H100 pool has 6 GPUs.
+    chat = Need("p/chat", 0, desired=32, floor=2, per_replica={},
+                classes=(klass("h100", 8), klass("l4", 0)))
+    res = arbitrate([chat], {H100_POOL: 6, L4_POOL: 16}, [False], ["paid"])
+    a = res.allocations[0]
+    assert (a.allocated, a.reason) == (32, quota.WITHIN)
+    assert dict(a.classes) == {"h100": 6, "l4": 8}  # 24 + 8 reference replicas
+    assert dict(a.holds)[H100_POOL] == 6 and dict(a.holds)[L4_POOL] == 8
+    assert "on 6 x h100 + 8 x l4" in a.message and "h100/nvidia.com/gpu 6/6 in use" in a.message
+    # With the L4 pool small too, the service is short: QuotaLimited, both pools named.
+    res = arbitrate([chat], {H100_POOL: 6, L4_POOL: 3}, [False], ["paid"])
+    a = res.allocations[0]
+    assert (a.allocated, a.reason, dict(a.classes)) == (27, quota.LIMITED, {"h100": 6, "l4": 3})
+    assert "h100/nvidia.com/gpu 6/6" in a.message and "l4/nvidia.com/gpu 3/3" in a.message
+
+
+def test_a_higher_tier_class_service_takes_the_product_first() -> None:
+    # Two services want H100s; the pool has 4: the paid tier gets them, the batch tier falls back to L4.
+    paid = Need("p/chat", 0, desired=16, floor=0, per_replica={}, classes=(klass("h100", 4), klass("l4", 0)))
+    batch = Need("b/jobs", 1, desired=8, floor=0, per_replica={}, classes=(klass("h100", 2), klass("l4", 0)))
+    res = arbitrate([paid, batch], {H100_POOL: 4, L4_POOL: 8}, [False, False], ["paid", "batch"])
+    got = {a.key: (a.allocated, dict(a.classes)) for a in res.allocations}
+    assert got == {"p/chat": (16, {"h100": 4, "l4": 0}), "b/jobs": (8, {"h100": 0, "l4": 8})}

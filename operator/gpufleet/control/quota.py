@@ -7,6 +7,13 @@ and the policy wrapper that caps each service's plan at its allocation.
 - Once per quota interval, `QuotaBoard.arbitrate` runs core.quota.arbitrate over every need
   naming that quota (the operator: a kopf timer on the GPUQuota; the simulator: in lockstep).
 
+A service with spec.capacity.classes is counted per class (core.quota): its need is in reference
+replicas and names, per class, the pods its own mix wants and what one pod uses of each capped
+dimension (`class_per_replica`: the class's own resources, node pool by its nodeSelector or
+product, its own price). Its allocation comes back as a core.quota.Grant that its policy applies
+in a second decision (the capacity, and per dimension what its classes may hold: a GPU product
+full under the quota makes the mix fall back to another product's class).
+
 What the quota never does on missing data: a service whose need is stale (its loop has not
 ticked for a while) counts with what it runs, not with nothing; a service whose allocation is
 stale or not computed yet keeps what it runs (it does not grow, it does not shrink); a plan in
@@ -16,22 +23,26 @@ exist caps nothing and is reported (QuotaNotFound, TierNotFound).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpufleet.api.models import Condition, InferenceServiceSpec
+from gpufleet.api.classes import replica_price
+from gpufleet.api.models import MIG_PREFIX, CapacityClassSpec, Condition, InferenceServiceSpec
 from gpufleet.api.quota import GPUQuotaSpec, GPUQuotaStatus, QuotaServiceStatus, QuotaTierStatus
 from gpufleet.api.timefmt import iso
 from gpufleet.control.ports import Policy
 from gpufleet.control.status import set_condition
+from gpufleet.core import capacity, split
 from gpufleet.core import quota as core
-from gpufleet.core.fleet import FleetView
+from gpufleet.core.fleet import FleetView, is_healthy
 from gpufleet.core.schedule import Window
-from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, ForecastSummary, Observation, Plan, PolicyMemory
 
 GPU = "nvidia.com/gpu"
+PRODUCT_LABEL = "nvidia.com/gpu.product"
 # Condition reasons beside core.quota's allocation reasons.
 NOT_FOUND = "QuotaNotFound"
 TIER_NOT_FOUND = "TierNotFound"
@@ -90,6 +101,40 @@ def per_replica(spec: InferenceServiceSpec, quota: GPUQuotaSpec) -> dict[str, fl
     return out
 
 
+def class_per_replica(spec: InferenceServiceSpec, cls: CapacityClassSpec, quota: GPUQuotaSpec) -> dict[str, float]:
+    """What one pod of capacity class `cls` uses of each of the quota's dimensions: its own
+    resources (in place of the template's GPUs and MIG slices), the node pools its labels (the
+    template's nodeSelector, its own, and `product` as the GPU product label) fall in, and its
+    own price per replica-hour."""
+    res = {k: v for k, v in pod_resources(spec).items() if k != GPU and not k.startswith(MIG_PREFIX)}
+    for name, value in cls.resources.items():
+        res[name] = res.get(name, 0.0) + float(value)
+    out = {name: res.get(name, 0.0) for name in quota.limits}
+    pod = (spec.template or {}).get("spec") or {}
+    labels = {**(pod.get("nodeSelector") or {}), **cls.node_selector}
+    if cls.product and PRODUCT_LABEL not in labels:
+        labels[PRODUCT_LABEL] = cls.product
+    for pool in quota.node_pools:
+        on_pool = all(labels.get(k) == v for k, v in pool.node_selector.items())
+        out.update({f"{pool.name}/{name}": res.get(name, 0.0) if on_pool else 0.0 for name in pool.limits})
+    if quota.max_cost_per_hour is not None:
+        prices = spec.capacity.price_per_gpu_hour
+        out[core.COST] = replica_price(cls, None, {ON_DEMAND: prices.on_demand, SPOT: prices.spot})
+    return out
+
+
+@dataclass(frozen=True)
+class ClassDemand:
+    """One capacity class of a service counted per class, as its last tick saw it."""
+
+    name: str
+    units: float  # reference replicas one pod serves
+    desired: int  # pods its own mix wants (healthy)
+    max: int  # most pods it may have now
+    price: float  # one pod-hour
+    held: int  # pods of the class that hold their resources now (any state)
+
+
 @dataclass(frozen=True)
 class Demand:
     """One service's need as its last tick published it."""
@@ -103,6 +148,24 @@ class Demand:
     spec: InferenceServiceSpec
     at: float
     leaving: int = 0  # pods still there but on their way out (draining, interrupted): they hold GPUs
+    # spec.capacity.classes: desired/floor/running are reference replicas, the pods are per class.
+    classes: tuple[ClassDemand, ...] = ()
+
+    def class_use(self, quota: GPUQuotaSpec) -> dict[str, dict[str, float]]:
+        """Per listed class, what one of its pods uses of each of the quota's dimensions."""
+        listed = {c.name: c for c in self.spec.capacity.classes or ()}
+        return {c.name: class_per_replica(self.spec, listed[c.name], quota) for c in self.classes if c.name in listed}
+
+    def holds(self, quota: GPUQuotaSpec, pods: Mapping[str, int] | None = None) -> dict[str, float]:
+        """Units of each dimension `pods` per class hold (default: the pods held now); for a
+        service without classes, its running and leaving replicas."""
+        dims = caps(quota)
+        if not self.classes:
+            one = per_replica(self.spec, quota)
+            return {d: (self.running + self.leaving) * one.get(d, 0.0) for d in dims}
+        use = self.class_use(quota)
+        count = pods if pods is not None else {c.name: c.held for c in self.classes}
+        return {d: sum(n * use.get(c, {}).get(d, 0.0) for c, n in count.items()) for d in dims}
 
 
 @dataclass(frozen=True)
@@ -162,10 +225,16 @@ class QuotaBoard:
             # A need not refreshed for a while is missing data: its loop is not acting on allocations,
             # so what it runs is reserved for it (its floor), not handed to the others.
             desired, floor = d.desired, d.floor
-            if now - d.at > self.stale_after_s:
+            stale = now - d.at > self.stale_after_s
+            if stale:
                 desired = floor = max(d.running, d.floor)
+            classes: tuple[core.NeedClass, ...] = ()
+            if d.classes:
+                use = d.class_use(spec)
+                classes = tuple(core.NeedClass(c.name, c.units, use.get(c.name, {}), c.held if stale else c.desired,
+                                               c.max, c.price) for c in d.classes)
             needs.append(core.Need(key=d.key, tier=spec.tier_index(d.tier) or 0, desired=desired, floor=floor,
-                                   per_replica=per_replica(d.spec, spec)))
+                                   per_replica=per_replica(d.spec, spec), classes=classes))
         result = core.arbitrate(needs, caps(spec), [t.preemptible for t in spec.tiers], [t.name for t in spec.tiers])
         result = paced(result, members, spec)
         with self._lock:
@@ -173,6 +242,10 @@ class QuotaBoard:
                 self.results[a.key] = (a, now, name)
             self.last[name] = (result, members, now)
         return result, members
+
+    def quota(self, name: str) -> GPUQuotaSpec | None:
+        with self._lock:
+            return self.quotas.get(name)
 
     def verdict(self, key: str, ref_quota: str, ref_tier: str, *, now: float) -> Verdict:
         with self._lock:
@@ -199,11 +272,14 @@ def paced(result: core.Arbitration, members: list[Demand], spec: GPUQuotaSpec) -
     limits = caps(spec)
     by_key = {d.key: d for d in members}
     use = {d.key: per_replica(d.spec, spec) for d in members}
-    free = {dim: cap - sum((d.running + d.leaving) * use[d.key].get(dim, 0.0) for d in members)
-            for dim, cap in limits.items()}
+    free = {dim: cap - sum(d.holds(spec).get(dim, 0.0) if d.classes else (d.running + d.leaving) * use[d.key].get(dim, 0.0)
+                           for d in members) for dim, cap in limits.items()}
     out = []
     for a in sorted(result.allocations, key=lambda a: (a.tier, a.key)):
         d, u = by_key[a.key], use[a.key]
+        if d.classes:
+            out.append(_paced_classes(a, d, spec, free))
+            continue
         grow = a.allocated - d.running
         k = 0
         while k < grow and all(free[dim] - (k + 1) * u.get(dim, 0.0) >= -core.EPS for dim in limits):
@@ -216,8 +292,37 @@ def paced(result: core.Arbitration, members: list[Demand], spec: GPUQuotaSpec) -
                         message=f"{a.message}; {grow - k} more as pods elsewhere drain")
         out.append(a)
     order = {a.key: i for i, a in enumerate(result.allocations)}
-    used = {dim: sum(a.allocated * use[a.key].get(dim, 0.0) for a in out) for dim in limits}
+    used = {dim: sum(dict(a.holds).get(dim, 0.0) if a.classes else a.allocated * use[a.key].get(dim, 0.0)
+                     for a in out) for dim in limits}
     return replace(result, allocations=tuple(sorted(out, key=lambda a: order[a.key])), used=used)
+
+
+def _paced_classes(a: core.Allocation, d: Demand, spec: GPUQuotaSpec, free: dict[str, float]) -> core.Allocation:
+    """`paced` for a service counted per class: each class grows only into what is free now (the
+    cheapest per unit first); a class granted fewer pods than it holds lets them drain."""
+    use = d.class_use(spec)
+    held = {c.name: c.held for c in d.classes}
+    granted = dict(a.classes)
+    pods = {n: min(g, held.get(n, 0)) for n, g in granted.items()}
+    short = 0
+    for c in sorted(d.classes, key=lambda c: (c.price / c.units if c.units > 0 else float("inf"), c.name)):
+        grow = granted.get(c.name, 0) - held.get(c.name, 0)
+        u = use.get(c.name, {})
+        k = 0
+        while k < grow and all(free[dim] - (k + 1) * u.get(dim, 0.0) >= -core.EPS for dim in free):
+            k += 1
+        for dim in free:
+            free[dim] -= k * u.get(dim, 0.0)
+        pods[c.name] = pods.get(c.name, 0) + k
+        short += max(grow - k, 0)
+    holds = d.holds(spec, pods)
+    if not short:
+        return replace(a, holds=tuple(sorted(holds.items())))
+    units = sum(pods[c.name] * c.units for c in d.classes)
+    allocated = min(a.allocated, max(int(math.floor(units + core.EPS)), 0))
+    return replace(a, allocated=allocated, reason=core.LIMITED if allocated < a.desired else a.reason,
+                   message=f"{a.message}; {short} more pod(s) as pods elsewhere drain",
+                   classes=tuple((c.name, pods[c.name]) for c in d.classes), holds=tuple(sorted(holds.items())))
 
 
 def floor_of(spec: InferenceServiceSpec, windows: tuple[Window, ...], now: float) -> int:
@@ -257,6 +362,9 @@ class QuotaPolicy:
         if ref is None:
             self.verdict = None
             return plan, new_memory
+        if plan.classes is not None and spec.capacity.classes:
+            return self._decide_classes(plan, new_memory, spec=spec, observation=observation, forecast=forecast,
+                                        fleet=fleet, memory=memory, now=now, windows=windows)
         running = FleetView.of(fleet).healthy_total
         floor = floor_of(spec, windows, now)
         demand = Demand(self.key, ref.name, ref.tier, core.healthy(plan, fleet), floor, running, spec, now,
@@ -278,6 +386,88 @@ class QuotaPolicy:
             # so that the next arbitration does not hand their GPUs out again.
             self.board.publish(replace(demand, running=core.healthy(plan, fleet)))
         return plan, new_memory
+
+
+    def _decide_classes(self, plan: Plan, new_memory: PolicyMemory, *, spec: InferenceServiceSpec,
+                        observation: Observation, forecast: ForecastSummary | None, fleet: FleetState,
+                        memory: PolicyMemory, now: float, windows: tuple[Window, ...]) -> tuple[Plan, PolicyMemory]:
+        """A service with capacity classes: publish its need per class; where the quota's grant does
+        not hold the plan's mix, decide again with the grant (core.quota.Grant)."""
+        ref = spec.quota
+        assert ref is not None and plan.classes is not None
+        demand = class_demand(self.key, spec, plan, fleet, memory, floor_of(spec, windows, now), now)
+        self.board.publish(demand)
+        if self.sync is not None:
+            self.sync()
+        v = self.board.verdict(self.key, ref.name, ref.tier, now=now)
+        self.verdict = v
+        quota = self.board.quota(ref.name)
+        if v.reason in UNRESOLVED or quota is None:
+            return plan, new_memory
+        now_holds = demand.holds(quota)
+        if v.allocation is not None:
+            allowed, holds = v.allocation.allocated, dict(v.allocation.holds)
+        else:  # no allocation yet: hold what runs, neither grow nor shrink
+            allowed, holds = max(demand.running, demand.floor), now_holds
+        if plan.safe_mode:  # no metrics: never cut below what runs
+            allowed = max(allowed, demand.running)
+            holds = {dim: max(holds.get(dim, 0.0), now_holds.get(dim, 0.0)) for dim in now_holds}
+        use = demand.class_use(quota)
+        planned = healthy_pods(plan)
+        within = demand.desired <= allowed and all(
+            sum(n * use.get(c, {}).get(dim, 0.0) for c, n in planned.items()) <= cap + core.EPS
+            for dim, cap in holds.items())
+        if within or not getattr(self.inner, "takes_quota_grant", False):
+            return plan, new_memory
+        limits = tuple((f"quota {ref.name}: {dim}", cap, tuple((c, u[dim]) for c, u in use.items() if u.get(dim)))
+                       for dim, cap in sorted(holds.items()) if any(u.get(dim) for u in use.values()))
+        grant = core.Grant(replicas=allowed, limits=limits, message=f"GPUQuota {ref.name}, tier {v.message}")
+        plan, new_memory = self.inner.decide(spec=spec, observation=observation, forecast=forecast,  # type: ignore[call-arg]
+                                             fleet=fleet, memory=memory, now=now, windows=windows, quota=grant)
+        if plan.apply:
+            # Pods this plan adds exist before the next tick reports them: count them as held now.
+            grown = healthy_pods(plan)
+            self.board.publish(replace(demand, classes=tuple(
+                replace(c, held=max(c.held, grown.get(c.name, 0))) for c in demand.classes)))
+        return plan, new_memory
+
+
+def healthy_pods(plan: Plan) -> dict[str, int]:
+    """Pods per class a class plan wants, without the interrupted ones it keeps until they go."""
+    interrupted = dict(plan.interrupted or ())
+    return {c.name: max(c.replicas - interrupted.get(c.name, 0), 0) for c in plan.classes or ()}
+
+
+def class_demand(key: str, spec: InferenceServiceSpec, plan: Plan, fleet: FleetState, memory: PolicyMemory,
+                 floor: int, now: float) -> Demand:
+    """A class-mixed service's need: reference replicas (the policy's fleet before the mix), and per
+    listed class its pods wanted, its limit, its price and the pods it holds."""
+    from gpufleet.core import mix
+
+    assert spec.quota is not None
+    ref = mix.reference_rps(spec, capacity.rps_per_replica(spec, memory.learned_rps_per_replica))
+    interrupted = split.interrupted_by_class(fleet)
+    desired = max(0, plan.on_demand + plan.spot - interrupted[ON_DEMAND] - interrupted[SPOT])
+    listed = {c.name: c for c in spec.capacity.classes or ()}
+    choices = {c.name: c for c in plan.classes or () if c.name in listed}
+    wanted = healthy_pods(plan)
+    held: dict[str, int] = {}
+    ready: dict[str, int] = {}
+    units = 0.0
+    for r in fleet.replicas:
+        held[r.capacity_class] = held.get(r.capacity_class, 0) + 1
+        if is_healthy(r):
+            c = choices.get(r.capacity_class)
+            units += (c.rps_per_replica / ref) if c is not None else 1.0
+            if r.state.value in ("serving", "standby"):
+                ready[r.capacity_class] = ready.get(r.capacity_class, 0) + 1
+    classes = tuple(ClassDemand(
+        name=n, units=c.rps_per_replica / ref, desired=wanted.get(n, 0),
+        max=listed[n].max if c.state == "available" else min(ready.get(n, 0), listed[n].max),
+        price=c.price_per_hour, held=held.get(n, 0)) for n, c in choices.items())
+    healthy_n = FleetView.of(fleet).healthy_total
+    return Demand(key, spec.quota.name, spec.quota.tier, desired, floor, int(math.ceil(units - 1e-9)), spec, now,
+                  leaving=len(fleet.replicas) - healthy_n, classes=classes)
 
 
 # -- status: the service's QuotaLimited condition, the GPUQuota's status ----------------------
@@ -313,6 +503,22 @@ def quota_status(name: str, spec: GPUQuotaSpec, arbitration: core.Arbitration, m
     def total(pairs: list[tuple[Mapping[str, float], int]]) -> dict[str, float]:
         return {dim: round(sum(u.get(dim, 0.0) * n for u, n in pairs), 4) for dim in limits}
 
+    # A service counted per class: its units per dimension, as one "replica" of use.
+    wants = {d.key: d.holds(spec, {c.name: c.desired for c in d.classes}) for d in members if d.classes}
+    holds = {d.key: d.holds(spec) for d in members if d.classes}
+    for a in arbitration.allocations:
+        if a.key in wants:
+            usage[a.key] = {}
+
+    def want(a: core.Allocation) -> tuple[Mapping[str, float], int]:
+        return (wants[a.key], 1) if a.key in wants else (usage[a.key], a.desired)
+
+    def given(a: core.Allocation) -> tuple[Mapping[str, float], int]:
+        return (dict(a.holds), 1) if a.key in wants else (usage[a.key], a.allocated)
+
+    def held(d: Demand) -> tuple[Mapping[str, float], int]:
+        return (holds[d.key], 1) if d.key in holds else (usage[d.key], d.running + d.leaving)
+
     services, tiers = [], []
     for a in sorted(arbitration.allocations, key=lambda a: (a.tier, a.key)):
         d = by_key[a.key]
@@ -324,9 +530,9 @@ def quota_status(name: str, spec: GPUQuotaSpec, arbitration: core.Arbitration, m
         mine = [a for a in arbitration.allocations if a.tier == i]
         tiers.append(QuotaTierStatus(
             name=tier.name, services=len(mine),
-            desired=total([(usage[a.key], a.desired) for a in mine]),
-            allocated=total([(usage[a.key], a.allocated) for a in mine]),
-            used=total([(usage[a.key], by_key[a.key].running + by_key[a.key].leaving) for a in mine])))
+            desired=total([want(a) for a in mine]),
+            allocated=total([given(a) for a in mine]),
+            used=total([held(by_key[a.key]) for a in mine])))
     over = arbitration.over
     ready_msg = (f"floors of non-preemptible tiers exceed {', '.join(over)}" if over
                  else f"{len(services)} services arbitrated")
@@ -336,7 +542,7 @@ def quota_status(name: str, spec: GPUQuotaSpec, arbitration: core.Arbitration, m
     out = GPUQuotaStatus(
         observed_generation=generation, conditions=conditions, limits=limits,
         allocated={dim: round(v, 4) for dim, v in arbitration.used.items()},
-        used=total([(usage[d.key], d.running + d.leaving) for d in members]),
+        used=total([held(d) for d in members]),
         tiers=tiers, services=services, last_arbitration=iso(now))
     return out.model_dump(by_alias=True, exclude_none=True)
 

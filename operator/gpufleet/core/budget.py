@@ -11,14 +11,21 @@ What stays above the limit after step 3 is the floor the user asked for: the sta
 "Infeasible" and the fleet runs at its floor. Without spend history (no day yet) the daily limit
 is paced from the start of the day.
 
+With spec.capacity.classes the plan's cost is its classes' own: sum over classes of replicas x
+that class's price (`enforce(cost=...)`, core.mix.cost_of: the cheapest mix for that many
+reference replicas), and spend is tracked per class at each class's price. Step 2 does not apply
+(the mix is already the cheapest one within its classes' shares).
+
 Pure: time is `now` (seconds since the Unix epoch, so `now // 86400` is the UTC day), prices are
 the spec's (the operator substitutes its price table into the spec before deciding).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from gpufleet.api.classes import replica_price
 from gpufleet.api.models import Budget, InferenceServiceSpec
 from gpufleet.core import rollout, split
 from gpufleet.core.fleet import FleetView
@@ -36,9 +43,14 @@ _EPS = 1e-9
 
 
 def replica_hour_prices(spec: InferenceServiceSpec) -> dict[str, float]:
-    """Price of one replica for one hour, per capacity class."""
+    """Price of one replica for one hour, per capacity class: with spec.capacity.classes each
+    listed class at its own price (pods of the two-class names at pricePerGpuHour x GPUs)."""
     prices, gpus = spec.capacity.price_per_gpu_hour, spec.capacity.gpus_per_replica
-    return {ON_DEMAND: prices.on_demand * gpus, SPOT: prices.spot * gpus}
+    out = {ON_DEMAND: prices.on_demand * gpus, SPOT: prices.spot * gpus}
+    fallback = {ON_DEMAND: prices.on_demand, SPOT: prices.spot}
+    for c in spec.capacity.classes or ():
+        out[c.name] = replica_price(c, None, fallback)
+    return out
 
 
 def cost_rate(spec: InferenceServiceSpec, on_demand: int, spot: int) -> float:
@@ -107,12 +119,15 @@ def _drop_one(spec: InferenceServiceSpec, f: _Fleet, spot_ok: bool) -> None:
         f.on_demand -= 1
 
 
-def _cut(spec: InferenceServiceSpec, f: _Fleet, limit: float, spot_ok: bool, floor: int) -> list[str]:
-    """Apply the three steps until the fleet fits `limit`; return what was done, for the message."""
+def _cut(spec: InferenceServiceSpec, f: _Fleet, limit: float, spot_ok: bool, floor: int,
+         cost: Callable[[int], float] | None = None) -> list[str]:
+    """Apply the three steps until the fleet fits `limit`; return what was done, for the message.
+    `cost`: the cost per hour of a fleet of that many replicas (classes), instead of the split's."""
     done: list[str] = []
 
     def over() -> bool:
-        return cost_rate(spec, f.on_demand, f.spot) > limit + _EPS
+        rate = cost(f.total) if cost is not None else cost_rate(spec, f.on_demand, f.spot)
+        return rate > limit + _EPS
 
     # 1. Standbys, and replicas held only until replacements are Ready (the plan's padding).
     extra0, standby0 = f.total - f.serving, f.standby
@@ -161,11 +176,13 @@ def enforce(
     now: float,
     spot_unavailable: bool,
     floor: int = 0,
+    cost: Callable[[int], float] | None = None,
 ) -> tuple[Plan, PolicyMemory]:
     """Track today's spend in `memory` and fit `plan` to spec.budget (unchanged without one).
 
     `floor`: serving replicas a planned window (spec.schedules) holds; the cap keeps the larger of
-    it and replicas.min (within replicas.max).
+    it and replicas.min (within replicas.max). `cost`: with spec.capacity.classes, the cost per
+    hour of a fleet of n healthy replicas as its classes (core.mix.cost_of).
     """
     day, spent = track_spend(spec, fleet, previous, now)
     memory = replace(memory, spend_day=day, spent_today=spent)
@@ -181,17 +198,20 @@ def enforce(
         serving=plan.serving,
         standby=plan.standby,
     )
-    wanted = cost_rate(spec, f.on_demand, f.spot)
+    rate: Callable[[], float] = (lambda: cost(f.total)) if cost is not None \
+        else (lambda: cost_rate(spec, f.on_demand, f.spot))
+    wanted = rate()
     alert = _alerting(budget, wanted, limit, spent)
     if wanted <= limit + _EPS:
         state = ALERT if alert else OK
         msg = f"cost {wanted:.2f}/h within {limit:.2f}/h ({source})"
         return replace(plan, budget=BudgetCheck(state, limit, wanted, wanted, spent, msg)), memory
 
-    spot_ok = split.spot_usable(spec, spot_unavailable)
+    # With classes the mix is already the cheapest within its shares: no spot-for-on-demand step.
+    spot_ok = split.spot_usable(spec, spot_unavailable) and cost is None
     lowest = min(max(spec.replicas.min, floor), spec.replicas.max, f.serving)
-    done = _cut(spec, f, limit, spot_ok, lowest)
-    planned = cost_rate(spec, f.on_demand, f.spot)
+    done = _cut(spec, f, limit, spot_ok, lowest, cost)
+    planned = rate()
     feasible = planned <= limit + _EPS
     what = "; ".join(done) if done else "nothing above the floor to cut"
     msg = f"budget: cost {wanted:.2f}/h > limit {limit:.2f}/h ({source}): {what}: now {planned:.2f}/h"

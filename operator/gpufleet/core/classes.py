@@ -18,6 +18,11 @@ their price), so a mix of equal cost does not churn from tick to tick.
 Every choice has a reason ("l4 stocked out (pods Pending past 120s): serving on a100 at 1.9x
 the cost per request").
 
+Shared limits (`Limit`): a GPUQuota caps what the service's classes hold together per capped
+dimension (a GPU product's node pool, a resource, cost per hour); `choose` keeps the mix within
+them, like a class max shared by the classes that use the dimension, and the reason names the
+limit when it moved the mix ("quota q: h100/nvidia.com/gpu 6/6, serving on l4 ...").
+
 Learned capacity: `learn_class_rps` generalises core.capacity.learn_rps to one figure per class,
 from the rate each class's serving replicas carried while busy.
 """
@@ -62,6 +67,18 @@ class GpuClass:
     def cost_per_rps(self) -> float:
         """Price per hour of one request/s of capacity: what 'cheapest per request' compares."""
         return self.price_per_hour / self.rps_per_replica if self.rps_per_replica > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `cap` units of one dimension for the mix: sum over classes of replicas x `use`."""
+
+    label: str  # e.g. "quota q: h100/nvidia.com/gpu"
+    cap: float
+    use: Mapping[str, float]  # units one replica of each class holds (missing: none)
+
+    def used(self, replicas: Mapping[str, int]) -> float:
+        return sum(n * self.use.get(name, 0.0) for name, n in replicas.items())
 
 
 class State(str, Enum):
@@ -151,16 +168,18 @@ def _solve(
     current: np.ndarray,
     *,
     maximise: bool = False,
+    shared: tuple[tuple[tuple[float, ...], float], ...] = (),
 ) -> np.ndarray | None:
     """min sum(price*n) + start cost, s.t. capacity >= need, limits and shares; None if infeasible.
-    With `maximise`: the most capacity the limits allow (cost as a tie-break).
+    With `maximise`: the most capacity the limits allow (cost as a tie-break). `shared`: rows
+    sum(use_i * n_i) <= cap (Limit, in the classes' order).
 
     Memoised on exactly the numbers the program is built from: a service decides every few seconds
     with the same classes and, most of the time, the same need, and one solve (scipy's MILP) costs
     milliseconds where the rest of a decision costs a tenth of one."""
     shape = tuple((c.rps_per_replica, c.price_per_hour, c.spot, c.max_share) for c in classes)
     x = _solve_memo(shape, tuple(lo.tolist()), tuple(hi.tolist()), need, spot_max_share,
-                    tuple(current.tolist()), maximise)
+                    tuple(current.tolist()), maximise, shared)
     return None if x is None else np.array(x, dtype=int)
 
 
@@ -173,9 +192,10 @@ def _solve_memo(
     spot_max_share: float,
     current_t: tuple[float, ...],
     maximise: bool,
+    shared: tuple[tuple[tuple[float, ...], float], ...] = (),
 ) -> tuple[int, ...] | None:
     k = len(shape)
-    if k == 1 and not maximise and shape[0][3] >= 1.0 and not (shape[0][2] and spot_max_share < 1.0):
+    if k == 1 and not shared and not maximise and shape[0][3] >= 1.0 and not (shape[0][2] and spot_max_share < 1.0):
         # One class and no share to keep (a single-type fleet): the fewest replicas that meet the
         # need, within its bounds; what the program gives, without a solver call.
         cap1 = shape[0][0]
@@ -202,6 +222,10 @@ def _solve_memo(
         rows.append(u)
         lbs.append(-np.inf)
         ubs.append(current[i])
+    for use, cap_d in shared:  # a quota's dimension held by several classes together
+        rows.append(np.concatenate([np.array(use, dtype=float), np.zeros(k)]))
+        lbs.append(-np.inf)
+        ubs.append(cap_d + _EPS)
     spot = np.array([1.0 if s[2] else 0.0 for s in shape])
     if spot.any() and spot_max_share < 1.0:
         rows.append(np.concatenate([cap * spot - spot_max_share * cap, np.zeros(k)]))
@@ -243,12 +267,15 @@ def choose(
     current: Mapping[str, int] | None = None,
     spot_max_share: float = 1.0,
     now: float = 0.0,
+    limits: Sequence[Limit] = (),
 ) -> Mix:
     """The cheapest replicas per class whose planned capacity meets `need_rps`.
 
     `availability`: per class (missing: available). A class not available gets no new replicas:
     at most its `ready` ones stay, and its min does not bind. `current`: replicas each class has
-    now (for the start cost). When the need cannot be met, the most capacity the limits allow.
+    now (for the start cost). `limits`: dimensions the classes share under a cap (a quota); a
+    class min that a limit cannot hold gives way to it. When the need cannot be met, the most
+    capacity the limits allow.
     """
     avail = availability or {}
     ready = ready or {}
@@ -261,11 +288,25 @@ def choose(
                   dtype=float)
     lo = np.array([min(c.min, c.max) if ok else 0 for c, ok in zip(classes, usable)], dtype=float)
     current_v = np.array([float(cur.get(c.name, 0)) for c in classes])
+    shared: list[tuple[tuple[float, ...], float]] = []
+    for lim in limits:
+        use = [max(float(lim.use.get(c.name, 0.0)), 0.0) for c in classes]
+        on = [i for i, u in enumerate(use) if u > 0]
+        if len(on) == 1:  # one class on the dimension: a bound on it (keeps the closed form)
+            i = on[0]
+            hi[i] = min(hi[i], math.floor(max(lim.cap, 0.0) / use[i] + 1e-9))
+        elif on:
+            shared.append((tuple(use), max(float(lim.cap), 0.0)))
+    lo = np.minimum(lo, hi)
+    rows = tuple(shared)
     need = max(float(need_rps), 0.0) if math.isfinite(need_rps) else math.inf
-    x = _solve(classes, lo, hi, need, spot_max_share, current_v) if math.isfinite(need) else None
+    x = _solve(classes, lo, hi, need, spot_max_share, current_v, shared=rows) if math.isfinite(need) else None
     feasible = x is not None
     if x is None:
-        x = _solve(classes, lo, hi, 0.0, spot_max_share, current_v, maximise=True)
+        x = _solve(classes, lo, hi, 0.0, spot_max_share, current_v, maximise=True, shared=rows)
+    if x is None and rows:  # the floors break a shared limit: floors are dropped, the limit holds
+        x = _solve(classes, np.zeros(len(classes)), hi, 0.0, spot_max_share, current_v, maximise=True,
+                   shared=rows)
     if x is None:  # the floors themselves break a share: floors only, shares ignored
         x = lo.astype(int)
     replicas = {c.name: int(v) for c, v in zip(classes, x)}
@@ -273,7 +314,44 @@ def choose(
     cost = float(sum(c.price_per_hour * replicas[c.name] for c in classes))
     reasons = _reasons(classes, replicas, avail, ready, now)
     note = _note(classes, replicas, need, capacity, cost, feasible, avail, ready, spot_max_share, now)
+    if limits:
+        note = _limited(classes, replicas, need, avail, ready, current, spot_max_share, now, limits, reasons, note)
     return Mix(replicas, capacity, cost, feasible, reasons, note)
+
+
+def _full(lim: Limit, classes: Sequence[GpuClass], replicas: Mapping[str, int]) -> bool:
+    """No replica of a class using the dimension fits under the cap any more."""
+    used = lim.used(replicas)
+    return any(u > 0 for u in lim.use.values()) and all(
+        used + lim.use.get(c.name, 0.0) > lim.cap + _EPS for c in classes if lim.use.get(c.name, 0.0) > 0)
+
+
+def _limited(classes: Sequence[GpuClass], replicas: Mapping[str, int], need: float,
+             avail: Mapping[str, Availability], ready: Mapping[str, int], current: Mapping[str, int] | None,
+             spot_max_share: float, now: float, limits: Sequence[Limit], reasons: dict[str, str], note: str) -> str:
+    """Name the limits that moved the mix: what the mix would be without them, what it runs on."""
+    free = choose(classes, need, avail, ready=ready, current=current, spot_max_share=spot_max_share, now=now)
+    held = [c for c in classes if free.replicas[c.name] > replicas[c.name]]
+    if not held:
+        return note
+    binding = [lim for lim in limits if _full(lim, classes, replicas)
+               and any(lim.use.get(c.name, 0.0) > 0 for c in held)]
+    if not binding:
+        return note
+    by_name = {c.name: c for c in classes}
+    grown = [n for n in replicas if replicas[n] > free.replicas.get(n, 0)]
+    what = ", ".join(f"{lim.label} {lim.used(replicas):g}/{lim.cap:g}" for lim in binding)
+    for c in held:
+        reasons[c.name] = f"{replicas[c.name]} (held by {what}; {free.replicas[c.name]} wanted)"
+    if grown:
+        sub = max(grown, key=lambda n: (replicas[n] - free.replicas.get(n, 0)) * by_name[n].rps_per_replica)
+        head = f"{what}, serving on {sub}"
+        base = by_name[held[0].name]
+        if base.cost_per_rps > 0 and math.isfinite(base.cost_per_rps):
+            head += f" at {by_name[sub].cost_per_rps / base.cost_per_rps:.1f}x the cost per request"
+    else:
+        head = f"{what}: {', '.join(c.name for c in held)} held below the mix"
+    return f"{head}: {note}"
 
 
 def _reasons(classes: Sequence[GpuClass], replicas: Mapping[str, int], avail: Mapping[str, Availability],

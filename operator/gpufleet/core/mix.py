@@ -16,19 +16,25 @@ it (PolicyMemory.learned_class_rps, core.classes.learn_class_rps, from the rate 
 carried: Observation.class_request_rate), else the reference figure (the service's
 scaling.targetRpsPerReplica or its learned rate); each at targetUtilization.
 A decision sizes with what was learned before its own sample, like the single learned rate.
+
+A GPUQuota's grant (core.quota.Grant) reaches the mix as shared limits per capped dimension
+(core.classes.Limit): a class whose GPU product is full under the quota gets no more pods and the
+mix moves to a class of another product, saying so. spec.budget prices a class-mixed plan at its
+classes' own prices (`cost_of`: the cost of the cheapest mix for that many reference replicas).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gpufleet.api.classes import to_core_fields
 from gpufleet.api.models import CapacityClassSpec, InferenceServiceSpec
 from gpufleet.core import rollout
+from gpufleet.core.budget import BUDGET
 from gpufleet.core.capacity import MIN_LEARNED_RPS
 from gpufleet.core.fleet import READY_STATES, is_healthy
 from gpufleet.core.split import interrupted_by_class
@@ -44,7 +50,8 @@ from gpufleet.core.types import (
 )
 
 if TYPE_CHECKING:
-    from gpufleet.core.classes import Availability, GpuClass
+    from gpufleet.core.classes import Availability, GpuClass, Limit
+    from gpufleet.core.quota import Grant
 
 REMOVED = "removed"  # a class with pods that the list no longer names
 
@@ -107,6 +114,65 @@ def learn(classes: list[GpuClass], learned: Mapping[str, float], observation: Ob
                            queue_per_replica_ratio=ratio, latency_ok=latency_ok)
 
 
+def reference_units(spec: InferenceServiceSpec, fleet: FleetState, planned_rps: float | None,
+                    learned: Mapping[str, float] | None = None) -> int:
+    """The healthy serving and starting pods' planned capacity, in reference replicas (nearest
+    whole one): what a fleet of a large class and a small reference measures as, where its pod
+    count would understate it. A pod of a class no longer listed counts as one."""
+    ref = reference_rps(spec, planned_rps)
+    rps = {c.name: c.rps_per_replica for c in gpu_classes(spec, ref, learned)}
+    units = sum(rps.get(r.capacity_class, ref) / ref for r in fleet.replicas
+                if is_healthy(r) and r.state in (ReplicaState.serving, ReplicaState.starting))
+    return int(math.floor(units + 0.5))
+
+
+def limits_of(grant: Grant | None) -> list[Limit]:
+    """A quota's grant as the mix's shared limits."""
+    from gpufleet.core.classes import Limit
+
+    if grant is None:
+        return []
+    return [Limit(label, cap, dict(use)) for label, cap, use in grant.limits]
+
+
+def _availability(classes: list[GpuClass], fleet: FleetState, previous: tuple[tuple[str, Availability], ...],
+                  now: float) -> dict[str, Availability]:
+    """Each class's availability now, from its signals and what the last decision left."""
+    from gpufleet.core.classes import Availability, Signal, track
+
+    noticed_any = {c.name: 0 for c in classes}
+    for r in fleet.replicas:
+        if r.interrupted and r.capacity_class in noticed_any:
+            noticed_any[r.capacity_class] += 1
+    pending = dict(fleet.pending_by_class)
+    before = dict(previous)
+    avail: dict[str, Availability] = {}
+    for c in classes:
+        signal = Signal(pending_past_timeout=pending.get(c.name, 0), interrupted=noticed_any[c.name])
+        avail[c.name] = track(c, signal, before.get(c.name, Availability()), now)
+    return avail
+
+
+def cost_of(spec: InferenceServiceSpec, memory: PolicyMemory, *, fleet: FleetState, planned_rps: float | None,
+            now: float, previous: tuple[tuple[str, Availability], ...] = (),
+            grant: Grant | None = None) -> Callable[[int], float]:
+    """Cost per hour of the mix `apply_mix` would choose for a fleet of n reference replicas
+    (healthy): sum over classes of replicas x that class's price. What spec.budget caps."""
+    from gpufleet.core.classes import choose
+
+    ref = reference_rps(spec, planned_rps)
+    classes = gpu_classes(spec, ref, dict(memory.learned_class_rps))
+    avail = _availability(classes, fleet, previous, now)
+    healthy, ready = _counts(fleet)
+    limits = limits_of(grant)
+
+    def cost(n: int) -> float:
+        return choose(classes, max(n, 0) * ref, avail, ready=ready, current=healthy, now=now,
+                      limits=limits).cost_per_hour
+
+    return cost
+
+
 def _counts(fleet: FleetState) -> tuple[dict[str, int], dict[str, int]]:
     """Healthy replicas (any state) and healthy Ready ones, per class."""
     healthy: dict[str, int] = {}
@@ -150,15 +216,17 @@ def keep_ready(chosen: dict[str, int], ready: dict[str, int], classes: list[GpuC
 def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, fleet: FleetState,
               planned_rps: float | None, now: float,
               previous: tuple[tuple[str, Availability], ...] = (),
-              observation: Observation | None = None, latency_ok: bool = False) -> tuple[Plan, PolicyMemory]:
+              observation: Observation | None = None, latency_ok: bool = False,
+              grant: Grant | None = None) -> tuple[Plan, PolicyMemory]:
     """The plan with replicas per class (spec.capacity.classes); unchanged without a list.
     `previous`: the classes' availability as the last decision left it. `observation` (its
     per-class rates) and `latency_ok` (the latency SLO held): this sample for the classes'
-    learned capacity, used from the next decision on."""
+    learned capacity, used from the next decision on. `grant`: a GPUQuota's limits per capped
+    dimension, which the mix stays within."""
     specs: list[CapacityClassSpec] = list(spec.capacity.classes or ())
     if not specs:
         return plan, memory
-    from gpufleet.core.classes import Availability, GpuClass, Signal, choose, track
+    from gpufleet.core.classes import GpuClass, choose
 
     ref = reference_rps(spec, planned_rps)
     classes = gpu_classes(spec, ref, dict(memory.learned_class_rps))
@@ -169,25 +237,21 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
     total = max(0, plan.on_demand + plan.spot - included.get(ON_DEMAND, 0) - included.get(SPOT, 0))
     healthy, ready = _counts(fleet)
     interrupted = {c.name: 0 for c in classes}
-    noticed_any = {c.name: 0 for c in classes}
-    for r in fleet.replicas:
-        if r.interrupted and r.capacity_class in noticed_any:
-            noticed_any[r.capacity_class] += 1
     interrupted.update({k: v for k, v in interrupted_by_class(fleet).items() if k in interrupted})
-    pending = dict(fleet.pending_by_class)
-    before = dict(previous)
-    avail: dict[str, Availability] = {}
-    for c in classes:
-        signal = Signal(pending_past_timeout=pending.get(c.name, 0), interrupted=noticed_any[c.name])
-        avail[c.name] = track(c, signal, before.get(c.name, Availability()), now)
-    mix = choose(classes, total * ref, avail, ready=ready, current=healthy, now=now)
+    avail = _availability(classes, fleet, previous, now)
+    mix = choose(classes, total * ref, avail, ready=ready, current=healthy, now=now, limits=limits_of(grant))
     # Pods of a class no longer listed (removed, or the onDemand/spot form replaced by a list):
     # wanted by no mix, they serve until the listed classes' replacements are Ready, then drain.
     listed = {c.name for c in classes}
     stale = [GpuClass(name=n, price_per_hour=math.inf, rps_per_replica=ref, max=ready.get(n, 0))
              for n in dict.fromkeys(r.capacity_class for r in fleet.replicas) if n not in listed]
-    sized, kept_note = keep_ready({**mix.replicas, **{c.name: 0 for c in stale}}, ready, [*classes, *stale],
-                                  plan.safe_mode)
+    wanted_pods = {**mix.replicas, **{c.name: 0 for c in stale}}
+    if plan.reason == BUDGET and not plan.safe_mode:
+        # The budget cut this fleet: replicas kept only for make-before-break go first (as in
+        # core.budget's first step), so none is padded back here.
+        sized, kept_note = wanted_pods, ""
+    else:
+        sized, kept_note = keep_ready(wanted_pods, ready, [*classes, *stale], plan.safe_mode)
     counted = interrupted_by_class(fleet)
     interrupted.update({c.name: counted.get(c.name, 0) for c in stale})
     # Serving and standby in pods of the mix, in the proportion the policy planned them.

@@ -11,6 +11,7 @@ and the same arguments always give the same plan and memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from gpufleet.api.models import InferenceServiceSpec, Mode
 from gpufleet.core import budget, capacity, rollout, schedule, split, stabilize, warmpool
@@ -28,6 +29,9 @@ from gpufleet.core.types import (
     Plan,
     PolicyMemory,
 )
+
+if TYPE_CHECKING:
+    from gpufleet.core.quota import Grant
 
 SAFE_MODE = "SafeMode"
 STABILIZING = "Stabilizing"
@@ -52,15 +56,19 @@ REASONS = (
 )
 
 
-def current_serving(view: FleetView, memory: PolicyMemory) -> int:
+def current_serving(view: FleetView, memory: PolicyMemory, units: int | None = None) -> int:
     """The size steps are measured from, like a Deployment's spec.replicas: the previous target.
 
     Not the Ready count: pods still starting for that target must not be asked for twice, and
     replicas an adapter has not demoted yet must not undo the previous scale-down. Without
-    memory (first decision), what serves plus what is starting.
+    memory (first decision), what serves plus what is starting: `units`, those pods' capacity in
+    reference replicas, where the service has capacity classes (a pod of a large class is several
+    reference replicas; counting pods would understate the fleet and shrink it under its load).
     """
     if memory.last_serving is not None:
         return memory.last_serving
+    if units is not None:
+        return units
     return view.serving + view.starting
 
 
@@ -233,6 +241,8 @@ class GpufleetPolicy:
     """The Policy protocol's gpufleet implementation (stateless: memory is passed in and out)."""
 
     name: str = "gpufleet"
+    # control.quota passes a GPUQuota's grant to a class-mixed service's decision (`quota=`).
+    takes_quota_grant: ClassVar[bool] = True
 
     def decide(
         self,
@@ -244,7 +254,11 @@ class GpufleetPolicy:
         memory: PolicyMemory,
         now: float,
         windows: tuple[Window, ...] = (),
+        quota: Grant | None = None,
     ) -> tuple[Plan, PolicyMemory]:
+        """`quota`: a GPUQuota's grant to a service with capacity classes (control.quota): its
+        capacity in reference replicas caps the plan, and its limits per capped dimension keep
+        the mix's classes within what the quota leaves the service. Ignored without classes."""
         view = FleetView.of(fleet)
         health = assess(spec, observation, now)
         obs = health.observation
@@ -277,7 +291,12 @@ class GpufleetPolicy:
         sched = schedule.scheduled(active, refs, now=now, hi=spec.replicas.max)
 
         # 2. Serving target: stabilised, stepped, safe.
-        current = current_serving(view, memory)
+        units = None
+        if spec.capacity.classes is not None and memory.last_serving is None:
+            from gpufleet.core import mix
+
+            units = mix.reference_units(spec, fleet, rps, dict(memory.learned_class_rps))
+        current = current_serving(view, memory, units)
         target, st, recs, held = serving_target(
             spec, health, top, sustained, current, view.serving, fleet.time_to_ready_s, memory, now, view.standby,
             backlog_recent=recent,
@@ -378,13 +397,23 @@ class GpufleetPolicy:
             schedule_refs=sched.refs,
         )
         # 6. Budget: it caps what the load asked for (standbys, then spot, then serving).
-        plan, new_memory = budget.enforce(spec, plan, new_memory, fleet=fleet, previous=memory, now=now,
-                                          spot_unavailable=backoff.unavailable, floor=sched.floor)
+        if spec.capacity.classes is None:
+            plan, new_memory = budget.enforce(spec, plan, new_memory, fleet=fleet, previous=memory, now=now,
+                                              spot_unavailable=backoff.unavailable, floor=sched.floor)
+            return plan, new_memory
         # 7. spec.capacity.classes: that fleet as the cheapest replicas per class (core.mix, and
         #    through it scipy, loaded only then: the two-class form's decisions load nothing more).
-        if spec.capacity.classes is None:
-            return plan, new_memory
+        #    The budget prices it at its classes' own prices; a quota's grant caps its capacity
+        #    and, per capped dimension (a GPU product's pool), the classes the mix may use.
         from gpufleet.core import mix
+        from gpufleet.core import quota as quotas
 
+        cost = mix.cost_of(spec, memory, fleet=fleet, planned_rps=rps, now=now, previous=memory.class_availability,
+                           grant=quota)
+        plan, new_memory = budget.enforce(spec, plan, new_memory, fleet=fleet, previous=memory, now=now,
+                                          spot_unavailable=backoff.unavailable, floor=sched.floor, cost=cost)
+        if quota is not None:
+            plan, new_memory = quotas.limit_plan(spec, plan, new_memory, fleet, quota.replicas, reason=quotas.LIMITED,
+                                                 message=quota.message)
         return mix.apply_mix(spec, plan, new_memory, fleet=fleet, planned_rps=rps, now=now,
-                             previous=memory.class_availability, observation=obs, latency_ok=latency_ok)
+                             previous=memory.class_availability, observation=obs, latency_ok=latency_ok, grant=quota)

@@ -13,6 +13,15 @@ resources a pool may hold), applied to replicas of long-running services instead
    the same fraction; a replica that does not fit under every cap is skipped, a smaller one of
    another service may still fit.
 
+A service with spec.capacity.classes is counted per class: its Need is in reference replicas of
+capacity (what its policy sizes) and lists its classes, each with what one pod uses of each capped
+dimension (its own resources, its GPU product's node pool, its own price). A grant to it is one
+pod of a class: first the classes its own mix wants (cheapest per unit of capacity first), then,
+where those do not fit, the cheapest other class that does, so a service whose GPU product is
+full under the quota is granted its capacity on another product. Its allocation carries the pods
+per class and, per dimension, the units they hold: the service's mix is kept within those units
+(core.mix, `Grant`), so the services' mixes together stay within every cap.
+
 Pure: no clock, no I/O. The operator runs it once per interval over the needs the services
 published (control.quota); the simulator runs it in lockstep (sim.multiservice).
 """
@@ -20,6 +29,7 @@ published (control.quota); the simulator runs it in lockstep (sim.multiservice).
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -40,6 +50,18 @@ OVER = "FloorOverQuota"  # a non-preemptible floor granted although the floors e
 
 
 @dataclass(frozen=True)
+class NeedClass:
+    """One capacity class of a service counted per class (spec.capacity.classes)."""
+
+    name: str
+    units: float  # reference replicas of capacity one pod of this class serves
+    per_replica: Mapping[str, float]  # what one pod uses of each capped dimension
+    desired: int = 0  # pods the service's own mix wants on this class
+    max: int = 10000  # most pods (its max; its Ready pods while it cannot be had)
+    price: float = 0.0  # one pod-hour: the cheapest per unit of capacity is granted first
+
+
+@dataclass(frozen=True)
 class Need:
     """One service as the arbitration sees it."""
 
@@ -48,6 +70,9 @@ class Need:
     desired: int  # replicas its own plan wants, before the quota
     floor: int  # replicas.min, or a planned window's higher floor
     per_replica: Mapping[str, float]  # what one replica uses of each capped dimension
+    # spec.capacity.classes: desired and floor are reference replicas of capacity, granted as pods
+    # of these classes (per_replica is then unused). Empty: every replica is alike.
+    classes: tuple[NeedClass, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,10 @@ class Allocation:
     allocated: int
     reason: str
     message: str
+    # A service counted per class: the pods granted per class, and the units they hold per
+    # capped dimension (what its mix may use). Empty otherwise.
+    classes: tuple[tuple[str, int], ...] = ()
+    holds: tuple[tuple[str, float], ...] = ()
 
     @property
     def limited(self) -> bool:
@@ -86,25 +115,52 @@ def arbitrate(needs: Sequence[Need], caps: Mapping[str, float], preemptible: Seq
     ignored). `preemptible[t]`: tier t's services may be taken below their floors.
     Deterministic: the result does not depend on the order of `needs`."""
     order = sorted(needs, key=lambda n: n.key)
-    alloc = {n.key: 0 for n in order}
+    alloc: dict[str, float] = {n.key: 0 for n in order}  # replicas; reference replicas with classes
+    pods: dict[str, dict[str, int]] = {n.key: {c.name: 0 for c in n.classes} for n in order if n.classes}
     used = {d: 0.0 for d in caps}
 
     def preempt(n: Need) -> bool:
         return bool(preemptible[n.tier]) if 0 <= n.tier < len(preemptible) else True
 
-    def fits(n: Need) -> bool:
-        return all(used[d] + n.per_replica.get(d, 0.0) <= caps[d] + EPS for d in caps)
+    def fits_use(use: Mapping[str, float]) -> bool:
+        return all(used[d] + use.get(d, 0.0) <= caps[d] + EPS for d in caps)
 
-    def grant(n: Need) -> None:
-        alloc[n.key] += 1
+    def pick(n: Need, forced: bool = False) -> NeedClass | None:
+        """The class of the next pod: a wanted one first, then the cheapest per unit that fits."""
+        have = pods[n.key]
+        open_ = [c for c in n.classes if have[c.name] < c.max and c.units > 0 and (forced or fits_use(c.per_replica))]
+        if not open_:
+            return None
+        return min(open_, key=lambda c: (have[c.name] >= c.desired, c.price / c.units, -c.units, c.name))
+
+    def fits(n: Need) -> bool:
+        if n.classes:
+            return pick(n) is not None
+        return fits_use(n.per_replica)
+
+    def grant(n: Need, forced: bool = False) -> bool:
+        use = n.per_replica
+        if n.classes:
+            c = pick(n, forced)
+            if c is None:
+                return False
+            pods[n.key][c.name] += 1
+            alloc[n.key] += c.units
+            use = c.per_replica
+        else:
+            alloc[n.key] += 1
         for d in caps:
-            used[d] += n.per_replica.get(d, 0.0)
+            used[d] += use.get(d, 0.0)
+        return True
+
+    def short(key: str, target: float) -> bool:
+        return alloc[key] < target - EPS
 
     def fill(members: Sequence[Need], target: Mapping[str, int]) -> None:
         # Water-filling: the member with the smallest granted share of its target gets the next
         # replica. `used` only grows, so a replica that does not fit now never will in this fill.
         heap = [(alloc[n.key] / target[n.key], n.key, i) for i, n in enumerate(members)
-                if alloc[n.key] < target[n.key]]
+                if short(n.key, target[n.key])]
         heapq.heapify(heap)
         while heap:
             _, key, i = heapq.heappop(heap)
@@ -112,12 +168,16 @@ def arbitrate(needs: Sequence[Need], caps: Mapping[str, float], preemptible: Seq
             if not fits(n):
                 continue
             grant(n)
-            if alloc[key] < target[key]:
+            if short(key, target[key]):
                 heapq.heappush(heap, (alloc[key] / target[key], key, i))
 
     # 1. Floors no one may take away, granted whatever the cap.
     for n in order:
         if not preempt(n):
+            if n.classes:  # in pods of classes that fit while any does, else the cheapest
+                while short(n.key, effective_floor(n)) and (grant(n) or grant(n, forced=True)):
+                    pass
+                continue
             for _ in range(effective_floor(n)):
                 grant(n)
     over = tuple(sorted(d for d in caps if used[d] > caps[d] + EPS))
@@ -129,8 +189,8 @@ def arbitrate(needs: Sequence[Need], caps: Mapping[str, float], preemptible: Seq
         fill(members, {n.key: n.desired for n in members})
 
     def binding(n: Need) -> str:
-        full = [d for d in caps if n.per_replica.get(d, 0.0) > 0
-                and used[d] + n.per_replica[d] > caps[d] + EPS]
+        uses = [c.per_replica for c in n.classes] if n.classes else [n.per_replica]
+        full = [d for d in caps if any(u.get(d, 0.0) > 0 and used[d] + u[d] > caps[d] + EPS for u in uses)]
         return ", ".join(f"{d} {used[d]:g}/{caps[d]:g}" for d in sorted(full)) or "quota"
 
     def tier_name(t: int) -> str:
@@ -138,7 +198,11 @@ def arbitrate(needs: Sequence[Need], caps: Mapping[str, float], preemptible: Seq
 
     out: list[Allocation] = []
     for n in needs:
-        a, lo = alloc[n.key], effective_floor(n)
+        if n.classes:
+            out.append(_class_allocation(n, alloc[n.key], pods[n.key], caps, over, preempt(n), tier_name(n.tier),
+                                         binding(n)))
+            continue
+        a, lo = int(alloc[n.key]), effective_floor(n)
         head = f"{tier_name(n.tier)}: {a} of {n.desired} wanted"
         overcommits = bool(over) and not preempt(n) and a == lo and a > 0 and any(
             n.per_replica.get(d, 0.0) > 0 for d in over)
@@ -154,6 +218,47 @@ def arbitrate(needs: Sequence[Need], caps: Mapping[str, float], preemptible: Seq
             reason, msg = PREEMPTED, f"{head}, below floor {lo} (tier preemptible); {binding(n)} in use"
         out.append(Allocation(n.key, n.tier, n.desired, n.floor, a, reason, msg))
     return Arbitration(tuple(out), used, over)
+
+
+def _class_allocation(n: Need, units: float, pods: Mapping[str, int], caps: Mapping[str, float],
+                      over: tuple[str, ...], preempt: bool, tier: str, binding: str) -> Allocation:
+    """The allocation of a service counted per class: reference replicas granted (whole ones; all
+    it wants when its pods' capacity covers it), its pods per class and what they hold."""
+    lo = effective_floor(n)
+    a = n.desired if units >= n.desired - EPS else int(math.floor(units + EPS))
+    holds = {d: sum(pods[c.name] * c.per_replica.get(d, 0.0) for c in n.classes) for d in caps}
+    granted = tuple((c.name, pods[c.name]) for c in n.classes)
+    head = f"{tier}: {a} of {n.desired} wanted"
+    # Where the pods granted are not the ones the service's mix wanted: which cap moved them.
+    moved = [c for c in n.classes if pods[c.name] < c.desired]
+    where = ""
+    if moved:
+        on = [f"{pods[c.name]} x {c.name}" for c in n.classes if pods[c.name] > 0]
+        where = f" (on {' + '.join(on) or 'nothing'}: {binding} in use)"
+    overcommits = bool(over) and not preempt and a == lo and a > 0 and any(holds.get(d, 0.0) > 0 for d in over)
+    if overcommits:
+        reason, msg = OVER, f"{head}, floor {lo} granted: non-preemptible floors exceed {', '.join(over)}"
+    elif a >= n.desired:
+        reason, msg = WITHIN, head + where
+    elif a > lo:
+        reason, msg = LIMITED, f"{head}, floor {lo}; {binding} in use"
+    elif a == lo:
+        reason, msg = AT_FLOOR, f"{head}, held at floor {lo}; {binding} in use"
+    else:
+        reason, msg = PREEMPTED, f"{head}, below floor {lo} (tier preemptible); {binding} in use"
+    return Allocation(n.key, n.tier, n.desired, n.floor, a, reason, msg, classes=granted,
+                      holds=tuple(sorted(holds.items())))
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the quota lets a service with spec.capacity.classes run, as its policy applies it:
+    `replicas` reference replicas of capacity (standbys cut first, as for any plan), and, per capped
+    dimension, at most `cap` units held by its classes' pods (core.mix keeps the mix within them)."""
+
+    replicas: int
+    limits: tuple[tuple[str, float, tuple[tuple[str, float], ...]], ...]  # (label, cap, ((class, use), ...))
+    message: str  # why, for the plan's message
 
 
 # -- capping one service's plan at its allocation ----------------------------------------------
