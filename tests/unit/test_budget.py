@@ -183,3 +183,58 @@ def test_cap_keeps_a_scheduled_floor() -> None:
     capped, _ = budget.enforce(spec, plan, mem, fleet=fleet, previous=mem, now=NOW, spot_unavailable=False, floor=6)
     assert (capped.serving, capped.standby) == (6, 0) and "scheduled floor 6" in capped.message
     assert capped.budget is not None and capped.budget.state == "Infeasible"
+
+
+# -- spec.capacity.classes: the plan's cost is its classes' own ------------------------------------
+
+CLASS_NOW = 1_767_225_600.0
+
+
+def class_spec(limit: float | None, mn: int = 1) -> InferenceServiceSpec:
+    return InferenceServiceSpec.model_validate({
+        "model": {"name": "m"}, "replicas": {"min": mn, "max": 60},
+        "template": {"spec": {"containers": [{"name": "t", "image": "x"}]}},
+        "scaling": {"targetRpsPerReplica": 4.0, "targetUtilization": 1.0},
+        # pricePerGpuHour (4.10 on-demand) is not what these classes cost.
+        "capacity": {"classes": [
+            {"name": "h100", "pricePerReplicaHour": 3.0, "targetRpsPerReplica": 13.6},
+            {"name": "l4", "pricePerReplicaHour": 1.2, "targetRpsPerReplica": 4.0}]},
+        **({"budget": {"maxCostPerHour": limit}} if limit is not None else {})})
+
+
+def busy(rps: float) -> Observation:
+    return Observation(sampled_at=CLASS_NOW, queue_depth=0.0, queue_time_ms=1.0, ttft_p95_ms=100.0,
+                       latency_p95_ms=200.0, request_rate=rps)
+
+
+def class_cost(plan: Plan) -> float:
+    return sum(c.replicas * c.price_per_hour for c in plan.classes or ())
+
+
+def test_a_class_mixed_plan_is_costed_at_its_classes_prices() -> None:
+    mem = PolicyMemory(last_serving=25, started_at=CLASS_NOW - 3600, last_decided_at=CLASS_NOW - 10)
+    fleet = FleetState(tuple(Replica(f"h{i}", "h100", ReplicaState.serving, 0.0, 1.0) for i in range(7)))
+    # 100 rps: 7 x h100 + 2 x l4 = 23.40/h (25 reference replicas at 4.10 would read 102.50/h).
+    plan, _ = POLICY.decide(spec=class_spec(30.0), observation=busy(100.0), forecast=None, fleet=fleet,
+                            memory=mem, now=CLASS_NOW)
+    assert plan.budget is not None and plan.budget.state == budget.OK
+    assert plan.budget.wanted_per_hour == pytest.approx(23.4) == pytest.approx(class_cost(plan))
+    # A limit below it cuts serving capacity until the mix fits: at most 20/h, priced per class.
+    plan, _ = POLICY.decide(spec=class_spec(20.0), observation=busy(100.0), forecast=None, fleet=fleet,
+                            memory=mem, now=CLASS_NOW)
+    assert plan.budget is not None and plan.budget.state == budget.CAPPED, plan.budget
+    assert plan.reason == budget.BUDGET
+    assert class_cost(plan) == pytest.approx(plan.budget.planned_per_hour) and class_cost(plan) <= 20.0 + 1e-9
+    assert class_cost(plan) > 20.0 - 3.0  # no more than one H100's price left unspent
+    assert plan.by_class("h100") <= 7
+
+
+def test_class_pods_are_spent_at_their_classes_prices() -> None:
+    fleet = FleetState((Replica("h0", "h100", ReplicaState.serving, 0.0, 1.0),
+                        Replica("l0", "l4", ReplicaState.starting, 0.0),
+                        Replica("old", ON_DEMAND, ReplicaState.draining, 0.0, 1.0)))
+    # A class's pods at its price; a pod of the two-class form's name at pricePerGpuHour (4.10).
+    assert budget.fleet_rate(class_spec(None), fleet) == pytest.approx(3.0 + 1.2 + 4.1)
+    later = CLASS_NOW + 7200  # CLASS_NOW is a midnight: an hour into the day
+    _, spent = budget.track_spend(class_spec(None), fleet, PolicyMemory(last_decided_at=later - 1800), later)
+    assert spent == pytest.approx((3.0 + 1.2 + 4.1) / 2)

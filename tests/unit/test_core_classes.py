@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gpufleet.core.classes import (
     Availability,
     GpuClass,
+    Limit,
     Signal,
     State,
     choose,
@@ -236,3 +237,46 @@ def test_a_repeated_decision_reuses_the_solve_and_gets_the_same_mix() -> None:
     other = choose(fleet, 55.0, spot_max_share=0.5)
     assert core_classes._solve_memo.cache_info().misses == after.misses + 1
     assert other.capacity_rps >= 55.0 - 1e-6
+
+
+# -- shared limits (a GPUQuota's dimensions) ------------------------------------------------------
+
+
+@st.composite
+def shared_limits(draw: st.DrawFn, classes: list[GpuClass]) -> list[Limit]:
+    """One or two dimensions, each used by some of the classes (a GPU product's pool, cost)."""
+    out = []
+    for d in range(draw(st.integers(1, 2))):
+        use = {c.name: float(draw(st.sampled_from([0, 0, 1, 2, 8]))) for c in classes}
+        out.append(Limit(f"quota q: d{d}", float(draw(st.integers(0, 30))), use))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), need=st.floats(0.0, 400.0))
+def test_the_mix_never_holds_more_than_a_shared_limit(data: st.DataObject, need: float) -> None:
+    classes = data.draw(plain_classes())
+    limits = data.draw(shared_limits(classes))
+    mix = choose(classes, need, limits=limits)
+    for lim in limits:
+        assert lim.used(mix.replicas) <= lim.cap + 1e-6, (lim, mix.replicas)
+    if mix.feasible:
+        assert mix.capacity_rps >= need - 1e-6
+    # A limit that cannot bind changes nothing.
+    loose = [Limit(lim.label, 1e9, lim.use) for lim in limits]
+    assert choose(classes, need, limits=loose).replicas == choose(classes, need).replicas
+
+
+def test_a_full_product_is_named_with_the_class_it_moved_to() -> None:
+    h100 = GpuClass("h100", 3.0, 13.6)
+    l4 = GpuClass("l4", 1.2, 4.0)
+    pool = Limit("quota q: h100/nvidia.com/gpu", 4.0, {"h100": 1.0})
+    mix = choose([h100, l4], 100.0, limits=[pool])
+    assert mix.replicas == {"h100": 4, "l4": 12} and mix.feasible
+    assert mix.note.startswith("quota q: h100/nvidia.com/gpu 4/4, serving on l4 at 1.4x the cost per request: ")
+    assert mix.reasons["h100"] == "4 (held by quota q: h100/nvidia.com/gpu 4/4; 7 wanted)"
+    # Two classes on one product share its limit (an on-demand and a spot H100).
+    spot = GpuClass("h100-spot", 2.25, 13.6, spot=True)
+    both = Limit("quota q: h100/nvidia.com/gpu", 4.0, {"h100": 1.0, "h100-spot": 1.0})
+    mix = choose([h100, spot, l4], 100.0, limits=[both], spot_max_share=0.7)
+    assert mix.replicas["h100"] + mix.replicas["h100-spot"] <= 4 and mix.capacity_rps >= 100.0

@@ -189,3 +189,121 @@ def test_an_allocation_of_another_quota_does_not_count() -> None:
     assert p.verdict is not None and p.verdict.reason == cq.PENDING
     board.arbitrate("r", now=102.0)
     assert decide(p, spec(name="r"), running=2, now=103.0).total == 6
+
+
+# -- a service with capacity classes under a quota per GPU product --------------------------------
+
+H100_PRODUCT, L4_PRODUCT = "NVIDIA-H100-80GB-HBM3", "NVIDIA-L4"
+NOW = 1_767_225_600.0
+
+
+def class_spec(tier: str = "paid") -> InferenceServiceSpec:
+    return InferenceServiceSpec.model_validate({
+        "model": {"name": "m"}, "replicas": {"min": 1, "max": 60},
+        "template": {"spec": {"containers": [{"name": "t", "image": "x"}]}},
+        "scaling": {"targetRpsPerReplica": 4.0, "targetUtilization": 1.0},
+        "quota": {"name": "q", "tier": tier},
+        "capacity": {"classes": [
+            {"name": "h100", "pricePerReplicaHour": 3.0, "targetRpsPerReplica": 13.6,
+             "nodeSelector": {"nvidia.com/gpu.product": H100_PRODUCT}},
+            {"name": "l4", "pricePerReplicaHour": 1.2, "targetRpsPerReplica": 4.0, "product": L4_PRODUCT}]}})
+
+
+def per_product_quota(h100: int = 4, l4: int = 20, **extra: Any) -> GPUQuotaSpec:
+    return GPUQuotaSpec.model_validate({"tiers": [{"name": "paid"}, {"name": "free", "preemptible": True}],
+                                        "nodePools": [
+                                            {"name": "h100", "nodeSelector": {"nvidia.com/gpu.product": H100_PRODUCT},
+                                             "limits": {GPU: h100}},
+                                            {"name": "l4", "nodeSelector": {"nvidia.com/gpu.product": L4_PRODUCT},
+                                             "limits": {GPU: l4}}], **extra})
+
+
+def class_fleet(**pods: int) -> FleetState:
+    return FleetState(tuple(Replica(f"{c}-{i}", c, ReplicaState.serving, NOW - 900, NOW - 800)
+                            for c, n in pods.items() for i in range(n)))
+
+
+def busy(rps: float) -> Observation:
+    return Observation(sampled_at=NOW, queue_depth=0.0, queue_time_ms=1.0, ttft_p95_ms=100.0, latency_p95_ms=200.0,
+                       request_rate=rps)
+
+
+def test_class_per_replica_counts_each_class_on_its_product() -> None:
+    s = class_spec()
+    listed = {c.name: c for c in s.capacity.classes or ()}
+    priced = per_product_quota().model_copy(update={"max_cost_per_hour": 50.0, "limits": {GPU: 10}})
+    assert cq.class_per_replica(s, listed["h100"], priced) == {GPU: 1.0, "h100/" + GPU: 1.0, "l4/" + GPU: 0.0,
+                                                               core.COST: 3.0}
+    # `product` places the class on its product's pool where no nodeSelector names it.
+    assert cq.class_per_replica(s, listed["l4"], priced) == {GPU: 1.0, "h100/" + GPU: 0.0, "l4/" + GPU: 1.0,
+                                                             core.COST: 1.2}
+
+
+def test_a_full_product_moves_the_mix_to_the_other_class() -> None:
+    from gpufleet.core.policy import GpufleetPolicy
+
+    board = cq.QuotaBoard()
+    board.set_quota("q", per_product_quota(h100=4))
+    p = cq.QuotaPolicy(GpufleetPolicy(), board, "ns/chat")
+    s = class_spec()
+    fleet = class_fleet(h100=4)
+    memory = PolicyMemory(last_serving=25, started_at=NOW - 3600, last_decided_at=NOW - 10)
+
+    def run() -> Plan:
+        return p.decide(spec=s, observation=busy(100.0), forecast=None, fleet=fleet, memory=memory, now=NOW)[0]
+
+    # Alone, 100 rps is 7 x h100 + 2 x l4 (the cheapest mix); the H100 pool holds 4.
+    alone, _ = GpufleetPolicy().decide(spec=s, observation=busy(100.0), forecast=None, fleet=fleet, memory=memory,
+                                       now=NOW)
+    assert alone.by_class("h100") == 7
+    run()
+    got = board.arbitrate("q", now=NOW)
+    assert got is not None
+    a = got[0].allocations[0]
+    assert a.reason == core.WITHIN and dict(a.classes) == {"h100": 4, "l4": 12}, a
+    plan = run()
+    assert plan.by_class("h100") == 4 and plan.by_class("l4") == 12, plan.mix_note
+    capacity = sum(c.replicas * c.rps_per_replica for c in plan.classes or ())
+    assert capacity >= 100.0
+    assert "quota q: h100/nvidia.com/gpu 4/4, serving on l4" in plan.mix_note, plan.mix_note
+    reasons = {c.name: c.reason for c in plan.classes or ()}
+    assert "held by quota q: h100/nvidia.com/gpu 4/4; 7 wanted" in reasons["h100"], reasons
+    assert p.verdict is not None and not p.verdict.limited  # all its capacity, on another product
+    # The GPUQuota's status counts each class on its own pool.
+    status = cq.quota_status("q", per_product_quota(h100=4), got[0], got[1], now=NOW, generation=1)
+    assert status["allocated"] == {"h100/" + GPU: 4.0, "l4/" + GPU: 12.0}
+    assert status["used"] == {"h100/" + GPU: 4.0, "l4/" + GPU: 0.0}
+    assert status["tiers"][0]["desired"] == {"h100/" + GPU: 7.0, "l4/" + GPU: 2.0}
+
+
+def test_a_class_service_and_a_plain_one_share_a_product() -> None:
+    from gpufleet.core.policy import GpufleetPolicy
+
+    board = cq.QuotaBoard()
+    board.set_quota("q", per_product_quota(h100=6, l4=3))
+    chat = cq.QuotaPolicy(GpufleetPolicy(), board, "ns/chat")
+    batch = cq.QuotaPolicy(Fixed(4), board, "ns/batch")
+    plain = spec(tier="free", mn=0, extra={"template": {"spec": {
+        "nodeSelector": {"nvidia.com/gpu.product": H100_PRODUCT},
+        "containers": [{"name": "t", "image": "x", "resources": {"limits": {GPU: 1}}}]}}})
+    s = class_spec()
+    memory = PolicyMemory(last_serving=25, started_at=NOW - 3600, last_decided_at=NOW - 10)
+    fleet = class_fleet(h100=2)
+
+    def run() -> Plan:
+        return chat.decide(spec=s, observation=busy(100.0), forecast=None, fleet=fleet, memory=memory, now=NOW)[0]
+
+    run()
+    batch.decide(spec=plain, observation=Observation(), forecast=None, fleet=class_fleet(**{ON_DEMAND: 4}),
+                 memory=PolicyMemory(), now=NOW)
+    got = board.arbitrate("q", now=NOW)
+    assert got is not None
+    alloc = {a.key: a for a in got[0].allocations}
+    # The paid service gets what the H100 pool has once batch's pods drain; the batch tier is
+    # held at its floor of 0; chat's pods on each pool stay within the pool's limit meanwhile.
+    assert alloc["ns/batch"].allocated == 0 and alloc["ns/batch"].reason == core.AT_FLOOR
+    holds = dict(alloc["ns/chat"].holds)
+    assert holds["h100/" + GPU] + 4 <= 6 + 1e-9 and holds["l4/" + GPU] <= 3
+    plan = run()
+    assert plan.by_class("h100") <= 2 and plan.by_class("l4") <= 3, plan.mix_note
+    assert plan.reason == core.LIMITED and "GPUQuota q, tier paid" in plan.message
