@@ -430,11 +430,14 @@ class Capacity(ApiModel):
 
 
 class Budget(ApiModel):
-    """Spend limits in the unit of the prices (capacity.pricePerGpuHour or the operator's price table)."""
+    """Spend limits in the unit of the prices (capacity.pricePerGpuHour or the operator's price table;
+    with capacity.classes each class's pods at that class's own price)."""
 
     max_cost_per_hour: float | None = Field(default=None, gt=0, le=MAX_COST)
     """Most the fleet may cost per hour. Above it the operator caps non-essential capacity:
-    standbys first, then spot instead of on-demand, then serving replicas, never below replicas.min."""
+    standbys first, then spot instead of on-demand, then serving replicas, never below replicas.min.
+    With capacity.classes the cost is the mix's (replicas x each class's price) and the cut is
+    standbys, then serving capacity."""
     max_cost_per_day: float | None = Field(default=None, gt=0, le=24 * MAX_COST)
     """Most the fleet may cost per UTC day. The day's remainder is paced over its remaining hours:
     what is left divided by the hours left is the highest cost per hour allowed now."""

@@ -46,9 +46,11 @@ class NodePoolLimit(ApiModel):
     name: str = Field(max_length=63, pattern=NAME_PATTERN)
     """Name of this pool in status and messages."""
     node_selector: dict[str, str] = Field(min_length=1, json_schema_extra=label_map_schema("nodeSelector", 16))
-    """Node labels of the pool (e.g. karpenter.sh/nodepool: h100). A service counts against this
-    pool's limits when its pods' nodeSelector (spec.template and its capacity class) carries all
-    of them."""
+    """Node labels of the pool (e.g. karpenter.sh/nodepool: h100, or nvidia.com/gpu.product:
+    NVIDIA-H100-80GB-HBM3 for a quota per GPU product). A service counts against this pool's limits
+    when its pods' nodeSelector (spec.template and its capacity class) carries all of them; with
+    capacity.classes each class counts on its own (its nodeSelector, its product as
+    nvidia.com/gpu.product), and a class whose pool is full makes the mix use another class."""
     limits: dict[str, Units] = Field(min_length=1, json_schema_extra=_LIMITS_SCHEMA)
     """Most units of each resource the services placed on this pool may hold together."""
 
@@ -60,15 +62,17 @@ class GPUQuotaSpec(ApiModel):
          "message": "a GPUQuota caps something: set limits, nodePools or maxCostPerHour"}]})
     limits: dict[str, Units] = Field(default_factory=dict, json_schema_extra=_LIMITS_SCHEMA)
     """Most units of each resource (nvidia.com/gpu, nvidia.com/mig-3g.40gb, ...) all services of
-    this quota may hold together, counted from each replica's pod template limits (Karpenter's
-    NodePool spec.limits; Kueue's nominalQuota)."""
+    this quota may hold together, counted from each replica's pod template limits, or with
+    capacity.classes from each class's resources (Karpenter's NodePool spec.limits; Kueue's
+    nominalQuota)."""
     node_pools: list[NodePoolLimit] = Field(
         default_factory=list, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     """Limits per node pool, for services whose pods are placed on it."""
     max_cost_per_hour: float | None = Field(default=None, ge=0, le=MAX_COST)
     """Most cost per hour all services together may run at, each replica priced at its
-    service's on-demand price per GPU-hour times its GPUs (an upper bound where spot is used)."""
+    service's on-demand price per GPU-hour times its GPUs (an upper bound where spot is used); with
+    capacity.classes each pod at its class's own price."""
     tiers: list[QuotaTier] = Field(
         min_length=1, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
