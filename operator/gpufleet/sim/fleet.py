@@ -67,6 +67,21 @@ from gpufleet.sim.coldstart import ColdStart
 from gpufleet.sim.nodes import Node, NodeClass, NodePool, two_classes
 from gpufleet.sim.spot import SpotTrace
 
+# The members as module constants: an attribute lookup on the Enum class costs ~10x a global read,
+# and the fleet's loops run over every pod on most ticks.
+_STARTING, _STANDBY, _SERVING, _DRAINING = (ReplicaState.starting, ReplicaState.standby, ReplicaState.serving,
+                                            ReplicaState.draining)
+
+
+def _replica(fields: dict[str, object]) -> Replica:
+    """Replica(**fields), the same value (equal, same hash), built ~4x faster: a frozen dataclass's
+    __init__ sets each field through object.__setattr__, and the simulator snapshots every pod
+    each time its fleet changes (~10^6 pods per simulated day with the KPA baseline's 2 s ticks).
+    `fields` must name every field of Replica."""
+    r: Replica = object.__new__(Replica)
+    r.__dict__.update(fields)
+    return r
+
 
 @dataclass
 class SimReplica:
@@ -148,7 +163,7 @@ class SimFleet:
         remembers the starts of the pods it finds. Once per class."""
         for _ in range(serving):
             r = self._new(capacity_class, now)
-            r.state, r.ready_at = ReplicaState.serving, now
+            r.state, r.ready_at = _SERVING, now
             if r.node is not None:
                 r.node.warm_at = now  # found up, with the image
             self.starts[capacity_class].append(0.0 if self.instant else self.cold.sample(self.rng))
@@ -178,17 +193,15 @@ class SimFleet:
         if self._pods_at[0] != self.version:  # the pods as of this version; draining ones follow the clock
             inflight = self.in_flight_per_serving
             self._pods_at = (self.version, [
-                Replica(name=r.name, capacity_class=r.cls, state=r.state, created_at=r.created_at,
-                        ready_at=r.ready_at if r.state != ReplicaState.starting else None,
-                        in_flight=inflight if r.state == ReplicaState.serving else 0.0,
-                        interrupted=r.interrupted, draining_since=r.draining_since, reclaim_at=r.terminate_at,
-                        deletion_cost=r.deletion_cost)
+                _replica({"name": r.name, "capacity_class": r.cls, "state": r.state, "created_at": r.created_at,
+                          "ready_at": r.ready_at if r.state != _STARTING else None,
+                          "in_flight": inflight if r.state == _SERVING else 0.0,
+                          "interrupted": r.interrupted, "draining_since": r.draining_since,
+                          "reclaim_at": r.terminate_at, "deletion_cost": r.deletion_cost})
                 for r in self.replicas.values()])
         pods = self._pods_at[1]
-        reps = tuple(Replica(p.name, p.capacity_class, p.state, p.created_at, p.ready_at,
-                             self._carrying(self.replicas[p.name], now), p.interrupted, p.draining_since,
-                             p.reclaim_at, p.deletion_cost)
-                     if p.state == ReplicaState.draining else p for p in pods) if timed else tuple(pods)
+        reps = tuple(_replica({**p.__dict__, "in_flight": self._carrying(self.replicas[p.name], now)})
+                     if p.state == _DRAINING else p for p in pods) if timed else tuple(pods)
         fs = FleetState(replicas=reps, spot_unavailable=spot_unavailable, time_to_ready_s=self.time_to_ready(),
                         pending_by_class=pending)
         self._cached = (key, fs)
@@ -198,11 +211,16 @@ class SimFleet:
         """(whether the rollout depends on the clock: pods draining or noticed; the oldest pending
         spot pod's creation; whether any pod is Pending), recomputed only when the fleet changed."""
         if self._flags_at[0] != self.version:
-            timed = any(r.state == ReplicaState.draining or r.interrupted for r in self.replicas.values())
+            timed = any_pending = False
+            oldest: float | None = None
             spot = self._spot_classes
-            oldest = min((r.pending_since for r in self.replicas.values() if r.pending and r.cls in spot),
-                         default=None)
-            any_pending = any(r.pending for r in self.replicas.values())
+            for r in self.replicas.values():  # one pass
+                if r.interrupted or r.state == _DRAINING:
+                    timed = True
+                if r.pending:
+                    any_pending = True
+                    if r.cls in spot and (oldest is None or r.pending_since < oldest):
+                        oldest = r.pending_since
             self._flags_at = (self.version, (timed, oldest, any_pending))
         return self._flags_at[1]
 
@@ -248,7 +266,7 @@ class SimFleet:
         draining pod turns idle or reaches its drain timeout, a noticed pod's drain falls due."""
         out = math.inf
         for r in self.replicas.values():
-            if r.state == ReplicaState.draining:
+            if r.state == _DRAINING:
                 since = r.draining_since if r.draining_since is not None else self._now
                 out = min(out, since + self.drain_timeout_s,
                           (r.left_at if r.left_at is not None else self._now) + DRAIN_S)
@@ -262,16 +280,16 @@ class SimFleet:
         self._now, self.last_rollout = now, ro
         for name in ro.cancel:  # standby again; it may be promoted below
             r = self.replicas[name]
-            self._set_state(r, ReplicaState.standby)
+            self._set_state(r, _STANDBY)
             r.draining_since = None
         for name in ro.promote:
-            self._set_state(self.replicas[name], ReplicaState.serving)
+            self._set_state(self.replicas[name], _SERVING)
         for name in ro.demote:
-            self._set_state(self.replicas[name], ReplicaState.standby)
+            self._set_state(self.replicas[name], _STANDBY)
         for name in ro.drain:
             r = self.replicas[name]
-            r.carried = self.in_flight_per_serving if r.state == ReplicaState.serving else 0.0
-            self._set_state(r, ReplicaState.draining)
+            r.carried = self.in_flight_per_serving if r.state == _SERVING else 0.0
+            self._set_state(r, _DRAINING)
             r.draining_since = now
         for name, cost in ro.costs:
             self.replicas[name].deletion_cost = cost
@@ -290,13 +308,13 @@ class SimFleet:
 
     def _reconcile(self, capacity_class: str, now: float) -> None:
         """Bring the class's pods to its Deployment's size, as its ReplicaSet does."""
-        mine = [r for r in self.replicas.values() if r.cls == capacity_class]
+        have = sum(1 for r in self.replicas.values() if r.cls == capacity_class)
         want = self.size[capacity_class]
-        if len(mine) > want:
+        if have > want:
             ranked = [r for r in self.state(now=now).replicas if r.capacity_class == capacity_class]
-            for v in replicaset_victims(ranked, len(mine) - want):
+            for v in replicaset_victims(ranked, have - want):
                 self._remove(self.replicas[v.name], now, lost=False)
-        for _ in range(want - len(mine)):
+        for _ in range(want - have):
             self._new(capacity_class, now)
 
     # -- internals ---------------------------------------------------------------------------
@@ -304,7 +322,7 @@ class SimFleet:
     def _new(self, cls: str, now: float) -> SimReplica:
         self._seq += 1
         self.created += 1
-        r = SimReplica(name=f"{cls}-{self._seq}", cls=cls, state=ReplicaState.starting, created_at=now, ready_at=None)
+        r = SimReplica(name=f"{cls}-{self._seq}", cls=cls, state=_STARTING, created_at=now, ready_at=None)
         self.replicas[r.name] = r
         zone = self._placement(cls, now)
         if zone is None:
@@ -356,17 +374,17 @@ class SimFleet:
         self._due(r.ready_at)
 
     def _set_state(self, r: SimReplica, state: ReplicaState) -> None:
-        if r.state == ReplicaState.serving and state != ReplicaState.serving:
+        if r.state == _SERVING and state != _SERVING:
             r.left_at, r.share = self._now, 1.0 / max(self.n_serving, 1)
-        if r.state == ReplicaState.serving:
+        if r.state == _SERVING:
             self.n_serving -= 1
-        if state == ReplicaState.serving:
+        if state == _SERVING:
             self.n_serving += 1
         r.state = state
         self.version += 1
 
     def _remove(self, r: SimReplica, now: float, lost: bool) -> None:
-        if r.state == ReplicaState.serving:
+        if r.state == _SERVING:
             if lost and self.n_serving > 0:
                 self._lose(1.0 / self.n_serving)
             self.n_serving -= 1
@@ -414,10 +432,10 @@ class SimFleet:
         while heap and heap[0][0] <= now:
             t, name = heapq.heappop(heap)
             r = self.replicas.get(name)
-            if r is None or r.state != ReplicaState.starting or r.ready_at != t:
+            if r is None or r.state != _STARTING or r.ready_at != t:
                 continue
             self.starts[r.cls].append(t - r.created_at)
-            self._set_state(r, ReplicaState.standby)
+            self._set_state(r, _STANDBY)
             ready = True
         if self.spot is None and not self._has_stock_outs:
             return ready
@@ -466,7 +484,7 @@ class SimFleet:
         """Load-test capacity of the serving pods, per class (each class's rps_per_replica)."""
         out = dict.fromkeys(self.names, 0.0)
         for r in self.replicas.values():
-            if r.state == ReplicaState.serving:
+            if r.state == _SERVING:
                 out[r.cls] += self.classes[r.cls].rps_per_replica
         return out
 
