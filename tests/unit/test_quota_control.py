@@ -307,3 +307,31 @@ def test_a_class_service_and_a_plain_one_share_a_product() -> None:
     plan = run()
     assert plan.by_class("h100") <= 2 and plan.by_class("l4") <= 3, plan.mix_note
     assert plan.reason == core.LIMITED and "GPUQuota q, tier paid" in plan.message
+
+
+def test_make_before_break_stays_within_a_full_product() -> None:
+    # On-demand and spot H100s share the product's pool (6 GPUs, all held): the mix would swap an
+    # on-demand pod for a spot one and keep the old one until the new one is Ready (7 on the pool).
+    from gpufleet.core.policy import GpufleetPolicy
+
+    s = class_spec().model_copy(deep=True)
+    raw = s.model_dump(by_alias=True, exclude_none=True)
+    raw["capacity"]["classes"].insert(1, {
+        "name": "h100-spot", "pricePerReplicaHour": 2.25, "targetRpsPerReplica": 13.6, "spot": True,
+        "maxShare": 0.7, "nodeSelector": {"nvidia.com/gpu.product": H100_PRODUCT}})
+    s = InferenceServiceSpec.model_validate(raw)
+    board = cq.QuotaBoard()
+    board.set_quota("q", per_product_quota(h100=6, l4=16))
+    p = cq.QuotaPolicy(GpufleetPolicy(), board, "ns/chat")
+    fleet = class_fleet(**{"h100": 3, "h100-spot": 3})
+    memory = PolicyMemory(last_serving=25, started_at=NOW - 3600, last_decided_at=NOW - 10)
+    on_pool = ("h100", "h100-spot")
+    for _ in range(2):  # before the first arbitration (hold what runs), then with the allocation
+        plan = p.decide(spec=s, observation=busy(100.0), forecast=None, fleet=fleet, memory=memory, now=NOW)[0]
+        assert sum(plan.by_class(c) for c in on_pool) <= 6, plan.mix_note
+        got = board.arbitrate("q", now=NOW)
+        assert got is not None
+        status = cq.quota_status("q", per_product_quota(h100=6, l4=16), got[0], got[1], now=NOW, generation=1)
+        assert status["used"]["h100/" + GPU] <= 6 and status["allocated"]["h100/" + GPU] <= 6
+    assert plan.by_class("l4") > 0 and "quota q: h100/nvidia.com/gpu" in plan.mix_note, plan.mix_note
+    assert sum(c.replicas * c.rps_per_replica for c in plan.classes or ()) >= 100.0

@@ -133,6 +133,7 @@ class ClassDemand:
     max: int  # most pods it may have now
     price: float  # one pod-hour
     held: int  # pods of the class that hold their resources now (any state)
+    max_share: float = 1.0  # its maxShare of the service's capacity
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,7 @@ class QuotaBoard:
             if d.classes:
                 use = d.class_use(spec)
                 classes = tuple(core.NeedClass(c.name, c.units, use.get(c.name, {}), c.held if stale else c.desired,
-                                               c.max, c.price) for c in d.classes)
+                                               c.max, c.price, c.max_share) for c in d.classes)
             needs.append(core.Need(key=d.key, tier=spec.tier_index(d.tier) or 0, desired=desired, floor=floor,
                                    per_replica=per_replica(d.spec, spec), classes=classes))
         result = core.arbitrate(needs, caps(spec), [t.preemptible for t in spec.tiers], [t.name for t in spec.tiers])
@@ -309,7 +310,8 @@ def _paced_classes(a: core.Allocation, d: Demand, spec: GPUQuotaSpec, free: dict
         grow = granted.get(c.name, 0) - held.get(c.name, 0)
         u = use.get(c.name, {})
         k = 0
-        while k < grow and all(free[dim] - (k + 1) * u.get(dim, 0.0) >= -core.EPS for dim in free):
+        # Only the dimensions the class uses: another pool over its cap (floors) does not hold it.
+        while k < grow and all(free[dim] - (k + 1) * u[dim] >= -core.EPS for dim in free if u.get(dim, 0.0) > 0):
             k += 1
         for dim in free:
             free[dim] -= k * u.get(dim, 0.0)
@@ -464,7 +466,7 @@ def class_demand(key: str, spec: InferenceServiceSpec, plan: Plan, fleet: FleetS
     classes = tuple(ClassDemand(
         name=n, units=c.rps_per_replica / ref, desired=wanted.get(n, 0),
         max=listed[n].max if c.state == "available" else min(ready.get(n, 0), listed[n].max),
-        price=c.price_per_hour, held=held.get(n, 0)) for n, c in choices.items())
+        price=c.price_per_hour, held=held.get(n, 0), max_share=listed[n].max_share) for n, c in choices.items())
     healthy_n = FleetView.of(fleet).healthy_total
     return Demand(key, spec.quota.name, spec.quota.tier, desired, floor, int(math.ceil(units - 1e-9)), spec, now,
                   leaving=len(fleet.replicas) - healthy_n, classes=classes)

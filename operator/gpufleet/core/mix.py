@@ -213,6 +213,26 @@ def keep_ready(chosen: dict[str, int], ready: dict[str, int], classes: list[GpuC
     return out, note
 
 
+def within_grant(sized: dict[str, int], healthy: Mapping[str, int], classes: list[GpuClass],
+                 limits: list[Limit]) -> dict[str, int]:
+    """Pods asked for within a quota's grant, make-before-break included: per dimension at most the
+    larger of the grant and what the service's pods hold now (the arbitration paced its growth
+    beside them). Where the pods kept for make-before-break and their replacements would not fit
+    together, the replacements wait (the most expensive per request/s first): a full product's pods
+    are not swapped for each other, and the replacements of another product proceed."""
+    out = dict(sized)
+    by_name = {c.name: c for c in classes}
+    for lim in limits:
+        bound = max(lim.cap, lim.used(healthy))
+        while lim.used(out) > bound + 1e-9:
+            growing = [n for n, v in out.items() if lim.use.get(n, 0.0) > 0 and v > healthy.get(n, 0)]
+            if not growing:
+                break
+            n = max(growing, key=lambda n: (by_name[n].cost_per_rps if n in by_name else math.inf, n))
+            out[n] -= 1
+    return out
+
+
 def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, fleet: FleetState,
               planned_rps: float | None, now: float,
               previous: tuple[tuple[str, Availability], ...] = (),
@@ -252,6 +272,8 @@ def apply_mix(spec: InferenceServiceSpec, plan: Plan, memory: PolicyMemory, *, f
         sized, kept_note = wanted_pods, ""
     else:
         sized, kept_note = keep_ready(wanted_pods, ready, [*classes, *stale], plan.safe_mode)
+    if grant is not None:
+        sized = within_grant(sized, healthy, classes, limits_of(grant))
     counted = interrupted_by_class(fleet)
     interrupted.update({c.name: counted.get(c.name, 0) for c in stale})
     # Serving and standby in pods of the mix, in the proportion the policy planned them.

@@ -17,7 +17,7 @@ A service with spec.capacity.classes is counted per class: its Need is in refere
 capacity (what its policy sizes) and lists its classes, each with what one pod uses of each capped
 dimension (its own resources, its GPU product's node pool, its own price). A grant to it is one
 pod of a class: first the classes its own mix wants (cheapest per unit of capacity first), then,
-where those do not fit, the cheapest other class that does, so a service whose GPU product is
+where those do not fit, the cheapest other class that does (each within its maxShare), so a service whose GPU product is
 full under the quota is granted its capacity on another product. Its allocation carries the pods
 per class and, per dimension, the units they hold: the service's mix is kept within those units
 (core.mix, `Grant`), so the services' mixes together stay within every cap.
@@ -59,6 +59,7 @@ class NeedClass:
     desired: int = 0  # pods the service's own mix wants on this class
     max: int = 10000  # most pods (its max; its Ready pods while it cannot be had)
     price: float = 0.0  # one pod-hour: the cheapest per unit of capacity is granted first
+    max_share: float = 1.0  # most of the service's granted capacity on this class (its maxShare)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,12 @@ def arbitrate(needs: Sequence[Need], caps: Mapping[str, float], preemptible: Seq
     def pick(n: Need, forced: bool = False) -> NeedClass | None:
         """The class of the next pod: a wanted one first, then the cheapest per unit that fits."""
         have = pods[n.key]
-        open_ = [c for c in n.classes if have[c.name] < c.max and c.units > 0 and (forced or fits_use(c.per_replica))]
+
+        def within_share(c: NeedClass) -> bool:  # as the mix keeps it: of the capacity with this pod
+            return c.max_share >= 1.0 or (have[c.name] + 1) * c.units <= c.max_share * (alloc[n.key] + c.units) + EPS
+
+        open_ = [c for c in n.classes if have[c.name] < c.max and c.units > 0 and within_share(c)
+                 and (forced or fits_use(c.per_replica))]
         if not open_:
             return None
         return min(open_, key=lambda c: (have[c.name] >= c.desired, c.price / c.units, -c.units, c.name))
