@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.api.quota import GPUQuotaSpec
@@ -335,3 +337,41 @@ def test_make_before_break_stays_within_a_full_product() -> None:
         assert status["used"]["h100/" + GPU] <= 6 and status["allocated"]["h100/" + GPU] <= 6
     assert plan.by_class("l4") > 0 and "quota q: h100/nvidia.com/gpu" in plan.mix_note, plan.mix_note
     assert sum(c.replicas * c.rps_per_replica for c in plan.classes or ()) >= 100.0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_services_mixes_together_never_exceed_a_product_quota(data: st.DataObject) -> None:
+    """Class-mixed services in lockstep (each decides, the quota arbitrates, each decides again):
+    the pods they ask for on each product's pool, make-before-break included, stay within its cap
+    (the pods held before fit in it; tiers preemptible, so no floor is granted past a cap)."""
+    from gpufleet.core.policy import GpufleetPolicy
+
+    n = data.draw(st.integers(1, 3))
+    held = [data.draw(st.tuples(st.integers(0, 4), st.integers(0, 4))) for _ in range(n)]
+    h100_cap = sum(h for h, _ in held) + data.draw(st.integers(0, 4))
+    l4_cap = sum(x for _, x in held) + data.draw(st.integers(0, 12))
+    q = GPUQuotaSpec.model_validate({
+        "tiers": [{"name": "paid", "preemptible": True}, {"name": "free", "preemptible": True}],
+        "nodePools": [
+            {"name": "h100", "nodeSelector": {"nvidia.com/gpu.product": H100_PRODUCT}, "limits": {GPU: h100_cap}},
+            {"name": "l4", "nodeSelector": {"nvidia.com/gpu.product": L4_PRODUCT}, "limits": {GPU: l4_cap}}]})
+    board = cq.QuotaBoard()
+    board.set_quota("q", q)
+    runs = []
+    for i, (h, x) in enumerate(held):
+        s = class_spec(tier=data.draw(st.sampled_from(["paid", "free"])))
+        memory = PolicyMemory(last_serving=data.draw(st.integers(1, 40)), started_at=NOW - 3600,
+                              last_decided_at=NOW - 10)
+        runs.append((cq.QuotaPolicy(GpufleetPolicy(), board, f"ns/s{i}"), s, class_fleet(h100=h, l4=x), memory,
+                     busy(data.draw(st.floats(1.0, 300.0)))))
+
+    def decide_all() -> list[Plan]:
+        return [p.decide(spec=s, observation=o, forecast=None, fleet=f, memory=m, now=NOW)[0]
+                for p, s, f, m, o in runs]
+
+    decide_all()
+    assert board.arbitrate("q", now=NOW) is not None
+    plans = decide_all()
+    assert sum(p.by_class("h100") for p in plans) <= h100_cap, [p.mix_note for p in plans]
+    assert sum(p.by_class("l4") for p in plans) <= l4_cap, [p.mix_note for p in plans]
