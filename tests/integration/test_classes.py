@@ -2,18 +2,20 @@
 MIG-partitioned nodes advertising nvidia.com/mig-3g.40gb, the operator placing a service on its
 cheapest class, and falling back to the next class when the cheapest one cannot be had (no node
 of its product: its pods stay Pending past the class's pendingTimeoutSeconds), then returning
-once nodes of that product exist."""
+once nodes of that product exist; and a GPUQuota per GPU product over a class-mixed service, which
+then serves on its other class."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.integration.support import Cluster, explained, loop_service, pods, set_load, status
+from tests.integration.support import Cluster, condition, explained, loop_service, pods, set_load, status
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
@@ -197,6 +199,46 @@ def test_a_two_class_service_moves_onto_a_list(cluster: Cluster, namespace: str,
                  what="the on-demand Deployment drained to 0")
     assert all(p["metadata"]["labels"].get("gpufleet.io/serving") == "true"
                for p in running(cluster, namespace, "moved", "mig"))
+
+
+def test_a_quota_per_gpu_product_moves_a_class_mix_to_its_other_class(cluster: Cluster, namespace: str,
+                                                                      operator: Any, emulator: str,
+                                                                      mig_nodes: None) -> None:
+    # One L4 GPU under the quota (a node pool per GPU product); the service's cheapest mix is 2 x l4.
+    quota = f"q-{uuid.uuid4().hex[:8]}"
+    pool = "l4/nvidia.com/gpu"
+    cluster.apply({"apiVersion": "gpufleet.io/v1alpha1", "kind": "GPUQuota", "metadata": {"name": quota},
+                   "spec": {"intervalSeconds": 1, "tiers": [{"name": "paid"}],
+                            "nodePools": [{"name": "l4", "nodeSelector": {"nvidia.com/gpu.product": L4},
+                                           "limits": {"nvidia.com/gpu": 1}}]}})
+    try:
+        obj = classes_service(namespace, "capped", [l4_class(1.0), mig_class(1.9)])
+        obj["spec"]["quota"] = {"name": quota, "tier": "paid"}
+        cluster.apply(obj)
+        set_load(emulator, namespace, "capped", 50)
+        # Its two replicas' worth: one on the L4 the quota leaves it, the other on a MIG slice.
+        with explained(cluster, namespace, "capped"):
+            wait_for(lambda: len(running(cluster, namespace, "capped", "l4")) == 1
+                     and len(running(cluster, namespace, "capped", "mig")) == 1
+                     and size(cluster, namespace, "capped-l4") == 1, timeout=120,
+                     what="1 Ready l4 pod and 1 Ready mig pod, the l4 Deployment at 1")
+        reason = class_status(cluster, namespace, "capped")["l4"]["reason"]
+        assert f"held by quota {quota}: {pool} 1/1; 2 wanted" in reason, reason
+        # (Before the first arbitration the service holds what it runs: an earlier mix may name 0/0.)
+        wait_for(lambda: [m for m in mix_events(cluster, namespace, "capped")
+                          if f"quota {quota}: {pool} 1/1, serving on mig at 1.9x the cost per request" in m],
+                 timeout=30, what="a CapacityMix Event naming the quota's full L4 pool and the fallback")
+        # All the capacity it wants, on another product: not QuotaLimited; the quota counts per pool.
+        cond = wait_for(lambda: (c := condition(status(cluster, namespace, "capped"), "QuotaLimited"))
+                        .get("reason") == "WithinQuota" and c, timeout=30, what="QuotaLimited=False, WithinQuota")
+        assert cond["status"] == "False" and "on 1 x l4 + 1 x mig" in cond["message"], cond
+        q = wait_for(lambda: (st := (cluster.get("gpuquota", quota, "default") or {}).get("status") or {})
+                     .get("allocated") == {pool: 1} and st.get("used") == {pool: 1} and st, timeout=60,
+                     what="the GPUQuota's allocation and use per pool")
+        assert q["services"][0]["reason"] == "WithinQuota", q
+        assert size(cluster, namespace, "capped-l4") == 1
+    finally:
+        cluster.kubectl("delete", "gpuquota", quota, "--wait=false", check=False)
 
 
 def test_kubectl_explain_describes_every_class_field(cluster: Cluster) -> None:

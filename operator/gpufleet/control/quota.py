@@ -409,8 +409,10 @@ class QuotaPolicy:
         now_holds = demand.holds(quota)
         if v.allocation is not None:
             allowed, holds = v.allocation.allocated, dict(v.allocation.holds)
-        else:  # no allocation yet: hold what runs, neither grow nor shrink
-            allowed, holds = max(demand.running, demand.floor), now_holds
+        else:  # no allocation yet: hold what runs, neither grow nor shrink (a service holding no pod
+            # yet, as a plain one, is capped at its floor only: its new Deployments' pods are not seen yet)
+            holds = now_holds if any(c.held for c in demand.classes) else {}
+            allowed = max(demand.running, demand.floor)
         if plan.safe_mode:  # no metrics: never cut below what runs
             allowed = max(allowed, demand.running)
             holds = {dim: max(holds.get(dim, 0.0), now_holds.get(dim, 0.0)) for dim in now_holds}
