@@ -103,10 +103,17 @@ def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, 
 
     Draining replicas are already leaving and are not listed again.
     """
-    victims = [r for r in fleet.replicas if r.interrupted and r.state != _DRAINING]
-    healthy = [r for r in fleet.replicas if not r.interrupted and r.state != _DRAINING]  # is_healthy, inlined
+    victims: list[Replica] = []
+    healthy: dict[str, list[Replica]] = {}  # per class (core.fleet.is_healthy, in one pass)
+    for r in fleet.replicas:
+        if r.state == _DRAINING:
+            continue
+        if r.interrupted:
+            victims.append(r)
+        else:
+            healthy.setdefault(r.capacity_class, []).append(r)
     for cls, wanted in plan_by_class.items():
-        mine = [r for r in healthy if r.capacity_class == cls]
+        mine = healthy.get(cls, [])
         if len(mine) > wanted:  # sorting only when something goes (most decisions retire nothing)
             victims.extend(sorted(mine, key=retirement_key)[: len(mine) - wanted])
     if not victims:
@@ -154,8 +161,15 @@ def _moved(r: Replica, state: ReplicaState) -> Replica:
 def route(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(promote, demote): healthy serving pods brought to plan.serving. Interrupted serving pods
     are not capacity here, and pods the plan retires are drained, not demoted."""
-    kept = [r for r in replicas if r.state == _SERVING and not r.interrupted and r.name not in leaving]
-    standby = {r.name: r for r in replicas if r.state == _STANDBY and not r.interrupted and r.name not in leaving}
+    kept: list[Replica] = []
+    standby: dict[str, Replica] = {}
+    for r in replicas:
+        if r.interrupted or r.name in leaving:
+            continue
+        if r.state == _SERVING:
+            kept.append(r)
+        elif r.state == _STANDBY:
+            standby[r.name] = r
     wanted = [n for n in dict.fromkeys(plan.promote) if n in standby]
     gap = plan.serving - len(kept) - len(wanted)
     if gap > 0:  # sorting only when a standby is wanted
@@ -192,24 +206,26 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     up, down = set(promote), set(demote)
     after = [_moved(r, _SERVING) if r.name in up else _moved(r, _STANDBY) if r.name in down else r
              for r in pods] if up or down else pods
-    # Interrupted serving pods keep serving until the healthy ones cover the plan.
-    covered = sum(1 for r in after if r.state == _SERVING and not r.interrupted
-                  and r.name not in leaving) >= plan.serving
+    # Interrupted serving pods keep serving until the healthy ones cover the plan (counted only
+    # when one of them is retired).
+    covered: bool | None = None
 
     drain: list[str] = []
     release: list[Release] = []
     discard: list[str] = []
     deferred: list[str] = []
     sizes: list[tuple[str, int]] = []
+    by_class = _by_class(after)
     for capacity_class in plan.class_names():
         # One pass over the class's pods (this runs on most 2 s ticks of the KPA baseline).
-        draining = []
-        n_noticed = kept_noticed = n_staying = 0
+        draining: list[Replica] = []
+        drained_now: list[Replica] = []  # after the ones already draining
+        n_noticed = kept_noticed = n_staying = held_back = 0
         starting = any_leaving = False
-        for r in after:
-            if r.capacity_class != capacity_class:
-                continue
+        for r in by_class.get(capacity_class, ()):
             st = r.state
+            goes = r.name in leaving
+            any_leaving = any_leaving or goes
             if st == _DRAINING:
                 draining.append(r)
                 continue
@@ -217,27 +233,27 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
                 starting = True
             if r.interrupted:
                 n_noticed += 1
-                if r.name not in leaving:
+            if not goes:
+                if r.interrupted:
                     kept_noticed += 1
-            elif r.name not in leaving:
-                n_staying += 1
+                else:
+                    n_staying += 1
+                continue
+            if st == _SERVING:
+                if r.interrupted and covered is None:
+                    covered = sum(1 for o in after if o.state == _SERVING and not o.interrupted
+                                  and o.name not in leaving) >= plan.serving
+                if r.interrupted and not covered and not notice_drain_due(r.reclaim_at, now, interval_s):
+                    deferred.append(r.name)  # still carries load; drained once the replacements serve
+                    held_back += 1
+                else:
+                    drain.append(r.name)
+                    drained_now.append(Replica(r.name, r.capacity_class, _DRAINING, r.created_at,
+                                               r.ready_at, r.in_flight, r.interrupted, now, r.reclaim_at))
+            elif st == _STANDBY:
+                discard.append(r.name)
+        draining += drained_now
         healthy_target = _healthy_target(plan, capacity_class, n_noticed)
-        held_back = 0
-        if leaving:
-            for r in after:
-                if r.capacity_class != capacity_class or r.name not in leaving:
-                    continue
-                any_leaving = True
-                if r.state == _SERVING:
-                    if r.interrupted and not covered and not notice_drain_due(r.reclaim_at, now, interval_s):
-                        deferred.append(r.name)  # still carries load; drained once the replacements serve
-                        held_back += 1
-                    else:
-                        drain.append(r.name)
-                        draining.append(Replica(r.name, r.capacity_class, _DRAINING, r.created_at,
-                                                r.ready_at, r.in_flight, r.interrupted, now, r.reclaim_at))
-                elif r.state == _STANDBY:
-                    discard.append(r.name)
         held = 0
         for r in draining:
             why = release_reason(r, now=now, drain_timeout_s=drain_timeout_s)
@@ -257,6 +273,14 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
                    discard=tuple(discard), deferred=tuple(deferred), costs=costs, sizes=tuple(sizes))
 
 
+def _by_class(pods: Iterable[Replica]) -> dict[str, list[Replica]]:
+    """The pods of each capacity class, in their order."""
+    out: dict[str, list[Replica]] = {}
+    for r in pods:
+        out.setdefault(r.capacity_class, []).append(r)
+    return out
+
+
 def _healthy_target(plan: Plan, capacity_class: str, noticed_now: int) -> int:
     """Healthy pods the plan wants in a class: its count less the interrupted ones it included."""
     included = noticed_now if plan.interrupted is None else dict(plan.interrupted).get(capacity_class, 0)
@@ -269,8 +293,9 @@ def _cancels(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tupl
     out: list[str] = []
     if not any(r.state == _DRAINING for r in replicas):
         return ()  # nothing to cancel (most steps)
+    by_class = _by_class(replicas)
     for capacity_class in plan.class_names():
-        mine = [r for r in replicas if r.capacity_class == capacity_class]
+        mine = by_class.get(capacity_class, [])
         noticed = sum(1 for r in mine if r.interrupted and r.state != _DRAINING)
         staying = sum(1 for r in mine if r.state != _DRAINING and not r.interrupted and r.name not in leaving)
         gap = _healthy_target(plan, capacity_class, noticed) - staying

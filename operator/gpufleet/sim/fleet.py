@@ -83,6 +83,11 @@ def _replica(fields: dict[str, object]) -> Replica:
     return r
 
 
+# The SimReplica fields its Replica snapshot is built from (SimReplica.snapshot).
+_SNAPSHOT_OF = frozenset({"name", "cls", "state", "created_at", "ready_at", "interrupted", "draining_since",
+                          "terminate_at", "deletion_cost"})
+
+
 @dataclass
 class SimReplica:
     name: str
@@ -101,6 +106,25 @@ class SimReplica:
     deletion_cost: int | None = None
     zone: int = -1  # spot: the zone of its node (-1: none yet)
     node: Node | None = None  # the GPU node it runs on (None: pending, no node)
+    _snap = None  # the last snapshot() (not a field): kept until a field it is built from changes
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name in _SNAPSHOT_OF:
+            object.__setattr__(self, "_snap", None)
+
+    def snapshot(self) -> Replica:
+        """The pod as the core sees it, with no work in flight (SimFleet.state sets a serving
+        pod's). Cached: the fleet is snapshotted whenever it changes, most pods unchanged."""
+        snap: Replica | None = self._snap
+        if snap is None:
+            snap = _replica({"name": self.name, "capacity_class": self.cls, "state": self.state,
+                             "created_at": self.created_at,
+                             "ready_at": self.ready_at if self.state != _STARTING else None, "in_flight": 0.0,
+                             "interrupted": self.interrupted, "draining_since": self.draining_since,
+                             "reclaim_at": self.terminate_at, "deletion_cost": self.deletion_cost})
+            object.__setattr__(self, "_snap", snap)
+        return snap
 
 
 class SimFleet:
@@ -192,13 +216,18 @@ class SimFleet:
             return self._cached[1]
         if self._pods_at[0] != self.version:  # the pods as of this version; draining ones follow the clock
             inflight = self.in_flight_per_serving
-            self._pods_at = (self.version, [
-                _replica({"name": r.name, "capacity_class": r.cls, "state": r.state, "created_at": r.created_at,
-                          "ready_at": r.ready_at if r.state != _STARTING else None,
-                          "in_flight": inflight if r.state == _SERVING else 0.0,
-                          "interrupted": r.interrupted, "draining_since": r.draining_since,
-                          "reclaim_at": r.terminate_at, "deletion_cost": r.deletion_cost})
-                for r in self.replicas.values()])
+            new = object.__new__
+            pods_now: list[Replica] = []
+            for r in self.replicas.values():
+                snap = r._snap or r.snapshot()
+                if r.state == _SERVING:  # a copy with the pooled in-flight share (built as _replica does)
+                    p = new(Replica)
+                    fields = p.__dict__
+                    fields.update(snap.__dict__)
+                    fields["in_flight"] = inflight
+                    snap = p
+                pods_now.append(snap)
+            self._pods_at = (self.version, pods_now)
         pods = self._pods_at[1]
         reps = tuple(_replica({**p.__dict__, "in_flight": self._carrying(self.replicas[p.name], now)})
                      if p.state == _DRAINING else p for p in pods) if timed else tuple(pods)
@@ -311,7 +340,9 @@ class SimFleet:
         have = sum(1 for r in self.replicas.values() if r.cls == capacity_class)
         want = self.size[capacity_class]
         if have > want:
-            ranked = [r for r in self.state(now=now).replicas if r.capacity_class == capacity_class]
+            # The ReplicaSet's ranking reads no in-flight work: the pods' cached snapshots rank as
+            # a fresh state() would (same order), without rebuilding the fleet mid-execute.
+            ranked = [r.snapshot() for r in self.replicas.values() if r.cls == capacity_class]
             for v in replicaset_victims(ranked, have - want):
                 self._remove(self.replicas[v.name], now, lost=False)
         for _ in range(want - have):
