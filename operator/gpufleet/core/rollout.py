@@ -290,18 +290,27 @@ def _healthy_target(plan: Plan, capacity_class: str, noticed_now: int) -> int:
 def _cancels(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tuple[str, ...]:
     """Healthy draining pods to keep, per class, while fewer pods stay than the plan wants (the
     most recent drains first: they have gone least far)."""
-    out: list[str] = []
-    if not any(r.state == _DRAINING for r in replicas):
+    # One pass: per class, the noticed pods (not draining), the staying ones (healthy, not
+    # retired) and the healthy draining ones (the candidates).
+    noticed: dict[str, int] = {}
+    staying: dict[str, int] = {}
+    draining: dict[str, list[Replica]] = {}
+    for r in replicas:
+        c = r.capacity_class
+        if r.state == _DRAINING:
+            if not r.interrupted:
+                draining.setdefault(c, []).append(r)
+        elif r.interrupted:
+            noticed[c] = noticed.get(c, 0) + 1
+        elif r.name not in leaving:
+            staying[c] = staying.get(c, 0) + 1
+    if not draining:
         return ()  # nothing to cancel (most steps)
-    by_class = _by_class(replicas)
+    out: list[str] = []
     for capacity_class in plan.class_names():
-        mine = by_class.get(capacity_class, [])
-        noticed = sum(1 for r in mine if r.interrupted and r.state != _DRAINING)
-        staying = sum(1 for r in mine if r.state != _DRAINING and not r.interrupted and r.name not in leaving)
-        gap = _healthy_target(plan, capacity_class, noticed) - staying
+        gap = _healthy_target(plan, capacity_class, noticed.get(capacity_class, 0)) - staying.get(capacity_class, 0)
         if gap > 0:
-            candidates = sorted((r for r in mine if r.state == _DRAINING and not r.interrupted),
-                                key=lambda r: (-(r.draining_since or 0.0), r.name))
+            candidates = sorted(draining.get(capacity_class, []), key=lambda r: (-(r.draining_since or 0.0), r.name))
             out += [r.name for r in candidates[:gap]]
     return tuple(out)
 

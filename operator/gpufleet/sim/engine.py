@@ -195,10 +195,13 @@ def simulate(
     offset = int(getattr(policy, "phase_s", 0))
     memory = PolicyMemory()
 
-    counts = trace.counts.tolist()
-    ins = trace.in_tokens.tolist()
-    outs = trace.out_tokens.tolist()
-    ca2s = trace.ca2.tolist()
+    # Per-second inputs as lists, padded over the drain tail with what a second without arrivals
+    # reads (no per-second bounds check in the loop).
+    tail = max(horizon - n_trace, 0)
+    counts = trace.counts.tolist() + [0.0] * tail
+    ins = trace.in_tokens.tolist() + [0.0] * tail
+    outs = trace.out_tokens.tolist() + [0.0] * tail
+    ca2s = trace.ca2.tolist() + [1.0] * tail
     mean_in_g = float(np.mean(trace.in_sample)) or 1.0
     mean_out_g = float(np.mean(trace.out_sample)) or 1.0
     B = model.max_batch
@@ -247,6 +250,7 @@ def simulate(
 
     rec_load_l = [0.0] * nrec
     rec_viol = [0] * nrec
+    book_key, book_add = book.key, book.add
     for t in range(horizon):
         if t >= fleet.next_due:
             fleet.advance(float(t))
@@ -264,10 +268,10 @@ def simulate(
             book.unserved_ok += lost
             fleet.lost_in_flight_share = 0.0
 
-        a = counts[t] if t < n_trace else 0.0
-        a_in = ins[t] if t < n_trace else 0.0
-        a_out = outs[t] if t < n_trace else 0.0
-        ca2 = ca2s[t] if t < n_trace else 1.0
+        a = counts[t]
+        a_in = ins[t]
+        a_out = outs[t]
+        ca2 = ca2s[t]
         arrived += a
         arr_m[t] = a  # the observed rate counts every arrival, before any rejection
         rec_load_l[t // rec] += a  # offered load (before any rejection)
@@ -304,8 +308,8 @@ def simulate(
             cum_a += a_in
             if wq <= 1e-9 and demand <= cap and a_in <= slot_cap:
                 # No backlog and the second's load fits: only sub-second (M/G/c) queueing.
-                k = book.key(n, min(rho_s, 0.98), ca2, 0.0)
-                share_ok = book.add(k, a)
+                k = book_key(n, min(rho_s, 0.98), ca2, 0.0)
+                share_ok = book_add(k, a)
                 adm_m[t] = a
                 p95_m[t], wmean = stats_of(k)
                 wait_m[t] = wmean * 1000.0
@@ -328,8 +332,8 @@ def simulate(
                 t_reach = t + ((mid_c - s0) / rate if rate > 0 else 1.0)
                 fw = max(0.0, t_reach - t_arr)
                 # In a fluid backlog the server never idles: the wait is the work ahead (fw).
-                k = book.key(n, 0.0, c2, fw)
-                share_ok = book.add(k, cnt)
+                k = book_key(n, 0.0, c2, fw)
+                share_ok = book_add(k, cnt)
                 ti = int(t_arr)
                 p95_m[ti], wmean = stats_of(k)
                 wait_m[ti] = wmean * 1000.0

@@ -162,6 +162,7 @@ class SimFleet:
         self.n_serving = 0
         self.version = 0
         self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...], float | None], FleetState] | None = None
+        self._last_state: tuple[int, float, FleetState] | None = None
         self._flags_at: tuple[int, tuple[bool, float | None, bool]] = (-1, (False, None, False))
         self._pods_at: tuple[int, list[Replica]] = (-1, [])
         self.in_flight_per_serving = 0.0
@@ -208,6 +209,14 @@ class SimFleet:
         # in-flight work decays with time). In-flight counts are those of the last rebuild (all
         # serving replicas carry the same pooled share; the KPA baseline reads live concurrency
         # from SimMetrics, as Knative reads its queue-proxies).
+        last = self._last_state  # a control step asks up to three times at one time, fleet unchanged
+        if last is not None and last[0] == self.version and last[1] == now:
+            return last[2]
+        fs = self._state(now)
+        self._last_state = (self.version, now, fs)
+        return fs
+
+    def _state(self, now: float) -> FleetState:
         timed, oldest_pending, any_pending = self._flags()
         spot_unavailable = oldest_pending is not None and now - oldest_pending > self.pending_timeout_s
         pending = self._pending_by_class(now) if any_pending and self.listed else ()
