@@ -303,6 +303,8 @@ class SimFleet:
         """The first time the same plan could move a pod on this fleet without it changing: a
         draining pod turns idle or reaches its drain timeout, a noticed pod's drain falls due."""
         out = math.inf
+        if not self._flags()[0]:
+            return out  # no pod draining or noticed: nothing the clock moves
         for r in self.replicas.values():
             if r.state == _DRAINING:
                 since = r.draining_since if r.draining_since is not None else self._now
@@ -337,16 +339,22 @@ class SimFleet:
                 self._remove(self.replicas[release.name], now, lost=False)
         before = dict(self.size)
         self.size.update(dict(ro.sizes))
+        have = dict.fromkeys(self.names, 0)  # each class's pods, counted once (a class's reconcile
+        for r in self.replicas.values():  # changes only its own)
+            if r.cls in have:
+                have[r.cls] += 1
         for capacity_class in self.names:
-            self._reconcile(capacity_class, now)
+            self._reconcile(capacity_class, now, have[capacity_class])
         if self.size != before:
             self.scale_events += 1
 
     # -- the ReplicaSet ------------------------------------------------------------------------
 
-    def _reconcile(self, capacity_class: str, now: float) -> None:
-        """Bring the class's pods to its Deployment's size, as its ReplicaSet does."""
-        have = sum(1 for r in self.replicas.values() if r.cls == capacity_class)
+    def _reconcile(self, capacity_class: str, now: float, have: int | None = None) -> None:
+        """Bring the class's pods to its Deployment's size, as its ReplicaSet does (`have`: its
+        pods now, when the caller counted them)."""
+        if have is None:
+            have = sum(1 for r in self.replicas.values() if r.cls == capacity_class)
         want = self.size[capacity_class]
         if have > want:
             # The ReplicaSet's ranking reads no in-flight work: the pods' cached snapshots rank as
