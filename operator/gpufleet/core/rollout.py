@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gpufleet.core.split import notice_drain_due
 from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
@@ -161,6 +162,11 @@ def _moved(r: Replica, state: ReplicaState) -> Replica:
 def route(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(promote, demote): healthy serving pods brought to plan.serving. Interrupted serving pods
     are not capacity here, and pods the plan retires are drained, not demoted."""
+    return _route(plan, *_routable(replicas, leaving))
+
+
+def _routable(replicas: Iterable[Replica], leaving: set[str]) -> tuple[list[Replica], dict[str, Replica]]:
+    """(healthy serving pods, healthy standbys by name), the plan's retired ones left out."""
     kept: list[Replica] = []
     standby: dict[str, Replica] = {}
     for r in replicas:
@@ -170,6 +176,10 @@ def route(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tuple[t
             kept.append(r)
         elif r.state == _STANDBY:
             standby[r.name] = r
+    return kept, standby
+
+
+def _route(plan: Plan, kept: list[Replica], standby: dict[str, Replica]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     wanted = [n for n in dict.fromkeys(plan.promote) if n in standby]
     gap = plan.serving - len(kept) - len(wanted)
     if gap > 0:  # sorting only when a standby is wanted
@@ -196,13 +206,18 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     interrupted pod is drained at the last one that leaves it core.split.DRAIN_S.
     """
     leaving = set(plan.retire)
+    scan = _scan(replicas, leaving)
     # Capacity wanted back: a healthy draining pod still has its model loaded; keep it, and let
     # it serve again in this same step if the plan wants more serving.
-    cancel = _cancels(plan, replicas, leaving)
-    pods = [Replica(r.name, r.capacity_class, _STANDBY, r.created_at, r.ready_at, r.in_flight,
-                    r.interrupted, None, r.reclaim_at, r.deletion_cost) if r.name in cancel else r
-            for r in replicas] if cancel else replicas
-    promote, demote = route(plan, pods, leaving)
+    cancel = _cancels(plan, scan)
+    if cancel:
+        pods: Sequence[Replica] = [
+            Replica(r.name, r.capacity_class, _STANDBY, r.created_at, r.ready_at, r.in_flight, r.interrupted, None,
+                    r.reclaim_at, r.deletion_cost) if r.name in cancel else r for r in replicas]
+        promote, demote = route(plan, pods, leaving)
+    else:
+        pods = replicas
+        promote, demote = _route(plan, scan.kept, scan.standby)
     up, down = set(promote), set(demote)
     after = [_moved(r, _SERVING) if r.name in up else _moved(r, _STANDBY) if r.name in down else r
              for r in pods] if up or down else pods
@@ -215,7 +230,8 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     discard: list[str] = []
     deferred: list[str] = []
     sizes: list[tuple[str, int]] = []
-    by_class = _by_class(after)
+    # The pods of each class (the scan's when no pod moved above: most steps).
+    by_class = _by_class(after) if after is not replicas else scan.by_class
     for capacity_class in plan.class_names():
         # One pass over the class's pods (this runs on most 2 s ticks of the KPA baseline).
         draining: list[Replica] = []
@@ -268,9 +284,47 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
         # its node goes (a plain Deployment's pod; the core always retires them).
         sizes.append((capacity_class, base + held + held_back + kept_noticed))
 
-    costs = _costs(after, set(drain), {r.name for r in release} | set(discard), set(cancel))
+    # With no pod moved, drained, released or discarded, only the marked pods can need a
+    # different mark (the others want none and carry none).
+    quiet = after is replicas and not drain and not discard and not release
+    costs = _costs(scan.marked if quiet else after, set(drain), {r.name for r in release} | set(discard), set(cancel))
     return Rollout(promote=promote, demote=demote, drain=tuple(drain), cancel=cancel, release=tuple(release),
                    discard=tuple(discard), deferred=tuple(deferred), costs=costs, sizes=tuple(sizes))
+
+
+class _Scan(NamedTuple):
+    """What rollout() reads off the pods as they are, in one pass."""
+
+    by_class: dict[str, list[Replica]]  # the pods of each class, in order
+    noticed: dict[str, int]  # per class: interrupted, not draining
+    staying: dict[str, int]  # per class: healthy, not draining, not retired
+    drains: dict[str, list[Replica]]  # per class: healthy draining pods (drains one may cancel)
+    kept: list[Replica]  # healthy serving pods, not retired (route)
+    standby: dict[str, Replica]  # healthy standbys by name, not retired (route)
+    marked: list[Replica]  # pods with a deletion-cost mark or draining, in order (_costs)
+
+
+def _scan(replicas: Iterable[Replica], leaving: set[str]) -> _Scan:
+    scan = _Scan({}, {}, {}, {}, [], {}, [])
+    by_class, noticed, staying, drains, kept, standby, marked = scan
+    for r in replicas:
+        c = r.capacity_class
+        by_class.setdefault(c, []).append(r)
+        st = r.state
+        if st == _DRAINING or r.deletion_cost is not None:
+            marked.append(r)
+        if st == _DRAINING:
+            if not r.interrupted:
+                drains.setdefault(c, []).append(r)
+        elif r.interrupted:
+            noticed[c] = noticed.get(c, 0) + 1
+        elif r.name not in leaving:
+            staying[c] = staying.get(c, 0) + 1
+            if st == _SERVING:
+                kept.append(r)
+            elif st == _STANDBY:
+                standby[r.name] = r
+    return scan
 
 
 def _by_class(pods: Iterable[Replica]) -> dict[str, list[Replica]]:
@@ -287,30 +341,17 @@ def _healthy_target(plan: Plan, capacity_class: str, noticed_now: int) -> int:
     return max(plan.by_class(capacity_class) - included, 0)
 
 
-def _cancels(plan: Plan, replicas: Sequence[Replica], leaving: set[str]) -> tuple[str, ...]:
+def _cancels(plan: Plan, scan: _Scan) -> tuple[str, ...]:
     """Healthy draining pods to keep, per class, while fewer pods stay than the plan wants (the
     most recent drains first: they have gone least far)."""
-    # One pass: per class, the noticed pods (not draining), the staying ones (healthy, not
-    # retired) and the healthy draining ones (the candidates).
-    noticed: dict[str, int] = {}
-    staying: dict[str, int] = {}
-    draining: dict[str, list[Replica]] = {}
-    for r in replicas:
-        c = r.capacity_class
-        if r.state == _DRAINING:
-            if not r.interrupted:
-                draining.setdefault(c, []).append(r)
-        elif r.interrupted:
-            noticed[c] = noticed.get(c, 0) + 1
-        elif r.name not in leaving:
-            staying[c] = staying.get(c, 0) + 1
-    if not draining:
+    if not scan.drains:
         return ()  # nothing to cancel (most steps)
     out: list[str] = []
     for capacity_class in plan.class_names():
-        gap = _healthy_target(plan, capacity_class, noticed.get(capacity_class, 0)) - staying.get(capacity_class, 0)
+        gap = (_healthy_target(plan, capacity_class, scan.noticed.get(capacity_class, 0))
+               - scan.staying.get(capacity_class, 0))
         if gap > 0:
-            candidates = sorted(draining.get(capacity_class, []), key=lambda r: (-(r.draining_since or 0.0), r.name))
+            candidates = sorted(scan.drains.get(capacity_class, []), key=lambda r: (-(r.draining_since or 0.0), r.name))
             out += [r.name for r in candidates[:gap]]
     return tuple(out)
 
