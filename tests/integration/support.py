@@ -126,6 +126,13 @@ def set_load(emulator: str, namespace: str, name: str, rps: float) -> None:
         assert resp.status == 204
 
 
+def pending(emulator: str, namespace: str, name: str) -> float:
+    """Requests the emulator's pods of one service hold queued now (`GET /stats`)."""
+    with urllib.request.urlopen(f"{emulator}/stats", timeout=5) as resp:  # noqa: S310 - loopback
+        stats: dict[str, dict[str, float]] = json.load(resp)
+    return stats.get(f"{namespace}/{name}", {}).get("pending", 0.0)
+
+
 def status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     obj = cluster.get("inferenceservice", name, namespace) or {}
     result: dict[str, Any] = obj.get("status", {})
