@@ -375,3 +375,24 @@ def test_the_services_mixes_together_never_exceed_a_product_quota(data: st.DataO
     plans = decide_all()
     assert sum(p.by_class("h100") for p in plans) <= h100_cap, [p.mix_note for p in plans]
     assert sum(p.by_class("l4") for p in plans) <= l4_cap, [p.mix_note for p in plans]
+
+
+def test_a_pool_over_its_cap_does_not_hold_a_service_on_another_pool() -> None:
+    """Non-preemptible floors overcommit the H100 pool; a plain service on the L4 pool still grows
+    into its own pool (pacing checks only the dimensions a replica uses)."""
+    board = cq.QuotaBoard()
+    board.set_quota("q", per_product_quota(h100=3, l4=3))
+
+    def on(product: str, mn: int) -> InferenceServiceSpec:
+        return spec(mn=mn, extra={"template": {"spec": {
+            "nodeSelector": {"nvidia.com/gpu.product": product},
+            "containers": [{"name": "t", "image": "x", "resources": {"limits": {GPU: 1}}}]}}})
+
+    big, small = cq.QuotaPolicy(Fixed(5), board, "ns/big"), cq.QuotaPolicy(Fixed(2), board, "ns/small")
+    decide(big, on(H100_PRODUCT, mn=5), running=5)
+    decide(small, on(L4_PRODUCT, mn=0), running=0)
+    got = board.arbitrate("q", now=100.0)
+    assert got is not None
+    alloc = {a.key: a for a in got[0].allocations}
+    assert alloc["ns/big"].reason == core.OVER
+    assert alloc["ns/small"].allocated == 2, alloc["ns/small"]

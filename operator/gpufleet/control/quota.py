@@ -283,7 +283,8 @@ def paced(result: core.Arbitration, members: list[Demand], spec: GPUQuotaSpec) -
             continue
         grow = a.allocated - d.running
         k = 0
-        while k < grow and all(free[dim] - (k + 1) * u.get(dim, 0.0) >= -core.EPS for dim in limits):
+        # Only the dimensions it uses: another pool over its cap (floors) does not hold it.
+        while k < grow and all(free[dim] - (k + 1) * u[dim] >= -core.EPS for dim in limits if u.get(dim, 0.0) > 0):
             k += 1
         if grow > 0:
             for dim in limits:

@@ -124,7 +124,8 @@ def arbitrate(needs: Sequence[Need], caps: Mapping[str, float], preemptible: Seq
         return bool(preemptible[n.tier]) if 0 <= n.tier < len(preemptible) else True
 
     def fits_use(use: Mapping[str, float]) -> bool:
-        return all(used[d] + use.get(d, 0.0) <= caps[d] + EPS for d in caps)
+        # Only the dimensions it uses: a pool over its cap (floors) does not hold another pool's replica.
+        return all(used[d] + use[d] <= caps[d] + EPS for d in caps if use.get(d, 0.0) > 0)
 
     def pick(n: Need, forced: bool = False) -> NeedClass | None:
         """The class of the next pod: a wanted one first, then the cheapest per unit that fits."""
