@@ -196,7 +196,8 @@ class RateForecaster:
         key = (last_complete, steps, float(quantile))
         cached = self._cache.get(key)
         if cached is not None:
-            return replace(cached, horizon_s=horizon_s)
+            # (Frozen: the cached answer itself serves a call with its own horizon.)
+            return cached if cached.horizon_s == horizon_s else replace(cached, horizon_s=horizon_s)
         deferred = not allow_fit and self._due(first, last_complete)
         try:
             if deferred and self._fitted is None:
@@ -304,6 +305,8 @@ class RateForecaster:
 
     def _last_observed(self, last: int) -> int:
         """The newest bucket within max_points before `last` that holds a sample (else `last`)."""
+        if self._hi - self._cap < last <= self._hi and self._counts[last % self._cap]:
+            return last  # `last` itself holds a sample (most calls): no scan
         first = last - self.max_points
         top = min(last, self._hi)
         while top >= max(first, self._hi - self._cap + 1):  # the ring, newest first, 64 at a time

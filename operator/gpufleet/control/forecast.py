@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from gpufleet.api.models import Forecast, ForecastMethod
 from gpufleet.api.timefmt import duration_seconds, iso
 from gpufleet.core.types import ForecastSummary
@@ -18,6 +20,7 @@ class ForecastAdapter:
             seasonalities_s=tuple(float(duration_seconds(s)) for s in spec.seasonality),
             refit_offset_s=refit_offset_s,
         )
+        self._basis: tuple[float, str] = (math.nan, "")  # basis(): the last bucket and its text
 
     def observe(self, t: float, rps: float) -> None:
         self.rate.observe(t, rps)
@@ -33,4 +36,7 @@ class ForecastAdapter:
         """What the forecast is built from: only complete buckets count, so after a quick rise it
         trails the observed rate by up to a bucket and the rate's own window (status says so)."""
         step = self.rate.step_s
-        return f"from {step:g}s means of the request rate up to {iso(now // step * step)}"
+        bucket = now // step * step
+        if self._basis[0] != bucket:  # formatted once per bucket, not once per decision
+            self._basis = (bucket, f"from {step:g}s means of the request rate up to {iso(bucket)}")
+        return self._basis[1]

@@ -51,6 +51,8 @@ def revalidate(plan: Plan, fresh: FleetState) -> Plan:
     by_name = {r.name: r for r in fresh.replicas}
     promote = tuple(n for n in plan.promote if n in by_name and by_name[n].state.value == "standby")
     retire = tuple(n for n in plan.retire if n in by_name)
+    if promote == plan.promote and retire == plan.retire:
+        return plan  # nothing dropped: no copy of the plan
     return replace(plan, promote=promote, retire=retire)
 
 

@@ -33,6 +33,9 @@ class FleetView:
     interrupted: int  # any state but draining, on a node with an interruption notice
     healthy_by_class: dict[str, int]  # healthy replicas (any state) per capacity class
     ready_by_class: dict[str, int]  # healthy Ready replicas (serving + standby) per class
+    # Any pod with an interruption notice, draining ones too: the policy scans the pods for a
+    # noticed spot one only when there is one (most decisions there is none).
+    noticed: bool = False
 
     @property
     def healthy_total(self) -> int:
@@ -55,6 +58,7 @@ class FleetView:
     def _count(fleet: FleetState) -> FleetView:
         # One pass: the simulator calls this ~10^5 times per 14-day run.
         serving_all = serving = standby = starting = interrupted = 0
+        noticed = False
         healthy = {ON_DEMAND: 0, SPOT: 0}
         ready = {ON_DEMAND: 0, SPOT: 0}
         for r in fleet.replicas:
@@ -62,6 +66,7 @@ class FleetView:
             if st == _SERVING:
                 serving_all += 1
             if st == _DRAINING:
+                noticed = noticed or r.interrupted
                 continue
             if r.interrupted:
                 interrupted += 1
@@ -79,7 +84,7 @@ class FleetView:
                     ready[c] += 1
             elif st == _STARTING:
                 starting += 1
-        return FleetView(serving_all, serving, standby, starting, interrupted, healthy, ready)
+        return FleetView(serving_all, serving, standby, starting, interrupted, healthy, ready, noticed or interrupted > 0)
 
 
 _last_view: tuple[FleetState, FleetView] | None = None

@@ -317,8 +317,9 @@ class GpufleetPolicy:
             # A reclaim notice means the spot pool is shrinking: replacements go on-demand, until
             # no spot pod is left on a noticed node (draining ones too: else spot "returned" onto
             # the draining pods themselves and their Deployment never let them go).
-            raw_unavailable=fleet.spot_unavailable or any(r.interrupted and r.capacity_class == SPOT
-                                                          for r in fleet.replicas),
+            # (view.noticed: the pods are scanned only when one has a notice.)
+            raw_unavailable=fleet.spot_unavailable or (view.noticed and any(
+                r.interrupted and r.capacity_class == SPOT for r in fleet.replicas)),
             retry_at=memory.spot_retry_at,
             backoff_s=memory.spot_backoff_s,
             outage_at=memory.spot_outage_at,
@@ -330,12 +331,17 @@ class GpufleetPolicy:
         #    standby of a class being shrunk must not enter the Service only to be drained again.
         retire = rollout.retirements(fleet, {ON_DEMAND: sp.on_demand, SPOT: sp.spot})
         leaving = frozenset(retire)
-        promote = rollout.promotions(tuple(r for r in fleet.replicas if r.name not in leaving), target - view.serving)
+        wanted = target - view.serving
+        # The standbys that stay are listed only when some are wanted (promotions returns () else).
+        promote = rollout.promotions(
+            fleet.replicas if not leaving else tuple(r for r in fleet.replicas if r.name not in leaving), wanted
+        ) if wanted > 0 else ()
 
         # 5. Interrupted replicas are still in their Deployments until their node goes: the class
         #    counts (Deployment sizes) include them, so their replacements start now, not after
         #    the reclaim. They are first in `retire`, to be drained within the notice.
-        interrupted = split.interrupted_by_class(fleet)
+        # (No pod to count when the view saw none interrupted: they are counted the same way.)
+        interrupted = split.interrupted_by_class(fleet) if view.interrupted else {ON_DEMAND: 0, SPOT: 0}
         od = sp.on_demand + interrupted[ON_DEMAND]
         spot = sp.spot + interrupted[SPOT]
         replacing = max(0, sp.on_demand + sp.spot - view.healthy_total)

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from gpufleet.core.fleet import FleetView
 from gpufleet.core.split import notice_drain_due
 from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
 
@@ -104,6 +105,12 @@ def retirements(fleet: FleetState, plan_by_class: dict[str, int]) -> tuple[str, 
 
     Draining replicas are already leaving and are not listed again.
     """
+    # Most decisions retire nothing: the fleet's view (counted once per FleetState, the same
+    # healthy pods per class) says so without a pass over the pods.
+    view = FleetView.of(fleet)
+    counted = view.healthy_by_class
+    if not view.interrupted and all(c in counted and counted[c] <= n for c, n in plan_by_class.items()):
+        return ()
     victims: list[Replica] = []
     healthy: dict[str, list[Replica]] = {}  # per class (core.fleet.is_healthy, in one pass)
     for r in fleet.replicas:

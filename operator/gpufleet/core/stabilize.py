@@ -57,8 +57,11 @@ def record(recs: Recommendations, now: float, value: int, keep_s: float) -> Reco
 
     Entries from the future (a caller's clock went back) are dropped so they cannot pin the fleet.
     """
-    kept = tuple((t, v) for t, v in recs if now - keep_s <= t < now)
-    return (*kept, (now, value))
+    # Entries are kept as they are (no re-packing): this runs twice per decision.
+    oldest = now - keep_s
+    kept = [tv for tv in recs if oldest <= tv[0] < now]
+    kept.append((now, value))
+    return tuple(kept)
 
 
 def window(recs: Recommendations, now: float, seconds: float) -> list[int]:
