@@ -28,6 +28,7 @@ go in its place. `replicaset_victims` is that ranking, for the simulator.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -387,7 +388,11 @@ def replicaset_victims(pods: Sequence[Replica], count: int) -> list[Replica]:
     def rank(r: Replica) -> tuple[int, int, float, float]:
         ready = r.state != _STARTING
         return (1 if ready else 0, r.deletion_cost or 0, -(r.ready_at or 0.0), -r.created_at)
-    return sorted(pods, key=rank)[: max(count, 0)]
+    if count <= 0:
+        return []
+    # = sorted(pods, key=rank)[:count], ties in the same order (heapq's documented equivalence),
+    # without sorting the whole class when a few pods go (the baselines shrink on 2 s ticks).
+    return heapq.nsmallest(count, pods, key=rank)
 
 
 def replicaset_retirements(replicas: Sequence[Replica], sizes: dict[str, int]) -> tuple[str, ...]:
