@@ -209,50 +209,44 @@ def arbitrate(needs: Sequence[Need], caps: Mapping[str, float], preemptible: Seq
             out.append(_class_allocation(n, alloc[n.key], pods[n.key], caps, over, preempt(n), tier_name(n.tier),
                                          binding(n)))
             continue
-        a, lo = int(alloc[n.key]), effective_floor(n)
-        head = f"{tier_name(n.tier)}: {a} of {n.desired} wanted"
-        overcommits = bool(over) and not preempt(n) and a == lo and a > 0 and any(
-            n.per_replica.get(d, 0.0) > 0 for d in over)
-        if overcommits:
-            reason, msg = OVER, f"{head}, floor {lo} granted: non-preemptible floors exceed {', '.join(over)}"
-        elif a >= n.desired:
-            reason, msg = WITHIN, head
-        elif a > lo:
-            reason, msg = LIMITED, f"{head}, floor {lo}; {binding(n)} in use"
-        elif a == lo:
-            reason, msg = AT_FLOOR, f"{head}, held at floor {lo}; {binding(n)} in use"
-        else:
-            reason, msg = PREEMPTED, f"{head}, below floor {lo} (tier preemptible); {binding(n)} in use"
+        a = int(alloc[n.key])
+        uses_over = any(n.per_replica.get(d, 0.0) > 0 for d in over)
+        reason, msg = _verdict(n, a, tier_name(n.tier), over, preempt(n) or not uses_over, binding(n))
         out.append(Allocation(n.key, n.tier, n.desired, n.floor, a, reason, msg))
     return Arbitration(tuple(out), used, over)
+
+
+def _verdict(n: Need, a: int, tier: str, over: tuple[str, ...], preempt: bool, binding: str,
+             where: str = "") -> tuple[str, str]:
+    """The reason and message of granting `a` to `n`. `preempt`: its floor is not one that
+    overcommits the quota (its tier is preemptible, or it holds nothing of an overcommitted dimension)."""
+    lo = effective_floor(n)
+    head = f"{tier}: {a} of {n.desired} wanted"
+    if over and not preempt and a == lo and a > 0:
+        return OVER, f"{head}, floor {lo} granted: non-preemptible floors exceed {', '.join(over)}"
+    if a >= n.desired:
+        return WITHIN, head + where
+    if a > lo:
+        return LIMITED, f"{head}, floor {lo}; {binding} in use"
+    if a == lo:
+        return AT_FLOOR, f"{head}, held at floor {lo}; {binding} in use"
+    return PREEMPTED, f"{head}, below floor {lo} (tier preemptible); {binding} in use"
 
 
 def _class_allocation(n: Need, units: float, pods: Mapping[str, int], caps: Mapping[str, float],
                       over: tuple[str, ...], preempt: bool, tier: str, binding: str) -> Allocation:
     """The allocation of a service counted per class: reference replicas granted (whole ones; all
     it wants when its pods' capacity covers it), its pods per class and what they hold."""
-    lo = effective_floor(n)
     a = n.desired if units >= n.desired - EPS else int(math.floor(units + EPS))
     holds = {d: sum(pods[c.name] * c.per_replica.get(d, 0.0) for c in n.classes) for d in caps}
     granted = tuple((c.name, pods[c.name]) for c in n.classes)
-    head = f"{tier}: {a} of {n.desired} wanted"
     # Where the pods granted are not the ones the service's mix wanted: which cap moved them.
-    moved = [c for c in n.classes if pods[c.name] < c.desired]
     where = ""
-    if moved:
+    if any(pods[c.name] < c.desired for c in n.classes):
         on = [f"{pods[c.name]} x {c.name}" for c in n.classes if pods[c.name] > 0]
         where = f" (on {' + '.join(on) or 'nothing'}: {binding} in use)"
-    overcommits = bool(over) and not preempt and a == lo and a > 0 and any(holds.get(d, 0.0) > 0 for d in over)
-    if overcommits:
-        reason, msg = OVER, f"{head}, floor {lo} granted: non-preemptible floors exceed {', '.join(over)}"
-    elif a >= n.desired:
-        reason, msg = WITHIN, head + where
-    elif a > lo:
-        reason, msg = LIMITED, f"{head}, floor {lo}; {binding} in use"
-    elif a == lo:
-        reason, msg = AT_FLOOR, f"{head}, held at floor {lo}; {binding} in use"
-    else:
-        reason, msg = PREEMPTED, f"{head}, below floor {lo} (tier preemptible); {binding} in use"
+    uses_over = any(holds.get(d, 0.0) > 0 for d in over)
+    reason, msg = _verdict(n, a, tier, over, preempt or not uses_over, binding, where)
     return Allocation(n.key, n.tier, n.desired, n.floor, a, reason, msg, classes=granted,
                       holds=tuple(sorted(holds.items())))
 
