@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from gpufleet.api.classes import replica_price
 from gpufleet.api.models import ClassUsage, InferenceServiceSpec, UsageStatus
 from gpufleet.api.timefmt import iso, iso_seconds
 from gpufleet.core.budget import DAY_S, replica_hour_prices
@@ -64,13 +63,6 @@ def empty(spec: InferenceServiceSpec) -> UsageDelta:
     return UsageDelta({c: 0.0 for c in class_names(spec)}, {c: 0.0 for c in class_names(spec)}, 0.0)
 
 
-def pod_price_per_hour(spec: InferenceServiceSpec, fleet: FleetState) -> float:
-    """What the fleet's pods cost per hour now: every pod holding a GPU, whatever its state, at its
-    class's price (an unknown class as on-demand, as metering counts it)."""
-    per_class = class_rates(spec)
-    return sum(per_class.get(r.capacity_class, per_class[ON_DEMAND])[2] for r in fleet.replicas)
-
-
 def _add(u: ClassUsage, gpu_h: float, cost: float) -> ClassUsage:
     return ClassUsage(gpu_hours=u.gpu_hours + gpu_h, cost=u.cost + cost)
 
@@ -82,10 +74,8 @@ def class_rates(spec: InferenceServiceSpec) -> dict[str, tuple[str, float, float
     price = replica_hour_prices(spec)
     gpus = float(spec.capacity.gpus_per_replica)
     out = {ON_DEMAND: (ON_DEMAND, gpus, price[ON_DEMAND]), SPOT: (SPOT, gpus, price[SPOT])}
-    prices = spec.capacity.price_per_gpu_hour
     for c in spec.capacity.classes or ():
-        out[c.name] = (SPOT if c.spot else ON_DEMAND, c.gpus(),
-                       replica_price(c, None, {ON_DEMAND: prices.on_demand, SPOT: prices.spot}))
+        out[c.name] = (SPOT if c.spot else ON_DEMAND, c.gpus(), price[c.name])
     return out
 
 

@@ -27,7 +27,7 @@ from gpufleet.api.timefmt import iso
 from gpufleet.control import metering
 from gpufleet.control.accounting import Accounting
 from gpufleet.control.step import StepResult
-from gpufleet.core.budget import cost_rate
+from gpufleet.core.budget import cost_rate, fleet_rate
 from gpufleet.core.schedule import Window, default_lead_s
 from gpufleet.core.types import (
     ON_DEMAND,
@@ -160,7 +160,7 @@ def decision_status(plan: Plan, now: float, applied: bool) -> DecisionStatus:
 def cost_per_hour(spec: InferenceServiceSpec, fleet: FleetState) -> float:
     """Every pod that holds a GPU costs money, whether serving, standby or still loading, at its
     class's price (spec.capacity.classes: each class's own)."""
-    return round(metering.pod_price_per_hour(spec, fleet), 4)
+    return round(fleet_rate(spec, fleet), 4)
 
 
 def set_condition(

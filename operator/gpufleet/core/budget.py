@@ -62,10 +62,11 @@ def cost_rate(spec: InferenceServiceSpec, on_demand: int, spot: int) -> float:
 
 
 def fleet_rate(spec: InferenceServiceSpec, fleet: FleetState) -> float:
-    """What the fleet costs per hour now: every pod holding a GPU, whatever its state."""
+    """What the fleet costs per hour now: every pod holding a GPU, whatever its state, at its
+    class's price (a pod of a class no longer listed as on-demand, as metering counts it)."""
     p = replica_hour_prices(spec)
-    # The same sum in the same order (bit-identical), iterated in C: once per decision over every pod.
-    return sum(map(p.get, map(_CLASS_OF, fleet.replicas), repeat(0.0)))
+    # Iterated in C: once per decision over every pod.
+    return sum(map(p.get, map(_CLASS_OF, fleet.replicas), repeat(p[ON_DEMAND])))
 
 
 def track_spend(
