@@ -107,6 +107,23 @@ async def _wait(sleep: Callable[[float], Awaitable[object]], seconds: float, wak
     return wake.is_set()
 
 
+async def _finished(future: Future[None], seconds: float, sleep: Callable[[float], Awaitable[object]]) -> bool:
+    """Wait up to `seconds` for a call on the pool to end, cut short when the loop is asked to stop
+    (`sleep` returns early then): True when it ended. The call itself is never cancelled."""
+    if future.done():
+        return True
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def ended(_: Future[None]) -> None:  # on the worker thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(done.set)
+
+    future.add_done_callback(ended)
+    await _wait(sleep, seconds, done)
+    return future.done()
+
+
 async def run_loop(
     pool: TickPool,
     *,
@@ -125,8 +142,9 @@ async def run_loop(
 
     `sleep(seconds)` waits and returns early when the loop is asked to stop (kopf's
     `stopped.wait`). The first tick comes within a random tenth of an interval. A tick that runs
-    past its deadline (one interval) is abandoned: the loop waits for the next due time and skips
-    ticks until the old one has finished (every call inside has a timeout, so it does).
+    past its deadline (one interval) is abandoned: at its next due time the loop waits (up to an
+    interval at a time, skipping ticks meanwhile) for the old one to finish (every call inside has
+    a timeout, so it does) and then ticks at once, a period before the next.
 
     When `wake` is set (with `reroute` given), the loop waits `debounce_s` more (pods of one
     rollout turn Ready close together), clears it and runs `reroute` on the pool, unless the tick
@@ -171,15 +189,28 @@ async def run_loop(
         if stopped():
             break
         period = pool.next_interval(interval())
+        late = state.running is not None and not state.running.done()
+        if late:
+            # The previous call overran (a slow Prometheus, an API server restarting): tick as
+            # soon as it ends, not a whole period later: what it decided is already old, and
+            # what held it may just have cleared (make chaos: the first decision after a slow
+            # Prometheus came back waited for the next slot).
+            assert state.running is not None
+            await _finished(state.running, period, sleep)
+            if stopped():
+                break
         if state.running is not None and not state.running.done():
             TICK_OVERRUNS.labels(result="skipped").inc()
             log.warning("tick of %s skipped: the previous one is still running", name)
         else:
+            slot = due
+            if late:
+                due = clock()  # the next one a period after this late tick, not after its slot
             if wake is not None:
                 wake.clear()  # this tick reads fresh state: it covers every wake so far
             state.running, ok = await run(tick, period, "tick")
             if ok:
-                TICK_LAG.observe(max(0.0, clock() - due))
+                TICK_LAG.observe(max(0.0, clock() - slot))
         due += period
         if due < clock():  # fell behind (a long tick): start again from now, do not burst
             due = clock() + period * random.uniform(0.0, 0.1)

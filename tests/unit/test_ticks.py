@@ -251,3 +251,34 @@ def test_a_reroute_never_runs_beside_its_services_tick() -> None:
         pool.shutdown()
     assert calls == ["tick", "reroute"]  # a wake during a tick is still served, after it
     assert not overlapped.is_set()
+
+
+def test_a_tick_that_overran_is_followed_at_once_when_it_ends_not_at_the_next_slot() -> None:
+    # make chaos: a tick held by a slow Prometheus ended just after the fault cleared, and the
+    # first decision on fresh data waited for the next slot (up to an interval more).
+    pool = ticks.TickPool(workers=2, jitter=0.0)
+    period = 0.4
+    starts: list[float] = []
+    ends: list[float] = []
+
+    def tick() -> None:
+        starts.append(time.monotonic())
+        if len(starts) == 1:
+            time.sleep(0.9)  # past its deadline; ends between the slots at ~0.8 s and ~1.2 s
+        ends.append(time.monotonic())
+
+    async def main() -> None:
+        stop = Stopping()
+        loop = asyncio.create_task(ticks.run_loop(pool, name="svc", tick=tick, interval=lambda: period,
+                                                  sleep=stop.sleep, stopped=stop))
+        await until(lambda: len(starts) >= 3, timeout=10, what="three ticks")
+        stop.event.set()
+        await asyncio.wait_for(loop, timeout=5)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert starts[1] - ends[0] < 0.1, f"the tick after the late one came {starts[1] - ends[0]:.2f} s after it ended"
+    # and the one after that a period later, not at once again (no burst)
+    assert starts[2] - starts[1] >= period * 0.9
