@@ -240,6 +240,7 @@ class Chaos:
         self.notice = "notice"  # the current spot-notice service (fresh_notice)
         self.skipped: list[str] = []  # trials not run, and why (a baseline that never came)
         self.recorder: Recorder | None = None
+        self.timelines: dict[str, list[str]] = {}  # service -> what held its convergence, when (converge)
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -344,9 +345,11 @@ class Chaos:
 
     def converge(self, names: list[str], since: float, timeout: float,
                  leaving: frozenset[str] = frozenset()) -> dict[str, tuple[float | None, Judgement]]:
-        """Poll until every named service has converged (or `timeout`); the first time each did."""
+        """Poll until every named service has converged (or `timeout`); the first time each did.
+        `self.timelines[n]` says what held each one and when (seconds after `since`)."""
         first: dict[str, float] = {}
         last: dict[str, Judgement] = {}
+        self.timelines = {n: [] for n in names}
         deadline = time.time() + timeout
         while True:
             snap = self.snapshot()
@@ -357,6 +360,8 @@ class Chaos:
                         continue
                     j = judge(snap, n, since=since, need_serving=self.services[n].need, leaving_nodes=leaving,
                               drain_limit_s=DRAIN_S + 3 * INTERVAL_S)
+                    if n not in last or last[n].why != j.why:
+                        self.timelines[n].append(f"+{now - since:.1f} {j.why}")
                     last[n] = j
                     if j.converged:
                         first[n] = now
@@ -364,6 +369,14 @@ class Chaos:
                 return {n: (first.get(n), last.get(n, Judgement(False, 0, 0, 0, 0, 0, False, "API unreachable")))
                         for n in names}
             time.sleep(0.5)
+
+    def detail(self, name: str, since: float) -> str:
+        """What held a trial's convergence and when (from `converge`), and the service's decisions
+        from `since` on (seconds after it: serving count decided)."""
+        assert self.recorder is not None
+        with self.recorder.lock:
+            decided = [f"+{t - since:.1f}:{n}" for t, n, _ in self.recorder.decisions.get(name, []) if t >= since - 2]
+        return "; ".join(self.timelines.get(name, [])) + " | decisions " + " ".join(decided[:8])
 
     def warnings(self, name: str, reason: str, since: float) -> dict[str, int]:
         """Warnings of one reason posted for a service since `since`: message -> how many."""
@@ -430,11 +443,12 @@ class Chaos:
                                                                             cut=s.prometheus_fault and fault.startswith("prometheus")),
                           dropped=round(dropped, 1), min_capacity=round(capacity, 2), max_queue_ms=round(queue, 1),
                           lowest_at_s=round(lowest_at - injected, 1),
-                          warnings=sum(warnings.values()), warning_causes=len(warnings), detail=j.why)
+                          warnings=sum(warnings.values()), warning_causes=len(warnings),
+                          detail=self.detail(n, cleared))
             out.append(trial)
             self.log(f"  {fault:<36} {n:<13} converged={trial.converged} in {trial.converge_s}s "
                      f"(budget {trial.budget_s}s) dropped={trial.dropped} blind={trial.blind_scale_downs} "
-                     f"warnings={trial.warnings}/{trial.warning_causes} {j.why}")
+                     f"warnings={trial.warnings}/{trial.warning_causes} {trial.detail}")
         self.trials.extend(out)
         return out
 
