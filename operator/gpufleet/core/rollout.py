@@ -238,31 +238,14 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     discard: list[str] = []
     deferred: list[str] = []
     sizes: list[tuple[str, int]] = []
-    # The pods of each class (the scan's when no pod moved above: most steps).
-    by_class = _by_class(after) if after is not replicas else scan.by_class
+    # Each class's pods as they are after the moves above (the scan's when no pod moved: most steps).
+    facts = scan if after is replicas else _scan(after, leaving)
     for capacity_class in plan.class_names():
-        # One pass over the class's pods (this runs on most 2 s ticks of the KPA baseline).
-        draining: list[Replica] = []
+        draining = list(facts.draining.get(capacity_class, ()))
         drained_now: list[Replica] = []  # after the ones already draining
-        n_noticed = kept_noticed = n_staying = held_back = 0
-        starting = any_leaving = False
-        for r in by_class.get(capacity_class, ()):
+        held_back = 0
+        for r in facts.goers.get(capacity_class, ()):  # the retired pods not draining yet, in order
             st = r.state
-            goes = r.name in leaving
-            any_leaving = any_leaving or goes
-            if st == _DRAINING:
-                draining.append(r)
-                continue
-            if st == _STARTING:
-                starting = True
-            if r.interrupted:
-                n_noticed += 1
-            if not goes:
-                if r.interrupted:
-                    kept_noticed += 1
-                else:
-                    n_staying += 1
-                continue
             if st == _SERVING:
                 if r.interrupted and covered is None:
                     covered = sum(1 for o in after if o.state == _SERVING and not o.interrupted
@@ -276,6 +259,11 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
                                                r.ready_at, r.in_flight, r.interrupted, now, r.reclaim_at))
             elif st == _STANDBY:
                 discard.append(r.name)
+        n_noticed = facts.noticed.get(capacity_class, 0)
+        kept_noticed = facts.kept_noticed.get(capacity_class, 0)
+        n_staying = facts.staying.get(capacity_class, 0)
+        starting = capacity_class in facts.starting
+        any_leaving = capacity_class in facts.any_leaving
         draining += drained_now
         healthy_target = _healthy_target(plan, capacity_class, n_noticed)
         held = 0
@@ -301,46 +289,54 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
 
 
 class _Scan(NamedTuple):
-    """What rollout() reads off the pods as they are, in one pass."""
+    """What rollout() reads off the pods as they are, in one pass (per class: keyed by class)."""
 
-    by_class: dict[str, list[Replica]]  # the pods of each class, in order
-    noticed: dict[str, int]  # per class: interrupted, not draining
-    staying: dict[str, int]  # per class: healthy, not draining, not retired
-    drains: dict[str, list[Replica]]  # per class: healthy draining pods (drains one may cancel)
+    noticed: dict[str, int]  # interrupted, not draining
+    staying: dict[str, int]  # healthy, not draining, not retired
+    drains: dict[str, list[Replica]]  # healthy draining pods (drains one may cancel)
     kept: list[Replica]  # healthy serving pods, not retired (route)
     standby: dict[str, Replica]  # healthy standbys by name, not retired (route)
     marked: list[Replica]  # pods with a deletion-cost mark or draining, in order (_costs)
+    draining: dict[str, list[Replica]]  # draining pods, in order
+    goers: dict[str, list[Replica]]  # retired pods not draining, in order
+    kept_noticed: dict[str, int]  # interrupted, not draining, not retired
+    starting: set[str]  # classes with a pod not Ready yet
+    any_leaving: set[str]  # classes with a retired pod (draining or not)
 
 
 def _scan(replicas: Iterable[Replica], leaving: set[str]) -> _Scan:
-    scan = _Scan({}, {}, {}, {}, [], {}, [])
-    by_class, noticed, staying, drains, kept, standby, marked = scan
+    scan = _Scan({}, {}, {}, [], {}, [], {}, {}, {}, set(), set())
+    noticed, staying, drains, kept, standby, marked, draining, goers, kept_noticed, starting, any_leaving = scan
     for r in replicas:
         c = r.capacity_class
-        by_class.setdefault(c, []).append(r)
         st = r.state
-        if st == _DRAINING or r.deletion_cost is not None:
-            marked.append(r)
+        goes = r.name in leaving
         if st == _DRAINING:
+            marked.append(r)
+            draining.setdefault(c, []).append(r)
             if not r.interrupted:
                 drains.setdefault(c, []).append(r)
-        elif r.interrupted:
+            if goes:
+                any_leaving.add(c)
+            continue
+        if r.deletion_cost is not None:
+            marked.append(r)
+        if st == _STARTING:
+            starting.add(c)
+        if r.interrupted:
             noticed[c] = noticed.get(c, 0) + 1
-        elif r.name not in leaving:
+        if goes:
+            any_leaving.add(c)
+            goers.setdefault(c, []).append(r)
+        elif r.interrupted:
+            kept_noticed[c] = kept_noticed.get(c, 0) + 1
+        else:
             staying[c] = staying.get(c, 0) + 1
             if st == _SERVING:
                 kept.append(r)
             elif st == _STANDBY:
                 standby[r.name] = r
     return scan
-
-
-def _by_class(pods: Iterable[Replica]) -> dict[str, list[Replica]]:
-    """The pods of each capacity class, in their order."""
-    out: dict[str, list[Replica]] = {}
-    for r in pods:
-        out.setdefault(r.capacity_class, []).append(r)
-    return out
 
 
 def _healthy_target(plan: Plan, capacity_class: str, noticed_now: int) -> int:

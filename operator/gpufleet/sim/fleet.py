@@ -73,13 +73,16 @@ _STARTING, _STANDBY, _SERVING, _DRAINING = (ReplicaState.starting, ReplicaState.
                                             ReplicaState.draining)
 
 
+_set_dict = object.__setattr__  # object.__setattr__(pod, "__dict__", fields): a frozen Replica's fields at once
+
+
 def _replica(fields: dict[str, object]) -> Replica:
     """Replica(**fields), the same value (equal, same hash), built ~4x faster: a frozen dataclass's
     __init__ sets each field through object.__setattr__, and the simulator snapshots every pod
     each time its fleet changes (~10^6 pods per simulated day with the KPA baseline's 2 s ticks).
     `fields` must name every field of Replica."""
     r: Replica = object.__new__(Replica)
-    r.__dict__.update(fields)
+    _set_dict(r, "__dict__", fields)  # the caller's fresh dict becomes the instance's (~5x update())
     return r
 
 
@@ -164,7 +167,7 @@ class SimFleet:
         self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...], float | None], FleetState] | None = None
         self._last_state: tuple[int, float, FleetState] | None = None
         self._flags_at: tuple[int, tuple[bool, float | None, bool]] = (-1, (False, None, False))
-        self._pods_at: tuple[int, list[Replica]] = (-1, [])
+        self._pods_at: tuple[int, list[Replica], list[tuple[int, SimReplica]]] = (-1, [], [])
         self.in_flight_per_serving = 0.0
         self.starts: dict[str, list[float]] = {c: [] for c in self.names}
         self.scale_events = 0
@@ -225,21 +228,31 @@ class SimFleet:
             return self._cached[1]
         if self._pods_at[0] != self.version:  # the pods as of this version; draining ones follow the clock
             inflight = self.in_flight_per_serving
-            new = object.__new__
+            new, set_dict = object.__new__, _set_dict
             pods_now: list[Replica] = []
+            draining: list[tuple[int, SimReplica]] = []  # (position, pod): their in-flight follows the clock
             for r in self.replicas.values():
                 snap = r._snap or r.snapshot()
-                if r.state == _SERVING:  # a copy with the pooled in-flight share (built as _replica does)
-                    p = new(Replica)
-                    fields = p.__dict__
-                    fields.update(snap.__dict__)
+                st = r.state
+                if st == _SERVING:  # a copy with the pooled in-flight share (built as _replica does)
+                    fields = snap.__dict__.copy()
                     fields["in_flight"] = inflight
-                    snap = p
+                    snap = new(Replica)
+                    set_dict(snap, "__dict__", fields)
+                elif st == _DRAINING:
+                    draining.append((len(pods_now), r))
                 pods_now.append(snap)
-            self._pods_at = (self.version, pods_now)
-        pods = self._pods_at[1]
-        reps = tuple(_replica({**p.__dict__, "in_flight": self._carrying(self.replicas[p.name], now)})
-                     if p.state == _DRAINING else p for p in pods) if timed else tuple(pods)
+            self._pods_at = (self.version, pods_now, draining)
+        _, pods, draining_at = self._pods_at
+        if timed and draining_at:  # the draining pods with what they still carry now
+            out = list(pods)
+            for i, r in draining_at:
+                fields = out[i].__dict__.copy()
+                fields["in_flight"] = self._carrying(r, now)
+                out[i] = _replica(fields)
+            reps = tuple(out)
+        else:
+            reps = tuple(pods)
         fs = FleetState(replicas=reps, spot_unavailable=spot_unavailable, time_to_ready_s=self.time_to_ready(),
                         pending_by_class=pending)
         self._cached = (key, fs)
