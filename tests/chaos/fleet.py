@@ -69,6 +69,7 @@ class Judgement:
     left_out: int  # serving pods missing from the endpoints, Ready idle pods beyond the standbys
     new_pods: bool  # a pod of the final fleet was created at or after `since` (a cold start was needed)
     why: str
+    on_leaving: int = 0  # live pods on nodes going away: each must drain before it goes
 
 
 def judge(snap: Snapshot, name: str, *, since: float, need_serving: int, drain_limit_s: float,
@@ -121,4 +122,4 @@ def judge(snap: Snapshot, name: str, *, since: float, need_serving: int, drain_l
     why = "; ".join(k for k, bad in checks.items() if bad)
     return Judgement(converged=not why, serving=len(serving), decided_serving=want_serving, orphaned=len(orphaned) + len(stuck),
                      duplicated=duplicated, left_out=len(missing) + max(0, len(idle) - want_standby),
-                     new_pods=new_pods, why=why or "converged")
+                     new_pods=new_pods, why=why or "converged", on_leaving=len(leaving))

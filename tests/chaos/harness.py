@@ -53,6 +53,16 @@ SPOT_NODES = ("gpu-spot-0", "gpu-spot-1")
 NOTICE_TAINTS = {120: "karpenter.sh/disrupted", 30: "cloud.google.com/impending-node-termination"}
 
 
+def budget_s(*, new_pods: bool, drained: bool) -> float:
+    """How soon after a fault clears the fleet must have converged: two intervals, plus what no
+    operator can shorten: one cold start when a pod had to be created after the fault cleared (a
+    model loads as fast as it loads), and one drain timeout when a pod on a node going away was
+    still there (it may hold requests, so it drains before it goes; plain Triton reads idle only
+    after IDLE_WINDOW without work, so the drain runs to its timeout; its replacement starts first,
+    make-before-break, so the two add up)."""
+    return 2 * INTERVAL_S + (READY_S if new_pods else 0) + (DRAIN_S if drained else 0)
+
+
 @dataclass(frozen=True)
 class Config:
     seed: int
@@ -241,6 +251,7 @@ class Chaos:
         self.skipped: list[str] = []  # trials not run, and why (a baseline that never came)
         self.recorder: Recorder | None = None
         self.timelines: dict[str, list[str]] = {}  # service -> what held its convergence, when (converge)
+        self.drained: dict[str, bool] = {}  # service -> a pod on a leaving node was live after `since` (converge)
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -350,6 +361,7 @@ class Chaos:
         first: dict[str, float] = {}
         last: dict[str, Judgement] = {}
         self.timelines = {n: [] for n in names}
+        self.drained = {n: False for n in names}
         deadline = time.time() + timeout
         while True:
             snap = self.snapshot()
@@ -362,6 +374,7 @@ class Chaos:
                               drain_limit_s=DRAIN_S + 3 * INTERVAL_S)
                     if n not in last or last[n].why != j.why:
                         self.timelines[n].append(f"+{now - since:.1f} {j.why}")
+                    self.drained[n] = self.drained[n] or j.on_leaving > 0
                     last[n] = j
                     if j.converged:
                         first[n] = now
@@ -437,7 +450,7 @@ class Chaos:
             warnings = self.warnings(n, "MetricsUnavailable", injected)
             trial = Trial(fault=fault, service=n, injected=injected, cleared=cleared, converged=t is not None,
                           converge_s=None if t is None else round(max(t - cleared, 0.0), 1),
-                          budget_s=2 * INTERVAL_S + (READY_S if j.new_pods else 0),
+                          budget_s=budget_s(new_pods=j.new_pods, drained=self.drained.get(n, False)),
                           orphaned=j.orphaned, duplicated=j.duplicated, left_out=j.left_out,
                           blind_scale_downs=self.recorder.blind_scale_downs(n, injected, cleared + INTERVAL_S,
                                                                             cut=s.prometheus_fault and fault.startswith("prometheus")),

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.harness import INTERVAL_S, READY_S, Config, Trial
+from tests.chaos.harness import DRAIN_S, INTERVAL_S, READY_S, Config, Trial
 
 LOSSES = ("orphaned", "duplicated", "left_out", "blind_scale_downs", "dropped")
 
@@ -19,7 +19,7 @@ class Row:
     trials: int
     converged: int
     worst_converge_s: float | None
-    within_budget: int  # trials converged within two intervals (+ one cold start when pods had to start)
+    within_budget: int  # trials converged within their budget (harness.budget_s)
     orphaned: int
     duplicated: int
     left_out: int
@@ -75,7 +75,7 @@ def write(out: Path, trials: list[Trial], cfg: Config, *, command: str, duration
     load = loadavg or [0.0]
     data: dict[str, Any] = {
         "command": command, "seed": cfg.seed, "config": asdict(cfg), "duration_s": round(duration_s),
-        "machine": machine, "interval_s": INTERVAL_S, "cold_start_s": READY_S,
+        "machine": machine, "interval_s": INTERVAL_S, "cold_start_s": READY_S, "drain_s": DRAIN_S,
         "load_average": {"mean": round(sum(load) / len(load), 1), "max": round(max(load), 1)},
         "skipped": list(skipped or []),
         "summary": [{**asdict(r), "ok": r.ok} for r in rows],
@@ -159,7 +159,12 @@ def render(data: dict[str, Any], rows: list[Row]) -> str:
         "and enough serving pods for the offered load.",
         f"- **within budget**: converged within two intervals ({2 * data['interval_s']} s), plus one cold start "
         f"({data['cold_start_s']} s) when the fleet needed a pod created after the fault cleared (no operator can "
-        "make a pod Ready faster than its model loads).",
+        "make a pod Ready faster than its model loads), plus one drain timeout "
+        f"(`drainTimeoutSeconds`, {data.get('drain_s', DRAIN_S)} s) when a pod on a node going away was still "
+        "there after it cleared: such a pod may hold requests, so it drains before it goes, after its "
+        "replacement is Ready (make-before-break), and a plain-Triton pod reads idle only after 30 s without "
+        "work, so its drain runs to the timeout. A kill -9's clock starts when the new operator's startup is "
+        "done (its own process start is not counted).",
         "- **orphaned or duplicated**: at the end of the trial, pods not controlled through the service's own "
         "Deployments, or more pods than their Deployment's replicas.",
         "- **left out of the Service**: at the end, serving pods missing from the endpoints plus Ready idle pods "
