@@ -56,7 +56,7 @@ class Canned:
         self.answers = answers
         self.asked: list[str] = []
 
-    def custom_query(self, query: str) -> list[dict[str, Any]]:
+    def custom_query(self, query: str, timeout: float | None = None) -> list[dict[str, Any]]:
         key = self.key[query]
         self.asked.append(key)
         return [{"metric": {"pod": p} if p else {}, "value": [NOW, str(v)]} for p, v in self.answers.get(key, [])]

@@ -225,7 +225,7 @@ class CannedProm:
         self.fail: Exception | None = None
         self.lock = threading.Lock()
 
-    def custom_query(self, query: str) -> list[dict[str, Any]]:
+    def custom_query(self, query: str, timeout: float | None = None) -> list[dict[str, Any]]:
         with self.lock:
             self.calls.append(query)
         time.sleep(self.delay_s)

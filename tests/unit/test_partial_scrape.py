@@ -102,7 +102,7 @@ class CannedProm:
         self.by_query = {q: k for k, q in BATCHED_QUERIES.items()}
         self.by_query.update({q: k for k, q in queries_for(spec(), namespace="ns", name="chat").items()})
 
-    def custom_query(self, query: str) -> list[dict[str, Any]]:
+    def custom_query(self, query: str, timeout: float | None = None) -> list[dict[str, Any]]:
         key = self.by_query[query]
         batched = query in BATCHED_QUERIES.values()
         out = []
@@ -218,7 +218,7 @@ class LiveProm(CannedProm):
         self.scraped = set(load)
         self.now = NOW
 
-    def custom_query(self, query: str) -> list[dict[str, Any]]:
+    def custom_query(self, query: str, timeout: float | None = None) -> list[dict[str, Any]]:
         self.answers = answers_for(self.now, {p: v for p, v in self.load.items() if p in self.scraped})
         return super().custom_query(query)
 

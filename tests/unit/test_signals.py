@@ -110,7 +110,7 @@ class Canned:
     def __init__(self, answers: dict[str, list[dict[str, Any]]]) -> None:
         self.answers = answers
 
-    def custom_query(self, query: str) -> list[dict[str, Any]]:
+    def custom_query(self, query: str, timeout: float | None = None) -> list[dict[str, Any]]:
         return self.answers.get(query, [])
 
 

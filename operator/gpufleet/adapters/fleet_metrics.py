@@ -50,6 +50,7 @@ from gpufleet.adapters.metrics import (
     complete,
     no_data,
     queries_for,
+    query_timeout,
     read_observation,
     read_signals,
     summarise,
@@ -320,11 +321,13 @@ class FleetQueries:
                 due = {k: q for k, q in queries.items() if self._due(k, now, max_age)}
             unreachable: str | None = None
             sent = 0
+            # No longer than the shortest interval: a later answer misses every tick's deadline.
+            timeout = min(self.timeout_s, max_age) if max_age >= 1.0 else self.timeout_s
             for key, query in due.items():
                 if unreachable:
                     answer = Answer(at=now, error=unreachable)  # not sent: the same cause
                 else:
-                    answer, unreachable = self._ask(key, query, now)
+                    answer, unreachable = self._ask(key, query, now, timeout)
                     sent += 1
                     with self._state:
                         self.queries_sent += 1
@@ -336,13 +339,13 @@ class FleetQueries:
                         self.errors.pop(key, None)
             return sent
 
-    def _ask(self, key: str, query: str, now: float) -> tuple[Answer, str | None]:
+    def _ask(self, key: str, query: str, now: float, timeout: float) -> tuple[Answer, str | None]:
         """One query's answer, and the error if Prometheus could not be reached at all."""
         PROMQL_QUERIES.labels(kind="batched").inc()
         try:
-            result = self._prom().custom_query(query)
+            result = self._prom().custom_query(query, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - connection errors, HTTP errors, bad PromQL
-            error = describe(exc, timeout_s=self.timeout_s)
+            error = describe(exc, timeout_s=timeout)
             self._log.failed(self.url, f"batched {key}", query, exc, error)
             # requests' ConnectionError and Timeout are OSErrors; an HTTP error answer (bad PromQL,
             # 503) is not, and the other queries may still be answered.
@@ -375,7 +378,8 @@ class ServiceMetrics:
         self._since: dict[str, float] = {}
         # history() and per-pod reads of other keys: one-off per-service queries.
         self.single = PrometheusMetrics(url=fleet.url, queries=queries_for(spec, namespace=namespace, name=name),
-                                        stale_after_s=self.stale_after_s, timeout_s=timeout_s,
+                                        stale_after_s=self.stale_after_s,
+                                        timeout_s=min(timeout_s, query_timeout(spec)),
                                         ca_bundle=fleet.ca_bundle)
 
     def close(self) -> None:

@@ -534,16 +534,28 @@ class _Logged:
 # --- Prometheus connections ------------------------------------------------------------------------
 
 
+TIMEOUT_S = 5.0  # the longest a Prometheus request may take (shorter for a service ticking faster)
+
+
+def query_timeout(spec: InferenceServiceSpec) -> float:
+    """A request's timeout for this service: TIMEOUT_S, or its interval when shorter. An answer
+    later than that comes after the tick's deadline (one interval): waiting for it only holds the
+    loop (make chaos: a Prometheus 20 s slow held each 2 s tick 10 s, and the first decision after
+    it recovered came 4.7 s late)."""
+    return min(TIMEOUT_S, float(spec.scaling.interval_seconds))
+
+
 def client(url: str, *, timeout_s: float, ca_bundle: str | None = None) -> PrometheusConnect:
     """A Prometheus API client that verifies TLS certificates: against `ca_bundle` when given, else
     the system's (or $REQUESTS_CA_BUNDLE's) trust store. There is no switch to turn it off. It
-    follows no redirect (a permitted URL must not lead elsewhere) and retries once, quickly: a slow
+    follows no redirect (a permitted URL must not lead elsewhere) and retries once, quickly, what
+    failed to connect; never a read that timed out, which already took its whole timeout: a slow
     Prometheus must not stall the control loops."""
     session = requests.Session()
     session.verify = ca_bundle if ca_bundle else True
     session.max_redirects = 0
     return PrometheusConnect(url=url, disable_ssl=False, timeout=timeout_s, session=session,
-                             retry=Retry(total=1, backoff_factor=0.2))
+                             retry=Retry(total=1, read=0, backoff_factor=0.2))
 
 
 @dataclass
@@ -553,7 +565,7 @@ class PrometheusMetrics:
     url: str
     queries: dict[str, str]
     stale_after_s: float
-    timeout_s: float = 5.0
+    timeout_s: float = TIMEOUT_S  # each request's (query_timeout)
     ca_bundle: str | None = None  # --prometheus-ca-bundle
     serving: ServingPods | None = None  # the pods that must be in the scrape (partial_scrape)
     # spec.capacity.classes: (class, regex of its pods' names), longest name first (class_rates)
@@ -578,7 +590,7 @@ class PrometheusMetrics:
         """The raw answer of one query, or None (the cause in errors[key], the detail logged)."""
         PROMQL_QUERIES.labels(kind="service").inc()
         try:
-            result: list[dict[str, object]] = self._prom().custom_query(self.queries[key])
+            result: list[dict[str, object]] = self._prom().custom_query(self.queries[key], timeout=self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - connection errors, HTTP errors, bad PromQL
             cause = describe(exc, timeout_s=self.timeout_s)
             self._log.failed(self.url, key, self.queries[key], exc, cause)
@@ -678,7 +690,8 @@ class PrometheusMetrics:
         try:
             result = self._prom().custom_query_range(
                 self.queries[key], start_time=datetime.fromtimestamp(start, tz=timezone.utc),
-                end_time=datetime.fromtimestamp(end, tz=timezone.utc), step=f"{max(int(step), 1)}s")
+                end_time=datetime.fromtimestamp(end, tz=timezone.utc), step=f"{max(int(step), 1)}s",
+                timeout=self.timeout_s)
         except Exception as exc:  # noqa: BLE001
             log.info("no %s history from %s: %s", key, self.url, exc)
             self.history_error = describe(exc, timeout_s=self.timeout_s)
@@ -839,7 +852,7 @@ def metrics_port(spec: InferenceServiceSpec, *, namespace: str, name: str, defau
         return NoMetrics()
     queries = queries_for(spec, namespace=namespace, name=name, pod_re=pod_re, rate_by_pod=bool(classes))
     by_class = tuple((c, class_pod_regex(name, c)) for c in sorted(classes, key=lambda c: -len(deployment_name("", c))))
-    return PrometheusMetrics(url=url.rstrip("/"), queries=queries,
+    return PrometheusMetrics(url=url.rstrip("/"), queries=queries, timeout_s=query_timeout(spec),
                              stale_after_s=float(spec.metrics.stale_after_seconds), ca_bundle=ca_bundle,
                              serving=serving, sums=tuple(s for s in SUM_SIGNALS if s not in overridden(spec)),
                              classes=by_class if "request_rate_by_pod" in queries else ())
