@@ -605,10 +605,13 @@ class Chaos:
         self.filter.hidden = set()
         cleared = time.time()
         minutes = (cleared - injected) / 60
-        for name, fault in (("prom-down", f"Prometheus stopped {minutes:.1f} min"),
-                            ("prom-slow", f"Prometheus +{self.cfg.slow_s:g} s for {minutes:.1f} min"),
-                            ("prom-partial", f"1 of 4 pods out of the scrape {minutes:.1f} min")):
-            self.record({name: f"prometheus: {fault}"}, injected, cleared, timeout=120)
+        # One record for the three: each is judged from the same clearing on. (One after the other,
+        # a service's first look came only after the one before had converged: the first full runs
+        # put 4.8 s on the partial scrape, 0.1 s after the slow Prometheus's 4.7 s.)
+        self.record({"prom-down": f"prometheus: Prometheus stopped {minutes:.1f} min",
+                     "prom-slow": f"prometheus: Prometheus +{self.cfg.slow_s:g} s for {minutes:.1f} min",
+                     "prom-partial": f"prometheus: 1 of 4 pods out of the scrape {minutes:.1f} min"},
+                    injected, cleared, timeout=120)
 
     # --- spot storm --------------------------------------------------------------------------
 
