@@ -181,6 +181,7 @@ class SimFleet:
         self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...], float | None], FleetState] | None = None
         self._last_state: tuple[int, float, FleetState] | None = None
         self._flags_at: tuple[int, tuple[bool, float | None, bool]] = (-1, (False, None, False))
+        self._clocked: list[SimReplica] = []  # the pods draining or noticed, as of _flags_at's version
         self._pods_at: tuple[int, list[Replica], list[tuple[int, SimReplica]]] = (-1, [], [])
         self.in_flight_per_serving = 0.0
         self.starts: dict[str, list[float]] = {c: [] for c in self.names}
@@ -276,17 +277,19 @@ class SimFleet:
         """(whether the rollout depends on the clock: pods draining or noticed; the oldest pending
         spot pod's creation; whether any pod is Pending), recomputed only when the fleet changed."""
         if self._flags_at[0] != self.version:
-            timed = any_pending = False
+            any_pending = False
             oldest: float | None = None
             spot = self._spot_classes
+            clocked: list[SimReplica] = []
             for r in self.replicas.values():  # one pass
                 if r.interrupted or r.state == _DRAINING:
-                    timed = True
+                    clocked.append(r)
                 if r.pending:
                     any_pending = True
                     if r.cls in spot and (oldest is None or r.pending_since < oldest):
                         oldest = r.pending_since
-            self._flags_at = (self.version, (timed, oldest, any_pending))
+            self._flags_at = (self.version, (bool(clocked), oldest, any_pending))
+            self._clocked = clocked
         return self._flags_at[1]
 
     def _pending_by_class(self, now: float) -> tuple[tuple[str, int], ...]:
@@ -307,7 +310,7 @@ class SimFleet:
 
     def time_to_ready(self) -> dict[str, float]:
         """Creation-to-Ready seconds per class: the core's estimator over the starts seen."""
-        key = tuple(len(self.starts[c]) for c in self.names)
+        key = tuple(map(len, self.starts.values()))  # (starts keeps the classes in self.names' order)
         if self._ttr is None or self._ttr[0] != key:
             out = {c: time_to_ready(xs) for c, xs in self.starts.items()}
             self._ttr = (key, {c: v for c, v in out.items() if v is not None})
@@ -332,7 +335,7 @@ class SimFleet:
         out = math.inf
         if not self._flags()[0]:
             return out  # no pod draining or noticed: nothing the clock moves
-        for r in self.replicas.values():
+        for r in self._clocked:  # the pods draining or noticed (_flags, at this version)
             if r.state == _DRAINING:
                 since = r.draining_since if r.draining_since is not None else self._now
                 out = min(out, since + self.drain_timeout_s,
