@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -127,6 +128,7 @@ class Kube:
         self.policy = client.PolicyV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self._dynamic: DynamicClient | None = None
+        self._dynamic_lock = threading.Lock()  # one discovery, not one per handler starting at once
 
     def plain(self, obj: Any) -> Any:
         return self.api.sanitize_for_serialization(obj)
@@ -137,9 +139,10 @@ class Kube:
     def dynamic(self) -> DynamicClient:
         # Raw dicts through the dynamic client: the typed client's models reject valid user
         # templates (e.g. an integer `nvidia.com/gpu: 1` where its model wants a string).
-        if self._dynamic is None:
-            self._dynamic = DynamicClient(self.api)
-        return self._dynamic
+        with self._dynamic_lock:
+            if self._dynamic is None:
+                self._dynamic = DynamicClient(self.api)
+            return self._dynamic
 
     def apply_child(self, namespace: str, body: dict[str, Any], *, replicas: int | None = None) -> str:
         """Create the child, or server-side apply it. Returns "created", "updated" or "unchanged".
