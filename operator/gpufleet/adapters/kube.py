@@ -139,6 +139,8 @@ class Kube:
     def dynamic(self) -> DynamicClient:
         # Raw dicts through the dynamic client: the typed client's models reject valid user
         # templates (e.g. an integer `nvidia.com/gpu: 1` where its model wants a string).
+        if self._dynamic is not None:
+            return self._dynamic
         with self._dynamic_lock:
             if self._dynamic is None:
                 self._dynamic = DynamicClient(self.api)
