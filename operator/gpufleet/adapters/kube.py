@@ -146,6 +146,16 @@ class Kube:
                 self._dynamic = DynamicClient(self.api)
             return self._dynamic
 
+    def resource(self, api_version: str, kind: str) -> Any:
+        """The dynamic client's resource for a kind, looked up once: each lookup searches the
+        discovered API groups in Python (make chaos: a restarted operator's resume handlers spent
+        most of their time there, holding the GIL its first ticks needed)."""
+        cache: dict[tuple[str, str], Any] = self.__dict__.setdefault("_resources", {})
+        found = cache.get((api_version, kind))
+        if found is None:
+            found = cache[(api_version, kind)] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        return found
+
     def apply_child(self, namespace: str, body: dict[str, Any], *, replicas: int | None = None) -> str:
         """Create the child, or server-side apply it. Returns "created", "updated" or "unchanged".
 
@@ -164,7 +174,7 @@ class Kube:
     def _apply_child(self, namespace: str, body: dict[str, Any], replicas: int | None, timeout: Timeout) -> str:
         # One attempt, from the read: a create that lost a race (409) is retried as a whole, and
         # the object found then is checked for its owner like any other.
-        resource = self.dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+        resource = self.resource(body["apiVersion"], body["kind"])
         name = body["metadata"]["name"]
         owner = manifests.controller_of(body["metadata"])
         try:
