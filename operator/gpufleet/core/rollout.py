@@ -238,8 +238,10 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     discard: list[str] = []
     deferred: list[str] = []
     sizes: list[tuple[str, int]] = []
-    # Each class's pods as they are after the moves above (the scan's when no pod moved: most steps).
-    facts = scan if after is replicas else _scan(after, leaving)
+    # Each class's pods as they are after the moves above: the scan's unless a drain was called
+    # off (promotions and demotions swap healthy, kept pods between serving and standby, which
+    # changes none of the counts and lists read below, and leave the retired pods as they are).
+    facts = scan if pods is replicas else _scan(after, leaving)
     for capacity_class in plan.class_names():
         draining = list(facts.draining.get(capacity_class, ()))
         drained_now: list[Replica] = []  # after the ones already draining
