@@ -125,6 +125,13 @@ CONFLICTS: dict[str, tuple[str, ...]] = {}
 # Children the API server refused as invalid, per uid: reported as InvalidSpec, tried again likewise.
 REJECTED: dict[str, tuple[str, ...]] = {}
 CONFLICT_RETRY_S = 30.0
+# Services resumed by a restarted operator whose children were already applied for their
+# generation (status.observedGeneration): their loop applies the children again (a new
+# operator version may render them differently, one may have been deleted meanwhile) after its
+# second tick, not the resume handler at once: every service's resume applies at once held the
+# API server while the first decisions waited on it (make chaos: kill -9 of the operator).
+RESUMED: set[str] = set()
+RESUME_APPLY_AFTER_TICKS = 2
 _kube_lock = threading.Lock()
 _kube: Kube | None = None
 
@@ -394,9 +401,16 @@ def conflict_status(body: kopf.Body, conflicts: Sequence[str], rejected: Sequenc
 @kopf.on.create(GROUP, VERSION, PLURAL, when=in_shard)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=in_shard)
 def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: str | None,
-                       patch: kopf.Patch, **_: Any) -> None:
+                       patch: kopf.Patch, reason: str | None = None, **_: Any) -> None:
     assert namespace is not None  # the CRD is namespaced
     parsed = parse_spec(spec)
+    uid = body.metadata.uid or ""
+    if reason == kopf.Reason.RESUME and isinstance(parsed, InferenceServiceSpec) and parsed.mode == Mode.active \
+            and (body.get("status") or {}).get("observedGeneration") == body.metadata.get("generation") \
+            and uid not in CONFLICTS and uid not in REJECTED:
+        RECONCILED[uid] = body.metadata.get("generation")
+        RESUMED.add(uid)  # applied again by its loop, after its first decisions (RESUMED)
+        return
     if isinstance(parsed, str):
         # Reported, not raised: retrying cannot fix a spec, and existing children stay untouched.
         kopf.warn(body, reason="InvalidSpec", message=parsed)
@@ -516,6 +530,7 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
             log.warning("%s again: %s/%s: %s", reason, namespace, name, f"{type(exc).__name__}: {exc}"[:300])
 
     retried = [time.time()]  # when the children were last applied again after a conflict
+    ticked = [0]  # ticks this loop has run (RESUMED)
     gone: list[bool] = []  # the InferenceService was found deleted (ServiceGone): stop ticking
 
     def ended() -> bool:
@@ -547,6 +562,10 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
             STATUS_WRITES.labels(result="skipped" if outcome.status is None else "written").inc()
             if outcome.telemetry is not None:
                 record(namespace, name, raw.metadata.labels, outcome.telemetry, time.time() - now)
+            ticked[0] += 1
+            if uid in RESUMED and ticked[0] >= RESUME_APPLY_AFTER_TICKS and parsed.mode == Mode.active:
+                apply_children(raw, parsed, namespace, name)  # after this tick's decision is out
+                RESUMED.discard(uid)  # only once it went through: a failure is tried next tick
         except ServiceGone as exc:
             # Deleted without this daemon being stopped (seen in a local run of the suite: a
             # namespace deleted while the loop's Prometheus was down; it ticked on 404s for minutes
@@ -589,6 +608,7 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         quota_app.QUOTAS.withdraw(f"{namespace}/{name}")  # its need leaves the arbitration with it
         if gone or (stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED):
             RECONCILED.pop(body.metadata.uid or "", None)
+            RESUMED.discard(body.metadata.uid or "")
             CONFLICTS.pop(body.metadata.uid or "", None)
             REJECTED.pop(body.metadata.uid or "", None)
     telemetry.forget(namespace=namespace, name=name)  # deleted, or paused by peering: no stale series
