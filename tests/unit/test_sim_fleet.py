@@ -73,3 +73,23 @@ def test_a_pod_turning_ready_between_decisions_serves_at_once() -> None:
     f.bootstrap(1)
     seen = drive(f, 0, 40, plan(2, 2))
     assert seen[24] == (1, 2) and seen[25] == (2, 2)  # Ready at 25 s, serving at 25 s (decisions at 20, 30)
+
+
+def test_fast_built_pods_equal_the_constructed_ones() -> None:
+    """SimFleet builds pods and their snapshots without the dataclass constructors (speed on 2 s
+    ticks); each must be the value the constructor gives, and a draining pod's copy in state()
+    must carry what it still runs while the cached snapshot keeps none."""
+    from gpufleet.core.types import Replica
+    from gpufleet.sim.fleet import SimReplica, _starting
+
+    made = _starting("on-demand-7", ON_DEMAND, 12.0)
+    assert made == SimReplica(name="on-demand-7", cls=ON_DEMAND, state=ReplicaState.starting, created_at=12.0,
+                              ready_at=None)
+    f = fleet(3)
+    f.apply(plan(2, 2, retire=("on-demand-1",)), now=0.0)  # on-demand-1 drains, carrying 4 in flight
+    pods = {p.name: p for p in f.state(now=10.0).replicas}
+    gone = pods["on-demand-1"]
+    assert gone.state == ReplicaState.draining and gone.in_flight == 4.0 * (1 - 10.0 / DRAIN_S)
+    assert pods["on-demand-2"] == Replica(name="on-demand-2", capacity_class=ON_DEMAND,
+                                          state=ReplicaState.serving, created_at=0.0, ready_at=0.0, in_flight=4.0)
+    assert f.replicas["on-demand-1"].snapshot().in_flight == 0.0
