@@ -90,14 +90,20 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# Test files run on TEST_WORKERS processes (pytest-xdist, whole files per worker); each worker that
+# reaches an integration test starts a local cluster of its own (tests/integration/support.py).
+# Most of an integration test's time is waiting on control loops, so two fit on 2 cores.
+TEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+
 unit: venv
-	$(VENV)/bin/pytest tests/unit
+	$(PYTEST) tests/unit
 
 integration: venv deps bins
-	$(VENV)/bin/pytest tests/integration
+	$(PYTEST) tests/integration
 
 test: venv deps bins
-	$(VENV)/bin/pytest tests
+	$(PYTEST) tests
 
 run: venv deps bins
 	@hack/run-demo.sh

@@ -85,6 +85,11 @@ up() {
   else
     kwokctl delete cluster --name "$CLUSTER_NAME" >/dev/null 2>&1 || true
     log "creating cluster $CLUSTER_NAME (workdir $KWOK_WORKDIR)"
+    # kwokctl gives each component the first port below 32767 that nothing listens on yet, so two
+    # clusters created at once (parallel test workers) pick the same ports: one creation at a time.
+    mkdir -p "$KWOK_WORKDIR"
+    exec 9>"$KWOK_WORKDIR/.create.lock"
+    flock 9
     # --kubeconfig "" keeps kwokctl from merging a context into ~/.kube/config.
     kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary \
       --kube-apiserver-binary "$BIN/kube-apiserver" \
@@ -95,6 +100,7 @@ up() {
       --config "$here/kwok/config.yaml" \
       --kubeconfig "" \
       --wait 3m >&2
+    flock -u 9
   fi
   nodes
   kubectl --kubeconfig "$KUBECONFIG_FILE" apply --server-side -f "$root/crds/" >/dev/null

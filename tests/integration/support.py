@@ -20,7 +20,10 @@ import yaml
 from gpufleet.api.timefmt import iso_seconds
 from tests.support import ROOT, wait_for
 
-CLUSTER = os.environ.get("GPUFLEET_TEST_CLUSTER", "gpufleet-test")
+# Under pytest-xdist (`make test` runs files on TEST_WORKERS processes) each worker has a cluster,
+# operator, Prometheus and emulator of its own: the suffix keeps their clusters apart.
+CLUSTER = os.environ.get("GPUFLEET_TEST_CLUSTER", "gpufleet-test") + (
+    f"-{os.environ['PYTEST_XDIST_WORKER']}" if os.environ.get("PYTEST_XDIST_WORKER") else "")
 READY_DELAY_S = 8  # the example's model-load delay on the KWOK pods
 STABILIZE_S = 20  # the closed-loop service's scale-down stabilisation window
 MAX_STEP_PERCENT = 50
