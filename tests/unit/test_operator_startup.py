@@ -71,3 +71,12 @@ def test_a_resumed_service_whose_spec_moved_on_is_applied_at_once() -> None:
         assert uid not in kopf_app.RESUMED
     finally:
         kopf_app.RECONCILED.pop(uid, None)
+
+
+def test_the_first_drain_end_is_the_earliest_drain_start_plus_its_timeout() -> None:
+    # The loop is woken then: a drained pod goes at its timeout, not up to an interval later.
+    def pod(since: str | None) -> dict[str, Any]:
+        return {"metadata": {"annotations": {} if since is None else {"gpufleet.io/draining-since": since}}}
+
+    assert kopf_app.first_drain_end([pod(None), pod("100.5"), pod("90"), pod("junk")], 6.0) == 96.0
+    assert kopf_app.first_drain_end([pod(None)], 6.0) is None
