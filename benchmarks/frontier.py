@@ -53,11 +53,10 @@ LOWER_BOUND = "lower-bound"
 NONE = "none"  # the cold setting of runs that start nothing cold (lower bound, clairvoyant)
 SCHEMA = 1
 
-# Seconds of simulation per simulated day, by policy: the mean over the runs of a reduced-grid
-# slice (typical cold start, 221 runs) on the 2-core development machine, 2 workers, shared with
-# other work (its least contended runs took about half): the plan's estimate and the
+# Seconds of simulation per simulated day, by policy: the mean over the full grid's runs at c7cfdc0
+# (reports/bench, timing.per_policy) on 16 cores with 16 workers busy: the plan's estimate and the
 # longest-first order.
-S_PER_DAY = {"hpa": 1.3, "keda": 2.3, "knative-kpa": 12.1, "gpufleet": 5.6, CLAIRVOYANT: 4.5, LOWER_BOUND: 0.1,
+S_PER_DAY = {"hpa": 1.4, "keda": 1.6, "knative-kpa": 3.2, "gpufleet": 4.3, CLAIRVOYANT: 3.8, LOWER_BOUND: 0.2,
              "static-peak": 0.5}
 
 
@@ -476,7 +475,7 @@ def plan(grid: Grid, store: Store, workers: int) -> str:
     return (f"grid {grid.name}: {len(tune)} tuning + {len(ev)} eval runs = {len(runs)}; estimated "
             f"{core/3600:.2f} core-h ({left/3600:.2f} not stored yet), longest run ~{longest:.0f} s; "
             f"~{max(left / workers, longest)/60:.1f} min wall on {workers} workers (estimate from S_PER_DAY, "
-            "measured on a shared 2-core machine)")
+            "the full grid's means on 16 cores)")
 
 
 def main(argv: list[str] | None = None) -> int:
