@@ -36,7 +36,7 @@ NOW = 1_700_000_000.0
 PERSISTED = {
     "recommendations", "standby_recommendations", "sustained_recommendations", "last_scale_up_at",
     "last_scale_down_at", "learned_rps_per_replica", "started_at", "burst_replicas", "jump_fraction",
-    "spot_retry_at", "spot_backoff_s", "spot_outage_at", "schedule_refs",
+    "spot_retry_at", "spot_backoff_s", "spot_outage_at", "schedule_refs", "backlog_at",
 }
 
 
@@ -123,6 +123,7 @@ def memories(draw: st.DrawFn) -> PolicyMemory:
         spot_retry_at=draw(maybe_time),
         spot_backoff_s=draw(st.floats(0.0, 1e5)),
         spot_outage_at=draw(maybe_time),
+        backlog_at=draw(maybe_time),
         schedule_refs=tuple(
             draw(st.lists(st.tuples(st.text(min_size=1, max_size=20), times, small_float), max_size=3))
         ),
@@ -131,7 +132,6 @@ def memories(draw: st.DrawFn) -> PolicyMemory:
         last_decided_at=draw(maybe_time),
         last_need=draw(st.none() | st.integers(0, 40)),
         last_queue=draw(st.none() | st.tuples(small_float, times)),
-        backlog_at=draw(maybe_time),
         serving_seen=draw(st.none() | st.integers(0, 40)),
         serving_seen_since=draw(maybe_time),
         settled_serving=draw(st.none() | st.integers(0, 40)),
@@ -172,7 +172,7 @@ def test_round_trip_keeps_every_persisted_field(memory: PolicyMemory, ttr: dict[
             got = got[:-1]
         assert [v for _, v in got] == [v for _, v in want]
         assert all(close_time(a, b) for (a, _), (b, _) in zip(got, want))
-    for name in ("last_scale_up_at", "last_scale_down_at", "started_at", "spot_retry_at", "spot_outage_at"):
+    for name in ("last_scale_up_at", "last_scale_down_at", "started_at", "spot_retry_at", "spot_outage_at", "backlog_at"):
         assert close_time(getattr(back, name), getattr(memory, name)), name
     assert abs(back.spot_backoff_s - memory.spot_backoff_s) <= 0.05 + 1e-6
     assert close_sig(back.learned_rps_per_replica, memory.learned_rps_per_replica)
@@ -416,7 +416,8 @@ def test_fingerprint_follows_what_is_persisted() -> None:
     assert fingerprint(replace(memory, started_at=NOW), ttr) != fp
     assert fingerprint(replace(memory, schedule_refs=()), ttr) != fp
     # Per-tick state is not persisted, so it does not count.
-    assert fingerprint(replace(memory, last_serving=9, last_need=9, backlog_at=NOW, spent_today=3.0), ttr) == fp
+    assert fingerprint(replace(memory, last_serving=9, last_need=9, spent_today=3.0), ttr) == fp
+    assert fingerprint(replace(memory, backlog_at=NOW), ttr) != fp  # the after-backlog window outlives a restart
 
 
 @pytest.mark.parametrize("name", ["burst_replicas", "jump_fraction"])

@@ -23,6 +23,7 @@ Format, version 1: compact JSON (no spaces), fields at their default value left 
     sr   spot_retry_at                       time
     sk   spot_backoff_s                      seconds, to 0.1 s
     so   spot_outage_at                      time
+    bl   backlog_at                          time
     sc   schedule_refs                       [[name, time, load in replicas (4 s.d.)], ...]
     ttr  time-to-ready samples per class     {"on-demand": [seconds, ...], ...}, to 0.1 s, oldest
                                              first, the newest MAX_TTR_SAMPLES per class
@@ -43,8 +44,13 @@ MAX_CHARS (a window of hours at one-second ticks, every value different), series
 conservatively: consecutive entries are merged into (time of the group's newest, max of the
 group), which can only keep a larger recommendation for longer, i.e. hold more capacity.
 
+`backlog_at` is persisted although it changes with the ticks: for AFTER_BACKLOG_S after a backlog
+the scale-down window spans the request rate's minute (core.stabilize), and a restarted operator
+that forgot it shrank a fleet that had just scaled up through a backlog (make chaos: kill -9 right
+after a promotion demoted the promoted pods, then scaled up again a cold start later).
+
 Not persisted (per-tick state, meaningless after a gap; back at their defaults on decode):
-last_serving, last_decided_at, last_need, last_queue, backlog_at, serving_seen,
+last_serving, last_decided_at, last_need, last_queue, serving_seen,
 serving_seen_since, settled_serving, spend_day and spent_today (the operator seeds spend from
 status.usage). On decode, each non-empty series gets (now, its last value) appended: the operator
 was down in between, and assuming it kept recommending what it last did is the conservative
@@ -205,6 +211,7 @@ def _dump(
     if _usable(memory.spot_backoff_s) and _tenths(memory.spot_backoff_s) != 0:
         out["sk"] = _seconds(_tenths(memory.spot_backoff_s))
     time("so", memory.spot_outage_at)
+    time("bl", memory.backlog_at)
     refs: list[JsonValue] = [
         [name, _seconds(_tenths(start) - base), _sig(load)]
         for name, start, load in memory.schedule_refs
@@ -272,6 +279,7 @@ def decode(text: str, *, now: float) -> tuple[PolicyMemory, dict[str, list[float
         spot_retry_at=time("sr"),
         spot_backoff_s=number("sk", 0.0),
         spot_outage_at=time("so"),
+        backlog_at=time("bl"),
         schedule_refs=_decode_refs(data, base),
     )
     return memory, _decode_ttr(data)
@@ -365,7 +373,7 @@ def fingerprint(memory: PolicyMemory, ttr_samples: Mapping[str, Sequence[float]]
 
     In it: per series the values of its runs and the first time of every run but the oldest (the
     oldest run's start is only where the window was cut: it moves every tick); the scale up/down
-    times, started_at, the spot back-off fields, schedule_refs and the time-to-ready samples, all
+    times, started_at, the spot back-off fields, backlog_at, schedule_refs and the time-to-ready samples, all
     as persisted (0.1 s, 4 significant digits); the learned rates to 2 significant digits;
     burst_replicas and jump_fraction to 0.1 as the value they decay to at the end of the current
     half-life period (see `_decaying`). Not in it: time passing, a run getting longer, the newest
@@ -377,7 +385,7 @@ def fingerprint(memory: PolicyMemory, ttr_samples: Mapping[str, Sequence[float]]
         [_runs(s) for s in (memory.recommendations, memory.standby_recommendations, memory.sustained_recommendations)],
         [_tenths(t) if _usable(t) else None
          for t in (memory.last_scale_up_at, memory.last_scale_down_at, memory.started_at,
-                   memory.spot_retry_at, memory.spot_outage_at)],
+                   memory.spot_retry_at, memory.spot_outage_at, memory.backlog_at)],
         _tenths(memory.spot_backoff_s) if _usable(memory.spot_backoff_s) else None,
         _sig(rps, 2) if _usable(rps) else None,
         [[n, _sig(x, 2)] for n, x in memory.learned_class_rps if _usable(x)],
