@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from gpufleet.api import crd
 from gpufleet.api.models import InferenceServiceSpec, InferenceServiceStatus
 from gpufleet.control.memory import (
+    BACKLOG_STEP_S,
     MAX_CHARS,
     MemoryFormatError,
     Series,
@@ -418,6 +419,14 @@ def test_fingerprint_follows_what_is_persisted() -> None:
     # Per-tick state is not persisted, so it does not count.
     assert fingerprint(replace(memory, last_serving=9, last_need=9, spent_today=3.0), ttr) == fp
     assert fingerprint(replace(memory, backlog_at=NOW), ttr) != fp  # the after-backlog window outlives a restart
+
+
+def test_a_lasting_backlog_changes_the_fingerprint_once_per_step_not_every_tick() -> None:
+    base = 1_700_000_000.0  # a multiple of BACKLOG_STEP_S
+    memory = PolicyMemory(started_at=NOW - 600, backlog_at=base)
+    fp = fingerprint(memory, {})
+    assert all(fingerprint(replace(memory, backlog_at=base + t), {}) == fp for t in (2.0, 4.0, 9.9))
+    assert fingerprint(replace(memory, backlog_at=base + BACKLOG_STEP_S), {}) != fp
 
 
 @pytest.mark.parametrize("name", ["burst_replicas", "jump_fraction"])

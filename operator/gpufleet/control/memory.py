@@ -70,6 +70,10 @@ from gpufleet.core.types import PolicyMemory
 from gpufleet.core.warmpool import BURST_HALF_LIFE_S, JUMP_HALF_LIFE_S
 
 VERSION = 1
+# backlog_at moves every tick while a backlog lasts: the fingerprint sees it in steps of this many
+# seconds, so a backlog costs a status write per step, not per tick; a restarted operator's window
+# after the backlog (core.stabilize.AFTER_BACKLOG_S, a minute) may then end up to a step early.
+BACKLOG_STEP_S = 10.0
 # status.memory's maxLength in the CRD (api.models.InferenceServiceStatus.memory).
 MAX_CHARS = 65536
 # The operator keeps this many creation-to-Ready durations per capacity class.
@@ -373,19 +377,21 @@ def fingerprint(memory: PolicyMemory, ttr_samples: Mapping[str, Sequence[float]]
 
     In it: per series the values of its runs and the first time of every run but the oldest (the
     oldest run's start is only where the window was cut: it moves every tick); the scale up/down
-    times, started_at, the spot back-off fields, backlog_at, schedule_refs and the time-to-ready samples, all
+    times, started_at, the spot back-off fields, schedule_refs and the time-to-ready samples, all
     as persisted (0.1 s, 4 significant digits); the learned rates to 2 significant digits;
     burst_replicas and jump_fraction to 0.1 as the value they decay to at the end of the current
-    half-life period (see `_decaying`). Not in it: time passing, a run getting longer, the newest
-    entry of a series moving, decay, nor drift of burst/jump fraction by less than 0.05 (unless
-    that drift crosses a rounding boundary: no function of one memory can avoid that)."""
+    half-life period (see `_decaying`); backlog_at in BACKLOG_STEP_S steps. Not in it: time
+    passing, a run getting longer, the newest entry of a series moving, decay, nor drift of
+    burst/jump fraction by less than 0.05 (unless that drift crosses a rounding boundary: no
+    function of one memory can avoid that)."""
     rps = memory.learned_rps_per_replica
     key: list[object] = [
         VERSION,
         [_runs(s) for s in (memory.recommendations, memory.standby_recommendations, memory.sustained_recommendations)],
         [_tenths(t) if _usable(t) else None
          for t in (memory.last_scale_up_at, memory.last_scale_down_at, memory.started_at,
-                   memory.spot_retry_at, memory.spot_outage_at, memory.backlog_at)],
+                   memory.spot_retry_at, memory.spot_outage_at)],
+        math.floor(memory.backlog_at / BACKLOG_STEP_S) if _usable(memory.backlog_at) else None,
         _tenths(memory.spot_backoff_s) if _usable(memory.spot_backoff_s) else None,
         _sig(rps, 2) if _usable(rps) else None,
         [[n, _sig(x, 2)] for n, x in memory.learned_class_rps if _usable(x)],
