@@ -38,7 +38,7 @@ from gpufleet.adapters import manifests
 from gpufleet.adapters.fleet_metrics import FleetQueries
 from gpufleet.adapters.kube import Kube, NotOwned, ServiceGone, adopt
 from gpufleet.adapters.quota import patch_quota_status
-from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, owned_by_fleet, trim_pod, turned_ready
+from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, owned_by_fleet, replica_from_pod, trim_pod, turned_ready
 from gpufleet.adapters.wiring import ClusterWiring
 from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, Mode, read_status
 from gpufleet.control import pricing
@@ -47,6 +47,7 @@ from gpufleet.control.quota import QuotaPolicy
 from gpufleet.control.service import Causes, Event, ServiceLoop, Settings, TickTelemetry
 from gpufleet.control.step import initial_decision
 from gpufleet.core.policy import GpufleetPolicy
+from gpufleet.core.rollout import drain_deadline
 from gpufleet.core.types import ON_DEMAND, SPOT
 
 log = logging.getLogger("gpufleet")
@@ -432,20 +433,6 @@ def reconcile_children(body: kopf.Body, spec: kopf.Spec, name: str, namespace: s
     patch.status["observedGeneration"] = body.metadata.get("generation")
 
 
-def first_drain_end(pods: Sequence[Mapping[str, Any]], timeout_s: float) -> float | None:
-    """When the first of these pods' drains reaches its timeout (unix time), or None: none drains."""
-    starts = []
-    for pod in pods:
-        since = ((pod.get("metadata") or {}).get("annotations") or {}).get(manifests.ANNOTATION_DRAINING)
-        if since is None:
-            continue
-        try:
-            starts.append(float(since))
-        except (TypeError, ValueError):
-            continue
-    return min(starts) + timeout_s if starts else None
-
-
 def failure_cause(exc: BaseException) -> tuple[str, object]:
     """What makes two failures the same cause: the exception's type and, for API errors, the
     HTTP status (messages carry request ids and times)."""
@@ -597,7 +584,8 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         tick: the pod goes then (the reroute carries out the plan again), not up to an interval
         later (make chaos: a spot notice's drained pods left their node a tick late)."""
         try:
-            end = first_drain_end(snapshot().pods, float(parsed.scaling.scale_down.drain_timeout_seconds))
+            end = drain_deadline((replica_from_pod(p, set()) for p in snapshot().pods),
+                                 drain_timeout_s=float(parsed.scaling.scale_down.drain_timeout_seconds))
         except Exception as exc:  # noqa: BLE001 - the next tick covers it as before
             log.debug("no drain wake-up for %s/%s: %s", namespace, name, exc)
             return

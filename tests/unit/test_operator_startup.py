@@ -8,6 +8,8 @@ import kopf
 
 from gpufleet import kopf_app
 from gpufleet.adapters.kube import Kube
+from gpufleet.adapters.pods import replica_from_pod
+from gpufleet.core.rollout import drain_deadline
 
 
 def test_startup_builds_the_kubernetes_client_before_any_tick() -> None:
@@ -73,10 +75,12 @@ def test_a_resumed_service_whose_spec_moved_on_is_applied_at_once() -> None:
         kopf_app.RECONCILED.pop(uid, None)
 
 
-def test_the_first_drain_end_is_the_earliest_drain_start_plus_its_timeout() -> None:
+def test_the_drain_deadline_is_the_earliest_drain_start_plus_its_timeout() -> None:
     # The loop is woken then: a drained pod goes at its timeout, not up to an interval later.
-    def pod(since: str | None) -> dict[str, Any]:
-        return {"metadata": {"annotations": {} if since is None else {"gpufleet.io/draining-since": since}}}
+    def pod(name: str, since: str | None) -> dict[str, Any]:
+        annotations = {} if since is None else {"gpufleet.io/draining-since": since}
+        return {"metadata": {"name": name, "annotations": annotations}}
 
-    assert kopf_app.first_drain_end([pod(None), pod("100.5"), pod("90"), pod("junk")], 6.0) == 96.0
-    assert kopf_app.first_drain_end([pod(None)], 6.0) is None
+    pods = [pod("a", None), pod("b", "100.5"), pod("c", "90"), pod("d", "junk")]
+    assert drain_deadline([replica_from_pod(p, set()) for p in pods], drain_timeout_s=6.0) == 96.0
+    assert drain_deadline([replica_from_pod(pod("a", None), set())], drain_timeout_s=6.0) is None

@@ -158,6 +158,14 @@ def release_reason(r: Replica, *, now: float, drain_timeout_s: float) -> str | N
     return None
 
 
+def drain_deadline(replicas: Iterable[Replica], *, drain_timeout_s: float) -> float | None:
+    """When the first draining pod reaches its drain timeout (`release_reason`'s), or None: none
+    drains with a known start. The operator wakes the service's loop then, so the pod goes at its
+    timeout, not up to an interval later."""
+    starts = [r.draining_since for r in replicas if r.state == ReplicaState.draining and r.draining_since is not None]
+    return min(starts) + drain_timeout_s if starts else None
+
+
 def _count(x: float | None) -> str:
     return "unknown" if x is None else f"{x:g}"
 
