@@ -11,7 +11,7 @@ No clock: every time is an argument.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -49,9 +49,16 @@ class RateForecaster:
         refit_every_s: float = 86400.0,
         max_horizon_s: float = 3600.0,
         refit_offset_s: float = 0.0,
+        fit_memo: MutableMapping[bytes, FittedForecaster] | None = None,
     ) -> None:
         """refit_offset_s shifts this forecaster's daily refit boundary: give each service a
-        different one (e.g. from a hash of its name) so a fleet does not refit all at once."""
+        different one (e.g. from a hash of its name) so a fleet does not refit all at once.
+
+        fit_memo: full fits by their exact inputs, shared between forecasters (a fit is a pure
+        function of the history and the settings, and FittedForecaster is immutable): the
+        simulator's runs of one trace feed identical rate histories, whatever the policy does.
+        The caller bounds it."""
+        self.fit_memo = fit_memo
         self.step_s = float(step_s) if math.isfinite(step_s) and step_s > 0 else 300.0
         self.method = method
         self.seasonalities_s = tuple(seasonalities_s)
@@ -266,13 +273,7 @@ class RateForecaster:
         else:
             deferred = False
         if due:
-            fitted = fit(
-                self._history(first, last),
-                step_seconds=self.step_s,
-                method=self.method,
-                seasonalities_s=self.seasonalities_s,
-                horizon=self.horizon,
-            )
+            fitted = self._fit(self._history(first, last))
             self.fits += 1
             self._fit_last = last
             self._fit_n = n
@@ -288,6 +289,21 @@ class RateForecaster:
         if deferred:
             result = replace(result, note="; ".join(p for p in (result.note, "refit deferred") if p))
         return result
+
+    def _fit(self, history: np.ndarray) -> FittedForecaster:
+        memo = self.fit_memo
+        key = b""
+        if memo is not None:
+            settings = repr((self.step_s, self.method, self.seasonalities_s, self.horizon)).encode()
+            key = settings + b"|" + history.tobytes()  # exact (a digest would need hashlib here)
+            hit = memo.get(key)
+            if hit is not None:
+                return hit
+        fitted = fit(history, step_seconds=self.step_s, method=self.method, seasonalities_s=self.seasonalities_s,
+                     horizon=self.horizon)
+        if memo is not None:
+            memo[key] = fitted
+        return fitted
 
     def _summarise(self, fc: Forecast, steps: int, n: int, last: int) -> RateForecast:
         mean = fc.mean[np.isfinite(fc.mean)]

@@ -280,3 +280,28 @@ def test_compact_state_forecasts_exactly_as_the_untrimmed_one(monkeypatch: pytes
     reference.extend(answers)
     assert reference_rf.fits == 2 and all(r is not None for r in compact)
     assert compact == reference
+
+
+def test_a_shared_fit_memo_answers_identical_histories_without_refitting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two forecasters fed the same samples share their full fits through `fit_memo` (the
+    simulator's runs of one trace): same answers, the second one fits nothing itself."""
+    import gpufleet.forecasting.rate as rate_mod
+
+    rng = np.random.default_rng(3)
+    rates = [100 + 20 * math.sin(2 * math.pi * i / 144) + rng.standard_normal() for i in range(3 * 144)]
+    memo: dict[bytes, api.FittedForecaster] = {}
+    first = RateForecaster(step_s=600, fit_memo=memo)
+    now = feed(first, rates, 600)
+    a = [first.forecast(now + dt, 1800.0) for dt in (0.0, 601.0)]
+    assert memo and first.fits >= 1
+    calls: list[int] = []
+    real_fit = rate_mod.fit
+    monkeypatch.setattr(rate_mod, "fit", lambda *args, **kw: calls.append(1) or real_fit(*args, **kw))
+    second = RateForecaster(step_s=600, fit_memo=memo)
+    feed(second, rates, 600)
+    b = [second.forecast(now + dt, 1800.0) for dt in (0.0, 601.0)]
+    assert a == b and not calls and second.fits == first.fits
+    third = RateForecaster(step_s=600, fit_memo=memo)  # a different history misses the memo
+    feed(third, [r + 1.0 for r in rates], 600)
+    third.forecast(now, 1800.0)
+    assert calls

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import math
+from collections.abc import MutableMapping
 
 from gpufleet.api.models import Forecast, ForecastMethod
 from gpufleet.api.timefmt import duration_seconds, iso
 from gpufleet.core.types import ForecastSummary
+from gpufleet.forecasting.api import FittedForecaster
 from gpufleet.forecasting.rate import RateForecaster
 
 class ForecastAdapter:
     """Keeps one service's request-rate history and answers the control step's forecast call."""
 
-    def __init__(self, spec: Forecast, *, step_s: float = 60.0, refit_offset_s: float = 0.0) -> None:
+    def __init__(self, spec: Forecast, *, step_s: float = 60.0, refit_offset_s: float = 0.0,
+                 fit_memo: MutableMapping[bytes, FittedForecaster] | None = None) -> None:
         method = "auto" if spec.method in (ForecastMethod.auto, ForecastMethod.none) else spec.method.value
         self.rate = RateForecaster(
             step_s=step_s,
             method=method,
             seasonalities_s=tuple(float(duration_seconds(s)) for s in spec.seasonality),
             refit_offset_s=refit_offset_s,
+            fit_memo=fit_memo,
         )
         self._basis: tuple[float, str] = (math.nan, "")  # basis(): the last bucket and its text
 
