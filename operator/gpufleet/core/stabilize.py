@@ -65,7 +65,8 @@ def record(recs: Recommendations, now: float, value: int, keep_s: float) -> Reco
 
 
 def window(recs: Recommendations, now: float, seconds: float) -> list[int]:
-    return [v for t, v in recs if now - seconds <= t <= now]
+    since = now - seconds
+    return [v for t, v in recs if since <= t <= now]
 
 
 def max_up_step(spec: InferenceServiceSpec, current: int) -> int:

@@ -43,7 +43,8 @@ def horizon_s(spec: InferenceServiceSpec, time_to_ready_s: dict[str, float]) -> 
 
 def recent_rise(need: int, recs: tuple[tuple[float, int], ...], now: float, horizon: float, last: int | None) -> int:
     """How much the need rose within one lead time: now minus the lowest need seen since."""
-    seen = [v for t, v in recs if now - horizon <= t < now]
+    since = now - horizon
+    seen = [v for t, v in recs if since <= t < now]
     if seen:
         return need - min(seen)
     return need - last if last is not None else 0
@@ -57,7 +58,8 @@ def decay_burst(burst: float, jump: int, dt: float) -> float:
 
 def rise_fraction(need: int, recs: tuple[tuple[float, int], ...], now: float, horizon: float) -> float:
     """How much the need rose within one lead time, relative to the lowest need seen since."""
-    seen = [v for t, v in recs if now - horizon <= t < now]
+    since = now - horizon
+    seen = [v for t, v in recs if since <= t < now]
     if not seen:
         return 0.0
     base = min(seen)
@@ -115,9 +117,11 @@ def stabilize_pool(
 ) -> tuple[PoolSize, tuple[tuple[float, int], ...]]:
     """Grow the pool at once, shrink it only to the largest size wanted over the scale-down
     window: a pool that follows every wiggle of the need destroys and re-creates warm replicas."""
-    window = float(spec.scaling.scale_down.stabilization_seconds)
-    recs = tuple((t, v) for t, v in recs if now - window <= t < now) + ((now, pool.standby),)
-    held = min(max(v for _, v in recs), room)
+    since = now - float(spec.scaling.scale_down.stabilization_seconds)
+    kept = [tv for tv in recs if since <= tv[0] < now]  # (this runs at every decision)
+    kept.append((now, pool.standby))
+    recs = tuple(kept)
+    held = min(max([v for _, v in kept]), room)
     if held > pool.standby:
         return PoolSize(held, f"{pool.message}, holding {held} (scale-down window)"), recs
     return pool, recs

@@ -159,8 +159,8 @@ class _FitMemo(OrderedDict[bytes, "FittedForecaster"]):
 # Shared by every run in this process: the forecaster is fed the observed request rate, which
 # counts every arrival whatever the policy does, so the runs of one trace and seed (each warm
 # pool, target and cold setting) make the same full fits (~1 s of CPU per simulated day). A fit
-# holds compact models and backtest residuals (well under 1 MiB), its key the history (8 bytes a bucket).
-FIT_MEMO = _FitMemo(64)
+# with its key (the history, 8 bytes a bucket) is ~0.3 MB at 8 days of 1-min buckets: 128 of them ~40 MB.
+FIT_MEMO = _FitMemo(128)
 
 
 class RateForecastPort:
