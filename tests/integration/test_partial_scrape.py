@@ -135,8 +135,13 @@ def test_a_pod_out_of_the_scrape_holds_the_fleet(
         assert sum(int(e.get("count") or 1) for e in warnings) == 1, warnings
         assert "http" not in warnings[0]["message"] and "partial scrape" in warnings[0]["message"]
 
+        # Back in the scrape, the pod's rate covers only the seconds since: for a minute it would read
+        # low, so the rate stays missing until Prometheus covers the window again.
         scrape.hidden = set()
+        wait_for(lambda: "rate window not covered: Prometheus lacks samples of 1 of 4 serving pods" in
+                 condition(status(cluster, namespace, NAME), "MetricsAvailable").get("message", ""),
+                 timeout=60, what="the returning pod in the scrape, its rate window not yet covered", interval=1.0)
         wait_for(lambda: condition(status(cluster, namespace, NAME), "MetricsAvailable").get("status") == "True",
-                 timeout=60, what="metrics complete again", interval=1.0)
+                 timeout=120, what="metrics complete again", interval=1.0)
         assert min(d.desired for d in log.decisions() if d.at > dropped_at) >= 4
     set_load(emulator, namespace, NAME, 0)

@@ -70,7 +70,8 @@ def answers(per_pod: dict[str, float], reporting: list[str] | None = None) -> di
     return {"sampled_at": [(None, NOW)], "queue_depth": [(None, 40.0)], "queue_time_ms": [(None, 3.0)],
             "request_rate": [(None, sum(per_pod.values()))],
             "request_rate_by_pod": list(per_pod.items()),
-            "reporting": [(p, NOW) for p in (reporting if reporting is not None else per_pod)]}
+            "reporting": [(p, NOW) for p in (reporting if reporting is not None else per_pod)],
+            "window_coverage": [(p, 1.0) for p in (reporting if reporting is not None else per_pod)]}
 
 
 def port(s: InferenceServiceSpec, answered: dict[str, list[tuple[str | None, float]]], *,

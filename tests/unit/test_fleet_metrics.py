@@ -156,7 +156,8 @@ def test_batched_query_shapes() -> None:
 
 def test_signal_keys_follow_backend_and_slo() -> None:
     plain = signal_keys(spec())
-    assert set(plain) == {"sampled_at", "queue_depth", "queue_time_ms", "request_rate", "in_flight", "reporting"}
+    assert set(plain) == {"sampled_at", "queue_depth", "queue_time_ms", "request_rate", "in_flight", "reporting",
+                          "window_coverage"}
     llm = signal_keys(spec(backend="tensorrtllm", slo={"ttftP95Ms": 500, "latencyP95Ms": 900}))
     assert llm["queue_depth"] == "trtllm:queue_depth" and llm["in_flight"] == "trtllm:in_flight"
     assert llm["ttft_p95_ms"] == "trtllm:ttft_p95_ms" and llm["latency_p95_ms"] == "trtllm:latency_p95_ms"
@@ -173,7 +174,7 @@ def test_needed_queries_are_the_union_of_registered_services() -> None:
     assert fleet.needed() == {}
     fleet.register("a", "chat", spec())
     assert set(fleet.needed()) == {"sampled_at", "queue_depth", "queue_time_ms", "request_rate", "in_flight",
-                                   "reporting"}
+                                   "reporting", "window_coverage"}
     fleet.register("b", "llm", spec(backend="tensorrtllm", slo={"ttftP95Ms": 500}))
     assert {"trtllm:queue_depth", "trtllm:in_flight", "trtllm:kv_cache_utilization", "trtllm:ttft_p95_ms"} \
         <= set(fleet.needed())

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gpufleet.adapters.fleet_metrics import BATCHED_QUERIES, FleetQueries, ServiceMetrics
-from gpufleet.adapters.metrics import PrometheusMetrics, queries_for, unreported
+from gpufleet.adapters.metrics import PrometheusMetrics, queries_for, uncovered, unreported
 from gpufleet.adapters.wiring import ClusterWiring
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.api.timefmt import iso_seconds
@@ -70,6 +70,11 @@ def test_prometheus_sums_only_the_pods_that_report(tmp_path: Path, gone: str) ->
         {"expr": spec_queries["request_rate"], "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 30}]},
         {"expr": spec_queries["reporting"], "eval_time": "5m",
          "exp_samples": [{"labels": labels(pod=p), "value": t} for p, t in at.items()]},
+        # Coverage is no test of the scrape: the three that report have their window's 5 samples (and
+        # the jitter's one) of the minute before's 5, the dropped pod one (at 4 min) of its 5.
+        {"expr": BATCHED_QUERIES["window_coverage"], "eval_time": "5m",
+         "exp_samples": [{"labels": labels(**group, pod=p), "value": 6 / 5} for p in present]
+         + [{"labels": labels(**group, pod=DROPPED), "value": 2 / 5}]},
     ]
     proc = promtool(tmp_path, series, tests)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -80,6 +85,7 @@ def test_prometheus_sums_only_the_pods_that_report(tmp_path: Path, gone: str) ->
         "sampled_at": [(group, now)], "queue_depth": [(group, 6.0)], "queue_time_ms": [(group, 4.0)],
         "request_rate": [(group, 30.0)], "in_flight": [({**group, "pod": p}, 2.0) for p in present],
         "reporting": [({**group, "pod": p}, now - 300 + t) for p, t in at.items()],
+        "window_coverage": [({**group, "pod": p}, 1.0) for p in PODS],
     }
     serving = dict.fromkeys(PODS, now - 600)  # Ready (and serving) for ten minutes
     for port in ports(answers, serving=lambda: serving):
@@ -88,6 +94,56 @@ def test_prometheus_sums_only_the_pods_that_report(tmp_path: Path, gone: str) ->
         assert not port.available
         assert port.summary() == (f"queue_depth, request_rate: partial scrape: 1 of 4 serving pods not in Prometheus "
                                   f"({DROPPED}) (since 1970-01-01T02:46:40Z)")
+
+
+@needs_promtool
+def test_a_rate_window_prometheus_does_not_cover_reads_low(tmp_path: Path) -> None:
+    """Prometheus was down from 2 min to 4 min 30 s (15 s scrapes) while the pod served 10 requests/s.
+    At 5 min its 1-minute rate has samples for the last 30 s only and reads 6.25/s, not 10: the
+    undercount behind a kube-apiserver trial's decision of 1 pod for 3 (make chaos). Its window
+    coverage has no value (no samples the minute before); from 5 min 30 s the window is whole again."""
+    pod_labels = labels(namespace="ns", pod=PODS[0], model="m")
+    series = [{"series": f"nv_inference_pending_request_count{pod_labels}", "values": "0x8 _x9 0x10"},
+              {"series": f"nv_inference_request_success{pod_labels}", "values": "0+150x8 _x9 2700+150x10"}]
+    group = {"namespace": "ns", "gpufleet_service": "chat", "model": "m"}
+    spec_queries = queries_for(spec(), namespace="ns", name="chat")
+    tests = [
+        {"expr": BATCHED_QUERIES["request_rate"], "eval_time": "5m",
+         "exp_samples": [{"labels": labels(**group), "value": 6.25}]},
+        {"expr": spec_queries["request_rate"], "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 6.25}]},
+        {"expr": BATCHED_QUERIES["window_coverage"], "eval_time": "5m", "exp_samples": []},
+        {"expr": spec_queries["window_coverage"], "eval_time": "5m", "exp_samples": []},
+        # From a minute after the gap began to end (5m30s, the window starts at the first sample
+        # since) the rate is whole, and the minute before has a sample.
+        {"expr": BATCHED_QUERIES["request_rate"], "eval_time": "5m30s",
+         "exp_samples": [{"labels": labels(**group), "value": 10}]},
+        {"expr": BATCHED_QUERIES["window_coverage"], "eval_time": "5m30s",
+         "exp_samples": [{"labels": labels(**group, pod=PODS[0]), "value": 6}]},
+        {"expr": BATCHED_QUERIES["window_coverage"], "eval_time": "6m30s",
+         "exp_samples": [{"labels": labels(**group, pod=PODS[0]), "value": 6 / 5}]},
+        {"expr": spec_queries["window_coverage"], "eval_time": "6m30s",
+         "exp_samples": [{"labels": labels(pod=PODS[0]), "value": 6 / 5}]},
+    ]
+    proc = promtool(tmp_path, series, tests)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("serving,coverage,uncovered_pods,required", [
+    # Ready for ten minutes, its window as full as the one before: covered.
+    ({"a": 0.0}, {"a": 1.0}, [], 1),
+    # A tenth or more of its samples missing: a gap, uncovered.
+    ({"a": 0.0}, {"a": 0.85}, ["a"], 1),
+    # No value (no samples the minute before: Prometheus restarted empty, or the pod was out of
+    # the scrape): uncovered.
+    ({"a": 0.0, "b": 0.0}, {"a": 0.95}, ["b"], 2),
+    # Ready inside the window (or too shortly before it for a first scrape): not required.
+    ({"a": 0.0, "b": 950.0, "c": 915.0}, {"a": 1.2}, [], 1),
+    # The query failed: every pod that must cover the window is uncovered.
+    ({"a": 0.0, "b": 990.0}, None, ["a"], 1),
+])
+def test_which_serving_pods_must_cover_the_rate_window(serving: dict[str, float], coverage: dict[str, float] | None,
+                                                       uncovered_pods: list[str], required: int) -> None:
+    assert uncovered(serving, coverage, now=1000.0, stale_after_s=30.0) == (uncovered_pods, required)
 
 
 # --- the ports ------------------------------------------------------------------------------------
@@ -136,6 +192,7 @@ def answers_for(now: float, pods: dict[str, tuple[float, float]]) -> dict[str, l
         "request_rate": [(group, sum(r for _, r in pods.values()))],
         "in_flight": [({**group, "pod": p}, q) for p, (q, _) in pods.items()],
         "reporting": [({**group, "pod": p}, now) for p in pods],
+        "window_coverage": [({**group, "pod": p}, 1.0) for p in pods],
     }
 
 
@@ -154,6 +211,22 @@ def test_without_the_serving_pods_nothing_is_checked() -> None:
     answers = answers_for(now, {p: (1.0, 10.0) for p in PODS[:3]})
     for port in ports(answers):
         assert port.observe(now=now).request_rate == 30.0
+
+
+def test_an_uncovered_rate_window_leaves_the_rate_missing_and_the_queue() -> None:
+    """Every pod reports (the queue gauge is whole), but Prometheus has no sample of one at the
+    rate window (half the samples of the minute before): the rate sum is missing, the queue depth stays."""
+    now = 10_000.0
+    answers = answers_for(now, {p: (1.0, 10.0) for p in PODS})
+    answers["window_coverage"] = [*answers["window_coverage"][:3], (answers["window_coverage"][3][0], 0.5)]
+    for port in ports(answers, serving=lambda: dict.fromkeys(PODS, now - 600)):
+        assert port.observe(now=now) == Observation(sampled_at=now, queue_depth=4.0, queue_time_ms=5.0), type(port)
+        assert not port.available
+        assert port.summary() == (f"request_rate: rate window not covered: Prometheus lacks samples of 1 of 4 serving "
+                                  f"pods in the last 1m, their rates read low ({PODS[3]}) (since 1970-01-01T02:46:40Z)")
+    del answers["window_coverage"]  # the query answers nothing (or fails): not covered either
+    for port in ports(answers, serving=lambda: dict.fromkeys(PODS, now - 600)):
+        assert port.observe(now=now).request_rate is None and not port.available
 
 
 def test_a_failed_reporting_query_or_pod_cache_is_missing_too() -> None:
@@ -217,9 +290,15 @@ class LiveProm(CannedProm):
         self.load = load
         self.scraped = set(load)
         self.now = NOW
+        self.restarted_at: float | None = None  # Prometheus restarted with an empty store then
 
     def custom_query(self, query: str, timeout: float | None = None) -> list[dict[str, Any]]:
         self.answers = answers_for(self.now, {p: v for p, v in self.load.items() if p in self.scraped})
+        if self.restarted_at is not None and self.now - self.restarted_at < 60:
+            # Its rates extrapolate from the samples since: a fraction of the load.
+            covered = (self.now - self.restarted_at) / 60
+            self.answers["request_rate"] = [(m, v * covered) for m, v in self.answers["request_rate"]]
+            self.answers["window_coverage"] = []
         return super().custom_query(query)
 
 
@@ -274,3 +353,25 @@ def test_one_pod_out_of_the_scrape_scales_nothing_down(own_url: bool) -> None:
         conditions["MetricsAvailable"]["message"]
     assert sum(kube.deployments.values()) == 4
     assert not [c for c in kube.calls if c[0] in ("patch", "evict", "scale")], kube.calls
+
+
+@pytest.mark.parametrize("own_url", [False, True], ids=["batched", "per-service"])
+def test_a_restarted_prometheus_scales_nothing_down_until_its_rate_window_fills(own_url: bool) -> None:
+    """Prometheus restarts empty just before the first tick: for a minute its rates read a fraction
+    of the 40 requests/s the four pods serve. The fleet holds four until the window is whole."""
+    load = {p: (0.0, 10.0) for p in PODS}
+    prom = LiveProm(load)
+    prom.restarted_at = NOW - 5
+    kube, status = run_loop(prom, own_url=own_url, ticks=3)  # at +5, +15, +25 s: 3.3, 10, 16.7 requests/s
+    assert status["lastDecision"]["desired"] == 4, status["lastDecision"]
+    assert status["lastDecision"]["reason"] == "SafeMode"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["MetricsAvailable"]["status"] == "False"
+    assert "rate window not covered: Prometheus lacks samples of 4 of 4 serving pods" in \
+        conditions["MetricsAvailable"]["message"]
+    assert not [c for c in kube.calls if c[0] in ("patch", "evict", "scale")], kube.calls
+
+    # The check that the low rate alone would scale down: the same reading with its window "covered".
+    blind = LiveProm({p: (0.0, 10.0 * 25 / 60) for p in PODS})
+    kube, status = run_loop(blind, own_url=own_url, ticks=3)
+    assert status["lastDecision"]["desired"] < 4, status["lastDecision"]

@@ -37,9 +37,11 @@ from gpufleet.adapters.metrics import (
     IDLE_WINDOW,
     POD_SUFFIX,
     PROMQL_QUERIES,
+    RATE_WINDOW,
     REQUEST_COUNTERS,
     FirstSeen,
     NoMetrics,
+    PerPod,
     PrometheusMetrics,
     ServingPods,
     UrlPolicy,
@@ -88,8 +90,8 @@ def _sum(expr: str, by: str = _BY) -> str:
 
 def _per_request_ms(duration_us: str) -> str:
     """Per-request mean in ms: rate(duration) / rate(successes), matched on the group labels."""
-    success = _sum(f"rate({_sel('nv_inference_request_success')}[1m])")
-    return (f"{_sum(f'rate({_sel(duration_us)}[1m])')}"
+    success = _sum(f"rate({_sel('nv_inference_request_success')}[{RATE_WINDOW}])")
+    return (f"{_sum(f'rate({_sel(duration_us)}[{RATE_WINDOW}])')}"
             f" / on ({_BY}) clamp_min({success}, 1e-9) / 1000")
 
 
@@ -113,6 +115,8 @@ _KV_FRACTION = _sel("nv_trt_llm_kv_cache_block_metrics", ',kv_cache_block_type="
 _SUMMARY_P95 = _sel("nv_inference_request_summary_us", ',quantile="0.95"')
 _TRITON_P95 = f"max by ({_BY}) ({_svc(_SUMMARY_P95)}) / 1000"
 _TRITON_TTFT = _quantile_ms("nv_inference_first_response_histogram_ms", scale=1.0)
+_COVERAGE = (f"(count_over_time({_PENDING}[{RATE_WINDOW}]) + 1)"
+             f" / count_over_time({_PENDING}[{RATE_WINDOW}] offset {RATE_WINDOW})")
 
 # The batched form of every built-in query of metrics.TRITON_QUERIES / TRTLLM_QUERIES. Keys prefixed
 # `trtllm:` are the TensorRT-LLM variants (queried only when a registered service uses that backend).
@@ -124,7 +128,7 @@ BATCHED_QUERIES: dict[str, str] = {
     "ttft_p95_ms": _TRITON_TTFT,
     # DCGM's series carry no model: grouped by (namespace, service), answered with model "".
     "gpu_utilization": f"avg by (namespace, {SERVICE_LABEL}) ({_svc(_sel('DCGM_FI_DEV_GPU_UTIL'))})",
-    "request_rate": _sum(f"rate({_REQUESTS}[1m])"),
+    "request_rate": _sum(f"rate({_REQUESTS}[{RATE_WINDOW}])"),
     # timestamp() directly on the selector (sample times, not evaluation time); label_replace after it.
     "sampled_at": f"max by ({_BY}) ({_svc(f'timestamp({_PENDING})')})",
     # Queued requests, plus 1 while an execution finished within IDLE_WINDOW (metrics.TRITON_QUERIES).
@@ -132,6 +136,8 @@ BATCHED_QUERIES: dict[str, str] = {
                   f" + on ({_BY_POD}) ({_sum(f'increase({_EXEC}[{IDLE_WINDOW}])', _BY_POD)} > bool 0)"),
     # Per pod: its newest queue-gauge sample (metrics.TRITON_QUERIES["reporting"]).
     "reporting": f"max by ({_BY_POD}) ({_svc(f'timestamp({_PENDING})')})",
+    # Per pod: its samples in the rate window over the minute before's (metrics.TRITON_QUERIES).
+    "window_coverage": f"max by ({_BY_POD}) ({_svc(_COVERAGE)})",
     "trtllm:queue_depth": f"{_sum(_PENDING)} + on ({_BY}) {_sum(_TRT_WAITING)}",
     "trtllm:in_flight": f"{_sum(_PENDING, _BY_POD)} + on ({_BY_POD}) {_sum(_TRT_HELD, _BY_POD)}",
     "trtllm:kv_cache_utilization": f"avg by ({_BY}) ({_svc(_KV_FRACTION)})",
@@ -142,7 +148,7 @@ BATCHED_QUERIES: dict[str, str] = {
                            f" or {_quantile_ms('trtllm_time_to_first_token_seconds', model_label='model_name')}"),
     "trtllm:itl_p95_ms": _quantile_ms("trtllm_time_per_output_token_seconds", model_label="model_name"),
 }
-PER_POD_KEYS = frozenset({"in_flight", "trtllm:in_flight", "reporting"})
+PER_POD_KEYS = frozenset({"in_flight", "trtllm:in_flight", "reporting", "window_coverage"})
 MODEL_LESS_KEYS = frozenset({"gpu_utilization"})  # answered per (namespace, service), model ""
 
 
@@ -161,6 +167,7 @@ def signal_keys(spec: InferenceServiceSpec) -> dict[str, str]:
         "request_rate": "request_rate",
         "in_flight": "trtllm:in_flight" if trtllm else "in_flight",
         "reporting": "reporting",
+        "window_coverage": "window_coverage",
     }
     for signal in sorted(read_signals(spec)):  # what the SLO asks for; the KV cache on TensorRT-LLM
         keys[signal] = f"trtllm:{signal}" if trtllm and f"trtllm:{signal}" in BATCHED_QUERIES else signal
@@ -413,14 +420,18 @@ class ServiceMetrics:
         observation, fresh = read_observation(self.value, self.keys, self.errors,
                                               now=now, stale_after_s=self.stale_after_s)
         if fresh and self.serving is not None:
-            answer = self.fleet.answer("reporting")
-            reporting = None if answer is None or answer.error else dict(answer.pods.get(self.group, {}))
-            error = (answer.error if answer else None) or "not queried yet"
-            observation, fresh = complete(observation, self.serving, reporting, error, self._seen, self.errors,
+            observation, fresh = complete(observation, self.serving, self._per_pod_answer("reporting"),
+                                          self._per_pod_answer("window_coverage"), self._seen, self.errors,
                                           now=now, stale_after_s=self.stale_after_s)
         self.available = fresh
         self._since = self._first.update(self.errors, now)
         return observation
+
+    def _per_pod_answer(self, key: str) -> PerPod:
+        answer = self.fleet.answer(key)
+        if answer is None or answer.error:
+            return PerPod(None, (answer.error if answer else None) or "not queried yet")
+        return PerPod(dict(answer.pods.get(self.group, {})))
 
     def per_pod(self, key: str = "in_flight") -> dict[str, float]:
         """{pod: value} of a per-pod signal; pods without a finite value are left out."""

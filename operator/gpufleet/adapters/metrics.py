@@ -163,6 +163,16 @@ PROMQL_QUERIES = Counter("gpufleet_promql_queries", "PromQL queries sent to Prom
 # Triton's per-model request counters: successes, and failures by reason (REJECTED, CANCELED, ...).
 REQUEST_COUNTERS = "nv_inference_request_(success|failure)"
 
+# The range of every rate() here. Prometheus extrapolates a rate from the samples inside it: a
+# counter with samples for only the last 10 s of the minute (Prometheus restarted, or the pod was
+# out of the scrape) reads about a sixth of its rate, so such a window is missing, not low.
+RATE_WINDOW = "1m"
+RATE_WINDOW_S = 60.0
+# A pod's window is covered when it holds at least this share of the samples of the minute before
+# (one sample of scrape jitter allowed): at most a tenth of the window missing, whatever the scrape
+# interval. (A sample time cannot tell: Prometheus answers a lookup with samples up to 5 min old.)
+WINDOW_COVERED = 0.9
+
 # A plain-Triton pod is idle only after no model execution finished on it for this long (see in_flight).
 IDLE_WINDOW = "30s"
 
@@ -177,13 +187,13 @@ TRITON_P95 = f'max(nv_inference_request_summary_us{{{_SEL},quantile="0.95"}}) / 
 TRITON_QUERIES: dict[str, str] = {
     "queue_depth": f"sum(nv_inference_pending_request_count{{{_SEL}}})",
     "queue_time_ms": (
-        f"sum(rate(nv_inference_queue_duration_us{{{_SEL}}}[1m]))"
-        f" / clamp_min(sum(rate(nv_inference_request_success{{{_SEL}}}[1m])), 1e-9) / 1000"
+        f"sum(rate(nv_inference_queue_duration_us{{{_SEL}}}[{RATE_WINDOW}]))"
+        f" / clamp_min(sum(rate(nv_inference_request_success{{{_SEL}}}[{RATE_WINDOW}])), 1e-9) / 1000"
     ),
     "latency_mean_ms": (
         # Mean end-to-end latency per request, from the counters Triton always exports.
-        f"sum(rate(nv_inference_request_duration_us{{{_SEL}}}[1m]))"
-        f" / clamp_min(sum(rate(nv_inference_request_success{{{_SEL}}}[1m])), 1e-9) / 1000"
+        f"sum(rate(nv_inference_request_duration_us{{{_SEL}}}[{RATE_WINDOW}]))"
+        f" / clamp_min(sum(rate(nv_inference_request_success{{{_SEL}}}[{RATE_WINDOW}])), 1e-9) / 1000"
     ),
     "latency_p95_ms": TRITON_P95,
     # Decoupled models with --metrics-config histogram_latencies=true.
@@ -192,7 +202,7 @@ TRITON_QUERIES: dict[str, str] = {
     "gpu_utilization": f"avg(DCGM_FI_DEV_GPU_UTIL{{{_PSEL}}})",
     # Every request that reached the server, rejected and failed ones included (a gateway's view:
     # a server that rejects under load must not read as less load).
-    "request_rate": f'sum(rate({{__name__=~"{REQUEST_COUNTERS}",{_SEL}}}[1m]))',
+    "request_rate": f'sum(rate({{__name__=~"{REQUEST_COUNTERS}",{_SEL}}}[{RATE_WINDOW}]))',
     # Per pod (one series each): > 0 while the pod may still hold a request, for draining before
     # deletion. Triton has no gauge of executing requests (the pending gauge counts queued ones only,
     # the counters move at completion), so a pod also counts busy (+1) while a model execution
@@ -207,11 +217,15 @@ TRITON_QUERIES: dict[str, str] = {
     # Per pod: the time of its newest queue-gauge sample. The sums above cover only the pods listed
     # here; a serving pod missing from it (or with old samples) makes them partial (SUM_SIGNALS).
     "reporting": f"max by (pod) (timestamp(nv_inference_pending_request_count{{{_SEL}}}))",
+    # Per pod: its queue-gauge samples in the rate window (plus one, for scrape jitter) over those in
+    # the window before. Below WINDOW_COVERED, or no value, and its rate() reads low (uncovered).
+    "window_coverage": (f"max by (pod) ((count_over_time(nv_inference_pending_request_count{{{_SEL}}}[{RATE_WINDOW}]) + 1)"
+                        f" / count_over_time(nv_inference_pending_request_count{{{_SEL}}}[{RATE_WINDOW}] offset {RATE_WINDOW}))"),
 }
 
 # spec.capacity.classes: the request rate per pod, read instead of `request_rate` (the same series
 # and window), from which the service's total and each class's sum are taken (PrometheusMetrics).
-RATE_BY_POD = f'sum by (pod) (rate({{__name__=~"{REQUEST_COUNTERS}",{_SEL}}}[1m]))'
+RATE_BY_POD = f'sum by (pod) (rate({{__name__=~"{REQUEST_COUNTERS}",{_SEL}}}[{RATE_WINDOW}]))'
 
 # TensorRT-LLM backend: requests waiting for a slot in the in-flight batcher count as queue.
 TRTLLM_QUERIES: dict[str, str] = {
@@ -240,6 +254,9 @@ TARGETED = {"ttft_p95_ms": "ttft_p95_ms", "latency_p95_ms": "latency_p95_ms", "l
 # Signals that are sums over the service's pods: a pod missing from the scrape makes them smaller,
 # which reads as less load. With a pod missing they are missing (partial_scrape).
 SUM_SIGNALS = ("queue_depth", "request_rate")
+# The sums of rates: whole only when every pod that served through the window has samples from its
+# start to its end (uncovered). The queue gauge is an instant reading, whole once every pod reports.
+RATE_SIGNALS = ("request_rate",)
 
 
 def overridden(spec: InferenceServiceSpec) -> set[str]:
@@ -408,6 +425,26 @@ def unreported(serving: Mapping[str, float], reporting: Mapping[str, float] | No
     return sorted(required - fresh), len(required)
 
 
+def uncovered(serving: Mapping[str, float], coverage: Mapping[str, float] | None, *, now: float,
+              stale_after_s: float, window_s: float = RATE_WINDOW_S) -> tuple[list[str], int]:
+    """(serving pods whose rate window Prometheus does not cover, how many must cover it).
+
+    A pod Ready since before the window began (and staleAfterSeconds more, for its first scrape)
+    served requests all through it, so its rate is whole only when Prometheus has its samples
+    through the window: `coverage` (its samples in the window over those in the minute before) at
+    least WINDOW_COVERED. A pod Ready inside the window took its share from pods that served before
+    it: its short series is not an undercount. No value for a pod (no samples the minute before),
+    or `coverage` None (the query failed), leaves it uncovered."""
+    required = {p for p, since in serving.items() if now - since >= window_s + stale_after_s}
+    covered = {p for p, c in (coverage or {}).items() if c >= WINDOW_COVERED}
+    return sorted(required - covered), len(required)
+
+
+def _shown(names: Collection[str]) -> str:
+    names = sorted(names)
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def _without(observation: Observation, signals: Collection[str], cause: str, errors: dict[str, str]) -> Observation:
     for signal in signals:
         errors[signal] = cause
@@ -420,29 +457,47 @@ def partial_scrape(observation: Observation, missing: Collection[str], required:
     """The observation with its sums missing when serving pods are missing from the scrape."""
     if not missing:
         return observation
-    names = sorted(missing)
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    cause = f"partial scrape: {len(names)} of {required} serving pods not in Prometheus ({shown})"
+    cause = f"partial scrape: {len(missing)} of {required} serving pods not in Prometheus ({_shown(missing)})"
     return _without(observation, signals, cause, errors)
 
 
-def complete(observation: Observation, serving: ServingPods, reporting: Mapping[str, float] | None,
-             reporting_error: str | None, seen: MutableSet[str], errors: dict[str, str], *, now: float,
+@dataclass(frozen=True)
+class PerPod:
+    """A per-pod answer ({pod: value}), or None and why the query failed."""
+
+    values: Mapping[str, float] | None
+    error: str | None = None
+
+
+def complete(observation: Observation, serving: ServingPods, reporting: PerPod, coverage: PerPod | None,
+             seen: MutableSet[str], errors: dict[str, str], *, now: float,
              stale_after_s: float, signals: Collection[str] = SUM_SIGNALS) -> tuple[Observation, bool]:
     """The observation with its sums kept only when every serving pod that must report does
-    (`unreported`), and whether they all do. Whatever cannot be checked (the pods' cache or the
-    `reporting` query failed) counts as partial: the sums are missing."""
+    (`unreported`) and its rates only when Prometheus covers their window (`uncovered`), and
+    whether all is whole. Whatever cannot be checked (the pods' cache or a query failed) counts as
+    partial: those signals are missing. `coverage` None: the windows are not checked."""
     try:
         pods = serving()
     except Exception as exc:  # noqa: BLE001 - the watch cache did not answer in time
         log.warning("cannot tell which pods serve: %s: %s", type(exc).__name__, exc)
         return _without(observation, signals, "cannot tell which pods serve (the operator's pod cache)", errors), False
-    missing, required = unreported(pods, reporting, seen, now=now, stale_after_s=stale_after_s)
-    if not missing:
+    missing, required = unreported(pods, reporting.values, seen, now=now, stale_after_s=stale_after_s)
+    if missing and reporting.values is None:
+        return _without(observation, signals, f"cannot tell which pods report: {reporting.error}", errors), False
+    if missing:
+        return partial_scrape(observation, missing, required, errors, signals), False
+    rates = [s for s in signals if s in RATE_SIGNALS]
+    if coverage is None or not rates:
         return observation, True
-    if reporting is None:
-        return _without(observation, signals, f"cannot tell which pods report: {reporting_error}", errors), False
-    return partial_scrape(observation, missing, required, errors, signals), False
+    gaps, required = uncovered(pods, coverage.values, now=now, stale_after_s=stale_after_s)
+    if not gaps:
+        return observation, True
+    if coverage.values is None:
+        cause = f"cannot tell whether Prometheus covers the rate window: {coverage.error}"
+    else:
+        cause = (f"rate window not covered: Prometheus lacks samples of {len(gaps)} of {required} serving pods in the "
+                 f"last {RATE_WINDOW}, their rates read low ({_shown(gaps)})")
+    return _without(observation, rates, cause, errors), False
 
 
 # --- what reaches status and Events ---------------------------------------------------------------
@@ -655,9 +710,11 @@ class PrometheusMetrics:
                                               now=now, stale_after_s=self.stale_after_s)
         sums = [s for s in self.sums if s in self.queries]
         if fresh and self.serving is not None and sums and "reporting" in self.queries:
-            reporting = self._pods("reporting")
-            error = self.errors.pop("reporting", None)
-            observation, fresh = complete(observation, self.serving, reporting, error, self._seen, self.errors,
+            reporting = PerPod(self._pods("reporting"), self.errors.pop("reporting", None))
+            window = None
+            if any(s in RATE_SIGNALS for s in sums) and "window_coverage" in self.queries:
+                window = PerPod(self._pods("window_coverage"), self.errors.pop("window_coverage", None))
+            observation, fresh = complete(observation, self.serving, reporting, window, self._seen, self.errors,
                                           now=now, stale_after_s=self.stale_after_s, signals=sums)
         if self.classes:
             observation = replace(observation, class_request_rate=self.class_rates(observation))
