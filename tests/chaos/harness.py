@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 from kubernetes import client, config, watch
 
+from gpufleet.adapters.metrics import RATE_WINDOW_S
 from gpufleet.api.timefmt import iso, iso_seconds
 from gpufleet.devenv.prometheus import PrometheusServer
 from tests.chaos.faults import (
@@ -50,6 +51,10 @@ READY_S = 3  # the KWOK pods' model-load delay (a cold start)
 RPS = 100  # targetRpsPerReplica
 DRAIN_S = 6  # scaleDown.drainTimeoutSeconds: plain Triton reads idle only after 30 s without work
 SPOT_NODES = ("gpu-spot-0", "gpu-spot-1")
+# After a Prometheus fault, decisions are followed this long: a restarted Prometheus (or a pod back
+# in its scrape) first answers rates over part of their window (docs/metrics.md), for a minute
+# after its first scrape, which comes ~5 s after it starts (its discovery's throttle).
+PROMETHEUS_WATCH_S = RATE_WINDOW_S + 15
 NOTICE_TAINTS = {120: "karpenter.sh/disrupted", 30: "cloud.google.com/impending-node-termination"}
 
 
@@ -92,6 +97,7 @@ class Trial:
     duplicated: int = 0
     left_out: int = 0
     blind_scale_downs: int = 0
+    below_need: int = 0  # decisions that lowered the serving count below the offered load's need
     dropped: float = 0.0
     min_capacity: float = 1.0  # lowest (serving pods x per-pod target) / offered load during the trial
     lowest_at_s: float = 0.0  # when, in seconds after the fault was injected
@@ -133,6 +139,14 @@ def merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
             merge(into[key], value)
         else:
             into[key] = value
+
+
+def scale_downs_below(decisions: list[tuple[float, int, bool]], start: float, end: float, need: int) -> int:
+    """Decisions (time, serving decided, metrics available) in [start, end] that lowered the serving
+    count below `need`, whatever the metrics said: an undercount on data taken as complete is the
+    scale-down that `blind_scale_downs` does not see."""
+    return sum(1 for (_, before, _), (t, after, _) in zip(decisions, decisions[1:])
+               if start <= t <= end and after < min(before, need))
 
 
 class Recorder:
@@ -203,6 +217,11 @@ class Recorder:
             if start <= t <= end and after < before and (cut or not ok):
                 count += 1
         return count
+
+    def below_need(self, name: str, start: float, end: float, need: int) -> int:
+        with self.lock:
+            seen = list(self.decisions.get(name, []))
+        return scale_downs_below(seen, start, end, need)
 
     def during(self, name: str, start: float, end: float, rps: float, load: float) -> tuple[float, float, float, float]:
         """Requests dropped, the lowest capacity (serving x rps / load), the worst mean queue time
@@ -436,10 +455,14 @@ class Chaos:
             time.sleep(1.0)
 
     def record(self, faults: dict[str, str], injected: float, cleared: float, *, began: dict[str, float] | None = None,
-               leaving: frozenset[str] = frozenset(), timeout: float = 90) -> list[Trial]:
+               leaving: frozenset[str] = frozenset(), timeout: float = 90, watch_s: float = 0.0) -> list[Trial]:
         """Judge one trial per service in `faults` (service -> fault name): converged after
-        `cleared`, losses at the end, drops and capacity from `began` (each phase's start) on."""
+        `cleared`, losses at the end, drops and capacity from `began` (each phase's start) on.
+        Decisions, drops and capacity are followed until `watch_s` after `cleared` at least: a fault
+        whose after-effects outlast the convergence (a Prometheus back with a rate window to fill)
+        is judged on them too."""
         got = self.converge(list(faults), cleared, timeout, leaving)
+        time.sleep(max(0.0, cleared + watch_s - time.time()))  # an observation period, not a wait for a state
         end = time.time()
         assert self.recorder is not None
         out = []
@@ -454,6 +477,7 @@ class Chaos:
                           orphaned=j.orphaned, duplicated=j.duplicated, left_out=j.left_out,
                           blind_scale_downs=self.recorder.blind_scale_downs(n, injected, cleared + INTERVAL_S,
                                                                             cut=s.prometheus_fault and fault.startswith("prometheus")),
+                          below_need=self.recorder.below_need(n, start, end, s.need),
                           dropped=round(dropped, 1), min_capacity=round(capacity, 2), max_queue_ms=round(queue, 1),
                           lowest_at_s=round(lowest_at - injected, 1),
                           warnings=sum(warnings.values()), warning_causes=len(warnings),
@@ -461,6 +485,7 @@ class Chaos:
             out.append(trial)
             self.log(f"  {fault:<36} {n:<13} converged={trial.converged} in {trial.converge_s}s "
                      f"(budget {trial.budget_s}s) dropped={trial.dropped} blind={trial.blind_scale_downs} "
+                     f"below_need={trial.below_need} "
                      f"warnings={trial.warnings}/{trial.warning_causes} {trial.detail}")
         self.trials.extend(out)
         return out
@@ -611,7 +636,7 @@ class Chaos:
         self.record({"prom-down": f"prometheus: Prometheus stopped {minutes:.1f} min",
                      "prom-slow": f"prometheus: Prometheus +{self.cfg.slow_s:g} s for {minutes:.1f} min",
                      "prom-partial": f"prometheus: 1 of 4 pods out of the scrape {minutes:.1f} min"},
-                    injected, cleared, timeout=120)
+                    injected, cleared, timeout=120, watch_s=PROMETHEUS_WATCH_S)
 
     # --- spot storm --------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.harness import DRAIN_S, INTERVAL_S, READY_S, Config, Trial
+from tests.chaos.harness import DRAIN_S, INTERVAL_S, PROMETHEUS_WATCH_S, READY_S, Config, Trial
 
-LOSSES = ("orphaned", "duplicated", "left_out", "blind_scale_downs", "dropped")
+LOSSES = ("orphaned", "duplicated", "left_out", "blind_scale_downs", "below_need", "dropped")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Row:
     duplicated: int
     left_out: int
     blind_scale_downs: int
+    below_need: int
     dropped: float
     min_capacity: float
     max_queue_ms: float
@@ -32,7 +33,7 @@ class Row:
 
     @property
     def losses(self) -> float:
-        return self.orphaned + self.duplicated + self.left_out + self.blind_scale_downs + self.dropped
+        return self.orphaned + self.duplicated + self.left_out + self.blind_scale_downs + self.below_need + self.dropped
 
     @property
     def ok(self) -> bool:
@@ -50,6 +51,7 @@ def summarise(trials: list[Trial]) -> list[Row]:
             within_budget=sum(1 for t in ts if t.converge_s is not None and t.converge_s <= t.budget_s),
             orphaned=sum(t.orphaned for t in ts), duplicated=sum(t.duplicated for t in ts),
             left_out=sum(t.left_out for t in ts), blind_scale_downs=sum(t.blind_scale_downs for t in ts),
+            below_need=sum(t.below_need for t in ts),
             dropped=round(sum(t.dropped for t in ts), 1), min_capacity=min(t.min_capacity for t in ts),
             max_queue_ms=max(t.max_queue_ms for t in ts), warnings=sum(t.warnings for t in ts),
             warning_causes=sum(t.warning_causes for t in ts)))
@@ -76,6 +78,7 @@ def write(out: Path, trials: list[Trial], cfg: Config, *, command: str, duration
     data: dict[str, Any] = {
         "command": command, "seed": cfg.seed, "config": asdict(cfg), "duration_s": round(duration_s),
         "machine": machine, "interval_s": INTERVAL_S, "cold_start_s": READY_S, "drain_s": DRAIN_S,
+        "prometheus_watch_s": PROMETHEUS_WATCH_S,
         "load_average": {"mean": round(sum(load) / len(load), 1), "max": round(max(load), 1)},
         "skipped": list(skipped or []),
         "summary": [{**asdict(r), "ok": r.ok} for r in rows],
@@ -131,13 +134,13 @@ def render(data: dict[str, Any], rows: list[Row]) -> str:
         "## Results",
         "",
         "| fault | trials | converged | worst time to converge (s) | within budget | orphaned or duplicated pods "
-        "| pods left out of the Service | scale-downs on missing or partial data | requests dropped | lowest capacity "
-        "| worst queue (ms) | MetricsUnavailable Warnings (distinct) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| pods left out of the Service | scale-downs on missing or partial data | scale-downs below the need "
+        "| requests dropped | lowest capacity | worst queue (ms) | MetricsUnavailable Warnings (distinct) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r.fault} | {r.trials} | {r.converged} | {_fmt(r.worst_converge_s)} | {r.within_budget} "
-                     f"| {r.orphaned + r.duplicated} | {r.left_out} | {r.blind_scale_downs} | {_fmt(r.dropped)} "
+                     f"| {r.orphaned + r.duplicated} | {r.left_out} | {r.blind_scale_downs} | {r.below_need} | {_fmt(r.dropped)} "
                      f"| {r.min_capacity:.0%} | {_fmt(r.max_queue_ms)} | {r.warnings} ({r.warning_causes}) "
                      f"| {'met' if r.ok else '**missed**'} |")
     bad = [r.fault for r in rows if not r.ok]
@@ -173,6 +176,11 @@ def render(data: dict[str, Any], rows: list[Row]) -> str:
         "- **scale-downs on missing or partial data**: decisions (a watch on the InferenceServices) that lowered "
         "the serving count while `MetricsAvailable` was not True, or, for a Prometheus fault, at any time the "
         "fault lasted (the load did not change, so every lower count is blind).",
+        "- **scale-downs below the need**: decisions that lowered the serving count below what the offered load "
+        "needs (load / `targetRpsPerReplica`, at least `replicas.min`), whatever `MetricsAvailable` said: data the "
+        "operator took as complete can still undercount. After a Prometheus fault the decisions are followed "
+        f"{data.get('prometheus_watch_s', 75):g} s past its clearing (a Prometheus back, or a pod back in its scrape, "
+        "answers rates over part of their window for a minute), not only until the fleet converged.",
         "- **requests dropped**: the emulator's count (`GET /stats`): offered while no pod of the service served, "
         "or queued or in flight on a pod that went away: deleted with no grace period (a node gone), or still "
         "holding work when its grace period ended (a terminating pod finishes its requests meanwhile, as Triton "

@@ -46,7 +46,7 @@ def test_faults_lose_nothing_and_the_fleet_converges(
     drops = [line for line in log.read_text().splitlines() if "dropp" in line][-20:] if log else []
     for t in trials:
         assert t.converged, f"seed {seed}: {t.fault} / {t.service} did not converge: {t.detail}"
-        assert (t.orphaned, t.duplicated, t.left_out, t.blind_scale_downs, t.dropped) == (0, 0, 0, 0, 0), \
+        assert (t.orphaned, t.duplicated, t.left_out, t.blind_scale_downs, t.below_need, t.dropped) == (0,) * 6, \
             f"seed {seed}: {t}\nemulator: {drops}"
         assert t.warnings == t.warning_causes, f"seed {seed}: more than one Warning per cause: {t}"
     prometheus_trials = [t for t in trials if t.fault.startswith("prometheus")]
