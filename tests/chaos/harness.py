@@ -30,7 +30,9 @@ from urllib.parse import urlparse
 from kubernetes import client, config, watch
 
 from gpufleet.adapters.metrics import RATE_WINDOW_S
+from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.api.timefmt import iso, iso_seconds
+from gpufleet.core.stabilize import max_up_step
 from gpufleet.devenv.prometheus import PrometheusServer
 from tests.chaos.faults import (
     KWOK_WORKDIR,
@@ -58,14 +60,25 @@ PROMETHEUS_WATCH_S = RATE_WINDOW_S + 15
 NOTICE_TAINTS = {120: "karpenter.sh/disrupted", 30: "cloud.google.com/impending-node-termination"}
 
 
-def budget_s(*, new_pods: bool, drained: bool) -> float:
+def budget_s(*, new_pods: bool, drained: bool, up_steps: int = 1) -> float:
     """How soon after a fault clears the fleet must have converged: two intervals, plus what no
     operator can shorten: one cold start when a pod had to be created after the fault cleared (a
-    model loads as fast as it loads), and one drain timeout when a pod on a node going away was
+    model loads as fast as it loads), one drain timeout when a pod on a node going away was
     still there (it may hold requests, so it drains before it goes; plain Triton reads idle only
     after IDLE_WINDOW without work, so the drain runs to its timeout; its replacement starts first,
-    make-before-break, so the two add up)."""
-    return 2 * INTERVAL_S + (READY_S if new_pods else 0) + (DRAIN_S if drained else 0)
+    make-before-break, so the two add up), and one interval for each scale-up step beyond the first
+    that the spec's own step limit asks for (`up_steps`)."""
+    return 2 * INTERVAL_S + (READY_S if new_pods else 0) + (DRAIN_S if drained else 0) + INTERVAL_S * max(0, up_steps - 1)
+
+
+def up_steps(spec: InferenceServiceSpec, start: int, end: int) -> int:
+    """Ticks a scale-up from `start` to `end` serving takes under the spec's step limit
+    (`scaling.scaleUp`: the HPA's default of 4 pods or 100 % a step, whichever is more), at least one."""
+    steps, current = 1, start
+    while current + max_up_step(spec, current) < end:
+        current += max_up_step(spec, current)
+        steps += 1
+    return steps
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,10 @@ class Service:
     rps: float = RPS  # targetRpsPerReplica
     floor: int = 1  # serving pods the spec asks for whatever the load
     prometheus_fault: bool = False  # its decisions may not scale down: its metrics are cut
+
+    @property
+    def spec(self) -> InferenceServiceSpec:
+        return InferenceServiceSpec.model_validate(self.obj["spec"])
 
     @property
     def need(self) -> int:
@@ -410,6 +427,13 @@ class Chaos:
             decided = [f"+{t - since:.1f}:{n}" for t, n, _ in self.recorder.decisions.get(name, []) if t >= since - 2]
         return "; ".join(self.timelines.get(name, [])) + " | decisions " + " ".join(decided[:8])
 
+    def decided_before(self, name: str, t: float) -> int:
+        """The serving count decided last before `t` (where a scale-up after a fault starts from)."""
+        assert self.recorder is not None
+        with self.recorder.lock:
+            earlier = [n for at, n, _ in self.recorder.decisions.get(name, []) if at < t]
+        return earlier[-1] if earlier else 0
+
     def warnings(self, name: str, reason: str, since: float) -> dict[str, int]:
         """Warnings of one reason posted for a service since `since`: message -> how many."""
         try:
@@ -473,7 +497,8 @@ class Chaos:
             warnings = self.warnings(n, "MetricsUnavailable", injected)
             trial = Trial(fault=fault, service=n, injected=injected, cleared=cleared, converged=t is not None,
                           converge_s=None if t is None else round(max(t - cleared, 0.0), 1),
-                          budget_s=budget_s(new_pods=j.new_pods, drained=self.drained.get(n, False)),
+                          budget_s=budget_s(new_pods=j.new_pods, drained=self.drained.get(n, False),
+                                            up_steps=up_steps(s.spec, self.decided_before(n, cleared), j.decided_serving)),
                           orphaned=j.orphaned, duplicated=j.duplicated, left_out=j.left_out,
                           blind_scale_downs=self.recorder.blind_scale_downs(n, injected, cleared + INTERVAL_S,
                                                                             cut=s.prometheus_fault and fault.startswith("prometheus")),

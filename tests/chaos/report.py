@@ -167,8 +167,10 @@ def render(data: dict[str, Any], rows: list[Row]) -> str:
         f"(`drainTimeoutSeconds`, {data.get('drain_s', DRAIN_S)} s) when a pod on a node going away was still "
         "there after it cleared: such a pod may hold requests, so it drains before it goes, after its "
         "replacement is Ready (make-before-break), and a plain-Triton pod reads idle only after 30 s without "
-        "work, so its drain runs to the timeout. A kill -9's clock starts when the new operator's startup is "
-        "done (its own process start is not counted).",
+        "work, so its drain runs to the timeout; plus one interval for each scale-up step beyond the first that "
+        "the spec's own step limit asks for (`scaling.scaleUp`, by default the HPA's 4 pods or 100 % a step: "
+        "2 to 8 serving is two steps, a tick apart, whatever the fault). A kill -9's clock starts when the new "
+        "operator's startup is done (its own process start is not counted).",
         "- **orphaned or duplicated**: at the end of the trial, pods not controlled through the service's own "
         "Deployments, or more pods than their Deployment's replicas.",
         "- **left out of the Service**: at the end, serving pods missing from the endpoints plus Ready idle pods "

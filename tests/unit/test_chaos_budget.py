@@ -9,7 +9,8 @@ from typing import Any
 
 from gpufleet.adapters.manifests import ANNOTATION_DRAINING, LABEL_SERVICE, LABEL_SERVING
 from tests.chaos.fleet import Snapshot, judge
-from tests.chaos.harness import DRAIN_S, INTERVAL_S, READY_S, budget_s
+from tests.builders import make_spec
+from tests.chaos.harness import DRAIN_S, INTERVAL_S, READY_S, budget_s, up_steps
 
 
 def test_the_budget_adds_a_cold_start_and_a_drain_only_when_needed() -> None:
@@ -17,6 +18,18 @@ def test_the_budget_adds_a_cold_start_and_a_drain_only_when_needed() -> None:
     assert budget_s(new_pods=True, drained=False) == 2 * INTERVAL_S + READY_S
     # a spot notice: the replacement starts, then the noticed pod drains (make-before-break)
     assert budget_s(new_pods=True, drained=True) == 2 * INTERVAL_S + READY_S + DRAIN_S
+    # a scale-up the spec's step limit spreads over two ticks: one interval more
+    assert budget_s(new_pods=True, drained=False, up_steps=2) == 3 * INTERVAL_S + READY_S
+
+
+def test_up_steps_follow_the_specs_step_limit() -> None:
+    """The chaos services' scale-up from 2 to 8 under the default limit (4 pods or 100 %, the more):
+    2 -> 6 -> 8, two ticks; from 6, one; a scale-down or no change, one."""
+    spec = make_spec()
+    assert up_steps(spec, 2, 8) == 2 and up_steps(spec, 6, 8) == 1 and up_steps(spec, 2, 6) == 1
+    assert up_steps(spec, 8, 5) == 1 and up_steps(spec, 0, 0) == 1
+    wide = make_spec(scaling={"scaleUp": {"maxStepReplicas": 8}})
+    assert up_steps(wide, 2, 8) == 1
 
 
 def pod(name: str, node: str, *, draining: float | None = None) -> dict[str, Any]:
