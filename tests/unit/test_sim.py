@@ -39,6 +39,29 @@ def test_attainment_falls_with_utilisation() -> None:
     assert vals[0] > 0.999
 
 
+def test_runs_of_one_trace_share_latency_states_with_the_same_results() -> None:
+    """The engine keeps per-state latency values by LatencyBook inputs (engine._BOOK_MEMOS): a
+    second run on the trace evaluates no new state and gets what a fresh process would."""
+    from gpufleet.sim import engine
+
+    tr = T.step_load(10.0, 4.0, 300, 600, seed=5)
+    sc = make_scenario("m", tr, seed=2)
+    engine._BOOK_MEMOS.clear()
+    first = sc.run("hpa")
+    memo = engine._book_memo(sc.cfg.model, tr.in_sample, sc.cfg.target_ttft_s)
+    states = dict(memo.by_state)
+    assert states and memo.attain
+    again = sc.run("hpa")
+    assert memo.by_state == states  # nothing new evaluated
+    engine._BOOK_MEMOS.clear()
+    fresh = sc.run("hpa")
+    for r in (again, fresh):
+        assert dataclasses.replace(r, wall_s=0.0).row() == dataclasses.replace(first, wall_s=0.0).row()
+        assert np.array_equal(r.hist, first.hist) and np.array_equal(r.viol, first.viol)
+    other = LatencyBook(sc.cfg.model, tr.in_sample * 2, sc.cfg.target_ttft_s)  # other inputs, own values
+    assert other._attain is not memo.attain
+
+
 def test_conservation_every_request_served_or_dropped() -> None:
     tr = T.step_load(10.0, 6.0, 300, 600, seed=1)
     sc = make_scenario("c", tr, cold=ColdStart(fixed_s=90.0), max_replicas=12)

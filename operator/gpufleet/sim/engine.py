@@ -36,7 +36,7 @@ from gpufleet.control.ports import ForecastPort, Policy
 from gpufleet.control.step import step
 from gpufleet.core.types import ForecastSummary, Observation, PolicyMemory
 from gpufleet.sim.fleet import SimFleet
-from gpufleet.sim.model import ColdStart, LatencyBook, ReplicaModel, hist_percentile
+from gpufleet.sim.model import BookMemo, ColdStart, LatencyBook, ReplicaModel, hist_percentile
 from gpufleet.sim.spot import SpotTrace
 from gpufleet.sim.traces import Trace
 
@@ -163,6 +163,24 @@ class _FitMemo(OrderedDict[bytes, "FittedForecaster"]):
 FIT_MEMO = _FitMemo(128)
 
 
+# Per-state latency values by LatencyBook inputs, for the runs in this process (most recent last):
+# they depend on the trace's prompt sample and the target only, so every policy and knob run on one
+# trace and seed reuses what the runs before it evaluated (a few thousand new states a day).
+_BOOK_MEMOS: OrderedDict[bytes, BookMemo] = OrderedDict()
+BOOK_MEMOS = 4
+
+
+def _book_memo(model: ReplicaModel, in_sample: np.ndarray, target_s: float) -> BookMemo:
+    key = BookMemo.key(model, in_sample, target_s)
+    memo = _BOOK_MEMOS.pop(key, None)
+    if memo is None:
+        memo = BookMemo()
+    _BOOK_MEMOS[key] = memo
+    while len(_BOOK_MEMOS) > BOOK_MEMOS:
+        _BOOK_MEMOS.popitem(last=False)
+    return memo
+
+
 class RateForecastPort:
     """The operator's own forecast port (gpufleet.control.forecast.ForecastAdapter), fed the same way:
     after each control step, with the observed request rate at that time; nothing else."""
@@ -208,7 +226,8 @@ def simulate(
     model = cfg.model
     n_trace = trace.seconds
     horizon = n_trace + cfg.drain_tail_s
-    book = LatencyBook(model, trace.in_sample, cfg.target_ttft_s)
+    memo = _book_memo(model, trace.in_sample, cfg.target_ttft_s)
+    book = LatencyBook(model, trace.in_sample, cfg.target_ttft_s, memo=memo)
     metrics = SimMetrics(horizon, cfg.scrape_s)
     fore = forecaster(spec) if forecaster is not None else None
     interval = int(getattr(policy, "interval_s", spec.scaling.interval_seconds))
@@ -280,7 +299,7 @@ def simulate(
     # Per state: (share meeting the SLO, TTFT p95 ms, mean wait s), computed in the order
     # book.add then stats_of would (the same values); the requests are counted in book.counts
     # as book.add counts them (same insertion order: met() and histogram() sum in that order).
-    by_state: dict[tuple[int, int, int, int], tuple[float, float, float]] = {}
+    by_state = memo.by_state
     book_counts = book.counts
     counts_get = book_counts.get
 

@@ -86,6 +86,27 @@ def erlang_c(c: int, rho: float) -> float:
 # Log-spaced TTFT histogram bins: 1 ms .. 2000 s.
 HIST_EDGES = np.logspace(-3, math.log10(2000.0), 481)
 
+StateKey = tuple[int, int, int, int]
+
+
+@dataclass
+class BookMemo:
+    """What a LatencyBook computes per state from its inputs alone (model, prompt sample, target,
+    slack, points): books built from the same inputs, the simulator's runs of one trace, share it."""
+
+    attain: dict[StateKey, float] = field(default_factory=dict)
+    erlang: dict[tuple[int, int], float] = field(default_factory=dict)
+    # The engine's per-state metrics (share meeting the SLO, TTFT p95 ms, mean wait s).
+    by_state: dict[StateKey, tuple[float, float, float]] = field(default_factory=dict)
+
+    @staticmethod
+    def key(model: ReplicaModel, in_sample: np.ndarray, target_s: float, slack: float = 1.5,
+            n_points: int = 256) -> bytes:
+        """Every input of a LatencyBook, exactly."""
+        head = (model.prefill_tps, model.itl1_s, model.max_batch, model.chunk_tokens, model.itl_table,
+                float(target_s), float(slack), int(n_points))
+        return repr(head).encode() + b"|" + np.asarray(in_sample, dtype=float).tobytes()
+
 
 class LatencyBook:
     """Accumulates TTFT distributions of request cohorts by quantised queue state.
@@ -105,7 +126,8 @@ class LatencyBook:
     """
 
     def __init__(self, model: ReplicaModel, in_sample: np.ndarray, target_s: float, slack: float = 1.5,
-                 n_points: int = 256) -> None:
+                 n_points: int = 256, memo: BookMemo | None = None) -> None:
+        """`memo`: per-state values shared with books of the same inputs (BookMemo.key)."""
         qs = (np.arange(n_points) + 0.5) / n_points
         ins = np.quantile(np.asarray(in_sample, dtype=float), qs)
         self.s = model.first_token_s(ins, batch=model.max_batch / 2)  # own-prompt time, mid-batch
@@ -115,8 +137,9 @@ class LatencyBook:
         self.deadline = np.maximum(target_s, slack * s0)
         self.target_s = target_s
         self.counts: dict[tuple[int, int, int, int], float] = {}
-        self._attain: dict[tuple[int, int, int, int], float] = {}
-        self._erlang: dict[tuple[int, int], float] = {}
+        memo = memo if memo is not None else BookMemo()
+        self._attain: dict[tuple[int, int, int, int], float] = memo.attain
+        self._erlang: dict[tuple[int, int], float] = memo.erlang
         self.unserved_ok = 0.0  # met-SLO requests later lost in flight (subtracted from attainment)
 
     @staticmethod
