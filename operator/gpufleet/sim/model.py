@@ -98,6 +98,9 @@ class BookMemo:
     erlang: dict[tuple[int, int], float] = field(default_factory=dict)
     # The engine's per-state metrics (share meeting the SLO, TTFT p95 ms, mean wait s).
     by_state: dict[StateKey, tuple[float, float, float]] = field(default_factory=dict)
+    # Per state, the histogram bins its TTFT grid falls in: (bins, counts, grid size), the bins
+    # with a count only (uint16: 480 bins, a grid of 2,048 points at the default 256).
+    bins: dict[StateKey, tuple[np.ndarray, np.ndarray, int]] = field(default_factory=dict)
 
     @staticmethod
     def key(model: ReplicaModel, in_sample: np.ndarray, target_s: float, slack: float = 1.5,
@@ -140,6 +143,7 @@ class LatencyBook:
         memo = memo if memo is not None else BookMemo()
         self._attain: dict[tuple[int, int, int, int], float] = memo.attain
         self._erlang: dict[tuple[int, int], float] = memo.erlang
+        self._bins = memo.bins
         self.unserved_ok = 0.0  # met-SLO requests later lost in flight (subtracted from attainment)
 
     @staticmethod
@@ -187,12 +191,22 @@ class LatencyBook:
         hist = np.zeros(HIST_EDGES.size - 1)
         u = (np.arange(16) + 0.5) / 16
         s = self.s[::2]
+        bins = self._bins
         for k, n in self.counts.items():
-            fw, pc, m = self._params(k)
-            w = np.where(u < 1 - pc, 0.0, -m * np.log(np.clip((1 - u) / max(pc, 1e-12), 1e-12, 1.0)))
-            grid = (fw + s[:, None] + w[None, :]).ravel()
-            idx = np.clip(np.searchsorted(HIST_EDGES, grid) - 1, 0, hist.size - 1)
-            hist += np.bincount(idx, minlength=hist.size) * (n / grid.size)
+            b = bins.get(k)
+            if b is None:
+                fw, pc, m = self._params(k)
+                w = np.where(u < 1 - pc, 0.0, -m * np.log(np.clip((1 - u) / max(pc, 1e-12), 1e-12, 1.0)))
+                grid = (fw + s[:, None] + w[None, :]).ravel()
+                idx = np.clip(np.searchsorted(HIST_EDGES, grid) - 1, 0, hist.size - 1)
+                count = np.bincount(idx, minlength=hist.size)
+                at = np.flatnonzero(count)
+                small = np.uint16 if grid.size <= np.iinfo(np.uint16).max else np.int64
+                b = (at.astype(np.uint16), count[at].astype(small), grid.size)
+                bins[k] = b
+            at, count, size = b
+            # = hist += bincount * (n / size): the bins without a count would add 0.0
+            hist[at] += count * (n / size)
         return hist
 
     def met(self) -> float:
