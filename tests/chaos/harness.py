@@ -428,7 +428,8 @@ class Chaos:
         return "; ".join(self.timelines.get(name, [])) + " | decisions " + " ".join(decided[:8])
 
     def decided_before(self, name: str, t: float) -> int:
-        """The serving count decided last before `t` (where a scale-up after a fault starts from)."""
+        """The serving count decided last before `t`: where a scale-up through a fault starts from
+        (before it was injected: a restarted operator may decide before its startup is seen done)."""
         assert self.recorder is not None
         with self.recorder.lock:
             earlier = [n for at, n, _ in self.recorder.decisions.get(name, []) if at < t]
@@ -498,7 +499,7 @@ class Chaos:
             trial = Trial(fault=fault, service=n, injected=injected, cleared=cleared, converged=t is not None,
                           converge_s=None if t is None else round(max(t - cleared, 0.0), 1),
                           budget_s=budget_s(new_pods=j.new_pods, drained=self.drained.get(n, False),
-                                            up_steps=up_steps(s.spec, self.decided_before(n, cleared), j.decided_serving)),
+                                            up_steps=up_steps(s.spec, self.decided_before(n, injected), j.decided_serving)),
                           orphaned=j.orphaned, duplicated=j.duplicated, left_out=j.left_out,
                           blind_scale_downs=self.recorder.blind_scale_downs(n, injected, cleared + INTERVAL_S,
                                                                             cut=s.prometheus_fault and fault.startswith("prometheus")),
