@@ -70,11 +70,10 @@ def test_prometheus_sums_only_the_pods_that_report(tmp_path: Path, gone: str) ->
         {"expr": spec_queries["request_rate"], "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 30}]},
         {"expr": spec_queries["reporting"], "eval_time": "5m",
          "exp_samples": [{"labels": labels(pod=p), "value": t} for p, t in at.items()]},
-        # Coverage is no test of the scrape: the three that report have their window's 5 samples (and
-        # the jitter's one) of the minute before's 5, the dropped pod one (at 4 min) of its 5.
+        # The three that report cover the rate window: 3 samples (and the jitter's one) in its first
+        # half, 3 in its last; the dropped pod has none in its last half, so no value.
         {"expr": BATCHED_QUERIES["window_coverage"], "eval_time": "5m",
-         "exp_samples": [{"labels": labels(**group, pod=p), "value": 6 / 5} for p in present]
-         + [{"labels": labels(**group, pod=DROPPED), "value": 2 / 5}]},
+         "exp_samples": [{"labels": labels(**group, pod=p), "value": 4 / 3} for p in present]},
     ]
     proc = promtool(tmp_path, series, tests)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -101,7 +100,7 @@ def test_a_rate_window_prometheus_does_not_cover_reads_low(tmp_path: Path) -> No
     """Prometheus was down from 2 min to 4 min 30 s (15 s scrapes) while the pod served 10 requests/s.
     At 5 min its 1-minute rate has samples for the last 30 s only and reads 6.25/s, not 10: the
     undercount behind a kube-apiserver trial's decision of 1 pod for 3 (make chaos). Its window
-    coverage has no value (no samples the minute before); from 5 min 30 s the window is whole again."""
+    coverage reads the gap (2/3 < 0.75); from 5 min 30 s the window is whole again."""
     pod_labels = labels(namespace="ns", pod=PODS[0], model="m")
     series = [{"series": f"nv_inference_pending_request_count{pod_labels}", "values": "0x8 _x9 0x10"},
               {"series": f"nv_inference_request_success{pod_labels}", "values": "0+150x8 _x9 2700+150x10"}]
@@ -111,29 +110,28 @@ def test_a_rate_window_prometheus_does_not_cover_reads_low(tmp_path: Path) -> No
         {"expr": BATCHED_QUERIES["request_rate"], "eval_time": "5m",
          "exp_samples": [{"labels": labels(**group), "value": 6.25}]},
         {"expr": spec_queries["request_rate"], "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 6.25}]},
-        {"expr": BATCHED_QUERIES["window_coverage"], "eval_time": "5m", "exp_samples": []},
-        {"expr": spec_queries["window_coverage"], "eval_time": "5m", "exp_samples": []},
+        # 1 sample (and the jitter's one) in the first half of the window, 3 in the last: uncovered.
+        {"expr": BATCHED_QUERIES["window_coverage"], "eval_time": "5m",
+         "exp_samples": [{"labels": labels(**group, pod=PODS[0]), "value": 2 / 3}]},
+        {"expr": spec_queries["window_coverage"], "eval_time": "5m",
+         "exp_samples": [{"labels": labels(pod=PODS[0]), "value": 2 / 3}]},
         # From a minute after the gap began to end (5m30s, the window starts at the first sample
-        # since) the rate is whole, and the minute before has a sample.
+        # since) the rate is whole, and so is the coverage.
         {"expr": BATCHED_QUERIES["request_rate"], "eval_time": "5m30s",
          "exp_samples": [{"labels": labels(**group), "value": 10}]},
         {"expr": BATCHED_QUERIES["window_coverage"], "eval_time": "5m30s",
-         "exp_samples": [{"labels": labels(**group, pod=PODS[0]), "value": 6}]},
-        {"expr": BATCHED_QUERIES["window_coverage"], "eval_time": "6m30s",
-         "exp_samples": [{"labels": labels(**group, pod=PODS[0]), "value": 6 / 5}]},
-        {"expr": spec_queries["window_coverage"], "eval_time": "6m30s",
-         "exp_samples": [{"labels": labels(pod=PODS[0]), "value": 6 / 5}]},
+         "exp_samples": [{"labels": labels(**group, pod=PODS[0]), "value": 4 / 3}]},
     ]
     proc = promtool(tmp_path, series, tests)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("serving,coverage,uncovered_pods,required", [
-    # Ready for ten minutes, its window as full as the one before: covered.
+    # Ready for ten minutes, as many samples in the window's first half as in its last: covered.
     ({"a": 0.0}, {"a": 1.0}, [], 1),
-    # A tenth or more of its samples missing: a gap, uncovered.
-    ({"a": 0.0}, {"a": 0.85}, ["a"], 1),
-    # No value (no samples the minute before: Prometheus restarted empty, or the pod was out of
+    # Fewer in the first half: the window starts in a gap, uncovered.
+    ({"a": 0.0}, {"a": 0.6}, ["a"], 1),
+    # No value (no samples in its first half: Prometheus restarted empty, or the pod was out of
     # the scrape): uncovered.
     ({"a": 0.0, "b": 0.0}, {"a": 0.95}, ["b"], 2),
     # Ready inside the window (or too shortly before it for a first scrape): not required.
@@ -215,7 +213,7 @@ def test_without_the_serving_pods_nothing_is_checked() -> None:
 
 def test_an_uncovered_rate_window_leaves_the_rate_missing_and_the_queue() -> None:
     """Every pod reports (the queue gauge is whole), but Prometheus has no sample of one at the
-    rate window (half the samples of the minute before): the rate sum is missing, the queue depth stays."""
+    rate window's start (half the samples of its last half): the rate sum is missing, the queue depth stays."""
     now = 10_000.0
     answers = answers_for(now, {p: (1.0, 10.0) for p in PODS})
     answers["window_coverage"] = [*answers["window_coverage"][:3], (answers["window_coverage"][3][0], 0.5)]
@@ -223,7 +221,8 @@ def test_an_uncovered_rate_window_leaves_the_rate_missing_and_the_queue() -> Non
         assert port.observe(now=now) == Observation(sampled_at=now, queue_depth=4.0, queue_time_ms=5.0), type(port)
         assert not port.available
         assert port.summary() == (f"request_rate: rate window not covered: Prometheus lacks samples of 1 of 4 serving "
-                                  f"pods in the last 1m, their rates read low ({PODS[3]}) (since 1970-01-01T02:46:40Z)")
+                                  f"pods from the start of the last 1m, their rates read low ({PODS[3]}) "
+                                  f"(since 1970-01-01T02:46:40Z)")
     del answers["window_coverage"]  # the query answers nothing (or fails): not covered either
     for port in ports(answers, serving=lambda: dict.fromkeys(PODS, now - 600)):
         assert port.observe(now=now).request_rate is None and not port.available

@@ -37,6 +37,7 @@ from gpufleet.adapters.metrics import (
     IDLE_WINDOW,
     POD_SUFFIX,
     PROMQL_QUERIES,
+    RATE_HALF,
     RATE_WINDOW,
     REQUEST_COUNTERS,
     FirstSeen,
@@ -115,8 +116,8 @@ _KV_FRACTION = _sel("nv_trt_llm_kv_cache_block_metrics", ',kv_cache_block_type="
 _SUMMARY_P95 = _sel("nv_inference_request_summary_us", ',quantile="0.95"')
 _TRITON_P95 = f"max by ({_BY}) ({_svc(_SUMMARY_P95)}) / 1000"
 _TRITON_TTFT = _quantile_ms("nv_inference_first_response_histogram_ms", scale=1.0)
-_COVERAGE = (f"(count_over_time({_PENDING}[{RATE_WINDOW}]) + 1)"
-             f" / count_over_time({_PENDING}[{RATE_WINDOW}] offset {RATE_WINDOW})")
+_COVERAGE = (f"(count_over_time({_PENDING}[{RATE_HALF}] offset {RATE_HALF}) + 1)"
+             f" / count_over_time({_PENDING}[{RATE_HALF}])")
 
 # The batched form of every built-in query of metrics.TRITON_QUERIES / TRTLLM_QUERIES. Keys prefixed
 # `trtllm:` are the TensorRT-LLM variants (queried only when a registered service uses that backend).
@@ -136,7 +137,7 @@ BATCHED_QUERIES: dict[str, str] = {
                   f" + on ({_BY_POD}) ({_sum(f'increase({_EXEC}[{IDLE_WINDOW}])', _BY_POD)} > bool 0)"),
     # Per pod: its newest queue-gauge sample (metrics.TRITON_QUERIES["reporting"]).
     "reporting": f"max by ({_BY_POD}) ({_svc(f'timestamp({_PENDING})')})",
-    # Per pod: its samples in the rate window over the minute before's (metrics.TRITON_QUERIES).
+    # Per pod: its samples in the rate window's first half over its last half's (metrics.TRITON_QUERIES).
     "window_coverage": f"max by ({_BY_POD}) ({_svc(_COVERAGE)})",
     "trtllm:queue_depth": f"{_sum(_PENDING)} + on ({_BY}) {_sum(_TRT_WAITING)}",
     "trtllm:in_flight": f"{_sum(_PENDING, _BY_POD)} + on ({_BY_POD}) {_sum(_TRT_HELD, _BY_POD)}",

@@ -168,10 +168,13 @@ REQUEST_COUNTERS = "nv_inference_request_(success|failure)"
 # out of the scrape) reads about a sixth of its rate, so such a window is missing, not low.
 RATE_WINDOW = "1m"
 RATE_WINDOW_S = 60.0
-# A pod's window is covered when it holds at least this share of the samples of the minute before
-# (one sample of scrape jitter allowed): at most a tenth of the window missing, whatever the scrape
-# interval. (A sample time cannot tell: Prometheus answers a lookup with samples up to 5 min old.)
-WINDOW_COVERED = 0.9
+RATE_HALF = "30s"
+# A pod's window is covered when the first half of it holds at least this share of the samples of
+# the last half (one sample of scrape jitter allowed): its first sample is near the window's start,
+# at any scrape interval, while a failed scrape in the middle (harmless to a counter's rate) changes
+# little. (A sample's time cannot tell: a lookup at the window's start answers with the newest
+# sample up to five minutes before it.)
+WINDOW_COVERED = 0.75
 
 # A plain-Triton pod is idle only after no model execution finished on it for this long (see in_flight).
 IDLE_WINDOW = "30s"
@@ -217,10 +220,11 @@ TRITON_QUERIES: dict[str, str] = {
     # Per pod: the time of its newest queue-gauge sample. The sums above cover only the pods listed
     # here; a serving pod missing from it (or with old samples) makes them partial (SUM_SIGNALS).
     "reporting": f"max by (pod) (timestamp(nv_inference_pending_request_count{{{_SEL}}}))",
-    # Per pod: its queue-gauge samples in the rate window (plus one, for scrape jitter) over those in
-    # the window before. Below WINDOW_COVERED, or no value, and its rate() reads low (uncovered).
-    "window_coverage": (f"max by (pod) ((count_over_time(nv_inference_pending_request_count{{{_SEL}}}[{RATE_WINDOW}]) + 1)"
-                        f" / count_over_time(nv_inference_pending_request_count{{{_SEL}}}[{RATE_WINDOW}] offset {RATE_WINDOW}))"),
+    # Per pod: its queue-gauge samples in the first half of the rate window (plus one, for scrape
+    # jitter) over those in the last half. Below WINDOW_COVERED, or no value, and the window's
+    # start is in a gap: its rate() reads low (uncovered).
+    "window_coverage": (f"max by (pod) ((count_over_time(nv_inference_pending_request_count{{{_SEL}}}[{RATE_HALF}] "
+                        f"offset {RATE_HALF}) + 1) / count_over_time(nv_inference_pending_request_count{{{_SEL}}}[{RATE_HALF}]))"),
 }
 
 # spec.capacity.classes: the request rate per pod, read instead of `request_rate` (the same series
@@ -431,10 +435,10 @@ def uncovered(serving: Mapping[str, float], coverage: Mapping[str, float] | None
 
     A pod Ready since before the window began (and staleAfterSeconds more, for its first scrape)
     served requests all through it, so its rate is whole only when Prometheus has its samples
-    through the window: `coverage` (its samples in the window over those in the minute before) at
-    least WINDOW_COVERED. A pod Ready inside the window took its share from pods that served before
-    it: its short series is not an undercount. No value for a pod (no samples the minute before),
-    or `coverage` None (the query failed), leaves it uncovered."""
+    from the window's start: `coverage` (its samples in the first half of the window over those in
+    the last half) at least WINDOW_COVERED. A pod Ready inside the window took its share from pods
+    that served before it: its short series is not an undercount. No value for a pod (no samples
+    in one half), or `coverage` None (the query failed), leaves it uncovered."""
     required = {p for p, since in serving.items() if now - since >= window_s + stale_after_s}
     covered = {p for p, c in (coverage or {}).items() if c >= WINDOW_COVERED}
     return sorted(required - covered), len(required)
@@ -495,8 +499,8 @@ def complete(observation: Observation, serving: ServingPods, reporting: PerPod, 
     if coverage.values is None:
         cause = f"cannot tell whether Prometheus covers the rate window: {coverage.error}"
     else:
-        cause = (f"rate window not covered: Prometheus lacks samples of {len(gaps)} of {required} serving pods in the "
-                 f"last {RATE_WINDOW}, their rates read low ({_shown(gaps)})")
+        cause = (f"rate window not covered: Prometheus lacks samples of {len(gaps)} of {required} serving pods from the "
+                 f"start of the last {RATE_WINDOW}, their rates read low ({_shown(gaps)})")
     return _without(observation, rates, cause, errors), False
 
 
