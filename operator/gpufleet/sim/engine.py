@@ -165,9 +165,11 @@ FIT_MEMO = _FitMemo(128)
 
 # Per-state latency values by LatencyBook inputs, for the runs in this process (most recent last):
 # they depend on the trace's prompt sample and the target only, so every policy and knob run on one
-# trace and seed reuses what the runs before it evaluated (a few thousand new states a day).
+# trace and seed reuses what the runs before it evaluated (~3,500 states, under 4 MB, a simulated
+# day). Eight kept: at the frontier's run order a worker meets a trace and seed again within eight
+# others for ~64 % of its runs (full grid, 16 workers; 25 % with four).
 _BOOK_MEMOS: OrderedDict[bytes, BookMemo] = OrderedDict()
-BOOK_MEMOS = 4
+BOOK_MEMOS = 8
 
 
 def _book_memo(model: ReplicaModel, in_sample: np.ndarray, target_s: float) -> BookMemo:
