@@ -231,8 +231,9 @@ SERVEGEN_SCALE = 0.1  # a service with a tenth of the model's clients' traffic
 class BenchTrace:
     """A trace of the frontier benchmark: a source, a load factor and a window of it.
 
-    `split` is "tune" (knobs may be chosen on it: days 1-10 of ServeGen m-small and m-mid only) or
-    "eval" (never used to choose anything); `held_out` says why an eval trace is held out."""
+    `split` is "tune" (knobs may be chosen on it: days 1-10 of ServeGen m-small and m-mid only),
+    "eval" (never used to choose anything; `held_out` says why an eval trace is held out) or
+    "timing" (run only for its run time: benchmarks/run_time.py)."""
 
     id: str
     source: str  # servegen:<language model> | servegen-reason:<model> | azure | mooncake
@@ -281,6 +282,8 @@ BENCH_TRACES: dict[str, BenchTrace] = {t.id: t for t in (
     BenchTrace("azure-code-x4", "azure", "eval", 0, None, 4.0, "never used for tuning (Azure code, 1 h, 4x load)"),
     BenchTrace("azure-code-x16", "azure", "eval", 0, None, 16.0, "never used for tuning (Azure code, 1 h, 16x load)"),
     BenchTrace("mooncake-x4", "mooncake", "eval", 0, None, 4.0, "never used for tuning (Mooncake, 1 h, 4x load)"),
+    # All fourteen days, for the run time of one 14-day run (benchmarks/run_time.py), never judged.
+    _sg_days("m-mid", 1, 14, "timing"),
     # The quick variant's slices: three afternoon hours (the daily ramp).
     _sg_hours("m-small", 10, 13, 3, "tune"),
     _sg_hours("m-small", 11, 13, 3, "eval", "day 11 (tuning saw day 10)"),
