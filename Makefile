@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-gputypes bench-quick bench-forecast bench-scale bench-scale-quick clean image image-report bench-quota
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-gputypes bench-quick bench-forecast bench-scale bench-scale-quick clean image image-report bench-quota bench-run-time
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
@@ -114,10 +114,15 @@ run: venv deps bins
 GRID ?= full
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SPOT_ZONES ?= aws-02-15-2023/us-west-2a,aws-02-15-2023/us-west-2b,aws-02-15-2023/us-east-2a
-bench: bench-frontier bench-scenarios bench-spot
+bench: bench-frontier bench-scenarios bench-spot bench-run-time
 
 bench-frontier: venv
 	$(PY) benchmarks/frontier.py --grid $(GRID) --workers $(WORKERS) --out reports/bench --readme README.md $(BENCH_ARGS)
+
+# One 14-day run per policy and knob value, each alone in a fresh process (issue 16 item 7; reads
+# the grid's runs.jsonl for each policy's slowest cold setting): reports/bench/run_time.json.
+bench-run-time: venv
+	$(PY) benchmarks/run_time.py --out reports/bench
 
 bench-scenarios: venv
 	$(PY) benchmarks/sim_bench.py --out reports/bench/scenarios
