@@ -250,8 +250,8 @@ def test_queries_per_refresh_do_not_grow_with_services(prometheus: devprom.Prome
         assert port.observe(now=t0).queue_depth is not None, port.summary()
     per_refresh_3 = fleet.queries_sent - sent
     # sampled_at, queue depth and time, request rate, both percentiles and the mean (the SLO),
-    # in_flight, reporting.
-    assert per_refresh_3 == len(fleet.needed()) == counter("batched") - batched_before == 9
+    # in_flight, reporting, window_coverage.
+    assert per_refresh_3 == len(fleet.needed()) == counter("batched") - batched_before == 10
 
     many = few + [ServiceMetrics(fleet, namespace="fm-a", name=f"svc-{i}", spec=spec(), timeout_s=2.0)
                   for i in range(27)]
