@@ -555,12 +555,14 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
             loop.configure(parsed, now)
             outcome = loop.tick(raw.get("status") or {}, raw.metadata.get("generation"), now=now,
                                 reconciled=RECONCILED.get(uid), conflicts=CONFLICTS.get(uid, ()),
-                                rejected=REJECTED.get(uid, ()), autoscalers=autoscalers)
+                                rejected=REJECTED.get(uid, ()), autoscalers=autoscalers,
+                                write_ahead=lambda patch: kube().patch_status(namespace, name, patch))
             post(raw, outcome.events)
             if outcome.status is not None:
                 kube().patch_status(namespace, name, outcome.status)
                 loop.confirm(outcome)
-            STATUS_WRITES.labels(result="skipped" if outcome.status is None else "written").inc()
+            wrote = outcome.status is not None or outcome.written_ahead
+            STATUS_WRITES.labels(result="written" if wrote else "skipped").inc()
             if outcome.telemetry is not None:
                 record(namespace, name, raw.metadata.labels, outcome.telemetry, time.time() - now)
             ticked[0] += 1

@@ -2,11 +2,13 @@
 talking to Kubernetes.
 
 `ServiceLoop.tick` (re)builds the ports when the spec changed (through a `Wiring`: the cluster's
-adapters in the operator, fakes in tests), takes back status.memory on the first tick, runs
-`control.step`, feeds the forecaster, meters, renders the status and decides whether it is worth
-a write. It returns a plain `TickOutcome`: the status patch (None when nothing material changed),
-the events to post and what to record in telemetry. The caller (kopf_app) carries it out and
-hands a written outcome back to `confirm`, so a write that failed is tried again next tick.
+adapters in the operator, fakes in tests), takes back status.memory on the first tick, decides
+(`control.step.decide`), feeds the forecaster, meters, renders the status and decides whether it
+is worth a write, writes it ahead of the rollout when the caller gives a way to, and carries the
+plan out. It returns a plain `TickOutcome`: the status patch still to write (None when nothing
+material changed or it was written ahead), the events to post and what to record in telemetry.
+The caller (kopf_app) carries it out and hands a written outcome back to `confirm`, so a write
+that failed is tried again next tick.
 
 `ServiceLoop.reroute` carries out the last applied plan again on fresh state, between ticks (a pod
 turned Ready: control.step.reroute). The caller never runs it beside a tick of the same service.
@@ -14,8 +16,9 @@ turned Ready: control.step.reroute). The caller never runs it beside a tick of t
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -30,10 +33,12 @@ from gpufleet.control.memory import fingerprint as memory_fingerprint
 from gpufleet.control.metering import UsageDelta
 from gpufleet.control.ports import FleetPort, MetricsPort, Policy
 from gpufleet.control.status import TargetReading, finite, material, render_status
-from gpufleet.control.step import StepResult, initial_decision, reroute, step
+from gpufleet.control.step import StepResult, carry_out, decide, initial_decision, reroute
 from gpufleet.core import stabilize, warmpool
 from gpufleet.core.policy import GpufleetPolicy
 from gpufleet.core.types import ON_DEMAND, SPOT, BudgetCheck, Plan, PolicyMemory
+
+log = logging.getLogger(__name__)
 
 # -- the ports one service's loop needs -----------------------------------------------------------
 
@@ -126,6 +131,7 @@ class TickOutcome:
     events: tuple[Event, ...] = ()  # to post in this order
     telemetry: TickTelemetry | None = None
     written: Written | None = None  # for confirm(), once the patch went through
+    written_ahead: bool = False  # the tick's status went through `write_ahead` (status is None then)
 
 
 class Causes:
@@ -275,14 +281,22 @@ class ServiceLoop:
 
     def tick(self, status: Mapping[str, Any], generation: int | None, *, now: float,
              reconciled: int | None = None, conflicts: Sequence[str] = (),
-             autoscalers: Sequence[str] = (), rejected: Sequence[str] = ()) -> TickOutcome:
+             autoscalers: Sequence[str] = (), rejected: Sequence[str] = (),
+             write_ahead: Callable[[dict[str, Any]], None] | None = None) -> TickOutcome:
         """One interval's work from the service's status as last read (`configure` first).
         `generation` is the spec's; `reconciled` the generation whose children were last applied
         (status.observedGeneration; None: unknown, the status's own value is kept). `conflicts`
         name objects of a child's name that the service does not own (Ready=False, Conflict),
         `rejected` the children the API server refused as invalid (Ready=False, InvalidSpec),
         `autoscalers` the HPAs and ScaledObjects aimed at its Deployments (Degraded): each is
-        one Warning when it appears and one Normal when it clears, not one per tick."""
+        one Warning when it appears and one Normal when it clears, not one per tick.
+
+        `write_ahead` (the caller's status patch) is given the status of a decision that changes
+        the fleet *before* the fleet is changed: a process killed between the two leaves the
+        decision and its memory in status, for the next process to carry out, never children
+        changed under a status that does not know it (make chaos: a restarted operator demoted
+        pods promoted a moment before, on memory from before the load step). When it fails the
+        fleet is changed all the same and the outcome carries the patch, for the caller to retry."""
         spec, fleet, metrics = self.spec, self.fleet, self.metrics
         assert spec is not None and fleet is not None and metrics is not None, "configure() first"
         events: list[Event] = []
@@ -295,15 +309,13 @@ class ServiceLoop:
         old = read_status(status)
         self.accounting.resume(old.usage, old.budget)
         self.memory = self.accounting.seed(self.memory, now)
-        result = step(spec=spec, policy=self.policy, metrics=metrics, fleet=fleet,
-                      forecaster=forecaster, memory=self.memory, now=now)
+        result = decide(spec=spec, policy=self.policy, metrics=metrics, fleet=fleet,
+                        forecaster=forecaster, memory=self.memory, now=now)
         self.memory = result.memory
-        self.applied = (result.plan, self.raw_spec) if result.applied and self.raw_spec is not None else None
         self._backfill(metrics, now)
         if self.forecaster is not None and result.observation.request_rate is not None:
             self.forecaster.observe(now, result.observation.request_rate)
-        if result.applied:
-            events += self._fleet_events(fleet.events)
+        rollout_at = len(events)  # the rollout's events go here, once it is carried out below
         events += self._metrics_events(metrics, result)
         delta = self.accounting.meter(spec, result.fleet, result.observation.request_rate, now)
         # What this loop wrote last is newer than the status read, whose watch event may still be on its way.
@@ -326,6 +338,19 @@ class ServiceLoop:
             events.append(Event("Warning", "NonFiniteStatus",
                                 f"not a finite number, left out of status: {', '.join(non_finite)}"[:500]))
         patch, written = self._write(status, new, now)
+        ahead = False
+        if result.applied and patch is not None and write_ahead is not None:
+            try:
+                write_ahead(patch)
+            except Exception as exc:  # noqa: BLE001 - the caller writes it again after the rollout
+                log.info("%s: status not written ahead of the rollout (%s); written after it", self.name, exc)
+            else:
+                self.confirm(TickOutcome(written=written))
+                patch, written, ahead = None, None, True
+        carry_out(result, fleet, now=now)
+        self.applied = (result.plan, self.raw_spec) if result.applied and self.raw_spec is not None else None
+        if result.applied:
+            events[rollout_at:rollout_at] = self._fleet_events(fleet.events)
         events += [Event("Warning" if e.warning else "Normal", e.reason, e.message)
                    for e in self.accounting.take_events()]
         budget = spec.budget
@@ -334,7 +359,8 @@ class ServiceLoop:
                                   max_cost_per_day=budget.max_cost_per_day if budget else None,
                                   alert_percent=budget.alert_percent if budget else None,
                                   actual_replicas=shadow.replicas if shadow is not None else None)
-        return TickOutcome(status=patch, events=tuple(events), telemetry=telemetry, written=written)
+        return TickOutcome(status=patch, events=tuple(events), telemetry=telemetry, written=written,
+                           written_ahead=ahead)
 
     def confirm(self, outcome: TickOutcome) -> None:
         """The outcome's status patch went through: compare the next ticks against it."""

@@ -65,7 +65,7 @@ def reroute(plan: Plan, fleet: FleetPort, *, now: float) -> Plan:
     return plan
 
 
-def step(
+def decide(
     *,
     spec: InferenceServiceSpec,
     policy: Policy,
@@ -75,6 +75,8 @@ def step(
     memory: PolicyMemory,
     now: float,
 ) -> StepResult:
+    """Observe, forecast and decide, and check the plan against a fresh fleet state; nothing is
+    changed yet (`carry_out` does that). `applied` says whether the plan is to be carried out."""
     observation = metrics.observe(now=now)
     state = fleet.state(now=now)
     forecast = None
@@ -88,12 +90,33 @@ def step(
     plan, memory = policy.decide(
         spec=spec, observation=observation, forecast=forecast, fleet=state, memory=memory, now=now, windows=windows
     )
-    applied = False
     if plan.apply:
         plan = revalidate(plan, fleet.state(now=now))
-        fleet.apply(plan, now=now)
-        applied = True
     return StepResult(
-        plan=plan, observation=observation, forecast=forecast, fleet=state, memory=memory, applied=applied,
+        plan=plan, observation=observation, forecast=forecast, fleet=state, memory=memory, applied=plan.apply,
         windows=windows,
     )
+
+
+def carry_out(result: StepResult, fleet: FleetPort, *, now: float) -> None:
+    """Change the fleet as `decide` planned (nothing in recommend mode)."""
+    if result.applied:
+        fleet.apply(result.plan, now=now)
+
+
+def step(
+    *,
+    spec: InferenceServiceSpec,
+    policy: Policy,
+    metrics: MetricsPort,
+    fleet: FleetPort,
+    forecaster: ForecastPort | None,
+    memory: PolicyMemory,
+    now: float,
+) -> StepResult:
+    """`decide`, then `carry_out` (the simulator; the operator's loop writes its status between
+    the two: control.service)."""
+    result = decide(spec=spec, policy=policy, metrics=metrics, fleet=fleet, forecaster=forecaster, memory=memory,
+                    now=now)
+    carry_out(result, fleet, now=now)
+    return result
