@@ -29,8 +29,10 @@ go in its place. `replicaset_victims` is that ranking, for the simulator.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import NamedTuple
 
 from gpufleet.core.fleet import FleetView
@@ -86,6 +88,7 @@ _STARTING, _STANDBY, _SERVING, _DRAINING = (ReplicaState.starting, ReplicaState.
                                             ReplicaState.draining)
 _STATE_RANK = {_STARTING: 0, _STANDBY: 1, _SERVING: 2, _DRAINING: 3}
 _CLASS_RANK = {SPOT: 0, ON_DEMAND: 1}
+_CLASS_OF = attrgetter("capacity_class")
 
 
 def retirement_key(r: Replica) -> tuple[int, int, int, float, float, str]:
@@ -235,8 +238,16 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
         pods = replicas
         promote, demote = _route(plan, scan.kept, scan.standby)
     up, down = set(promote), set(demote)
-    after = [_moved(r, _SERVING) if r.name in up else _moved(r, _STANDBY) if r.name in down else r
-             for r in pods] if up or down else pods
+    moved: list[Replica] | None = None  # the pods after those moves, listed only when read
+
+    def after() -> Sequence[Replica]:
+        nonlocal moved
+        if not (up or down):
+            return pods
+        if moved is None:
+            moved = [_moved(r, _SERVING) if r.name in up else _moved(r, _STANDBY) if r.name in down else r
+                     for r in pods]
+        return moved
     # Interrupted serving pods keep serving until the healthy ones cover the plan (counted only
     # when one of them is retired).
     covered: bool | None = None
@@ -249,7 +260,7 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     # Each class's pods as they are after the moves above: the scan's unless a drain was called
     # off (promotions and demotions swap healthy, kept pods between serving and standby, which
     # changes none of the counts and lists read below, and leave the retired pods as they are).
-    facts = scan if pods is replicas else _scan(after, leaving)
+    facts = scan if pods is replicas else _scan(after(), leaving)
     for capacity_class in plan.class_names():
         draining = list(facts.draining.get(capacity_class, ()))
         drained_now: list[Replica] = []  # after the ones already draining
@@ -258,7 +269,7 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
             st = r.state
             if st == _SERVING:
                 if r.interrupted and covered is None:
-                    covered = sum(1 for o in after if o.state == _SERVING and not o.interrupted
+                    covered = sum(1 for o in after() if o.state == _SERVING and not o.interrupted
                                   and o.name not in leaving) >= plan.serving
                 if r.interrupted and not covered and not notice_drain_due(r.reclaim_at, now, interval_s):
                     deferred.append(r.name)  # still carries load; drained once the replacements serve
@@ -290,10 +301,10 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
         # its node goes (a plain Deployment's pod; the core always retires them).
         sizes.append((capacity_class, base + held + held_back + kept_noticed))
 
-    # With no pod moved, drained, released or discarded, only the marked pods can need a
-    # different mark (the others want none and carry none).
-    quiet = after is replicas and not drain and not discard and not release
-    costs = _costs(scan.marked if quiet else after, set(drain), {r.name for r in release} | set(discard), set(cancel))
+    # Only a marked or retired pod can need a different mark: any other one wants none and
+    # carries none. The moves above change no pod's mark or draining state (a cancelled drain
+    # wants no mark either way), so the pods as they were give the marks in the same order.
+    costs = _costs(scan.costed, set(drain), {r.name for r in release} | set(discard), set(cancel))
     return Rollout(promote=promote, demote=demote, drain=tuple(drain), cancel=cancel, release=tuple(release),
                    discard=tuple(discard), deferred=tuple(deferred), costs=costs, sizes=tuple(sizes))
 
@@ -306,7 +317,7 @@ class _Scan(NamedTuple):
     drains: dict[str, list[Replica]]  # healthy draining pods (drains one may cancel)
     kept: list[Replica]  # healthy serving pods, not retired (route)
     standby: dict[str, Replica]  # healthy standbys by name, not retired (route)
-    marked: list[Replica]  # pods with a deletion-cost mark or draining, in order (_costs)
+    costed: list[Replica]  # pods with a deletion-cost mark, draining or retired, in order (_costs)
     draining: dict[str, list[Replica]]  # draining pods, in order
     goers: dict[str, list[Replica]]  # retired pods not draining, in order
     kept_noticed: dict[str, int]  # interrupted, not draining, not retired
@@ -316,21 +327,25 @@ class _Scan(NamedTuple):
 
 def _scan(replicas: Iterable[Replica], leaving: set[str]) -> _Scan:
     scan = _Scan({}, {}, {}, [], {}, [], {}, {}, {}, set(), set())
-    noticed, staying, drains, kept, standby, marked, draining, goers, kept_noticed, starting, any_leaving = scan
+    noticed, staying, drains, kept, standby, costed, draining, goers, kept_noticed, starting, any_leaving = scan
     for r in replicas:
-        c = r.capacity_class
         st = r.state
+        # Most pods serve, healthy, unmarked and kept: listed at once (counted in staying below).
+        if st == _SERVING and r.deletion_cost is None and not r.interrupted and r.name not in leaving:
+            kept.append(r)
+            continue
+        c = r.capacity_class
         goes = r.name in leaving
         if st == _DRAINING:
-            marked.append(r)
+            costed.append(r)
             draining.setdefault(c, []).append(r)
             if not r.interrupted:
                 drains.setdefault(c, []).append(r)
             if goes:
                 any_leaving.add(c)
             continue
-        if r.deletion_cost is not None:
-            marked.append(r)
+        if r.deletion_cost is not None or goes:
+            costed.append(r)
         if st == _STARTING:
             starting.add(c)
         if r.interrupted:
@@ -340,12 +355,15 @@ def _scan(replicas: Iterable[Replica], leaving: set[str]) -> _Scan:
             goers.setdefault(c, []).append(r)
         elif r.interrupted:
             kept_noticed[c] = kept_noticed.get(c, 0) + 1
+        elif st == _SERVING:
+            kept.append(r)
         else:
             staying[c] = staying.get(c, 0) + 1
-            if st == _SERVING:
-                kept.append(r)
-            elif st == _STANDBY:
+            if st == _STANDBY:
                 standby[r.name] = r
+    # The kept serving pods stay too (counted per class in C: most pods are among them).
+    for c, n in Counter(map(_CLASS_OF, kept)).items():
+        staying[c] = staying.get(c, 0) + n
     return scan
 
 
@@ -396,8 +414,13 @@ def replicaset_victims(pods: Sequence[Replica], count: int) -> list[Replica]:
         return (1 if ready else 0, r.deletion_cost or 0, -(r.ready_at or 0.0), -r.created_at)
     if count <= 0:
         return []
+    # Not-Ready pods rank first: when they are enough, the victims are among them alone (the
+    # baselines shrink on 2 s ticks, mostly by a pod still starting), and ranking the rest is waste.
+    not_ready = [r for r in pods if r.state == _STARTING]
+    if len(not_ready) >= count:
+        pods = not_ready
     # = sorted(pods, key=rank)[:count], ties in the same order (heapq's documented equivalence),
-    # without sorting the whole class when a few pods go (the baselines shrink on 2 s ticks).
+    # without sorting the whole class when a few pods go.
     return heapq.nsmallest(count, pods, key=rank)
 
 

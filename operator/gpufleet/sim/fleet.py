@@ -51,6 +51,7 @@ import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -74,6 +75,7 @@ _STARTING, _STANDBY, _SERVING, _DRAINING = (ReplicaState.starting, ReplicaState.
                                             ReplicaState.draining)
 
 
+_PENDING = attrgetter("pending")
 _set_dict = object.__setattr__  # object.__setattr__(pod, "__dict__", fields): a frozen Replica's fields at once
 
 
@@ -278,16 +280,14 @@ class SimFleet:
         """(whether the rollout depends on the clock: pods draining or noticed; the oldest pending
         spot pod's creation; whether any pod is Pending), recomputed only when the fleet changed."""
         if self._flags_at[0] != self.version:
-            any_pending = False
+            pods = self.replicas.values()
+            clocked = [r for r in pods if r.interrupted or r.state == _DRAINING]
             oldest: float | None = None
-            spot = self._spot_classes
-            clocked: list[SimReplica] = []
-            for r in self.replicas.values():  # one pass
-                if r.interrupted or r.state == _DRAINING:
-                    clocked.append(r)
-                if r.pending:
-                    any_pending = True
-                    if r.cls in spot and (oldest is None or r.pending_since < oldest):
+            any_pending = any(map(_PENDING, pods))  # (in C: a pod is rarely Pending)
+            if any_pending:
+                spot = self._spot_classes
+                for r in pods:
+                    if r.pending and r.cls in spot and (oldest is None or r.pending_since < oldest):
                         oldest = r.pending_since
             self._flags_at = (self.version, (bool(clocked), oldest, any_pending))
             self._clocked = clocked
