@@ -37,7 +37,7 @@ NOW = 1_700_000_000.0
 PERSISTED = {
     "recommendations", "standby_recommendations", "sustained_recommendations", "last_scale_up_at",
     "last_scale_down_at", "learned_rps_per_replica", "started_at", "burst_replicas", "jump_fraction",
-    "spot_retry_at", "spot_backoff_s", "spot_outage_at", "schedule_refs", "backlog_at",
+    "spot_retry_at", "spot_backoff_s", "spot_outage_at", "schedule_refs", "backlog_at", "last_serving",
 }
 
 
@@ -176,6 +176,7 @@ def test_round_trip_keeps_every_persisted_field(memory: PolicyMemory, ttr: dict[
     for name in ("last_scale_up_at", "last_scale_down_at", "started_at", "spot_retry_at", "spot_outage_at", "backlog_at"):
         assert close_time(getattr(back, name), getattr(memory, name)), name
     assert abs(back.spot_backoff_s - memory.spot_backoff_s) <= 0.05 + 1e-6
+    assert back.last_serving == memory.last_serving
     assert close_sig(back.learned_rps_per_replica, memory.learned_rps_per_replica)
     for name in ("burst_replicas", "jump_fraction"):
         got, want = getattr(back, name), getattr(memory, name)
@@ -277,7 +278,7 @@ def test_garbage_never_raises_anything_else(text: str) -> None:
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
     max_leaves=20,
-), key=st.sampled_from(["r", "sb", "su", "up", "dn", "st", "rps", "bu", "jf", "sr", "sk", "so", "sc", "ttr", "zz"]))
+), key=st.sampled_from(["r", "sb", "su", "up", "dn", "st", "rps", "bu", "jf", "sr", "sk", "so", "sc", "ttr", "ls", "zz"]))
 def test_a_version_1_object_with_any_bad_field_raises_only_the_format_error(value: Any, key: str) -> None:
     try:
         decode(json.dumps({"v": 1, "t": NOW, key: value}), now=NOW)
@@ -416,8 +417,9 @@ def test_fingerprint_follows_what_is_persisted() -> None:
     assert fingerprint(replace(memory, last_scale_down_at=NOW), ttr) != fp
     assert fingerprint(replace(memory, started_at=NOW), ttr) != fp
     assert fingerprint(replace(memory, schedule_refs=()), ttr) != fp
+    assert fingerprint(replace(memory, last_serving=9), ttr) != fp  # the next decision steps from it
     # Per-tick state is not persisted, so it does not count.
-    assert fingerprint(replace(memory, last_serving=9, last_need=9, spent_today=3.0), ttr) == fp
+    assert fingerprint(replace(memory, last_need=9, spent_today=3.0), ttr) == fp
     assert fingerprint(replace(memory, backlog_at=NOW), ttr) != fp  # the after-backlog window outlives a restart
 
 

@@ -43,6 +43,8 @@ class Load:
     history_error: str | None = None
 
     def observe(self, *, now: float) -> Observation:
+        if not self.available:  # no answer yet: the decision is blind (safe mode)
+            return Observation()
         return Observation(sampled_at=now, queue_depth=self.queue_depth, request_rate=self.request_rate)
 
     def summary(self) -> str:
@@ -131,3 +133,40 @@ def test_a_process_killed_during_a_promotion_leaves_the_decision_in_status() -> 
         assert second.tick(SPEC, t) >= promoted, t
         assert serving(kube) >= promoted, t
         t += 2.0
+
+
+def test_a_blind_restart_after_the_write_ahead_carries_out_the_decision() -> None:
+    """The kill falls after the status write and before any pod changed. The new process has no
+    metrics on its first ticks (safe mode: it may not shrink). It steps from the serving target in
+    status.memory, not from the two pods it sees serving: it promotes the standbys the killed
+    process decided on (make chaos: it held 2 serving where 3 were decided, below the load)."""
+    kube, load, apiserver = fleet(), Load(), {}
+    first = Operator(kube, load, apiserver)
+    t = NOW
+    while t < NOW + 120:
+        assert first.tick(SPEC, t) == 2
+        t += 2.0
+
+    def write_then_die(patch: dict[str, Any]) -> None:
+        first.write(patch)
+        raise Killed("after the write-ahead")
+
+    load.queue_depth = 400.0
+    first.loop.configure(SPEC, t)
+    try:
+        first.loop.tick(dict(apiserver), 1, now=t, write_ahead=write_then_die)
+    except Killed:
+        pass
+    else:
+        raise AssertionError("the step changed nothing")
+    decided = apiserver["lastDecision"]["desired"]
+    assert decided > 2 and serving(kube) == 2  # decided, not carried out
+
+    load.available = False
+    second = Operator(kube, load, apiserver)
+    t += 3.0
+    for _ in range(5):
+        assert second.tick(SPEC, t) >= decided, t
+        t += 2.0
+    # Both standbys promoted, and the Deployment grown for the rest (the fake makes no new pods).
+    assert serving(kube) == 4 and kube.deployments["chat-ondemand"] >= decided

@@ -24,6 +24,7 @@ Format, version 1: compact JSON (no spaces), fields at their default value left 
     sk   spot_backoff_s                      seconds, to 0.1 s
     so   spot_outage_at                      time
     bl   backlog_at                          time
+    ls   last_serving                        replicas (the previous serving target)
     sc   schedule_refs                       [[name, time, load in replicas (4 s.d.)], ...]
     ttr  time-to-ready samples per class     {"on-demand": [seconds, ...], ...}, to 0.1 s, oldest
                                              first, the newest MAX_TTR_SAMPLES per class
@@ -49,8 +50,15 @@ the scale-down window spans the request rate's minute (core.stabilize), and a re
 that forgot it shrank a fleet that had just scaled up through a backlog (make chaos: kill -9 right
 after a promotion demoted the promoted pods, then scaled up again a cold start later).
 
+`last_serving`, the previous serving target, is what the next decision steps from. A restarted
+operator without it steps from the pods it sees serving, and a promotion written ahead (control.
+service) but not yet carried out shows fewer: make chaos killed the operator as it promoted a
+standby, and the new process, blind on its first tick, held the two pods serving instead of the
+three decided. After a gap the children still hold that target (nothing else scales them), so it
+is as true as before the restart.
+
 Not persisted (per-tick state, meaningless after a gap; back at their defaults on decode):
-last_serving, last_decided_at, last_need, last_queue, serving_seen,
+last_decided_at, last_need, last_queue, serving_seen,
 serving_seen_since, settled_serving, spend_day and spent_today (the operator seeds spend from
 status.usage). On decode, each non-empty series gets (now, its last value) appended: the operator
 was down in between, and assuming it kept recommending what it last did is the conservative
@@ -216,6 +224,8 @@ def _dump(
         out["sk"] = _seconds(_tenths(memory.spot_backoff_s))
     time("so", memory.spot_outage_at)
     time("bl", memory.backlog_at)
+    if memory.last_serving is not None:
+        out["ls"] = memory.last_serving
     refs: list[JsonValue] = [
         [name, _seconds(_tenths(start) - base), _sig(load)]
         for name, start, load in memory.schedule_refs
@@ -285,6 +295,7 @@ def decode(text: str, *, now: float) -> tuple[PolicyMemory, dict[str, list[float
         spot_outage_at=time("so"),
         backlog_at=time("bl"),
         schedule_refs=_decode_refs(data, base),
+        last_serving=_count(data, "ls"),
     )
     return memory, _decode_ttr(data)
 
@@ -312,6 +323,15 @@ def _number(data: Mapping[str, object], key: str) -> float:
         raise _bad(key, f"is not a finite number below 1e15 (found {_short(x)})")
     assert isinstance(x, (int, float))
     return float(x)
+
+
+def _count(data: Mapping[str, object], key: str) -> int | None:
+    x = data.get(key)
+    if x is None:
+        return None
+    if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+        raise _bad(key, f"is not a count of replicas (found {_short(x)})")
+    return x
 
 
 def _decode_series(data: Mapping[str, object], key: str, base: int, now: float) -> Series:
@@ -377,7 +397,7 @@ def fingerprint(memory: PolicyMemory, ttr_samples: Mapping[str, Sequence[float]]
 
     In it: per series the values of its runs and the first time of every run but the oldest (the
     oldest run's start is only where the window was cut: it moves every tick); the scale up/down
-    times, started_at, the spot back-off fields, schedule_refs and the time-to-ready samples, all
+    times, started_at, the previous serving target, the spot back-off fields, schedule_refs and the time-to-ready samples, all
     as persisted (0.1 s, 4 significant digits); the learned rates to 2 significant digits;
     burst_replicas and jump_fraction to 0.1 as the value they decay to at the end of the current
     half-life period (see `_decaying`); backlog_at in BACKLOG_STEP_S steps. Not in it: time
@@ -392,6 +412,7 @@ def fingerprint(memory: PolicyMemory, ttr_samples: Mapping[str, Sequence[float]]
          for t in (memory.last_scale_up_at, memory.last_scale_down_at, memory.started_at,
                    memory.spot_retry_at, memory.spot_outage_at)],
         math.floor(memory.backlog_at / BACKLOG_STEP_S) if _usable(memory.backlog_at) else None,
+        memory.last_serving,
         _tenths(memory.spot_backoff_s) if _usable(memory.spot_backoff_s) else None,
         _sig(rps, 2) if _usable(rps) else None,
         [[n, _sig(x, 2)] for n, x in memory.learned_class_rps if _usable(x)],
