@@ -90,6 +90,20 @@ def test_fast_built_pods_equal_the_constructed_ones() -> None:
     pods = {p.name: p for p in f.state(now=10.0).replicas}
     gone = pods["on-demand-1"]
     assert gone.state == ReplicaState.draining and gone.in_flight == 4.0 * (1 - 10.0 / DRAIN_S)
+    # A serving pod's own count is unknown in the pooled model (None): the same for every serving pod.
     assert pods["on-demand-2"] == Replica(name="on-demand-2", capacity_class=ON_DEMAND,
-                                          state=ReplicaState.serving, created_at=0.0, ready_at=0.0, in_flight=4.0)
+                                          state=ReplicaState.serving, created_at=0.0, ready_at=0.0, in_flight=None)
     assert f.replicas["on-demand-1"].snapshot().in_flight == 0.0
+
+
+def test_serving_pods_read_idle_only_while_the_pool_is_empty() -> None:
+    """Under load a serving pod's in-flight is unknown, so one drained now waits for its count
+    (the draining pod's, next decision); with the pool empty every serving pod is idle (0): one
+    drained now is released by the same rollout."""
+    busy, empty = fleet(3), fleet(3)
+    empty.in_flight_per_serving = 0.0
+    for f in (busy, empty):
+        assert {p.in_flight for p in f.state(now=0.0).replicas} == ({None} if f is busy else {0.0})
+        f.apply(plan(2, 2, retire=("on-demand-1",)), now=0.0)
+    assert busy.last_rollout.drain == ("on-demand-1",) and busy.last_rollout.release == ()
+    assert [(r.name, r.why) for r in empty.last_rollout.release] == [("on-demand-1", "idle")]

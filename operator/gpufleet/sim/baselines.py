@@ -132,14 +132,12 @@ class _Counts:
     current: int  # the Deployments' spec.replicas: every pod not leaving (not draining, not noticed)
     kept_od: int  # pods each class's ReplicaSet still counts (not draining)
     kept_spot: int
-    in_flight: float  # summed over serving pods (the fleet's own view)
 
 
 def _count(fleet: FleetState, last: _Counts | None = None) -> _Counts:
     if last is not None and last.fleet is fleet:
         return last
     ready = current = od = sp = 0
-    infl = 0.0
     draining, serving = ReplicaState.draining, ReplicaState.serving
     for r in fleet.replicas:
         state = r.state
@@ -153,8 +151,14 @@ def _count(fleet: FleetState, last: _Counts | None = None) -> _Counts:
             current += 1
         if state == serving:
             ready += 1
-            infl += r.in_flight or 0.0
-    return _Counts(fleet=fleet, ready=ready, current=current, kept_od=od, kept_spot=sp, in_flight=infl)
+    return _Counts(fleet=fleet, ready=ready, current=current, kept_od=od, kept_spot=sp)
+
+
+def _serving_in_flight(fleet: FleetState) -> float:
+    """In-flight requests summed over the serving pods (the fleet's own view, where no live
+    concurrency is wired: a pod whose count is unknown adds none)."""
+    serving = ReplicaState.serving
+    return sum(r.in_flight or 0.0 for r in fleet.replicas if r.state == serving)
 
 
 def _plan(spec: InferenceServiceSpec, fleet: FleetState, total: int, reason: str, message: str,
@@ -404,7 +408,7 @@ class KpaLike:
                windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
         c = self._counts = _count(fleet, self._counts)
         src = self.concurrency_source
-        conc = float(getattr(src, "in_flight")) if src is not None else c.in_flight
+        conc = float(getattr(src, "in_flight")) if src is not None else _serving_in_flight(fleet)
         tv = self.per_pod_target(spec)
         if not self._started:
             self._started = True

@@ -120,13 +120,15 @@ class SimReplica:
             object.__setattr__(self, "_snap", None)
 
     def snapshot(self) -> Replica:
-        """The pod as the core sees it, with no work in flight (SimFleet.state sets a serving
-        pod's). Cached: the fleet is snapshotted whenever it changes, most pods unchanged."""
+        """The pod as the core sees it: no work in flight, or, serving, its own count unknown (the
+        pooled model has none; SimFleet.state sets 0 while the pool is empty, and a draining pod's
+        count). Cached: the fleet is snapshotted whenever it changes, most pods unchanged."""
         snap: Replica | None = self._snap
         if snap is None:
             snap = _replica({"name": self.name, "capacity_class": self.cls, "state": self.state,
                              "created_at": self.created_at,
-                             "ready_at": self.ready_at if self.state != _STARTING else None, "in_flight": 0.0,
+                             "ready_at": self.ready_at if self.state != _STARTING else None,
+                             "in_flight": None if self.state == _SERVING else 0.0,
                              "interrupted": self.interrupted, "draining_since": self.draining_since,
                              "reclaim_at": self.terminate_at, "deletion_cost": self.deletion_cost})
             object.__setattr__(self, "_snap", snap)
@@ -227,9 +229,11 @@ class SimFleet:
 
     def state(self, *, now: float) -> FleetState:
         # Rebuilt only when the fleet changed, spot availability did, or pods drain (their
-        # in-flight work decays with time). In-flight counts are those of the last rebuild (all
-        # serving replicas carry the same pooled share; the KPA baseline reads live concurrency
-        # from SimMetrics, as Knative reads its queue-proxies).
+        # in-flight work decays with time). The fluid model pools the requests: a serving pod's own
+        # in-flight count is unknown (None), or 0 when the pool was empty at the last rebuild: all
+        # the core reads of it (an idle pod may go at once; demotion order ties, every serving pod
+        # alike). The KPA baseline reads live concurrency from SimMetrics, as Knative reads its
+        # queue-proxies.
         last = self._last_state  # a control step asks up to three times at one time, fleet unchanged
         if last is not None and last[0] == self.version and last[1] == now:
             return last[2]
@@ -245,21 +249,14 @@ class SimFleet:
         if self._cached is not None and self._cached[0] == key:
             return self._cached[1]
         if self._pods_at[0] != self.version:  # the pods as of this version; draining ones follow the clock
-            inflight = self.in_flight_per_serving
-            new, set_dict = object.__new__, _set_dict
-            pods_now: list[Replica] = []
-            draining: list[tuple[int, SimReplica]] = []  # (position, pod): their in-flight follows the clock
-            for r in self.replicas.values():
-                snap = r._snap or r.snapshot()
-                st = r.state
-                if st == _SERVING:  # a copy with the pooled in-flight share (built as _replica does)
-                    fields = snap.__dict__.copy()
-                    fields["in_flight"] = inflight
-                    snap = new(Replica)
-                    set_dict(snap, "__dict__", fields)
-                elif st == _DRAINING:
-                    draining.append((len(pods_now), r))
-                pods_now.append(snap)
+            # Every pod's cached snapshot as it is: no per-pod copy while requests are in flight (a
+            # serving pod's own count is unknown, the pool's requests being shared by all).
+            pods_now = [r._snap or r.snapshot() for r in self.replicas.values()]
+            if self.in_flight_per_serving <= 0:  # the pool is empty: every serving pod is idle
+                pods_now = [_replica({**p.__dict__, "in_flight": 0.0}) if p.state == _SERVING else p
+                            for p in pods_now]
+            # (position, pod) of the draining ones: their in-flight follows the clock
+            draining = [(i, r) for i, r in enumerate(self.replicas.values()) if r.state == _DRAINING]
             self._pods_at = (self.version, pods_now, draining)
         _, pods, draining_at = self._pods_at
         if timed and draining_at:  # the draining pods with what they still carry now
