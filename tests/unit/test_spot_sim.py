@@ -8,7 +8,7 @@ import pytest
 
 from gpufleet.core.rollout import Rollout
 from gpufleet.core.split import DRAIN_S
-from gpufleet.core.types import ON_DEMAND, SPOT, Plan, ReplicaState
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Plan, ReplicaState
 from gpufleet.sim import traces as T
 from gpufleet.sim.fleet import SimFleet
 from gpufleet.sim.model import ColdStart
@@ -153,3 +153,24 @@ def test_gpufleet_loses_nothing_in_flight_even_when_replacements_are_slower_than
     g = sc.run("gpufleet")  # type: ignore[attr-defined]
     assert g.preemptions > 0
     assert g.lost_in_flight == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_fleets_kept_counts_equal_a_count_of_its_pods() -> None:
+    """SimFleet.counts (kept as pods change state: the baselines read it on every 2 s tick instead
+    of counting the pods) equals a count of the pods in state(), second by second through starts,
+    notices, drains of noticed pods, reclaims and Pending replacements."""
+    run = Run(cold_s=30.0)
+    seen: set[str] = set()
+    for end, p in ((300, plan(4, 1, 3)), (601, plan(4, 1, 3)), (1500, None)):
+        while run.t < end:
+            if p is None:  # after the notice: the core's plan retires the noticed pods
+                p = plan(4, 1, 3, retire=tuple(run.names(SPOT, interrupted=True)))
+            run.until(run.t + 1, p, every=INTERVAL)
+            fs = run.fleet.state(now=float(run.t))
+            live = [r for r in fs.replicas if r.state != ReplicaState.draining]
+            want = (sum(r.state == ReplicaState.serving for r in live), sum(not r.interrupted for r in live),
+                    {c: sum(r.capacity_class == c for r in live) for c in (ON_DEMAND, SPOT)})
+            assert run.fleet.counts(fs) == want, run.t
+            seen |= {r.state.value + ("-noticed" if r.interrupted else "") for r in fs.replicas}
+    assert {"draining-noticed", "serving-noticed", "starting", "serving"} <= seen  # the paths it went through
+    assert run.fleet.counts(FleetState()) is None  # not its state: the caller counts

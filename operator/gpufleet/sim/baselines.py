@@ -134,9 +134,19 @@ class _Counts:
     kept_spot: int
 
 
-def _count(fleet: FleetState, last: _Counts | None = None) -> _Counts:
+# The simulator's counts of its current state, kept as its pods change (SimFleet.counts): (serving,
+# neither draining nor noticed, not draining per class), or None where it does not know `fleet`.
+FleetCounts = Callable[[FleetState], "tuple[int, int, dict[str, int]] | None"]
+
+
+def _count(fleet: FleetState, last: _Counts | None = None, source: FleetCounts | None = None) -> _Counts:
     if last is not None and last.fleet is fleet:
         return last
+    known = source(fleet) if source is not None else None
+    if known is not None:  # no pass over the pods (a new snapshot on most of the KPA's 2 s ticks)
+        ready, current, kept = known
+        sp = sum(n for c, n in kept.items() if c == SPOT)
+        return _Counts(fleet=fleet, ready=ready, current=current, kept_od=sum(kept.values()) - sp, kept_spot=sp)
     ready = current = od = sp = 0
     draining, serving = ReplicaState.draining, ReplicaState.serving
     for r in fleet.replicas:
@@ -253,12 +263,13 @@ class HpaLike:
     naive_spot: bool = False
     interval_s: int = 15  # --horizontal-pod-autoscaler-sync-period
     hpa: HpaScaler = field(default_factory=HpaScaler)
+    fleet_counts: FleetCounts | None = None  # set by the simulator: SimFleet.counts
     _counts: _Counts | None = field(default=None, repr=False)
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
                fleet: FleetState, memory: PolicyMemory, now: float,
                windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
-        c = self._counts = _count(fleet, self._counts)
+        c = self._counts = _count(fleet, self._counts, self.fleet_counts)
         target = _rps_target(spec, self.utilization)
         cur = max(c.current, 1)
         n = self.hpa.desired(metric_total=observation.request_rate, target=target, current=cur, now=now,
@@ -278,12 +289,13 @@ class KedaLike:
     naive_spot: bool = False
     interval_s: int = 15  # the HPA's sync: KEDA's metrics server queries the scaler on each one
     hpa: HpaScaler = field(default_factory=HpaScaler)
+    fleet_counts: FleetCounts | None = None  # set by the simulator: SimFleet.counts
     _counts: _Counts | None = field(default=None, repr=False)
 
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
                fleet: FleetState, memory: PolicyMemory, now: float,
                windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
-        c = self._counts = _count(fleet, self._counts)
+        c = self._counts = _count(fleet, self._counts, self.fleet_counts)
         rate_t = _rps_target(spec, self.utilization)
         queue_t = spec.slo.queue_depth_per_replica
         cur = max(c.current, 1)
@@ -383,6 +395,7 @@ class KpaLike:
     _panic: _WindowMean | None = field(default=None, repr=False)
     _delay: _WindowMax | None = field(default=None, repr=False)
     _tv: tuple[tuple[object, ...], float] | None = field(default=None, repr=False)
+    fleet_counts: FleetCounts | None = None  # set by the simulator: SimFleet.counts
     _counts: _Counts | None = field(default=None, repr=False)
 
     def annotation(self, spec: InferenceServiceSpec) -> float:
@@ -406,7 +419,7 @@ class KpaLike:
     def decide(self, *, spec: InferenceServiceSpec, observation: Observation, forecast: ForecastSummary | None,
                fleet: FleetState, memory: PolicyMemory, now: float,
                windows: tuple[Window, ...] = ()) -> tuple[Plan, PolicyMemory]:
-        c = self._counts = _count(fleet, self._counts)
+        c = self._counts = _count(fleet, self._counts, self.fleet_counts)
         src = self.concurrency_source
         conc = float(getattr(src, "in_flight")) if src is not None else _serving_in_flight(fleet)
         tv = self.per_pod_target(spec)

@@ -242,6 +242,8 @@ def simulate(
     fleet.schedule_preemptions(horizon)
     if hasattr(policy, "concurrency_source"):
         policy.concurrency_source = metrics  # the KPA baseline's queue-proxy view
+    if hasattr(policy, "fleet_counts"):
+        policy.fleet_counts = fleet.counts  # the baselines' pod counts, kept by the fleet
     offset = int(getattr(policy, "phase_s", 0))
     memory = PolicyMemory()
 

@@ -173,6 +173,11 @@ class SimFleet:
         self.interval_s = interval_s  # how often the policy decides (the rollout's notice margin)
         self.replicas: dict[str, SimReplica] = {}
         self._by_class = dict.fromkeys(self.names, 0)  # pods per class, kept by _new and _remove
+        # Kept as pods change state (_set_state, _notice, _remove): what the baselines count on each
+        # tick (counts()), without a pass over the pods.
+        self._draining_by_class = dict.fromkeys(self.names, 0)
+        self._noticed_kept = 0  # interrupted pods not draining
+        self._tracked = 0  # pods added by _new, less those removed (len(replicas) unless tests add pods)
         self.size = dict.fromkeys(self.names, 0)  # each class's Deployment spec.replicas
         self.plan: Plan | None = None  # the last decision carried out
         self.last_rollout = Rollout()
@@ -272,6 +277,19 @@ class SimFleet:
                         pending_by_class=pending)
         self._cached = (key, fs)
         return fs
+
+    def counts(self, fs: FleetState) -> tuple[int, int, dict[str, int]] | None:
+        """(serving pods, pods neither draining nor noticed, pods not draining per class) of `fs`,
+        kept as the pods change: None unless `fs` is the fleet's current state() (or pods were
+        added around _new: tests do), for the caller to count itself."""
+        last = self._last_state
+        if last is None or last[2] is not fs or last[0] != self.version:
+            return None
+        if self._tracked != len(self.replicas) or sum(self._by_class.values()) != len(self.replicas):
+            return None
+        drained = self._draining_by_class
+        kept = {c: n - drained.get(c, 0) for c, n in self._by_class.items()}
+        return self.n_serving, sum(kept.values()) - self._noticed_kept, kept
 
     def _flags(self) -> tuple[bool, float | None, bool]:
         """(whether the rollout depends on the clock: pods draining or noticed; the oldest pending
@@ -406,6 +424,7 @@ class SimFleet:
         self.created += 1
         r = _starting(f"{cls}-{self._seq}", cls, now)
         self.replicas[r.name] = r
+        self._tracked += 1
         self._by_class[cls] = self._by_class.get(cls, 0) + 1
         zone = self._placement(cls, now)
         if zone is None:
@@ -457,6 +476,12 @@ class SimFleet:
         self._due(r.ready_at)
 
     def _set_state(self, r: SimReplica, state: ReplicaState) -> None:
+        was_draining, draining = r.state == _DRAINING, state == _DRAINING
+        if was_draining != draining:
+            step = 1 if draining else -1
+            self._draining_by_class[r.cls] = self._draining_by_class.get(r.cls, 0) + step
+            if r.interrupted:
+                self._noticed_kept -= step
         if r.state == _SERVING and state != _SERVING:
             r.left_at, r.share = self._now, 1.0 / max(self.n_serving, 1)
         if r.state == _SERVING:
@@ -474,6 +499,11 @@ class SimFleet:
         elif lost and r.left_at is not None:
             # Left the Service too shortly before its node went: what it still ran is lost.
             self._lose(r.share * max(0.0, 1.0 - (now - r.left_at) / DRAIN_S))
+        self._tracked -= 1
+        if r.state == _DRAINING:
+            self._draining_by_class[r.cls] = self._draining_by_class.get(r.cls, 0) - 1
+        elif r.interrupted:
+            self._noticed_kept -= 1
         if r.node is not None:
             if lost or r.interrupted:  # reclaimed with it, or noticed: Karpenter deletes it
                 self.nodes.delete(r.node)
@@ -559,6 +589,8 @@ class SimFleet:
         for r in list(pods):
             if not r.pending and not r.interrupted:
                 r.interrupted, r.terminate_at = True, terminate_at
+                if r.state != _DRAINING:
+                    self._noticed_kept += 1
                 heapq.heappush(self._term_heap, (terminate_at, r.name))
                 self._due(terminate_at)
                 self.preemptions += 1
