@@ -157,8 +157,9 @@ def test_gpufleet_loses_nothing_in_flight_even_when_replacements_are_slower_than
 
 def test_the_fleets_kept_counts_equal_a_count_of_its_pods() -> None:
     """SimFleet.counts (kept as pods change state: the baselines read it on every 2 s tick instead
-    of counting the pods) equals a count of the pods in state(), second by second through starts,
-    notices, drains of noticed pods, reclaims and Pending replacements."""
+    of counting the pods) equals a count of the pods in state(), and so do the pods it keeps as
+    draining or noticed, second by second through starts, notices, drains of noticed pods,
+    reclaims and Pending replacements."""
     run = Run(cold_s=30.0)
     seen: set[str] = set()
     for end, p in ((300, plan(4, 1, 3)), (601, plan(4, 1, 3)), (1500, None)):
@@ -171,6 +172,9 @@ def test_the_fleets_kept_counts_equal_a_count_of_its_pods() -> None:
             want = (sum(r.state == ReplicaState.serving for r in live), sum(not r.interrupted for r in live),
                     {c: sum(r.capacity_class == c for r in live) for c in (ON_DEMAND, SPOT)})
             assert run.fleet.counts(fs) == want, run.t
+            # the pods whose state() follows the clock, kept likewise
+            assert set(run.fleet._clocking) == {r.name for r in fs.replicas
+                                                if r.interrupted or r.state == ReplicaState.draining}, run.t
             seen |= {r.state.value + ("-noticed" if r.interrupted else "") for r in fs.replicas}
     assert {"draining-noticed", "serving-noticed", "starting", "serving"} <= seen  # the paths it went through
     assert run.fleet.counts(FleetState()) is None  # not its state: the caller counts

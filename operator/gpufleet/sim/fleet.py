@@ -178,6 +178,7 @@ class SimFleet:
         self._draining_by_class = dict.fromkeys(self.names, 0)
         self._noticed_kept = 0  # interrupted pods not draining
         self._tracked = 0  # pods added by _new, less those removed (len(replicas) unless tests add pods)
+        self._clocking: dict[str, SimReplica] = {}  # the pods draining or noticed, as they change
         self.size = dict.fromkeys(self.names, 0)  # each class's Deployment spec.replicas
         self.plan: Plan | None = None  # the last decision carried out
         self.last_rollout = Rollout()
@@ -260,8 +261,12 @@ class SimFleet:
             if self.in_flight_per_serving <= 0:  # the pool is empty: every serving pod is idle
                 pods_now = [_replica({**p.__dict__, "in_flight": 0.0}) if p.state == _SERVING else p
                             for p in pods_now]
-            # (position, pod) of the draining ones: their in-flight follows the clock
-            draining = [(i, r) for i, r in enumerate(self.replicas.values()) if r.state == _DRAINING]
+            # (position, pod) of the draining ones, their in-flight following the clock: among the
+            # few pods draining or noticed (_flags), found in the list by identity (in C).
+            draining: list[tuple[int, SimReplica]] = []
+            if timed:
+                ids = list(map(id, pods_now))
+                draining = sorted((ids.index(id(r._snap)), r) for r in self._clocked if r.state == _DRAINING)
             self._pods_at = (self.version, pods_now, draining)
         _, pods, draining_at = self._pods_at
         if timed and draining_at:  # the draining pods with what they still carry now
@@ -296,7 +301,10 @@ class SimFleet:
         spot pod's creation; whether any pod is Pending), recomputed only when the fleet changed."""
         if self._flags_at[0] != self.version:
             pods = self.replicas.values()
-            clocked = [r for r in pods if r.interrupted or r.state == _DRAINING]
+            if self._tracked == len(self.replicas):  # kept as pods change (not in the pods' order)
+                clocked = list(self._clocking.values())
+            else:  # pods were added around _new (tests do)
+                clocked = [r for r in pods if r.interrupted or r.state == _DRAINING]
             oldest: float | None = None
             any_pending = any(map(_PENDING, pods))  # (in C: a pod is rarely Pending)
             if any_pending:
@@ -482,6 +490,10 @@ class SimFleet:
             self._draining_by_class[r.cls] = self._draining_by_class.get(r.cls, 0) + step
             if r.interrupted:
                 self._noticed_kept -= step
+            elif draining:
+                self._clocking[r.name] = r
+            else:
+                self._clocking.pop(r.name, None)
         if r.state == _SERVING and state != _SERVING:
             r.left_at, r.share = self._now, 1.0 / max(self.n_serving, 1)
         if r.state == _SERVING:
@@ -500,6 +512,7 @@ class SimFleet:
             # Left the Service too shortly before its node went: what it still ran is lost.
             self._lose(r.share * max(0.0, 1.0 - (now - r.left_at) / DRAIN_S))
         self._tracked -= 1
+        self._clocking.pop(r.name, None)
         if r.state == _DRAINING:
             self._draining_by_class[r.cls] = self._draining_by_class.get(r.cls, 0) - 1
         elif r.interrupted:
@@ -591,6 +604,7 @@ class SimFleet:
                 r.interrupted, r.terminate_at = True, terminate_at
                 if r.state != _DRAINING:
                     self._noticed_kept += 1
+                self._clocking[r.name] = r
                 heapq.heappush(self._term_heap, (terminate_at, r.name))
                 self._due(terminate_at)
                 self.preemptions += 1
