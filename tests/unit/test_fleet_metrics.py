@@ -347,6 +347,49 @@ def test_concurrent_callers_wait_for_one_refresh() -> None:
     assert len(results) == 16 and len(prom.calls) == len(fleet.needed()) == fleet.queries_sent
 
 
+class HeldProm(CannedProm):
+    """custom_query() held until `release` is set, once `held` is."""
+
+    def __init__(self, answers: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(answers)
+        self.held, self.entered, self.release = threading.Event(), threading.Event(), threading.Event()
+
+    def custom_query(self, query: str, timeout: float | None = None) -> list[dict[str, Any]]:
+        if self.held.is_set():
+            self.entered.set()
+            assert self.release.wait(timeout=30)
+        return super().custom_query(query, timeout)
+
+
+def test_callers_read_recent_answers_while_another_refreshes() -> None:
+    prom = HeldProm(ANSWERS)
+    fleet = canned_fleet(prom)  # max age: the services' 10 s interval
+    chat = ServiceMetrics(fleet, namespace="a", name="chat", spec=spec())
+    spot = ServiceMetrics(fleet, namespace="a", name="chat-spot", spec=spec())
+    assert chat.observe(now=NOW).queue_depth == 4.0
+    before = spot.observe(now=NOW)
+    assert spot.available and before.sampled_at == NOW - 1
+    # The next interval's refresh hangs on Prometheus; a tick meanwhile reads the answers it is
+    # replacing (10 s old) at once instead of waiting for the batch.
+    prom.held.set()
+    refresher = threading.Thread(target=chat.observe, kwargs={"now": NOW + 10})
+    waiter_done = threading.Event()
+    waiter = threading.Thread(target=lambda: (spot.observe(now=NOW + 20), waiter_done.set()))
+    try:
+        refresher.start()
+        assert prom.entered.wait(timeout=30)
+        sent = len(prom.calls)
+        assert spot.observe(now=NOW + 11) == before and spot.available and len(prom.calls) == sent
+        # Answers two max ages old are too old to stand in: a caller waits for the refresh.
+        waiter.start()
+        assert not waiter_done.wait(timeout=0.2)  # still held behind the refresher
+    finally:
+        prom.release.set()
+    refresher.join(timeout=30)
+    waiter.join(timeout=30)
+    assert waiter_done.is_set() and not refresher.is_alive()
+
+
 def counter(kind: str) -> float:
     return REGISTRY.get_sample_value("gpufleet_promql_queries_total", {"kind": kind}) or 0.0
 

@@ -238,8 +238,10 @@ class FleetQueries:
 
     `refresh(now)` sends each needed query at most once per `max_age_s` (default: the shortest
     scaling interval among the registered services, so one query per signal per interval, whatever
-    the number of services). The first caller refreshes under a lock; callers arriving meanwhile wait
-    for it and then find fresh answers, so they send nothing.
+    the number of services). The first caller refreshes under a lock. Callers arriving meanwhile
+    read the answers it is replacing when every one of them is younger than two max ages (stale
+    while revalidate: the batch takes a second or more at N=500, and every tick worker waiting for
+    it held every service's tick); without such answers they wait for it, and then send nothing.
     """
 
     def __init__(self, url: str, *, max_age_s: float | None = None, timeout_s: float = 5.0,
@@ -321,31 +323,49 @@ class FleetQueries:
         Never raises: a failed query's answer is empty with its error (every service missing). When
         Prometheus cannot be reached (connection refused, timeout) the remaining queries of this
         refresh are not sent: they fail with the same error, so a dead Prometheus holds the callers
-        for one timeout (and one retry), not one per query."""
-        with self._refreshing:
-            max_age = self.max_age()
-            queries = self.needed()
-            with self._state:
-                due = {k: q for k, q in queries.items() if self._due(k, now, max_age)}
-            unreachable: str | None = None
-            sent = 0
-            # No longer than the shortest interval: a later answer misses every tick's deadline.
-            timeout = min(self.timeout_s, max_age) if max_age >= 1.0 else self.timeout_s
-            for key, query in due.items():
-                if unreachable:
-                    answer = Answer(at=now, error=unreachable)  # not sent: the same cause
-                else:
-                    answer, unreachable = self._ask(key, query, now, timeout)
-                    sent += 1
-                    with self._state:
-                        self.queries_sent += 1
+        for one timeout (and one retry), not one per query. While another caller refreshes, returns
+        0 at once if the answers it replaces are recent enough (the class docstring)."""
+        if not self._refreshing.acquire(blocking=False):
+            if self._recent(now):
+                return 0
+            self._refreshing.acquire()
+        try:
+            return self._refresh(now)
+        finally:
+            self._refreshing.release()
+
+    def _recent(self, now: float) -> bool:
+        """Every needed query has an answer (a failed one too) younger than two max ages."""
+        limit = 2 * self.max_age()
+        queries = self.needed()
+        with self._state:
+            return all((a := self._answers.get(k)) is not None and abs(now - a.at) < limit for k in queries)
+
+    def _refresh(self, now: float) -> int:
+        """refresh's work, under the refresh lock."""
+        max_age = self.max_age()
+        queries = self.needed()
+        with self._state:
+            due = {k: q for k, q in queries.items() if self._due(k, now, max_age)}
+        unreachable: str | None = None
+        sent = 0
+        # No longer than the shortest interval: a later answer misses every tick's deadline.
+        timeout = min(self.timeout_s, max_age) if max_age >= 1.0 else self.timeout_s
+        for key, query in due.items():
+            if unreachable:
+                answer = Answer(at=now, error=unreachable)  # not sent: the same cause
+            else:
+                answer, unreachable = self._ask(key, query, now, timeout)
+                sent += 1
                 with self._state:
-                    self._answers[key] = answer
-                    if answer.error:
-                        self.errors[key] = answer.error
-                    else:
-                        self.errors.pop(key, None)
-            return sent
+                    self.queries_sent += 1
+            with self._state:
+                self._answers[key] = answer
+                if answer.error:
+                    self.errors[key] = answer.error
+                else:
+                    self.errors.pop(key, None)
+        return sent
 
     def _ask(self, key: str, query: str, now: float, timeout: float) -> tuple[Answer, str | None]:
         """One query's answer, and the error if Prometheus could not be reached at all."""
