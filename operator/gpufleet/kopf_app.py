@@ -36,9 +36,11 @@ from pydantic import ValidationError
 from gpufleet import quota_app, telemetry, ticks
 from gpufleet.adapters import manifests
 from gpufleet.adapters.fleet_metrics import FleetQueries
+from gpufleet.adapters.kubefleet import KubeFleet
 from gpufleet.adapters.kube import Kube, NotOwned, ServiceGone, adopt
 from gpufleet.adapters.quota import patch_quota_status
-from gpufleet.adapters.pods import NodeInfo, Snapshot, node_info, owned_by_fleet, replica_from_pod, trim_pod, turned_ready
+from gpufleet.adapters.pods import (NodeInfo, Snapshot, TickSnapshots, node_info, owned_by_fleet, replica_from_pod,
+                                   trim_pod, turned_ready)
 from gpufleet.adapters.wiring import ClusterWiring
 from gpufleet.api.models import GROUP, PLURAL, VERSION, InferenceServiceSpec, Mode, read_status
 from gpufleet.control import pricing
@@ -489,9 +491,17 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
         return autoscalers_of(namespace, name, kwargs.get("gpufleet_hpas"), kwargs.get("gpufleet_scaledobjects"),
                               classes=class_names(body.spec))
 
-    def snapshot(*, node_labels: bool = False) -> Snapshot:
+    def read_now(node_labels: bool) -> Snapshot:
         # Called from a worker thread: the indexes are read on the event loop that updates them.
         return asyncio.run_coroutine_threadsafe(read(node_labels), event_loop).result(timeout=CONFIG.kube_timeout_s)
+
+    held = TickSnapshots(read_now)  # a tick's later reads reuse the snapshot it starts with
+
+    def snapshot(*, node_labels: bool = False) -> Snapshot:
+        return held.get(node_labels=node_labels)
+
+    async def read_tick(autoscalers: bool) -> tuple[Snapshot, list[str]]:
+        return await read(False), (await read_autoscalers() if autoscalers else [])
 
     # Shadow mode (spec.targetRef): the target's pods' nodes and the autoscalers aimed at it.
     async def read_nodes(names: Collection[str]) -> dict[str, NodeInfo]:
@@ -550,8 +560,9 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
                 retried[0] = now  # the clash may be gone: apply the children again
                 apply_children(raw, parsed, namespace, name)
             # In shadow mode the target's own autoscaler is expected (reported in status.shadow).
-            autoscalers = [] if parsed.target_ref is not None else asyncio.run_coroutine_threadsafe(
-                read_autoscalers(), event_loop).result(timeout=CONFIG.kube_timeout_s)
+            snap, autoscalers = asyncio.run_coroutine_threadsafe(
+                read_tick(parsed.target_ref is None), event_loop).result(timeout=CONFIG.kube_timeout_s)
+            held.hold(snap)
             loop.configure(parsed, now)
             outcome = loop.tick(raw.get("status") or {}, raw.metadata.get("generation"), now=now,
                                 reconciled=RECONCILED.get(uid), conflicts=CONFLICTS.get(uid, ()),
@@ -580,13 +591,19 @@ async def fleet_loop(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, na
             failed(raw, "TickFailed", exc)
         else:
             report_recovery(failures, raw, "TickFailed")
+        finally:
+            held.clear()  # reroutes (a pod turned Ready) and the next tick read afresh
 
     def wake_at_drain_end(parsed: InferenceServiceSpec) -> None:
         """Wake the loop when its first drain reaches its timeout, when that comes before the next
         tick: the pod goes then (the reroute carries out the plan again), not up to an interval
         later (make chaos: a spot notice's drained pods left their node a tick late)."""
+        fleet = loop.fleet
+        if not isinstance(fleet, KubeFleet):
+            return  # shadow mode: nothing drains
         try:
-            end = drain_deadline((replica_from_pod(p, set()) for p in snapshot().pods),
+            # The pods as this tick read or patched them: a drain it started is in them.
+            end = drain_deadline((replica_from_pod(p, set()) for p in fleet.pods()),
                                  drain_timeout_s=float(parsed.scaling.scale_down.drain_timeout_seconds))
         except Exception as exc:  # noqa: BLE001 - the next tick covers it as before
             log.debug("no drain wake-up for %s/%s: %s", namespace, name, exc)

@@ -255,6 +255,9 @@ class FleetQueries:
         self.errors: dict[str, str] = {}  # per batched key: why its latest answer is missing (short cause)
         self._registrations: dict[tuple[str, str], _Registration] = {}
         self._answers: dict[str, Answer] = {}
+        # Derived from the registrations when they change, not per call: every tick reads both.
+        self._needed_queries: dict[str, str] = {}
+        self._min_interval = 1.0
         self._state = threading.Lock()  # registrations, answers, errors, counter
         self._refreshing = threading.Lock()  # one refresher at a time
         self._client: PrometheusConnect | None = None
@@ -272,6 +275,7 @@ class FleetQueries:
         with self._state:
             self._registrations[(namespace, name)] = _Registration(
                 frozenset(keys.values()), float(spec.scaling.interval_seconds), owner)
+            self._derive()
         return keys
 
     def unregister(self, namespace: str, name: str, *, owner: object | None = None) -> None:
@@ -281,8 +285,8 @@ class FleetQueries:
             if current is None or (owner is not None and current.owner is not owner):
                 return
             del self._registrations[(namespace, name)]
-            needed = self._needed()
-            for key in [k for k in self._answers if k not in needed]:
+            self._derive()
+            for key in [k for k in self._answers if k not in self._needed_queries]:
                 del self._answers[key]
                 self.errors.pop(key, None)
 
@@ -290,21 +294,22 @@ class FleetQueries:
         with self._state:
             return set(self._registrations)
 
-    def _needed(self) -> set[str]:
-        return {k for r in self._registrations.values() for k in r.keys}
+    def _derive(self) -> None:
+        """The needed queries and the shortest interval, after a registration changed (under _state)."""
+        needed = {k for r in self._registrations.values() for k in r.keys}
+        self._needed_queries = {k: q for k, q in BATCHED_QUERIES.items() if k in needed}
+        self._min_interval = min((r.interval_s for r in self._registrations.values()), default=1.0)
 
     def needed(self) -> dict[str, str]:
         """{batched key: PromQL} the registered services need, in a stable order."""
         with self._state:
-            needed = self._needed()
-        return {k: q for k, q in BATCHED_QUERIES.items() if k in needed}
+            return dict(self._needed_queries)
 
     def max_age(self) -> float:
         if self.max_age_s is not None:
             return self.max_age_s
         with self._state:
-            intervals = [r.interval_s for r in self._registrations.values()]
-        return min(intervals, default=1.0)
+            return self._min_interval
 
     # --- queries ---------------------------------------------------------------------------------
 

@@ -117,6 +117,10 @@ class KubeFleet:
         """A pod as the core sees it (adapters.shadow reads another Deployment's pods otherwise)."""
         return replica_from_pod(pod, interrupted, in_flight, reclaim_at)
 
+    def pods(self) -> tuple[dict[str, Any], ...]:
+        """The pods as last read (`state`) or patched by this loop, terminating ones left out."""
+        return tuple(self._pods.values())
+
     def endpoints(self) -> list[str]:
         """host:port of Triton's HTTP endpoint on each serving pod (from the last state read)."""
         out = []
