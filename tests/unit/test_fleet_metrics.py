@@ -361,9 +361,28 @@ class HeldProm(CannedProm):
         return super().custom_query(query, timeout)
 
 
+class WatchedLock:
+    """FleetQueries' refresh lock, telling when a caller blocks on it (it waits for the refresh)."""
+
+    def __init__(self) -> None:
+        self.lock, self.blocked = threading.Lock(), threading.Event()
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if self.lock.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        self.blocked.set()
+        return self.lock.acquire()
+
+    def release(self) -> None:
+        self.lock.release()
+
+
 def test_callers_read_recent_answers_while_another_refreshes() -> None:
     prom = HeldProm(ANSWERS)
     fleet = canned_fleet(prom)  # max age: the services' 10 s interval
+    lock = fleet._refreshing = WatchedLock()  # type: ignore[assignment]
     chat = ServiceMetrics(fleet, namespace="a", name="chat", spec=spec())
     spot = ServiceMetrics(fleet, namespace="a", name="chat-spot", spec=spec())
     assert chat.observe(now=NOW).queue_depth == 4.0
@@ -373,21 +392,24 @@ def test_callers_read_recent_answers_while_another_refreshes() -> None:
     # replacing (10 s old) at once instead of waiting for the batch.
     prom.held.set()
     refresher = threading.Thread(target=chat.observe, kwargs={"now": NOW + 10})
-    waiter_done = threading.Event()
-    waiter = threading.Thread(target=lambda: (spot.observe(now=NOW + 20), waiter_done.set()))
+    waited: list[Observation] = []
+    waiter = threading.Thread(target=lambda: waited.append(spot.observe(now=NOW + 20)))
     try:
         refresher.start()
         assert prom.entered.wait(timeout=30)
         sent = len(prom.calls)
         assert spot.observe(now=NOW + 11) == before and spot.available and len(prom.calls) == sent
-        # Answers two max ages old are too old to stand in: a caller waits for the refresh.
+        assert not lock.blocked.is_set()
+        # Answers two max ages old are too old to stand in: the caller waits for the refresh and
+        # reads what it brings (a newer sample).
         waiter.start()
-        assert not waiter_done.wait(timeout=0.2)  # still held behind the refresher
+        assert lock.blocked.wait(timeout=30)
+        prom.by_query[BATCHED_QUERIES["sampled_at"]] = [series("a", "chat-spot", "chat", str(NOW + 9))]
     finally:
         prom.release.set()
     refresher.join(timeout=30)
     waiter.join(timeout=30)
-    assert waiter_done.is_set() and not refresher.is_alive()
+    assert [o.sampled_at for o in waited] == [NOW + 9]
 
 
 def counter(kind: str) -> float:

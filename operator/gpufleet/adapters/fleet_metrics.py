@@ -342,9 +342,9 @@ class FleetQueries:
     def _recent(self, now: float) -> bool:
         """Every needed query has an answer (a failed one too) younger than two max ages."""
         limit = 2 * self.max_age()
-        queries = self.needed()
         with self._state:
-            return all((a := self._answers.get(k)) is not None and abs(now - a.at) < limit for k in queries)
+            return all((a := self._answers.get(k)) is not None and abs(now - a.at) < limit
+                       for k in self._needed_queries)
 
     def _refresh(self, now: float) -> int:
         """refresh's work, under the refresh lock."""

@@ -207,18 +207,20 @@ class TickSnapshots:
     def __init__(self, read: Callable[[bool], Snapshot], *, reuse_s: float = 0.5,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._read, self.reuse_s, self._clock = read, reuse_s, clock
-        self._held: dict[bool, tuple[float, Snapshot]] = {}
+        self._held: tuple[float, Snapshot] | None = None
 
-    def hold(self, snap: Snapshot, *, node_labels: bool = False) -> None:
+    def hold(self, snap: Snapshot) -> None:
         """Start a tick with `snap` (read with other things in one round trip)."""
-        self._held[node_labels] = (self._clock(), snap)
+        self._held = (self._clock(), snap)
 
     def clear(self) -> None:
         """The tick ended."""
-        self._held.clear()
+        self._held = None
 
     def get(self, *, node_labels: bool = False) -> Snapshot:
-        got = self._held.get(node_labels)
-        if got is not None and self._clock() - got[0] < self.reuse_s:
-            return got[1]
+        """The held snapshot while young; a fresh read otherwise, and always with node labels
+        (the price lookup's, read when a spec changes)."""
+        held = self._held
+        if held is not None and not node_labels and self._clock() - held[0] < self.reuse_s:
+            return held[1]
         return self._read(node_labels)

@@ -397,10 +397,10 @@ def fingerprint(memory: PolicyMemory, ttr_samples: Mapping[str, Sequence[float]]
 
     In it: per series the values of its runs and the first time of every run but the oldest (the
     oldest run's start is only where the window was cut: it moves every tick); the scale up/down
-    times, started_at, the previous serving target, the spot back-off fields, schedule_refs and the time-to-ready samples, all
-    as persisted (0.1 s, 4 significant digits); the learned rates to 2 significant digits;
-    burst_replicas and jump_fraction to 0.1 as the value they decay to at the end of the current
-    half-life period (see `_decaying`); backlog_at in BACKLOG_STEP_S steps. Not in it: time
+    times, started_at, the previous serving target, the spot back-off fields, schedule_refs and the
+    time-to-ready samples, all as persisted (0.1 s, 4 significant digits); the learned rates to 2
+    significant digits; burst_replicas and jump_fraction to 0.1 as the value they decay to at the
+    end of the current half-life period (see `_decaying`); backlog_at in BACKLOG_STEP_S steps. Not in it: time
     passing, a run getting longer, the newest entry of a series moving, decay, nor drift of
     burst/jump fraction by less than 0.05 (unless that drift crosses a rounding boundary: no
     function of one memory can avoid that)."""

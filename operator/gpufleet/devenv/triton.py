@@ -263,7 +263,8 @@ class TritonServer:
         # the server and every model must be READY, and /metrics answer: tritonserver starts its
         # metrics endpoint after the HTTP one (make test saw /health/ready answer and /metrics refuse).
         base = f"http://{self.http_address}/v2"
-        return (http_ok(f"{base}/health/ready") and all(http_ok(f"{base}/models/{m.name}/ready") for m in self.models)
+        return (http_ok(f"{base}/health/ready")
+                and all(http_ok(f"{base}/models/{m.name}/ready") for m in self.models)
                 and http_ok(f"http://{self.metrics_address}/metrics"))
 
     def start(self, *, timeout_s: float = 90.0) -> TritonServer:
