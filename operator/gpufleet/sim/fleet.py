@@ -177,7 +177,6 @@ class SimFleet:
         # tick (counts()), without a pass over the pods.
         self._draining_by_class = dict.fromkeys(self.names, 0)
         self._noticed_kept = 0  # interrupted pods not draining
-        self._tracked = 0  # pods added by _new, less those removed (len(replicas) unless tests add pods)
         self._clocking: dict[str, SimReplica] = {}  # the pods draining or noticed, as they change
         self.size = dict.fromkeys(self.names, 0)  # each class's Deployment spec.replicas
         self.plan: Plan | None = None  # the last decision carried out
@@ -285,12 +284,10 @@ class SimFleet:
 
     def counts(self, fs: FleetState) -> tuple[int, int, dict[str, int]] | None:
         """(serving pods, pods neither draining nor noticed, pods not draining per class) of `fs`,
-        kept as the pods change: None unless `fs` is the fleet's current state() (or pods were
-        added around _new: tests do), for the caller to count itself."""
+        kept as the pods change: None unless `fs` is the fleet's current state(), for the caller to
+        count itself."""
         last = self._last_state
         if last is None or last[2] is not fs or last[0] != self.version:
-            return None
-        if self._tracked != len(self.replicas) or sum(self._by_class.values()) != len(self.replicas):
             return None
         drained = self._draining_by_class
         kept = {c: n - drained.get(c, 0) for c, n in self._by_class.items()}
@@ -301,10 +298,7 @@ class SimFleet:
         spot pod's creation; whether any pod is Pending), recomputed only when the fleet changed."""
         if self._flags_at[0] != self.version:
             pods = self.replicas.values()
-            if self._tracked == len(self.replicas):  # kept as pods change (not in the pods' order)
-                clocked = list(self._clocking.values())
-            else:  # pods were added around _new (tests do)
-                clocked = [r for r in pods if r.interrupted or r.state == _DRAINING]
+            clocked = list(self._clocking.values())  # kept as pods change (not in the pods' order)
             oldest: float | None = None
             any_pending = any(map(_PENDING, pods))  # (in C: a pod is rarely Pending)
             if any_pending:
@@ -401,11 +395,7 @@ class SimFleet:
 
     def _class_counts(self) -> dict[str, int]:
         """Pods per class, without a pass over the pods (a ReplicaSet reconciles on most 2 s ticks
-        of the KPA baseline); counted afresh if pods were added around _new (tests do)."""
-        if sum(self._by_class.values()) != len(self.replicas):
-            self._by_class = dict.fromkeys(self.names, 0)
-            for r in self.replicas.values():
-                self._by_class[r.cls] = self._by_class.get(r.cls, 0) + 1
+        of the KPA baseline)."""
         return self._by_class
 
     # -- the ReplicaSet ------------------------------------------------------------------------
@@ -431,9 +421,7 @@ class SimFleet:
         self._seq += 1
         self.created += 1
         r = _starting(f"{cls}-{self._seq}", cls, now)
-        self.replicas[r.name] = r
-        self._tracked += 1
-        self._by_class[cls] = self._by_class.get(cls, 0) + 1
+        self._add(r)
         zone = self._placement(cls, now)
         if zone is None:
             r.pending, r.pending_since = True, now
@@ -483,6 +471,25 @@ class SimFleet:
         heapq.heappush(self._ready_heap, (r.ready_at, r.name))
         self._due(r.ready_at)
 
+    def _add(self, r: SimReplica) -> None:
+        """A new pod in the fleet's counts (by class, serving, draining, noticed)."""
+        self.replicas[r.name] = r
+        self._by_class[r.cls] = self._by_class.get(r.cls, 0) + 1
+        if r.state == _SERVING:
+            self.n_serving += 1
+        if r.state == _DRAINING:
+            self._draining_by_class[r.cls] = self._draining_by_class.get(r.cls, 0) + 1
+        elif r.interrupted:
+            self._noticed_kept += 1
+        if r.state == _DRAINING or r.interrupted:
+            self._clocking[r.name] = r
+
+    def place(self, r: SimReplica) -> None:
+        """A pod that is already there, in any state (a test's starting fleet); its Deployment's
+        size is the caller's. The simulator's own pods come from _new."""
+        self._add(r)
+        self.version += 1
+
     def _set_state(self, r: SimReplica, state: ReplicaState) -> None:
         was_draining, draining = r.state == _DRAINING, state == _DRAINING
         if was_draining != draining:
@@ -511,7 +518,6 @@ class SimFleet:
         elif lost and r.left_at is not None:
             # Left the Service too shortly before its node went: what it still ran is lost.
             self._lose(r.share * max(0.0, 1.0 - (now - r.left_at) / DRAIN_S))
-        self._tracked -= 1
         self._clocking.pop(r.name, None)
         if r.state == _DRAINING:
             self._draining_by_class[r.cls] = self._draining_by_class.get(r.cls, 0) - 1
