@@ -87,14 +87,13 @@ def one_input(value: float) -> Any:
     return inp
 
 
-def send_two(triton: devtriton.TritonServer) -> tuple[dict[float, float], dict[float, float]]:
-    """Two requests at once (inputs 1.0 and 2.0): one executes, the other waits behind it. Returns
-    {input: output} and {input: completion time} (or {input: -1.0} if it failed), filled in by one
-    thread per request (tritonclient's async results cannot be collected from other threads)."""
-    outputs: dict[float, float] = {}
-    done: dict[float, float] = {}
+def send(triton: devtriton.TritonServer, outputs: dict[float, float], done: dict[float, float],
+         value: float) -> None:
+    """One request with input `value`, from its own thread: fills in outputs[value] and done[value]
+    (its completion time, also when it failed). tritonclient's async results cannot be collected
+    from other threads."""
 
-    def infer(value: float) -> None:
+    def infer() -> None:
         client = triton_http.InferenceServerClient(triton.http_address, network_timeout=60)
         try:
             result = client.infer(LONG.name, [one_input(value)])
@@ -105,8 +104,28 @@ def send_two(triton: devtriton.TritonServer) -> tuple[dict[float, float], dict[f
             done[value] = time.time()
             client.close()
 
-    for value in (1.0, 2.0):
-        threading.Thread(target=infer, args=(value,), daemon=True).start()
+    threading.Thread(target=infer, daemon=True).start()
+
+
+def executions(triton: devtriton.TritonServer) -> int:
+    """Batches the model has begun to execute (it logs each, devenv.triton's generated model.py)."""
+    return triton.log_path.read_text(errors="replace").count("executing a batch of")
+
+
+def send_two(triton: devtriton.TritonServer) -> tuple[dict[float, float], dict[float, float]]:
+    """Input 1.0, and once it executes, 2.0, which waits behind it: {input: output} and {input:
+    completion time}. The second is sent only after the first executes: the dynamic batcher's
+    queue gauge also counts a request on its way to the instance, so `pending == 1` after sending
+    both at once does not prove that both have arrived (make test once SIGTERMed the server before
+    the second request got there)."""
+    outputs: dict[float, float] = {}
+    done: dict[float, float] = {}
+    before = executions(triton)
+    send(triton, outputs, done, 1.0)
+    wait_for(lambda: executions(triton) > before, timeout=10, interval=0.1, what="the first request executing")
+    send(triton, outputs, done, 2.0)
+    wait_for(lambda: triton_metric(triton, "nv_inference_pending_request_count") == 1.0, timeout=10,
+             interval=0.1, what="the second request queued behind the executing one")
     return outputs, done
 
 
@@ -167,10 +186,7 @@ def test_sigterm_lets_the_executing_request_finish(triton_runtime: devtriton.Tri
     exit_timeout_s = 20
     server = devtriton.TritonServer([LONG], runtime=triton_runtime, exit_timeout_s=exit_timeout_s).start()
     try:
-        outputs, done = send_two(server)
-        # One request waits in the queue, so the other is executing (and no metric counts it).
-        wait_for(lambda: triton_metric(server, "nv_inference_pending_request_count") == 1.0, timeout=10,
-                 interval=0.1, what="one request queued behind the executing one")
+        outputs, done = send_two(server)  # one executing (no metric counts it), one queued
         assert triton_metric(server, "nv_inference_exec_count") == 0.0  # nothing completed: invisible
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)

@@ -140,6 +140,8 @@ _MODEL_PY = textwrap.dedent('''\
             self.service_time_s = float(params["service_time_s"]["string_value"])
 
         def execute(self, requests):
+            # In the server's log: a test can tell an executing request from a queued one by it.
+            pb_utils.Logger.log_info(f"executing a batch of {len(requests)}")
             time.sleep(self.service_time_s)  # stands in for the GPU's work on the whole batch
             responses = []
             for request in requests:
