@@ -78,7 +78,8 @@ def test_a_pod_turning_ready_between_decisions_serves_at_once() -> None:
 def test_fast_built_pods_equal_the_constructed_ones() -> None:
     """SimFleet builds pods and their snapshots without the dataclass constructors (speed on 2 s
     ticks); each must be the value the constructor gives, and a draining pod's copy in state()
-    must carry what it still runs while the cached snapshot keeps none."""
+    must carry what it took along until it is idle (DRAIN_S after it left) while the cached
+    snapshot keeps none."""
     from gpufleet.core.types import Replica
     from gpufleet.sim.fleet import SimReplica, _starting
 
@@ -89,7 +90,9 @@ def test_fast_built_pods_equal_the_constructed_ones() -> None:
     f.apply(plan(2, 2, retire=("on-demand-1",)), now=0.0)  # on-demand-1 drains, carrying 4 in flight
     pods = {p.name: p for p in f.state(now=10.0).replicas}
     gone = pods["on-demand-1"]
-    assert gone.state == ReplicaState.draining and gone.in_flight == 4.0 * (1 - 10.0 / DRAIN_S)
+    assert gone.state == ReplicaState.draining and gone.in_flight == 4.0
+    idle = {p.name: p for p in f.state(now=DRAIN_S).replicas}["on-demand-1"]
+    assert idle.state == ReplicaState.draining and idle.in_flight == 0.0
     # A serving pod's own count is unknown in the pooled model (None): the same for every serving pod.
     assert pods["on-demand-2"] == Replica(name="on-demand-2", capacity_class=ON_DEMAND,
                                           state=ReplicaState.serving, created_at=0.0, ready_at=0.0, in_flight=None)

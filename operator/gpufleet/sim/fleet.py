@@ -9,8 +9,9 @@ pod serves, drains or leaves is never decided here. The cluster's machinery is m
   (control.step.reroute, as the operator does on the pod's Ready event), so it serves if the plan
   wants it to (a plain Deployment's pod, whose plan serves every pod, serves once Ready);
 - a pod that left the Service to drain keeps its in-flight requests, which it finishes within
-  DRAIN_S (they decay linearly from what it carried when it left); the rollout releases it when
-  it is idle or past drainTimeoutSeconds, at the next decision. It is billed until it goes.
+  DRAIN_S (its snapshot counts what it carried when it left until then, 0 after); the rollout
+  releases it when it is idle or past drainTimeoutSeconds, at the next decision. It is billed
+  until it goes.
 
 Nodes (sim/nodes.py): each pod runs on a GPU node of its own class (on-demand and spot are separate
 node pools). A starting pod takes a free node of its class (and zone) if one exists, skipping the
@@ -188,7 +189,8 @@ class SimFleet:
         self._preempt_times: list[tuple[float, int]] = []  # (time, zone) of the spot reclaims
         self.n_serving = 0
         self.version = 0
-        self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...], float | None], FleetState] | None = None
+        # (version, spot unavailable, pending per class), the state, and until when it holds.
+        self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...]], FleetState, float] | None = None
         self._last_state: tuple[int, float, FleetState] | None = None
         self._flags_at: tuple[int, tuple[bool, float | None, bool]] = (-1, (False, None, False))
         self._clocked: list[SimReplica] = []  # the pods draining or noticed, as of _flags_at's version
@@ -233,8 +235,8 @@ class SimFleet:
     # -- FleetPort ---------------------------------------------------------------------------
 
     def state(self, *, now: float) -> FleetState:
-        # Rebuilt only when the fleet changed, spot availability did, or pods drain (their
-        # in-flight work decays with time). The fluid model pools the requests: a serving pod's own
+        # Rebuilt only when the fleet changed, spot availability did, or a draining pod turned
+        # idle (DRAIN_S after it left). The fluid model pools the requests: a serving pod's own
         # in-flight count is unknown (None), or 0 when the pool was empty at the last rebuild: all
         # the core reads of it (an idle pod may go at once; demotion order ties, every serving pod
         # alike). The KPA baseline reads live concurrency from SimMetrics, as Knative reads its
@@ -247,39 +249,46 @@ class SimFleet:
         return fs
 
     def _state(self, now: float) -> FleetState:
-        timed, oldest_pending, any_pending = self._flags()
+        _, oldest_pending, any_pending = self._flags()
         spot_unavailable = oldest_pending is not None and now - oldest_pending > self.pending_timeout_s
         pending = self._pending_by_class(now) if any_pending and self.listed else ()
-        key = (self.version, spot_unavailable, pending, now if timed else None)
-        if self._cached is not None and self._cached[0] == key:
-            return self._cached[1]
-        if self._pods_at[0] != self.version:  # the pods as of this version; draining ones follow the clock
+        key = (self.version, spot_unavailable, pending)
+        cached = self._cached
+        if cached is not None and cached[0] == key and now < cached[2]:
+            return cached[1]
+        if self._pods_at[0] != self.version:  # the pods as of this version
             # Every pod's cached snapshot as it is: no per-pod copy while requests are in flight (a
             # serving pod's own count is unknown, the pool's requests being shared by all).
             pods_now = [r._snap or r.snapshot() for r in self.replicas.values()]
             if self.in_flight_per_serving <= 0:  # the pool is empty: every serving pod is idle
                 pods_now = [_replica({**p.__dict__, "in_flight": 0.0}) if p.state == _SERVING else p
                             for p in pods_now]
-            # (position, pod) of the draining ones, their in-flight following the clock: among the
-            # few pods draining or noticed (_flags), found in the list by identity (in C).
+            # (position, pod) of the draining ones that took requests along: among the few pods
+            # draining or noticed (_flags), found in the list by identity (in C).
             draining: list[tuple[int, SimReplica]] = []
-            if timed:
+            carrying = [r for r in self._clocked if r.state == _DRAINING and r.carried > 0]
+            if carrying:
                 ids = list(map(id, pods_now))
-                draining = sorted((ids.index(id(r._snap)), r) for r in self._clocked if r.state == _DRAINING)
+                draining = sorted((ids.index(id(r._snap)), r) for r in carrying)
             self._pods_at = (self.version, pods_now, draining)
         _, pods, draining_at = self._pods_at
-        if timed and draining_at:  # the draining pods with what they still carry now
-            out = list(pods)
-            for i, r in draining_at:
+        # A draining pod runs what it took along until DRAIN_S after it left, then is idle: the
+        # core reads its count only to tell the two apart (core.rollout.release_reason), so the
+        # snapshot carries that count until then and holds until the first of them turns idle.
+        busy_until = math.inf
+        out: list[Replica] | None = None
+        for i, r in draining_at:
+            until = r.left_at + DRAIN_S if r.left_at is not None else math.inf
+            if now < until:
+                if out is None:
+                    out = list(pods)
                 fields = out[i].__dict__.copy()
-                fields["in_flight"] = self._carrying(r, now)
+                fields["in_flight"] = r.carried
                 out[i] = _replica(fields)
-            reps = tuple(out)
-        else:
-            reps = tuple(pods)
-        fs = FleetState(replicas=reps, spot_unavailable=spot_unavailable, time_to_ready_s=self.time_to_ready(),
-                        pending_by_class=pending)
-        self._cached = (key, fs)
+                busy_until = min(busy_until, until)
+        fs = FleetState(replicas=tuple(pods if out is None else out), spot_unavailable=spot_unavailable,
+                        time_to_ready_s=self.time_to_ready(), pending_by_class=pending)
+        self._cached = (key, fs, busy_until)
         return fs
 
     def counts(self, fs: FleetState) -> tuple[int, int, dict[str, int]] | None:
@@ -319,12 +328,6 @@ class SimFleet:
                 if now - r.pending_since > (self.pending_timeout_s if timeout is None else timeout):
                     out[r.cls] = out.get(r.cls, 0) + 1
         return tuple(sorted(out.items()))
-
-    @staticmethod
-    def _carrying(r: SimReplica, now: float) -> float:
-        """In-flight requests a draining pod still runs: what it took along, finishing within DRAIN_S."""
-        since = r.left_at if r.left_at is not None else now
-        return r.carried * max(0.0, 1.0 - (now - since) / DRAIN_S)
 
     def time_to_ready(self) -> dict[str, float]:
         """Creation-to-Ready seconds per class: the core's estimator over the starts seen."""
