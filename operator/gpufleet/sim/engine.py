@@ -319,9 +319,9 @@ def simulate(
     for t in range(horizon):
         if t >= fleet.next_due:
             fleet.advance(float(t))
-        if fleet.version != fleet_version:
+        if fleet.billing_version != fleet_version:
             od_now, sp_now = fleet.gpus_running()
-            fleet_version = fleet.version
+            fleet_version = fleet.billing_version
         gpu_s_od += od_now
         gpu_s_sp += sp_now
         n = fleet.n_serving

@@ -188,13 +188,16 @@ class SimFleet:
         self._now = 0.0
         self._preempt_times: list[tuple[float, int]] = []  # (time, zone) of the spot reclaims
         self.n_serving = 0
-        self.version = 0
+        self.version = 0  # bumped whenever a pod changes: the fleet state and the rollout follow it
+        self.nodes_version = 0  # bumped when free nodes are consolidated (billing only)
         # (version, spot unavailable, pending per class), the state, and until when it holds.
         self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...]], FleetState, float] | None = None
         self._last_state: tuple[int, float, FleetState] | None = None
         self._flags_at: tuple[int, tuple[bool, float | None, bool]] = (-1, (False, None, False))
         self._clocked: list[SimReplica] = []  # the pods draining or noticed, as of _flags_at's version
         self._pods_at: tuple[int, list[Replica], list[tuple[int, SimReplica]]] = (-1, [], [])
+        self._pool_empty_at_build = False  # in_flight_per_serving <= 0 when _pods_at was built
+        self._recheck_pool = False  # free nodes went (no pod changed): see state()
         self.in_flight_per_serving = 0.0
         self.starts: dict[str, list[float]] = {c: [] for c in self.names}
         self.scale_events = 0
@@ -241,6 +244,12 @@ class SimFleet:
         # the core reads of it (an idle pod may go at once; demotion order ties, every serving pod
         # alike). The KPA baseline reads live concurrency from SimMetrics, as Knative reads its
         # queue-proxies.
+        if self._recheck_pool:
+            # Nodes went, no pod: the state stands unless the pool's emptiness, read when it was
+            # built, has changed since (what a rebuild at this point would read afresh).
+            self._recheck_pool = False
+            if (self.in_flight_per_serving <= 0) != self._pool_empty_at_build:
+                self.version += 1
         last = self._last_state  # a control step asks up to three times at one time, fleet unchanged
         if last is not None and last[0] == self.version and last[1] == now:
             return last[2]
@@ -260,7 +269,8 @@ class SimFleet:
             # Every pod's cached snapshot as it is: no per-pod copy while requests are in flight (a
             # serving pod's own count is unknown, the pool's requests being shared by all).
             pods_now = [r._snap or r.snapshot() for r in self.replicas.values()]
-            if self.in_flight_per_serving <= 0:  # the pool is empty: every serving pod is idle
+            self._pool_empty_at_build = self.in_flight_per_serving <= 0
+            if self._pool_empty_at_build:  # the pool is empty: every serving pod is idle
                 pods_now = [_replica({**p.__dict__, "in_flight": 0.0}) if p.state == _SERVING else p
                             for p in pods_now]
             # (position, pod) of the draining ones that took requests along: among the few pods
@@ -563,7 +573,8 @@ class SimFleet:
         """Events due by `now`; True when a pod turned Ready."""
         ready = False
         if self.nodes.consolidate(now):
-            self.version += 1  # fewer nodes billed
+            self.nodes_version += 1  # fewer nodes billed; no pod changed
+            self._recheck_pool = True
         heap = self._ready_heap
         while heap and heap[0][0] <= now:
             t, name = heapq.heappop(heap)
@@ -626,6 +637,12 @@ class SimFleet:
             if r.state == _SERVING:
                 out[r.cls] += self.classes[r.cls].rps_per_replica
         return out
+
+    @property
+    def billing_version(self) -> int:
+        """Changes whenever what gpus_billed() reads may have: a pod, or a free node consolidated
+        (the sum of two counters that only grow)."""
+        return self.version + self.nodes_version
 
     def gpus_billed(self) -> tuple[float, float]:
         """GPUs billed now, on-demand and spot classes: every node that exists, busy (a pod

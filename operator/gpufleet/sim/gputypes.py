@@ -271,8 +271,8 @@ def simulate(trace: Trace, classes: list[SimClass], *, utilization: float = 0.8,
         if t >= fleet.next_due:
             fleet.advance(float(t))
         fleet.lost_in_flight_share = 0.0  # see the module's simplifications
-        if fleet.version != version:
-            version = fleet.version
+        if fleet.billing_version != version:
+            version = fleet.billing_version
             cap_by = fleet.serving_rps_by_class()
             cap = sum(cap_by.values())
             shares = [(v / cap, by_name[k].prof.ok_at_wait) for k, v in cap_by.items() if v > 0]
