@@ -43,3 +43,19 @@ def test_every_knob_value_at_the_slowest_m_mid_cold_setting(tmp_path: Path) -> N
     # What it runs: all fourteen days, a trace no frontier judges.
     timing = BENCH_TRACES[run_time.TRACE]
     assert timing.length_s == 14 * DAY and timing.start_s == 0 and timing.split == "timing"
+
+
+def test_the_readme_quotes_the_committed_run_time_report() -> None:
+    """The README's run-time sentence is copied from reports/bench/run_time.json: the revision,
+    and per policy how many rows are within 60 s and the range of their times."""
+    root = Path(__file__).resolve().parents[2]
+    report = json.loads((root / "reports/bench/run_time.json").read_text())
+    readme = " ".join((root / "README.md").read_text().split())  # one line: the sentence wraps
+    assert f"(at {report['rev']})" in readme
+    for policy in ("hpa", "keda", "gpufleet", "knative-kpa"):
+        rows = [r for r in report["runs"] if r["policy"] == policy]
+        ok = sum(r["within_limit"] for r in rows)
+        times = sorted(r["wall_s"] for r in rows)
+        quoted = (f"{policy} {ok} of {len(rows)} (slowest {times[-1]} s)" if policy in ("hpa", "keda")
+                  else f"{policy} {ok} of {len(rows)} ({times[0]}-{times[-1]} s")
+        assert quoted in readme, quoted
