@@ -101,7 +101,8 @@ def on_cluster(pods: list[Pod], plan: Plan) -> dict[str, object]:
     return out
 
 
-def in_simulator(pods: list[Pod], plan: Plan) -> dict[str, object]:
+def sim_fleet(pods: list[Pod]) -> SimFleet:
+    """The simulator's fleet holding `pods`, each class's Deployment sized to them."""
     fleet = SimFleet(cold=ColdStart(fixed_s=60.0), rng=np.random.default_rng(0), drain_timeout_s=DRAIN_TIMEOUT,
                      interval_s=10)
     for p in pods:
@@ -111,6 +112,11 @@ def in_simulator(pods: list[Pod], plan: Plan) -> dict[str, object]:
             carried=p.in_flight if p.state == ReplicaState.draining else 0.0,
             draining_since=p.draining_since, deletion_cost=p.deletion_cost))
         fleet.size[p.capacity_class] += 1
+    return fleet
+
+
+def in_simulator(pods: list[Pod], plan: Plan) -> dict[str, object]:
+    fleet = sim_fleet(pods)
     fleet.in_flight_per_serving = next((p.in_flight for p in pods if p.state == ReplicaState.serving), 0.0)
     fleet.apply(plan, now=NOW)
     out: dict[str, object] = {name: (r.state.value, r.deletion_cost)
@@ -143,15 +149,7 @@ def test_carrying_out_the_same_decision_again_changes_nothing(case: tuple[list[P
     the pods its rollout left moves nothing and sizes nothing anew. The plan is shaped as the
     policy shapes it: its victims and promotions come from core.rollout for its counts."""
     pods, drawn = case
-    fleet = SimFleet(cold=ColdStart(fixed_s=60.0), rng=np.random.default_rng(0), drain_timeout_s=DRAIN_TIMEOUT,
-                     interval_s=10)
-    for p in pods:
-        fleet.place(SimReplica(
-            name=p.name, cls=p.capacity_class, state=p.state, created_at=p.created_at, ready_at=p.ready_at,
-            left_at=NOW if p.state == ReplicaState.draining else None,
-            carried=p.in_flight if p.state == ReplicaState.draining else 0.0,
-            draining_since=p.draining_since, deletion_cost=p.deletion_cost))
-        fleet.size[p.capacity_class] += 1
+    fleet = sim_fleet(pods)
     state = fleet.state(now=NOW)
     retire = retirements(state, {ON_DEMAND: drawn.on_demand, SPOT: drawn.spot})
     serving_now = sum(1 for r in state.replicas if r.state == ReplicaState.serving)

@@ -6,6 +6,7 @@ the last decision wants it to."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from gpufleet.core.split import DRAIN_S
 from gpufleet.core.types import ON_DEMAND, Plan, ReplicaState
 from gpufleet.sim.fleet import SimFleet
@@ -112,24 +113,24 @@ def test_serving_pods_read_idle_only_while_the_pool_is_empty() -> None:
     assert [(r.name, r.why) for r in empty.last_rollout.release] == [("on-demand-1", "idle")]
 
 
-def test_a_consolidated_node_changes_billing_not_the_fleet_state() -> None:
+@pytest.mark.parametrize("busy_later", [False, True])
+def test_a_consolidated_node_changes_billing_not_the_fleet_state(busy_later: bool) -> None:
     """A free node going (Karpenter's consolidation) changes what is billed, not the pods: the
     fleet state stands, unless the request pool's emptiness, read when the state was built, has
     changed since (then it is rebuilt and reads it afresh, as any rebuild would)."""
-    for busy_later in (False, True):
-        f = SimFleet(cold=ColdStart(fixed_s=30.0, consolidate_after_s=60.0), rng=np.random.default_rng(0),
-                     interval_s=INTERVAL)
-        f.bootstrap(3)
-        f.in_flight_per_serving = 0.0  # idle: the retired pod is released by the same rollout
-        f.apply(plan(2, 2, retire=("on-demand-1",)), now=0.0)
-        assert "on-demand-1" not in f.replicas and sum(f.gpus_running()) == 3  # its free node is billed
-        before, billed = f.state(now=10.0), f.billing_version
-        if busy_later:
-            f.in_flight_per_serving = 4.0
-        f.advance(61.0)
-        assert sum(f.gpus_running()) == 2 and f.billing_version != billed
-        after = f.state(now=61.0)
-        if busy_later:
-            assert after is not before and {p.in_flight for p in after.replicas} == {None}
-        else:
-            assert after is before and {p.in_flight for p in after.replicas} == {0.0}
+    f = SimFleet(cold=ColdStart(fixed_s=30.0, consolidate_after_s=60.0), rng=np.random.default_rng(0),
+                 interval_s=INTERVAL)
+    f.bootstrap(3)
+    f.in_flight_per_serving = 0.0  # idle: the retired pod is released by the same rollout
+    f.apply(plan(2, 2, retire=("on-demand-1",)), now=0.0)
+    assert "on-demand-1" not in f.replicas and sum(f.gpus_running()) == 3  # its free node is billed
+    before, billed = f.state(now=10.0), f.billing_version
+    if busy_later:
+        f.in_flight_per_serving = 4.0
+    f.advance(61.0)
+    assert sum(f.gpus_running()) == 2 and f.billing_version != billed
+    after = f.state(now=61.0)
+    if busy_later:
+        assert after is not before and {p.in_flight for p in after.replicas} == {None}
+    else:
+        assert after is before and {p.in_flight for p in after.replicas} == {0.0}

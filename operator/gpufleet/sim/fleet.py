@@ -193,8 +193,7 @@ class SimFleet:
         # (version, spot unavailable, pending per class), the state, and until when it holds.
         self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...]], FleetState, float] | None = None
         self._last_state: tuple[int, float, FleetState] | None = None
-        self._flags_at: tuple[int, tuple[bool, float | None, bool]] = (-1, (False, None, False))
-        self._clocked: list[SimReplica] = []  # the pods draining or noticed, as of _flags_at's version
+        self._flags_at: tuple[int, tuple[float | None, bool]] = (-1, (None, False))
         self._pods_at: tuple[int, list[Replica], list[tuple[int, SimReplica]]] = (-1, [], [])
         self._pool_empty_at_build = False  # in_flight_per_serving <= 0 when _pods_at was built
         self._recheck_pool = False  # free nodes went (no pod changed): see state()
@@ -258,7 +257,7 @@ class SimFleet:
         return fs
 
     def _state(self, now: float) -> FleetState:
-        _, oldest_pending, any_pending = self._flags()
+        oldest_pending, any_pending = self._flags()
         spot_unavailable = oldest_pending is not None and now - oldest_pending > self.pending_timeout_s
         pending = self._pending_by_class(now) if any_pending and self.listed else ()
         key = (self.version, spot_unavailable, pending)
@@ -274,9 +273,9 @@ class SimFleet:
                 pods_now = [_replica({**p.__dict__, "in_flight": 0.0}) if p.state == _SERVING else p
                             for p in pods_now]
             # (position, pod) of the draining ones that took requests along: among the few pods
-            # draining or noticed (_flags), found in the list by identity (in C).
+            # draining or noticed, found in the list by identity (in C).
             draining: list[tuple[int, SimReplica]] = []
-            carrying = [r for r in self._clocked if r.state == _DRAINING and r.carried > 0]
+            carrying = [r for r in self._clocking.values() if r.state == _DRAINING and r.carried > 0]
             if carrying:
                 ids = list(map(id, pods_now))
                 draining = sorted((ids.index(id(r._snap)), r) for r in carrying)
@@ -312,12 +311,11 @@ class SimFleet:
         kept = {c: n - drained.get(c, 0) for c, n in self._by_class.items()}
         return self.n_serving, sum(kept.values()) - self._noticed_kept, kept
 
-    def _flags(self) -> tuple[bool, float | None, bool]:
-        """(whether the rollout depends on the clock: pods draining or noticed; the oldest pending
-        spot pod's creation; whether any pod is Pending), recomputed only when the fleet changed."""
+    def _flags(self) -> tuple[float | None, bool]:
+        """(the oldest pending spot pod's creation; whether any pod is Pending), recomputed only
+        when the fleet changed."""
         if self._flags_at[0] != self.version:
             pods = self.replicas.values()
-            clocked = list(self._clocking.values())  # kept as pods change (not in the pods' order)
             oldest: float | None = None
             any_pending = any(map(_PENDING, pods))  # (in C: a pod is rarely Pending)
             if any_pending:
@@ -325,8 +323,7 @@ class SimFleet:
                 for r in pods:
                     if r.pending and r.cls in spot and (oldest is None or r.pending_since < oldest):
                         oldest = r.pending_since
-            self._flags_at = (self.version, (bool(clocked), oldest, any_pending))
-            self._clocked = clocked
+            self._flags_at = (self.version, (oldest, any_pending))
         return self._flags_at[1]
 
     def _pending_by_class(self, now: float) -> tuple[tuple[str, int], ...]:
@@ -364,9 +361,7 @@ class SimFleet:
         """The first time the same plan could move a pod on this fleet without it changing: a
         draining pod turns idle or reaches its drain timeout, a noticed pod's drain falls due."""
         out = math.inf
-        if not self._flags()[0]:
-            return out  # no pod draining or noticed: nothing the clock moves
-        for r in self._clocked:  # the pods draining or noticed (_flags, at this version)
+        for r in self._clocking.values():  # the pods draining or noticed (none: nothing the clock moves)
             if r.state == _DRAINING:
                 since = r.draining_since if r.draining_since is not None else self._now
                 out = min(out, since + self.drain_timeout_s,
@@ -400,24 +395,17 @@ class SimFleet:
                 self._remove(self.replicas[release.name], now, lost=False)
         before = dict(self.size)
         self.size.update(dict(ro.sizes))
-        have = self._class_counts()  # (a class's reconcile changes only its own count)
         for capacity_class in self.names:
-            self._reconcile(capacity_class, now, have.get(capacity_class, 0))
+            self._reconcile(capacity_class, now)
         if self.size != before:
             self.scale_events += 1
 
-    def _class_counts(self) -> dict[str, int]:
-        """Pods per class, without a pass over the pods (a ReplicaSet reconciles on most 2 s ticks
-        of the KPA baseline)."""
-        return self._by_class
-
     # -- the ReplicaSet ------------------------------------------------------------------------
 
-    def _reconcile(self, capacity_class: str, now: float, have: int | None = None) -> None:
-        """Bring the class's pods to its Deployment's size, as its ReplicaSet does (`have`: its
-        pods now, when the caller counted them)."""
-        if have is None:
-            have = self._class_counts().get(capacity_class, 0)
+    def _reconcile(self, capacity_class: str, now: float) -> None:
+        """Bring the class's pods to its Deployment's size, as its ReplicaSet does (its pods are
+        counted as they change: no pass over them on the KPA baseline's 2 s ticks)."""
+        have = self._by_class.get(capacity_class, 0)
         want = self.size[capacity_class]
         if have > want:
             # The ReplicaSet's ranking reads no in-flight work: the pods' cached snapshots rank as
@@ -565,7 +553,7 @@ class SimFleet:
             nxt.append(self._preempt_times[0][0])
         if self._stock_out_notices:
             nxt.append(self._stock_out_notices[0][0])
-        if self._flags()[2]:  # pending pods: look for capacity every second
+        if self._flags()[1]:  # pending pods: look for capacity every second
             nxt.append(now + 1)
         self.next_due = max(min(nxt), now + 1e-9) if min(nxt) > now else now + 1
 
@@ -607,7 +595,7 @@ class SimFleet:
             if r is not None:
                 self._remove(r, now, lost=True)
                 self._reconcile(r.cls, now)  # the ReplicaSet replaces a reclaimed pod
-        if int(now) % 5 == 0 and self._flags()[2]:  # Pending pods look for a node every 5 s
+        if int(now) % 5 == 0 and self._flags()[1]:  # Pending pods look for a node every 5 s
             for r in list(self.replicas.values()):
                 if r.pending:
                     placed = self._placement(r.cls, now)
