@@ -50,8 +50,8 @@ def test_load_step_scales_up_then_stabilised_scale_down(
 
     # 350 req/s against ~122 req/s per replica: the queue builds and the operator scales up. At
     # 100 req/s per replica the rate needs 4 (3.5), far enough from a boundary that noise in the
-    # measured rate does not flip the need between 4 and 5 (at 400 it did, on a busy CI machine,
-    # and each flip down is held as Stabilizing, so the fleet never read as settled).
+    # measured rate does not flip the need between 4 and 5 (at 400 any reading above it needed 5,
+    # and each flip back down was held as Stabilizing, restarting the settle wait below).
     set_load(emulator, namespace, "loop", 350)
     wait_for(lambda: (status(cluster, namespace, "loop").get("observed", {}).get("queueDepth") or 0) > 8,
              timeout=60, what="queue depth above target")
