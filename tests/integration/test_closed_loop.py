@@ -141,9 +141,11 @@ def test_prometheus_down_holds_capacity_and_recovers(
         assert any(e["reason"] == "MetricsUnavailable" for e in events)
 
         # Prometheus returns on the same address: metrics flow again and the idle fleet shrinks.
+        # It starts empty: a pod Ready for longer than the rate window reads again once the new
+        # Prometheus holds three quarters of that window (~52 s of 1 s scrapes), as in test_partial_scrape.
         own = PrometheusServer(scrape_interval_s=1.0, file_sd_dir=file_sd, port=port).start()
         wait_for(lambda: condition(status(cluster, namespace, "safe"), "MetricsAvailable").get("status") == "True",
-                 timeout=60, what="MetricsAvailable=True again")
+                 timeout=120, what="MetricsAvailable=True again")
         wait_for(lambda: desired(cluster, namespace, "safe") < held, timeout=STABILIZE_S + 90,
                  what="scale-down after recovery")
     finally:

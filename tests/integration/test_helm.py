@@ -437,7 +437,9 @@ def test_two_replicas_one_active_through_peering(chart_account: ChartAccount) ->
         active, waiting = (first, second) if priorities["replica-a"] > priorities["replica-b"] else (second, first)
         cluster.apply(inference_service(namespace, name))
         wait_for(lambda: status_time(cluster, namespace, name), timeout=90, what="status from the active replica")
-        assert (sample(scrape(replicas[active]), "gpufleet_loop_duration_seconds_count", namespace, name) or 0) >= 1
+        # The status is written ahead of the fleet change, the loop's duration once the step ends.
+        wait_for(lambda: (sample(scrape(replicas[active]), "gpufleet_loop_duration_seconds_count", namespace, name)
+                          or 0) >= 1, timeout=30, what="the active replica's loop duration recorded")
         assert sample(scrape(replicas[waiting]), "gpufleet_loop_duration_seconds_count", namespace, name) is None
 
         # A graceful stop withdraws the keep-alive: the standby resumes and runs the loop.

@@ -44,8 +44,13 @@ def test_a_pod_that_turns_ready_joins_the_service_long_before_the_next_tick(
         return made if made.get("time") else {}  # the CRD's defaults fill the rest before any tick
 
     first = wait_for(decision, timeout=INTERVAL_S / 10 + 30, what="the first decision")
-    loading = pods(cluster, namespace, "ready")
-    assert len(loading) == 2 and not any(ready_at(p) for p in loading), "the pods were Ready before the first tick"
+    # (The first tick may come before the ReplicaSet made both pods.)
+    def both_created() -> list[dict[str, Any]]:
+        found = pods(cluster, namespace, "ready")
+        return found if len(found) == 2 else []
+
+    loading = wait_for(both_created, timeout=30, what="both pods created")
+    assert not any(ready_at(p) for p in loading), "the pods were Ready before the first tick"
 
     joined_at: dict[str, float] = {}  # when this test first saw each pod serving
 
