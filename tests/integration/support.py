@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,9 +167,20 @@ def explained(cluster: Cluster, namespace: str, name: str) -> Iterator[None]:
             "pods:", *pod_lines, "events:", *lines])) from None
 
 
+def _size(dep: dict[str, Any] | None) -> int:
+    return int((dep or {}).get("spec", {}).get("replicas", 0))
+
+
 def desired(cluster: Cluster, namespace: str, name: str) -> int:
-    dep = cluster.get("deployment", f"{name}-ondemand", namespace) or {}
-    return int(dep.get("spec", {}).get("replicas", 0))
+    """The size of the service's on-demand Deployment."""
+    return _size(cluster.get("deployment", f"{name}-ondemand", namespace))
+
+
+def desired_together(cluster: Cluster, namespace: str, names: Iterable[str]) -> dict[str, int]:
+    """`desired` of several services from one list: a get per service reads each at another moment,
+    so a replica one service released and another took could be counted twice."""
+    deps = {d["metadata"]["name"]: d for d in cluster.list("deployments", namespace)}
+    return {n: _size(deps.get(f"{n}-ondemand")) for n in names}
 
 
 def wait_ticks(cluster: Cluster, namespace: str, name: str, ticks: int, timeout: float) -> list[int]:

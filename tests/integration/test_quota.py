@@ -11,7 +11,17 @@ from typing import Any
 import pytest
 
 from gpufleet.core.stabilize import AFTER_BACKLOG_S
-from tests.integration.support import STABILIZE_S, Cluster, condition, desired, loop_service, pending, set_load, status
+from tests.integration.support import (
+    STABILIZE_S,
+    Cluster,
+    condition,
+    desired,
+    desired_together,
+    loop_service,
+    pending,
+    set_load,
+    status,
+)
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
@@ -35,18 +45,6 @@ def quota_status(cluster: Cluster, name: str) -> dict[str, Any]:
     obj = cluster.get("gpuquota", name, "default") or {}
     result: dict[str, Any] = obj.get("status", {})
     return result
-
-
-def sizes_now(cluster: Cluster, namespace: str, names: tuple[str, ...]) -> dict[str, int]:
-    """Each service's Deployment size, from one list: a sum over a get per service could count a
-    replica that one service released and another took twice."""
-    deps = {d["metadata"]["name"]: d for d in cluster.list("deployments", namespace)}
-    return {n: int(deps.get(f"{n}-ondemand", {}).get("spec", {}).get("replicas", 0)) for n in names}
-
-
-def held(cluster: Cluster, namespace: str, names: tuple[str, ...]) -> int:
-    """GPUs the services' Deployments ask for together (one per replica)."""
-    return sum(sizes_now(cluster, namespace, names).values())
 
 
 def quota_condition(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
@@ -84,9 +82,9 @@ def test_low_tier_held_at_its_floor_while_the_high_tier_scales(
     peak = [0]
 
     def paid_scaled() -> bool:
-        peak[0] = max(peak[0], held(cluster, namespace, names))
-        return desired(cluster, namespace, "chat") == GPUS - 2 and all(
-            desired(cluster, namespace, n) == 1 for n in names[1:])
+        sizes = desired_together(cluster, namespace, names)
+        peak[0] = max(peak[0], sum(sizes.values()))
+        return sizes["chat"] == GPUS - 2 and all(sizes[n] == 1 for n in names[1:])
 
     wait_for(paid_scaled, timeout=180, what="chat at 4, batch-a and batch-b held at their floor of 1")
     assert peak[0] <= GPUS, f"the services asked for {peak[0]} GPUs together, quota {GPUS}"
@@ -112,7 +110,7 @@ def test_low_tier_held_at_its_floor_while_the_high_tier_scales(
     sizes: list[dict[str, int]] = []
 
     def released() -> bool:
-        sizes.append(sizes_now(cluster, namespace, names))
+        sizes.append(desired_together(cluster, namespace, names))
         return sizes[-1]["chat"] == 1 and all(sizes[-1][n] >= 2 for n in names[1:])
 
     try:

@@ -276,7 +276,7 @@ def simulate(
     viol_after = 0
     gpu_s_od = gpu_s_sp = 0.0
     od_now = sp_now = 0
-    fleet_version = -1
+    billed_version = -1
     rec = cfg.record_every_s
     nrec = horizon // rec + 1
     rec_load = np.zeros(nrec)
@@ -319,9 +319,9 @@ def simulate(
     for t in range(horizon):
         if t >= fleet.next_due:
             fleet.advance(float(t))
-        if fleet.billing_version != fleet_version:
+        if fleet.billing_version != billed_version:
             od_now, sp_now = fleet.gpus_running()
-            fleet_version = fleet.billing_version
+            billed_version = fleet.billing_version
         gpu_s_od += od_now
         gpu_s_sp += sp_now
         n = fleet.n_serving
