@@ -78,9 +78,8 @@ def test_a_pod_turning_ready_between_decisions_serves_at_once() -> None:
 
 def test_fast_built_pods_equal_the_constructed_ones() -> None:
     """SimFleet builds pods and their snapshots without the dataclass constructors (speed on 2 s
-    ticks); each must be the value the constructor gives, and a draining pod's copy in state()
-    must carry what it took along until it is idle (DRAIN_S after it left) while the cached
-    snapshot keeps none."""
+    ticks); each must be the value the constructor gives, and a draining pod's snapshot
+    must carry what it took along until it is idle (DRAIN_S after it left)."""
     from gpufleet.core.types import Replica
     from gpufleet.sim.fleet import SimReplica, _starting
 
@@ -97,7 +96,24 @@ def test_fast_built_pods_equal_the_constructed_ones() -> None:
     # A serving pod's own count is unknown in the pooled model (None): the same for every serving pod.
     assert pods["on-demand-2"] == Replica(name="on-demand-2", capacity_class=ON_DEMAND,
                                           state=ReplicaState.serving, created_at=0.0, ready_at=0.0, in_flight=None)
-    assert f.replicas["on-demand-1"].snapshot().in_flight == 0.0
+
+
+def test_a_drain_turning_idle_changes_that_pod_only() -> None:
+    """A drained pod runs what it took along until DRAIN_S after it left, then reads idle: only its
+    snapshot changes. The serving pods keep the pool's emptiness read when the state was built; a
+    change to the pods (here the idle pod's release) rebuilds it and reads the pool afresh."""
+    f = fleet(3)
+    f.apply(plan(2, 2, retire=("on-demand-1",)), now=0.0)
+    before = {p.name: p for p in f.state(now=1.0).replicas}
+    assert before["on-demand-1"].in_flight == 4.0 and before["on-demand-2"].in_flight is None
+    f.in_flight_per_serving = 0.0  # the pool empties meanwhile
+    after = {p.name: p for p in f.state(now=float(DRAIN_S)).replicas}
+    assert after["on-demand-1"].in_flight == 0.0
+    assert {n: p for n, p in after.items() if n != "on-demand-1"} == \
+        {n: p for n, p in before.items() if n != "on-demand-1"}
+    f.apply(plan(2, 2), now=float(DRAIN_S))
+    assert [r.name for r in f.last_rollout.release] == ["on-demand-1"]
+    assert {p.in_flight for p in f.state(now=float(DRAIN_S)).replicas} == {0.0}
 
 
 def test_serving_pods_read_idle_only_while_the_pool_is_empty() -> None:

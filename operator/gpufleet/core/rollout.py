@@ -228,11 +228,22 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     # Capacity wanted back: a healthy draining pod still has its model loaded; keep it, and let
     # it serve again in this same step if the plan wants more serving.
     cancel = _cancels(plan, scan)
+    # Each class's pods as they are after the moves below: the scan's, with any drain called off
+    # counted as a standby (promotions and demotions swap healthy, kept pods between serving and
+    # standby, which changes none of the counts and lists read below, and leave the retired pods
+    # as they are). Rescanned only for a called-off drain the plan also retires (goers' order).
+    facts: _Scan | None = scan
     if cancel:
-        pods: Sequence[Replica] = [
-            Replica(r.name, r.capacity_class, _STANDBY, r.created_at, r.ready_at, r.in_flight, r.interrupted, None,
-                    r.reclaim_at, r.deletion_cost) if r.name in cancel else r for r in replicas]
-        promote, demote = route(plan, pods, leaving)
+        back = {r.name: Replica(r.name, r.capacity_class, _STANDBY, r.created_at, r.ready_at, r.in_flight,
+                                r.interrupted, None, r.reclaim_at, r.deletion_cost)
+                for pods_of_class in scan.drains.values() for r in pods_of_class if r.name in cancel}
+        pods: Sequence[Replica] = [back.get(r.name, r) for r in replicas]
+        if leaving.isdisjoint(back):
+            facts = _called_off(scan, back)
+            promote, demote = _route(plan, scan.kept, facts.standby)
+        else:
+            facts = None
+            promote, demote = route(plan, pods, leaving)
     else:
         pods = replicas
         promote, demote = _route(plan, scan.kept, scan.standby)
@@ -256,10 +267,8 @@ def rollout(plan: Plan, replicas: Sequence[Replica], *, now: float, drain_timeou
     discard: list[str] = []
     deferred: list[str] = []
     sizes: list[tuple[str, int]] = []
-    # Each class's pods as they are after the moves above: the scan's unless a drain was called
-    # off (promotions and demotions swap healthy, kept pods between serving and standby, which
-    # changes none of the counts and lists read below, and leave the retired pods as they are).
-    facts = scan if pods is replicas else _scan(after(), leaving)
+    if facts is None:
+        facts = _scan(after(), leaving)
     for capacity_class in plan.class_names():
         draining = list(facts.draining.get(capacity_class, ()))
         drained_now: list[Replica] = []  # after the ones already draining
@@ -327,11 +336,13 @@ class _Scan(NamedTuple):
 def _scan(replicas: Iterable[Replica], leaving: set[str]) -> _Scan:
     scan = _Scan({}, {}, {}, [], {}, [], {}, {}, {}, set(), set())
     noticed, staying, drains, kept, standby, costed, draining, goers, kept_noticed, starting, any_leaving = scan
+    keep = kept.append
     for r in replicas:
         st = r.state
         # Most pods serve, healthy, unmarked and kept: listed at once (counted in staying below).
-        if st == _SERVING and r.deletion_cost is None and not r.interrupted and r.name not in leaving:
-            kept.append(r)
+        # (`is`: a state that only equals the member takes the general branches, to the same end.)
+        if st is _SERVING and r.deletion_cost is None and not r.interrupted and (not leaving or r.name not in leaving):
+            keep(r)
             continue
         c = r.capacity_class
         goes = r.name in leaving
@@ -369,6 +380,18 @@ def _scan(replicas: Iterable[Replica], leaving: set[str]) -> _Scan:
         for c in set(classes):
             staying[c] = staying.get(c, 0) + classes.count(c)
     return scan
+
+
+def _called_off(scan: _Scan, back: dict[str, Replica]) -> _Scan:
+    """The scan with the drains called off (`back`: their pods, standby again and not retired)
+    counted as staying standbys: the counts and lists rollout reads after the moves, as a scan of
+    the pods after the call-off gives them."""
+    staying = dict(scan.staying)
+    for r in back.values():
+        staying[r.capacity_class] = staying.get(r.capacity_class, 0) + 1
+    draining = {c: [r for r in pods if r.name not in back] for c, pods in scan.draining.items()}
+    drains = {c: [r for r in pods if r.name not in back] for c, pods in scan.drains.items()}
+    return scan._replace(staying=staying, draining=draining, drains=drains, standby={**scan.standby, **back})
 
 
 def _healthy_target(plan: Plan, capacity_class: str, noticed_now: int) -> int:

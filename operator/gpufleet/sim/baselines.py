@@ -99,6 +99,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -122,10 +123,10 @@ def _split(spec: InferenceServiceSpec, total: int, naive_spot: bool) -> tuple[in
     return od, spot
 
 
-@dataclass(frozen=True)
-class _Counts:
+class _Counts(NamedTuple):
     """What a baseline reads off one fleet snapshot, counted once per snapshot: the simulator hands
-    back the same FleetState object while nothing changed, so on 2 s ticks this is a cache hit."""
+    back the same FleetState object while nothing changed, so on 2 s ticks this is a cache hit.
+    (A tuple: built on most of the KPA's 2 s ticks, ~5x cheaper than a frozen dataclass.)"""
 
     fleet: FleetState  # the snapshot counted (held, so that identity is a safe cache key)
     ready: int  # serving pods: the Service's ready endpoints
@@ -145,7 +146,7 @@ def _count(fleet: FleetState, last: _Counts | None = None, source: FleetCounts |
     known = source(fleet) if source is not None else None
     if known is not None:  # no pass over the pods (a new snapshot on most of the KPA's 2 s ticks)
         ready, current, kept = known
-        sp = sum(n for c, n in kept.items() if c == SPOT)
+        sp = kept.get(SPOT, 0)
         return _Counts(fleet=fleet, ready=ready, current=current, kept_od=sum(kept.values()) - sp, kept_spot=sp)
     ready = current = od = sp = 0
     draining, serving = ReplicaState.draining, ReplicaState.serving

@@ -52,7 +52,6 @@ import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 
 import numpy as np
 
@@ -76,7 +75,6 @@ _STARTING, _STANDBY, _SERVING, _DRAINING = (ReplicaState.starting, ReplicaState.
                                             ReplicaState.draining)
 
 
-_PENDING = attrgetter("pending")
 _set_dict = object.__setattr__  # object.__setattr__(pod, "__dict__", fields): a frozen Replica's fields at once
 
 
@@ -92,7 +90,7 @@ def _replica(fields: dict[str, object]) -> Replica:
 
 # The SimReplica fields its Replica snapshot is built from (SimReplica.snapshot).
 _SNAPSHOT_OF = frozenset({"name", "cls", "state", "created_at", "ready_at", "interrupted", "draining_since",
-                          "terminate_at", "deletion_cost"})
+                          "terminate_at", "deletion_cost", "carried"})
 
 
 @dataclass
@@ -108,28 +106,33 @@ class SimReplica:
     terminate_at: float | None = None
     left_at: float | None = None  # when it last left the Service (drained or demoted)
     share: float = 0.0  # its share of the in-flight requests then (1 / serving)
-    carried: float = 0.0  # the in-flight requests it took along when it left to drain
+    carried: float = 0.0  # the in-flight requests it took along when it left to drain (0 once idle)
     draining_since: float | None = None
     deletion_cost: int | None = None
     zone: int = -1  # spot: the zone of its node (-1: none yet)
     node: Node | None = None  # the GPU node it runs on (None: pending, no node)
     _snap = None  # the last snapshot() (not a field): kept until a field it is built from changes
+    _marks = None  # its fleet's changed pods (not a field): SimFleet._marks, set when it joins one
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
-        if name in _SNAPSHOT_OF:
+        if name in _SNAPSHOT_OF and self._snap is not None:
             object.__setattr__(self, "_snap", None)
+            if self._marks is not None:
+                self._marks[self.name] = self  # its fleet's list of snapshots takes the new one
 
     def snapshot(self) -> Replica:
-        """The pod as the core sees it: no work in flight, or, serving, its own count unknown (the
-        pooled model has none; SimFleet.state sets 0 while the pool is empty, and a draining pod's
-        count). Cached: the fleet is snapshotted whenever it changes, most pods unchanged."""
+        """The pod as the core sees it: serving, its own count unknown (the pooled model has none;
+        SimFleet.state sets 0 while the pool is empty); draining, what it took along until it is
+        idle (SimFleet.state clears `carried` DRAIN_S after it left); else none. Cached: the fleet
+        is snapshotted whenever it changes, most pods unchanged."""
         snap: Replica | None = self._snap
         if snap is None:
             snap = _replica({"name": self.name, "capacity_class": self.cls, "state": self.state,
                              "created_at": self.created_at,
                              "ready_at": self.ready_at if self.state != _STARTING else None,
-                             "in_flight": None if self.state == _SERVING else 0.0,
+                             "in_flight": None if self.state == _SERVING else
+                             self.carried if self.state == _DRAINING else 0.0,
                              "interrupted": self.interrupted, "draining_since": self.draining_since,
                              "reclaim_at": self.terminate_at, "deletion_cost": self.deletion_cost})
             object.__setattr__(self, "_snap", snap)
@@ -178,7 +181,9 @@ class SimFleet:
         # tick (counts()), without a pass over the pods.
         self._draining_by_class = dict.fromkeys(self.names, 0)
         self._noticed_kept = 0  # interrupted pods not draining
+        self._n_pending = 0  # Pending pods (no node yet)
         self._clocking: dict[str, SimReplica] = {}  # the pods draining or noticed, as they change
+        self._idle_heap: list[tuple[float, str]] = []  # (when, pod): a draining pod's carried work is done
         self.size = dict.fromkeys(self.names, 0)  # each class's Deployment spec.replicas
         self.plan: Plan | None = None  # the last decision carried out
         self.last_rollout = Rollout()
@@ -190,11 +195,15 @@ class SimFleet:
         self.n_serving = 0
         self.version = 0  # bumped whenever a pod changes: the fleet state and the rollout follow it
         self.nodes_version = 0  # bumped when free nodes are consolidated (billing only)
-        # (version, spot unavailable, pending per class), the state, and until when it holds.
-        self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...]], FleetState, float] | None = None
+        # (version, spot unavailable, pending per class) and the state.
+        self._cached: tuple[tuple[int, bool, tuple[tuple[str, int], ...]], FleetState] | None = None
         self._last_state: tuple[int, float, FleetState] | None = None
         self._flags_at: tuple[int, tuple[float | None, bool]] = (-1, (None, False))
-        self._pods_at: tuple[int, list[Replica], list[tuple[int, SimReplica]]] = (-1, [], [])
+        self._pods_at: tuple[int, list[Replica]] = (-1, [])
+        # Every pod's last snapshot, in self.replicas' order, and the pods added, removed or
+        # changed since it was brought up to date: a fleet change snapshots only the pods it touched.
+        self._snaps: dict[str, Replica] = {}
+        self._marks: dict[str, SimReplica] = {}
         self._pool_empty_at_build = False  # in_flight_per_serving <= 0 when _pods_at was built
         self._recheck_pool = False  # free nodes went (no pod changed): see state()
         self.in_flight_per_serving = 0.0
@@ -237,12 +246,17 @@ class SimFleet:
     # -- FleetPort ---------------------------------------------------------------------------
 
     def state(self, *, now: float) -> FleetState:
-        # Rebuilt only when the fleet changed, spot availability did, or a draining pod turned
-        # idle (DRAIN_S after it left). The fluid model pools the requests: a serving pod's own
-        # in-flight count is unknown (None), or 0 when the pool was empty at the last rebuild: all
-        # the core reads of it (an idle pod may go at once; demotion order ties, every serving pod
-        # alike). The KPA baseline reads live concurrency from SimMetrics, as Knative reads its
-        # queue-proxies.
+        # Rebuilt only when the fleet changed (a draining pod turning idle, DRAIN_S after it left,
+        # is a change) or spot availability did. The fluid model pools the requests: a serving
+        # pod's own in-flight count is unknown (None), or 0 when the pool was empty at the last
+        # rebuild: all the core reads of it (an idle pod may go at once; demotion order ties, every
+        # serving pod alike). A draining pod runs what it took along until DRAIN_S after it left,
+        # then is idle: the core reads its count only to tell the two apart
+        # (core.rollout.release_reason). The KPA baseline reads live concurrency from SimMetrics,
+        # as Knative reads its queue-proxies.
+        idle = self._idle_heap
+        while idle and idle[0][0] <= now:
+            self._turn_idle(*heapq.heappop(idle))
         if self._recheck_pool:
             # Nodes went, no pod: the state stands unless the pool's emptiness, read when it was
             # built, has changed since (what a rebuild at this point would read afresh).
@@ -256,48 +270,49 @@ class SimFleet:
         self._last_state = (self.version, now, fs)
         return fs
 
+    def _turn_idle(self, at: float, name: str) -> None:
+        """A draining pod's carried work is done: it reads idle from now on. The pods' list, when
+        it is this version's, gets the pod's new snapshot in place: a rebuild would read the
+        pool's emptiness afresh for every serving pod, which only a change to the pods does."""
+        r = self.replicas.get(name)
+        if r is None or r.state != _DRAINING or r.left_at is None or r.left_at + DRAIN_S != at:
+            return  # gone, or it left again since (a later event of its own)
+        r.carried = 0.0
+        current = self._pods_at[0] == self.version
+        self.version += 1
+        if current:
+            pods = self._pods_at[1]
+            pods[[p.name for p in pods].index(name)] = r.snapshot()
+            self._pods_at = (self.version, pods)
+
     def _state(self, now: float) -> FleetState:
         oldest_pending, any_pending = self._flags()
         spot_unavailable = oldest_pending is not None and now - oldest_pending > self.pending_timeout_s
         pending = self._pending_by_class(now) if any_pending and self.listed else ()
         key = (self.version, spot_unavailable, pending)
         cached = self._cached
-        if cached is not None and cached[0] == key and now < cached[2]:
+        if cached is not None and cached[0] == key:
             return cached[1]
         if self._pods_at[0] != self.version:  # the pods as of this version
-            # Every pod's cached snapshot as it is: no per-pod copy while requests are in flight (a
-            # serving pod's own count is unknown, the pool's requests being shared by all).
-            pods_now = [r._snap or r.snapshot() for r in self.replicas.values()]
+            # Every pod's snapshot as it is (those of the pods marked since the last rebuild taken
+            # again): no per-pod copy while requests are in flight (a serving pod's own count is
+            # unknown, the pool's requests being shared by all).
+            snaps, marks, pods = self._snaps, self._marks, self.replicas
+            for name, r in marks.items():
+                if name in pods:
+                    snaps[name] = r._snap or r.snapshot()
+                else:
+                    snaps.pop(name, None)
+            marks.clear()
+            pods_now = list(snaps.values())
             self._pool_empty_at_build = self.in_flight_per_serving <= 0
             if self._pool_empty_at_build:  # the pool is empty: every serving pod is idle
                 pods_now = [_replica({**p.__dict__, "in_flight": 0.0}) if p.state == _SERVING else p
                             for p in pods_now]
-            # (position, pod) of the draining ones that took requests along: among the few pods
-            # draining or noticed, found in the list by identity (in C).
-            draining: list[tuple[int, SimReplica]] = []
-            carrying = [r for r in self._clocking.values() if r.state == _DRAINING and r.carried > 0]
-            if carrying:
-                ids = list(map(id, pods_now))
-                draining = sorted((ids.index(id(r._snap)), r) for r in carrying)
-            self._pods_at = (self.version, pods_now, draining)
-        _, pods, draining_at = self._pods_at
-        # A draining pod runs what it took along until DRAIN_S after it left, then is idle: the
-        # core reads its count only to tell the two apart (core.rollout.release_reason), so the
-        # snapshot carries that count until then and holds until the first of them turns idle.
-        busy_until = math.inf
-        out: list[Replica] | None = None
-        for i, r in draining_at:
-            until = r.left_at + DRAIN_S if r.left_at is not None else math.inf
-            if now < until:
-                if out is None:
-                    out = list(pods)
-                fields = out[i].__dict__.copy()
-                fields["in_flight"] = r.carried
-                out[i] = _replica(fields)
-                busy_until = min(busy_until, until)
-        fs = FleetState(replicas=tuple(pods if out is None else out), spot_unavailable=spot_unavailable,
+            self._pods_at = (self.version, pods_now)
+        fs = FleetState(replicas=tuple(self._pods_at[1]), spot_unavailable=spot_unavailable,
                         time_to_ready_s=self.time_to_ready(), pending_by_class=pending)
-        self._cached = (key, fs, busy_until)
+        self._cached = (key, fs)
         return fs
 
     def counts(self, fs: FleetState) -> tuple[int, int, dict[str, int]] | None:
@@ -315,12 +330,11 @@ class SimFleet:
         """(the oldest pending spot pod's creation; whether any pod is Pending), recomputed only
         when the fleet changed."""
         if self._flags_at[0] != self.version:
-            pods = self.replicas.values()
             oldest: float | None = None
-            any_pending = any(map(_PENDING, pods))  # (in C: a pod is rarely Pending)
+            any_pending = self._n_pending > 0  # (a pod is rarely Pending)
             if any_pending:
                 spot = self._spot_classes
-                for r in pods:
+                for r in self.replicas.values():
                     if r.pending and r.cls in spot and (oldest is None or r.pending_since < oldest):
                         oldest = r.pending_since
             self._flags_at = (self.version, (oldest, any_pending))
@@ -387,6 +401,7 @@ class SimFleet:
             r.carried = self.in_flight_per_serving if r.state == _SERVING else 0.0
             self._set_state(r, _DRAINING)
             r.draining_since = now
+            self._carry(r)
         for name, cost in ro.costs:
             self.replicas[name].deletion_cost = cost
             self.version += 1
@@ -426,6 +441,7 @@ class SimFleet:
         zone = self._placement(cls, now)
         if zone is None:
             r.pending, r.pending_since = True, now
+            self._n_pending += 1
             self._due(now + 1)
         else:
             r.zone = zone
@@ -456,7 +472,9 @@ class SimFleet:
     def _schedule_ready(self, r: SimReplica, now: float) -> None:
         """The pod gets a node (a free one of its class and zone, else a new one) and its Ready time:
         the cold-start model's node stages on a new node, then its pod stages."""
-        r.pending = False
+        if r.pending:
+            r.pending = False
+            self._n_pending -= 1
         node = self.nodes.take(r.cls, r.zone, r.name)
         if self.instant:
             r.ready_at = now
@@ -475,7 +493,10 @@ class SimFleet:
     def _add(self, r: SimReplica) -> None:
         """A new pod in the fleet's counts (by class, serving, draining, noticed)."""
         self.replicas[r.name] = r
+        self._marks[r.name] = r
+        object.__setattr__(r, "_marks", self._marks)
         self._by_class[r.cls] = self._by_class.get(r.cls, 0) + 1
+        self._n_pending += r.pending
         if r.state == _SERVING:
             self.n_serving += 1
         if r.state == _DRAINING:
@@ -484,6 +505,14 @@ class SimFleet:
             self._noticed_kept += 1
         if r.state == _DRAINING or r.interrupted:
             self._clocking[r.name] = r
+        if r.state == _DRAINING:
+            self._carry(r)
+
+    def _carry(self, r: SimReplica) -> None:
+        """A draining pod that took requests along is idle DRAIN_S after it left (state() clears its
+        count then); one with no known leaving time carries its count until it goes."""
+        if r.carried > 0 and r.left_at is not None:
+            heapq.heappush(self._idle_heap, (r.left_at + DRAIN_S, r.name))
 
     def place(self, r: SimReplica) -> None:
         """A pod that is already there, in any state (a test's starting fleet); its Deployment's
@@ -532,7 +561,9 @@ class SimFleet:
                 self._due(self.nodes.next_event())
             r.node = None
         del self.replicas[r.name]
+        self._marks[r.name] = r
         self._by_class[r.cls] -= 1
+        self._n_pending -= r.pending
         self.version += 1
 
     def _lose(self, share: float) -> None:
