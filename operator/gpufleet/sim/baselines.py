@@ -126,7 +126,7 @@ def _split(spec: InferenceServiceSpec, total: int, naive_spot: bool) -> tuple[in
 class _Counts(NamedTuple):
     """What a baseline reads off one fleet snapshot, counted once per snapshot: the simulator hands
     back the same FleetState object while nothing changed, so on 2 s ticks this is a cache hit.
-    (A tuple: built on most of the KPA's 2 s ticks, ~5x cheaper than a frozen dataclass.)"""
+    (A tuple: built on most of the KPA's 2 s ticks, half the cost of a frozen dataclass.)"""
 
     fleet: FleetState  # the snapshot counted (held, so that identity is a safe cache key)
     ready: int  # serving pods: the Service's ready endpoints
