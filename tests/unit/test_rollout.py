@@ -7,11 +7,23 @@ import inspect
 from dataclasses import replace
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from gpufleet.adapters import manifests
 from gpufleet.adapters.kube import Kube, KubeAPI
 from gpufleet.adapters.kubefleet import KubeFleet
 from gpufleet.api.models import InferenceServiceSpec
-from gpufleet.core.rollout import GO_FIRST_COST, KEEP_COST, replicaset_retirements, rollout, time_to_ready
+from gpufleet.core.rollout import (
+    GO_FIRST_COST,
+    KEEP_COST,
+    _called_off,
+    _route,
+    _scan,
+    replicaset_retirements,
+    rollout,
+    route,
+    time_to_ready,
+)
 from gpufleet.core.types import ON_DEMAND, SPOT, Plan, Replica, ReplicaState
 from tests.fakes import RecordingKube, pod
 
@@ -74,6 +86,44 @@ def test_a_drain_is_cancelled_when_capacity_is_wanted_back() -> None:
     pods = [rep("s", S), rep("d", D, in_flight=2, draining_since=NOW - 5, deletion_cost=KEEP_COST)]
     ro = go(plan(1, 2), pods)
     assert ro.cancel == ("d",) and ro.release == () and ("d", None) in ro.costs and ro.size(ON_DEMAND) == 2
+
+
+@st.composite
+def called_off(draw: st.DrawFn) -> tuple[list[Replica], set[str], dict[str, Replica], Plan]:
+    """Pods of every kind, the names a plan retires, drains called off (healthy draining pods the
+    plan does not retire, standby again) and a plan to route."""
+    pods = []
+    for i in range(draw(st.integers(1, 12))):
+        state = draw(st.sampled_from([S, B, D, P]))
+        pods.append(rep(f"p{i}", state, draw(st.sampled_from([ON_DEMAND, SPOT])), created_at=T0 + i,
+                        in_flight=draw(st.sampled_from([None, 0.0, 2.0])), interrupted=draw(st.booleans()),
+                        draining_since=NOW - i if state == D else None,
+                        deletion_cost=draw(st.sampled_from([None, KEEP_COST, GO_FIRST_COST]))))
+    leaving = draw(st.sets(st.sampled_from([r.name for r in pods])))
+    drains = [r for r in pods if r.state == D and not r.interrupted and r.name not in leaving]
+    back = {r.name: replace(r, state=B, draining_since=None) for r in drains if draw(st.booleans())}
+    serving = draw(st.integers(0, len(pods)))
+    names = [r.name for r in pods]
+    return pods, leaving, back, plan(serving, serving, promote=tuple(draw(st.lists(st.sampled_from(names)))))
+
+
+@given(called_off())
+def test_called_off_drains_are_counted_as_a_rescan_counts_them(case: Any) -> None:
+    """rollout() derives the pods after called-off drains from its first scan (core.rollout._called_off);
+    every count and list it reads then must be what a scan of those pods gives, and the standbys it
+    promotes from must route as the pods themselves do."""
+    pods, leaving, back, p = case
+    after = [back.get(r.name, r) for r in pods]
+    scan = _scan(pods, leaving)
+    got, want = _called_off(scan, back), _scan(after, leaving)
+
+    def names(by_class: dict[str, list[Replica]]) -> dict[str, list[str]]:
+        return {c: [r.name for r in rs] for c, rs in by_class.items() if rs}
+    for field in ("draining", "drains", "goers"):
+        assert names(getattr(got, field)) == names(getattr(want, field)), field
+    for field in ("noticed", "kept_noticed", "staying", "starting", "any_leaving", "standby"):
+        assert getattr(got, field) == getattr(want, field), field
+    assert _route(p, scan.kept, got.standby) == route(p, after, leaving)
 
 
 def test_an_interrupted_serving_pod_waits_for_cover_unless_its_node_is_about_to_go() -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from gpufleet.core.split import DRAIN_S
 from gpufleet.core.types import ON_DEMAND, Plan, ReplicaState
 from gpufleet.sim.fleet import SimFleet
@@ -114,6 +116,25 @@ def test_a_drain_turning_idle_changes_that_pod_only() -> None:
     f.apply(plan(2, 2), now=float(DRAIN_S))
     assert [r.name for r in f.last_rollout.release] == ["on-demand-1"]
     assert {p.in_flight for p in f.state(now=float(DRAIN_S)).replicas} == {0.0}
+
+
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(0, 6), st.integers(0, 3)), min_size=1, max_size=12))
+def test_the_state_lists_every_pod_as_a_fresh_snapshot_would(steps: list[tuple[int, int, int]]) -> None:
+    """SimFleet keeps its list of pod snapshots as pods come, change and go (only those touched are
+    snapshotted again); at every decision it must be the fleet's pods, in order, as a snapshot of
+    each taken now reads them. Each step: a plan of `size` pods, `serving` of them serving, the
+    `retired`-th pods retired, carried out over 20 s."""
+    f = fleet(3)
+    t = 0
+    for size, serving, retired in steps:
+        names = list(f.replicas)
+        p = plan(min(serving, size), size, retire=tuple(names[:retired]) if retired <= len(names) else ())
+        for _ in range(2):
+            if t >= f.next_due:
+                f.advance(float(t))
+            f.apply(p, now=float(t))
+            assert f.state(now=float(t)).replicas == tuple(r.snapshot() for r in f.replicas.values())
+            t += INTERVAL
 
 
 def test_serving_pods_read_idle_only_while_the_pool_is_empty() -> None:
