@@ -123,7 +123,7 @@ def test_the_state_lists_every_pod_as_a_fresh_snapshot_would(steps: list[tuple[i
     """SimFleet keeps its list of pod snapshots as pods come, change and go (only those touched are
     snapshotted again); at every decision it must be the fleet's pods, in order, as a snapshot of
     each taken now reads them. Each step: a plan of `size` pods, `serving` of them serving, the
-    `retired`-th pods retired, carried out over 20 s."""
+    fleet's first `retired` pods retired, carried out over 20 s."""
     f = fleet(3)
     t = 0
     for size, serving, retired in steps:
