@@ -17,7 +17,6 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -244,6 +243,10 @@ def fit_ets(y: FloatArray, period: int | None, label: str, keep: int) -> Ets:
     Holt-Winters uses the heuristic initialisation: estimating `period` initial seasonal states by
     optimisation would cost seconds per fit at 144 or 1008 slots per season.
     """
+    # Imported at the first fit: statsmodels (with scipy and pandas) takes ~1.5 s to import, which
+    # a process that never fits (the CLI, the baselines' benchmark runs) should not pay.
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if period is None:

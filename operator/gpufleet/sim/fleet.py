@@ -368,7 +368,12 @@ class SimFleet:
         ro = rollout(plan, self.state(now=now).replicas, now=now, drain_timeout_s=self.drain_timeout_s,
                      interval_s=self.interval_s)
         self.execute(ro, now)
-        self._last_apply = (sig, self.version)
+        # Kept without the retired pods that are gone: a name that matches no pod plays no part in
+        # a rollout, so the next decision, which names no victim once the scale-down is done, is
+        # the same plan on this fleet.
+        retire = plan.retire if all(n in self.replicas for n in plan.retire) else \
+            tuple(n for n in plan.retire if n in self.replicas)
+        self._last_apply = ((plan.on_demand, plan.spot, plan.serving, plan.promote, retire), self.version)
         self._quiet_until = self._clock_changes()
 
     def _clock_changes(self) -> float:
