@@ -180,8 +180,9 @@ def _plan(spec: InferenceServiceSpec, fleet: FleetState, total: int, reason: str
     od, spot = _split(spec, total, naive_spot)
     c = _count(fleet, counts)
     retire: tuple[str, ...] = ()
-    if c.kept_od > od or c.kept_spot > spot:  # only a shrinking class has victims
-        retire = replicaset_retirements(fleet.replicas, {ON_DEMAND: od, SPOT: spot})
+    shrinking = {cls: n for cls, n, kept in ((ON_DEMAND, od, c.kept_od), (SPOT, spot, c.kept_spot)) if kept > n}
+    if shrinking:  # only a shrinking class has victims (and only its pods are ranked)
+        retire = replicaset_retirements(fleet.replicas, shrinking)
     return Plan(serving=total, standby=0, on_demand=od, spot=spot, reason=reason, message=message, retire=retire)
 
 
