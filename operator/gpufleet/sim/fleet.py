@@ -212,7 +212,7 @@ class SimFleet:
         self.created = 0
         self.lost_in_flight_share = 0.0  # share of the in-flight requests lost this tick (engine resets it)
         self.preemptions = 0
-        self._last_apply: tuple[object, int] | None = None
+        self._last_apply: tuple[tuple[object, ...], int] | None = None
         self._quiet_until = math.inf  # the last rollout holds until then on an unchanged fleet
         self._ttr: tuple[tuple[int, ...], dict[str, float]] | None = None
         self.next_due = 0.0  # the engine calls advance() only from this time on
@@ -362,19 +362,20 @@ class SimFleet:
         """Carry out the core's rollout of `plan` on the pods as they are now."""
         self._now = now
         self.plan = plan
-        sig = (plan.on_demand, plan.spot, plan.serving, plan.promote, plan.retire)
-        if self._last_apply == (sig, self.version) and now < self._quiet_until:
+        if self._last_apply == (self._signature(plan), self.version) and now < self._quiet_until:
             return  # the same plan on an unchanged fleet changes nothing yet (speed on 2 s ticks)
         ro = rollout(plan, self.state(now=now).replicas, now=now, drain_timeout_s=self.drain_timeout_s,
                      interval_s=self.interval_s)
         self.execute(ro, now)
-        # Kept without the retired pods that are gone: a name that matches no pod plays no part in
-        # a rollout, so the next decision, which names no victim once the scale-down is done, is
-        # the same plan on this fleet.
-        retire = plan.retire if all(n in self.replicas for n in plan.retire) else \
-            tuple(n for n in plan.retire if n in self.replicas)
-        self._last_apply = ((plan.on_demand, plan.spot, plan.serving, plan.promote, retire), self.version)
+        self._last_apply = (self._signature(plan), self.version)
         self._quiet_until = self._clock_changes()
+
+    def _signature(self, plan: Plan) -> tuple[object, ...]:
+        """What a rollout reads of `plan` on this fleet: its sizes and named moves, without the
+        retired pods that are gone (a name that matches no pod plays no part in a rollout, so the
+        decision after a scale-down, naming no victim once it is gone, is the same plan)."""
+        return (plan.on_demand, plan.spot, plan.serving, plan.promote,
+                tuple(n for n in plan.retire if n in self.replicas))
 
     def _clock_changes(self) -> float:
         """The first time the same plan could move a pod on this fleet without it changing: a
