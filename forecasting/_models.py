@@ -58,7 +58,7 @@ def _season_offsets(horizon: int, period: int) -> npt.NDArray[np.int64]:
     return h - period * ((h + period - 1) // period)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LastValue:
     """Naive: the last observation, flat."""
 
@@ -82,7 +82,7 @@ class LastValue:
         return LastValue(_own(self.y[-1:]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SeasonalNaive:
     """The value one season earlier (e.g. the same 10-minute window a day ago)."""
 
@@ -115,7 +115,7 @@ class SeasonalNaive:
         return SeasonalNaive(_own(self.y[-self.period :]), self.period, self.label)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EtsParams:
     """Smoothing parameters estimated by statsmodels; reused between refits."""
 
@@ -125,7 +125,7 @@ class EtsParams:
     phi: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ets:
     """Simple exponential smoothing or additive damped-trend Holt-Winters (statsmodels).
 

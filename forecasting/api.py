@@ -40,7 +40,7 @@ MAX_HW_PERIOD = 2016
 SELECTION_BAND = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Forecast:
     """Point forecast and upper quantile for steps 1..len(mean) after the end of the history."""
 
@@ -51,7 +51,7 @@ class Forecast:
     quantile: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Backtest:
     """Rolling-origin backtest of the candidates on the recent history (in-sample parameters)."""
 
@@ -60,7 +60,7 @@ class Backtest:
     chosen: tuple[str, ...]  # method used at each horizon 1..H
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FittedForecaster:
     """A fitted forecaster: models, per-horizon choice, residuals for the intervals.
 

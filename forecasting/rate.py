@@ -23,7 +23,7 @@ from gpufleet.forecasting.api import FittedForecaster, Forecast, fit
 _SLACK = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RateForecast:
     """Peak over (now, now + horizon]: mean and upper quantile, in requests per second."""
 

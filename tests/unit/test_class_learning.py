@@ -9,6 +9,7 @@ status.replicas.classes shows it (learnedRpsPerReplica)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,6 @@ def test_the_learned_figures_survive_a_restart_through_status_memory() -> None:
     restored, _ = codec.decode(text, now=NOW + 60)
     assert restored.learned_class_rps == memory.learned_class_rps == (("h100", 50.0), ("l4", 10.0))
     assert codec.fingerprint(memory, {}) != codec.fingerprint(
-        PolicyMemory(**{**memory.__dict__, "learned_class_rps": (("h100", 80.0), ("l4", 10.0))}), {})
+        dataclasses.replace(memory, learned_class_rps=(("h100", 80.0), ("l4", 10.0))), {})
     with pytest.raises(codec.MemoryFormatError, match='"crps"'):
         codec.decode('{"v":1,"t":0,"crps":{"l4":"fast"}}', now=NOW)

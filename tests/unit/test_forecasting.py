@@ -7,6 +7,7 @@ day) so Holt-Winters fits stay in the tens of milliseconds.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -177,7 +178,8 @@ def test_compacted_models_forecast_and_append_exactly_as_the_full_ones(
         np.testing.assert_array_equal(a.mean, b.mean)
         np.testing.assert_array_equal(a.upper, b.upper)
         assert (a.method, a.note) == (b.method, b.note)
-    held = [a.size for m in compact.models.values() for a in vars(m).values() if isinstance(a, np.ndarray)]
+    held = [a.size for m in compact.models.values() for a in (getattr(m, f.name) for f in dataclasses.fields(m))
+            if isinstance(a, np.ndarray)]
     assert held and max(held) <= 24 + 1  # a day of hourly steps, plus Holt-Winters' final state
 
 

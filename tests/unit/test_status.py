@@ -3,6 +3,7 @@ as a status change."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ def test_degraded_names_the_cause() -> None:
     assert status.degraded_condition(PLAN, FleetState())[0] is False
     assert status.degraded_condition(PLAN, noticed)[1] == "Interruption"
     assert status.degraded_condition(PLAN, FleetState(spot_unavailable=True))[1] == "SpotUnavailable"
-    safe = Plan(**{**PLAN.__dict__, "safe_mode": True})
+    safe = dataclasses.replace(PLAN, safe_mode=True)
     assert status.degraded_condition(safe, noticed)[1] == "SafeMode"
 
 

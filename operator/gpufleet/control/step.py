@@ -15,7 +15,7 @@ from gpufleet.core.schedule import Window
 from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepResult:
     plan: Plan
     observation: Observation

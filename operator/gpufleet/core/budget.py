@@ -99,7 +99,7 @@ def limit_per_hour(budget: Budget, spent_today: float, now: float) -> tuple[floa
     return min(limits, key=lambda x: x[0]) if limits else None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Fleet:
     """The healthy counts being cut (interrupted replicas stay on top: they are leaving anyway)."""
 

@@ -39,7 +39,7 @@ LEARN_ALPHA = 0.2
 LATENCY_SETTLE_S = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Settled:
     serving_seen: int
     since: float
@@ -57,7 +57,7 @@ def settle(
     return Settled(serving, since, settled)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Need:
     reason: str
     replicas: int

@@ -48,7 +48,7 @@ START_COST_H = 0.05
 _EPS = 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GpuClass:
     """One capacity class, as the core needs it (prices and capacity already resolved)."""
 
@@ -69,7 +69,7 @@ class GpuClass:
         return self.price_per_hour / self.rps_per_replica if self.rps_per_replica > 0 else math.inf
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limit:
     """At most `cap` units of one dimension for the mix: sum over classes of replicas x `use`."""
 
@@ -87,7 +87,7 @@ class State(str, Enum):
     backing_off = "backing-off"  # the signal cleared; waiting out the hysteresis
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal:
     """What the fleet saw of one class this tick."""
 
@@ -110,7 +110,7 @@ class Signal:
         return ", ".join(parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Availability:
     """One class's availability and back-off memory (carried from tick to tick by the caller)."""
 
@@ -145,7 +145,7 @@ def track(cls: GpuClass, signal: Signal, prev: Availability, now: float) -> Avai
     return Availability(State.available, None, b.retry_at, b.backoff_s, b.outage_at, "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mix:
     replicas: dict[str, int]
     capacity_rps: float

@@ -22,7 +22,7 @@ def is_healthy(replica: Replica) -> bool:
     return not replica.interrupted and replica.state != _DRAINING
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FleetView:
     """The counts one decision uses, computed once from a FleetState."""
 

@@ -150,7 +150,7 @@ def explain(
     return top.reason, f"{top.message}; holding {target}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pool:
     size: warmpool.PoolSize
     recs: stabilize.Recommendations
@@ -236,7 +236,7 @@ def final_reason(
     return reason, message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GpufleetPolicy:
     """The Policy protocol's gpufleet implementation (stateless: memory is passed in and out)."""
 

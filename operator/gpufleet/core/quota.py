@@ -49,7 +49,7 @@ PREEMPTED = "Preempted"  # below its floor: its tier is preemptible
 OVER = "FloorOverQuota"  # a non-preemptible floor granted although the floors exceed the cap
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NeedClass:
     """One capacity class of a service counted per class (spec.capacity.classes)."""
 
@@ -62,7 +62,7 @@ class NeedClass:
     max_share: float = 1.0  # most of the service's granted capacity on this class (its maxShare)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Need:
     """One service as the arbitration sees it."""
 
@@ -76,7 +76,7 @@ class Need:
     classes: tuple[NeedClass, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Allocation:
     key: str
     tier: int
@@ -95,7 +95,7 @@ class Allocation:
         return self.allocated < self.desired
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Arbitration:
     allocations: tuple[Allocation, ...]  # in input order
     used: dict[str, float]  # what the allocations use, per capped dimension
@@ -251,7 +251,7 @@ def _class_allocation(n: Need, units: float, pods: Mapping[str, int], caps: Mapp
                       holds=tuple(sorted(holds.items())))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
     """What the quota lets a service with spec.capacity.classes run, as its policy applies it:
     `replicas` reference replicas of capacity (standbys cut first, as for any plan), and, per capped

@@ -48,7 +48,7 @@ GO_FIRST_COST = -1000
 TTR_SAMPLES = 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Release:
     name: str
     why: str  # "idle", or "drain timeout 30s (in flight: 2)"
@@ -56,7 +56,7 @@ class Release:
     evict: bool = False  # evict the pod itself first (a not-Ready pod of its class would go instead)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rollout:
     promote: tuple[str, ...] = ()  # standby -> in the Service
     demote: tuple[str, ...] = ()  # in the Service -> standby (still loaded)

@@ -28,7 +28,7 @@ _VALUE_FIELDS = ("queue_depth", "queue_time_ms", "ttft_p95_ms", "latency_p95_ms"
                  "latency_mean_ms", "itl_p95_ms", "kv_cache_utilization", "gpu_utilization")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Health:
     observation: Observation  # cleaned: NaN/inf/negative values and stale samples are None
     missing: tuple[str, ...]  # what is missing, for the message; empty when healthy

@@ -30,7 +30,7 @@ SCHEDULE = "Schedule"
 Reference = tuple[str, float, float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """One occurrence of a planned window, in unix seconds (resolved by the caller)."""
 
@@ -100,7 +100,7 @@ def references(
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Scheduled:
     """What the windows in effect ask for: a floor (0 when none) and its explanation."""
 

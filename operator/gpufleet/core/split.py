@@ -33,7 +33,7 @@ _EPS = 1e-9
 DRAIN_S = 40.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Split:
     on_demand: int
     spot: int

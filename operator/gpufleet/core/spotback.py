@@ -17,7 +17,7 @@ MAX_FACTOR = 8.0
 QUIET_S = 3600.0  # an hour without an outage: spot is considered back to normal
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpotBackoff:
     unavailable: bool  # what the plan assumes (raw signal or still backing off)
     retry_at: float | None

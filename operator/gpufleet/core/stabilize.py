@@ -30,7 +30,7 @@ HOLD_COOLDOWN = "hold-cooldown"  # scaled down less than one interval ago
 HOLD_HISTORY = "hold-history"  # less history than the scale-down window (e.g. just restarted)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stabilized:
     target: int
     how: str  # UP, DOWN or one of the HOLD_* values

@@ -29,7 +29,7 @@ JUMP_HALF_LIFE_S = 86400.0
 MAX_JUMP_FRACTION = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolSize:
     standby: int
     message: str

@@ -203,7 +203,7 @@ def _rps_target(spec: InferenceServiceSpec, knob: float | None) -> float:
     return (spec.scaling.target_rps_per_replica or 1.0) * _utilization(knob, spec)
 
 
-@dataclass
+@dataclass(slots=True)
 class HpaScaler:
     """The HPA's replica arithmetic (autoscaling/v2, default behaviour): per metric an AverageValue
     proposal with the tolerance, the largest proposal, scale-down stabilisation (the highest
@@ -256,7 +256,7 @@ class HpaScaler:
         return min(raw, limit)
 
 
-@dataclass
+@dataclass(slots=True)
 class HpaLike:
     """HPA on requests/s per pod, AverageValue target targetRpsPerReplica x utilization."""
 
@@ -280,7 +280,7 @@ class HpaLike:
                      self.naive_spot, c), memory
 
 
-@dataclass
+@dataclass(slots=True)
 class KedaLike:
     """KEDA ScaledObject with a Prometheus request-rate trigger (threshold targetRpsPerReplica x
     utilization) and a queue-depth trigger (threshold queueDepthPerReplica), both AverageValue,
@@ -357,7 +357,7 @@ class _WindowMax:
         return items[0][1]
 
 
-@dataclass
+@dataclass(slots=True)
 class KpaLike:
     """Knative KPA on concurrency (in-flight requests per pod, as the queue-proxy reports them).
 
@@ -457,7 +457,7 @@ class KpaLike:
                      self.naive_spot, c), memory
 
 
-@dataclass
+@dataclass(slots=True)
 class StaticPeak:
     replicas: int
     name: str = "static-peak"
@@ -470,7 +470,7 @@ class StaticPeak:
         return _plan(spec, fleet, self.replicas, "Static", f"static {self.replicas}", self.naive_spot), memory
 
 
-@dataclass
+@dataclass(slots=True)
 class Oracle:
     """Perfect knowledge of the next interval's arrivals, instant starts (run with instant_start=True)."""
 

@@ -31,7 +31,7 @@ def _decode_batch(model: ReplicaModel, rate_per_replica: float, rho: float, mean
     return b
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CapacityTable:
     """cap_tokens[n], cap_requests[n]: most prompt tokens/s and requests/s n replicas serve at GOAL."""
 

@@ -32,7 +32,7 @@ import numpy as np
 Z90 = 1.2815515655446004  # standard normal quantile at 0.9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stage:
     """Seconds one stage takes: lognormal with the given median and p90, floored at floor_s; with
     p90_s None it always takes median_s (no random draw), and Stage() takes no time."""
@@ -56,7 +56,7 @@ class Stage:
         return np.maximum(self.floor_s, rng.lognormal(math.log(self.median_s), self.sigma, n))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ColdStart:
     """Creation-to-Ready seconds: lognormal(median, p90) with a floor, or a fixed value. Nodes and
     the image are taken as present: no node stage, and a node a scale-in frees goes at once
@@ -89,7 +89,7 @@ class ColdStart:
         return self.fixed_s if self.fixed_s is not None else self.p90_s
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeColdStart(ColdStart):
     """Time-to-Ready as stages, the node included.
 

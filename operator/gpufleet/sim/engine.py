@@ -48,7 +48,7 @@ RATE_WINDOW_S = 60  # rate()/histogram_quantile window of the operator's default
 VIOLATION_SHARE = 0.95  # a second is "in violation" when < 95 % of its requests meet the SLO
 
 
-@dataclass
+@dataclass(slots=True)
 class SimConfig:
     model: ReplicaModel = field(default_factory=ReplicaModel)
     cold: ColdStart = field(default_factory=ColdStart)
@@ -61,7 +61,7 @@ class SimConfig:
     scrape_s: int = SCRAPE_S  # Prometheus scrape interval every policy sees
 
 
-@dataclass
+@dataclass(slots=True)
 class SimResult:
     policy: str
     trace: str

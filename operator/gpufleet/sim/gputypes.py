@@ -82,7 +82,7 @@ H100_BF16_TFLOPS = 989.0
 H100_BW_TBS = 3.35
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GpuType:
     name: str
     product: str  # nvidia.com/gpu.product
@@ -108,7 +108,7 @@ MIG_3G40 = GpuType("h100-mig-3g-40gb", "NVIDIA-H100-80GB-HBM3", (("nvidia.com/mi
 TYPES = {t.name: t for t in (H100, L4, MIG_3G40)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TypeProfile:
     """What one replica of a type serves on a trace: load-test rps and first-token times."""
 
@@ -137,7 +137,7 @@ def profile(t: GpuType, trace: Trace, target_s: float, n_at: int = 4) -> TypePro
     return TypeProfile(rps=rps, batch=model.max_batch, ok_at_wait=ok, ttft_p95_s=float(np.quantile(book.s, 0.95)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SimClass:
     """One capacity class of the scenario: a GPU type, its price, what it serves, its stock-outs."""
 
@@ -192,7 +192,7 @@ def service_spec(trace: Trace, classes: list[SimClass], *, utilization: float, t
                                    "warm_pool": pool})
 
 
-@dataclass
+@dataclass(slots=True)
 class GtResult:
     fleet: str
     arrived: float

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from gpufleet.sim.traces import Trace
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadTest:
     """One replica of `model` under a steady Poisson load with the trace's request mix."""
 

@@ -47,7 +47,7 @@ CA2_MAX = 50.0
 N_MAX_LIMIT = 4096  # a second needing more replicas than this is held at it (and counted)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LowerBound:
     need: np.ndarray  # replicas per second of the trace
     gpus_per_replica: int

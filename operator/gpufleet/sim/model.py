@@ -37,7 +37,7 @@ def itl_shape(batch: np.ndarray) -> np.ndarray:
     return np.asarray(np.interp(np.log2(np.maximum(batch, 1.0)), np.log2(_CAL_BATCH), shape), dtype=float)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaModel:
     prefill_tps: float = 24000.0
     itl1_s: float = 0.007
@@ -89,7 +89,7 @@ HIST_EDGES = np.logspace(-3, math.log10(2000.0), 481)
 StateKey = tuple[int, int, int, int]
 
 
-@dataclass
+@dataclass(slots=True)
 class BookMemo:
     """What a LatencyBook computes per state from its inputs alone (model, prompt sample, target,
     slack, points): books built from the same inputs, the simulator's runs of one trace, share it."""

@@ -33,7 +33,7 @@ QUOTA = "shared"
 BARRIER_TIMEOUT_S = 900.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Service:
     name: str
     tier: str
@@ -131,7 +131,7 @@ def run_independent(services: Sequence[Service], policy: Callable[[Service], tup
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TierSummary:
     tier: str
     services: tuple[str, ...]

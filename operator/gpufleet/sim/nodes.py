@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from gpufleet.core.types import ON_DEMAND, SPOT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StockOut:
     """No node of the class can be had over [start_s, end_s): its new pods stay Pending. With
     `reclaim`, its running nodes get an interruption notice at start_s and go notice_s later."""
@@ -50,7 +50,7 @@ class StockOut:
         return self.start_s <= t < self.end_s
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeClass:
     """One capacity class's node pool: what a node of it holds and costs, and when it cannot be had.
 
@@ -75,7 +75,7 @@ def two_classes(gpus_per_node: float = 1.0) -> tuple[NodeClass, ...]:
     return NodeClass(ON_DEMAND, gpus=gpus_per_node), NodeClass(SPOT, spot=True, gpus=gpus_per_node)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     name: str
     cls: str

@@ -61,7 +61,7 @@ KNOBS: dict[str, tuple[str, ...]] = {
 Knobs = Mapping[str, "float | int | str"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Scenario:
     name: str
     trace: Trace
@@ -227,7 +227,7 @@ DAY = 86400
 SERVEGEN_SCALE = 0.1  # a service with a tenth of the model's clients' traffic
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BenchTrace:
     """A trace of the frontier benchmark: a source, a load factor and a window of it.
 

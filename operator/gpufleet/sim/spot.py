@@ -32,7 +32,7 @@ def _drops(a: np.ndarray) -> np.ndarray:
     return np.flatnonzero((a[:-1] == 1) & (a[1:] == 0)) + 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpotTrace:
     name: str
     available: np.ndarray  # 0/1 per tick; with zones, the union (1 where any zone reads 1)

@@ -90,7 +90,7 @@ MAX_MULTIPLIER_VAR = 25.0  # at very low rates the burst multiplier's variance i
 BURSTS = ("azure", "mooncake", "poisson", "servegen-cv")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Trace:
     name: str
     counts: np.ndarray  # requests arriving in each second (float: scaled traces may be fractional)
@@ -278,7 +278,7 @@ def _f(phi: float, scale_s: np.ndarray) -> np.ndarray:
     return np.asarray((1 + phi) / (1 - phi) - 2 * phi * (1 - phi**t) / (t * (1 - phi) ** 2), dtype=float)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BurstModel:
     """Second-to-second burstiness of arrivals around a slowly varying rate (module docstring, 2.)."""
 
