@@ -4,6 +4,7 @@ a recording fake of the Kubernetes API (tests/fakes.py) with error injection."""
 from __future__ import annotations
 
 import inspect
+import heapq
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +20,9 @@ from gpufleet.core.rollout import (
     _called_off,
     _route,
     _scan,
+    replicaset_rank,
     replicaset_retirements,
+    replicaset_victims,
     rollout,
     route,
     time_to_ready,
@@ -179,6 +182,20 @@ def test_a_plain_deployment_loses_the_pods_its_replicaset_picks() -> None:
     assert replicaset_retirements(pods, {ON_DEMAND: 2}) == ("new",)  # not Ready first
     assert replicaset_retirements(pods, {ON_DEMAND: 1}) == ("new", "young")  # then the shortest Ready
     assert replicaset_retirements(pods, {ON_DEMAND: 3}) == ()  # the draining pod is not counted
+
+
+@given(st.lists(st.tuples(st.sampled_from([S, B, D, P]), st.sampled_from([None, KEEP_COST, GO_FIRST_COST, 0]),
+                          st.sampled_from([None, 30.0, 60.0, -0.0, 0.0]), st.sampled_from([0.0, 5.0, 10.0])),
+                max_size=12),
+       st.integers(-1, 13), st.booleans())
+def test_replicaset_victims_are_the_documented_ranking_ties_in_order(pods: Any, count: int, marked: bool) -> None:
+    """replicaset_victims ranks unmarked Ready pods by their times in C; its answer is still
+    nsmallest over replicaset_rank, ties (equal times, -0.0 and 0.0) in the pods' order."""
+    reps = [Replica(f"p{i}", ON_DEMAND, state, T0 + created, None if state == P else ready,
+                    deletion_cost=cost if marked else None)
+            for i, (state, cost, ready, created) in enumerate(pods)]
+    want = heapq.nsmallest(count, reps, key=replicaset_rank) if count > 0 else []
+    assert [r.name for r in replicaset_victims(reps, count)] == [r.name for r in want]
 
 
 def test_time_to_ready_is_the_p90_of_the_last_twenty_starts() -> None:

@@ -432,23 +432,39 @@ def _costs(pods: Iterable[Replica], drain: set[str], go: set[str], cancel: set[s
     return tuple(out)
 
 
+def replicaset_rank(r: Replica) -> tuple[int, int, float, float]:
+    """A ReplicaSet's deletion order, lowest first (Kubernetes' controller.ActivePodsWithRanks):
+    not Ready first, then lower pod-deletion-cost, then shorter Ready, then newer."""
+    return (1 if r.state != _STARTING else 0, r.deletion_cost or 0, -(r.ready_at or 0.0), -r.created_at)
+
+
+_NEWEST_READY = attrgetter("ready_at", "created_at")
+_COST = attrgetter("deletion_cost")
+_READY_AT = attrgetter("ready_at")
+
+
 def replicaset_victims(pods: Sequence[Replica], count: int) -> list[Replica]:
-    """The pods a ReplicaSet deletes when it shrinks by `count`, in its order (Kubernetes'
-    controller.ActivePodsWithRanks: not Ready first, then lower pod-deletion-cost, then shorter
-    Ready, then newer). The simulator's stand-in for the ReplicaSet controller."""
-    def rank(r: Replica) -> tuple[int, int, float, float]:
-        ready = r.state != _STARTING
-        return (1 if ready else 0, r.deletion_cost or 0, -(r.ready_at or 0.0), -r.created_at)
+    """The pods a ReplicaSet deletes when it shrinks by `count`, in its order (`replicaset_rank`,
+    ties in the pods' order): = heapq.nsmallest(count, pods, key=replicaset_rank). The
+    simulator's stand-in for the ReplicaSet controller."""
     if count <= 0:
         return []
+    not_ready: list[Replica] = []
+    ready: list[Replica] = []
+    for r in pods:
+        (ready if r.state != _STARTING else not_ready).append(r)
     # Not-Ready pods rank first: when they are enough, the victims are among them alone (the
-    # baselines shrink on 2 s ticks, mostly by a pod still starting), and ranking the rest is waste.
-    not_ready = [r for r in pods if r.state == _STARTING]
+    # baselines shrink on 2 s ticks, mostly by a pod still starting).
     if len(not_ready) >= count:
-        pods = not_ready
-    # = sorted(pods, key=rank)[:count], ties in the same order (heapq's documented equivalence),
-    # without sorting the whole class when a few pods go.
-    return heapq.nsmallest(count, pods, key=rank)
+        return heapq.nsmallest(count, not_ready, key=replicaset_rank)
+    head = sorted(not_ready, key=replicaset_rank)
+    rest = count - len(head)
+    # Ready pods without a deletion-cost mark and with a Ready time (most of a fleet) rank by
+    # (Ready time, creation time), latest first: nlargest keeps ties in order as nsmallest does
+    # (both are a stable sort's first items), and ranks in C, not through replicaset_rank.
+    if list(map(_COST, ready)).count(None) == len(ready) and None not in map(_READY_AT, ready):
+        return head + heapq.nlargest(rest, ready, key=_NEWEST_READY)
+    return head + heapq.nsmallest(rest, ready, key=replicaset_rank)
 
 
 def replicaset_retirements(replicas: Sequence[Replica], sizes: dict[str, int]) -> tuple[str, ...]:
