@@ -173,9 +173,10 @@ def _serving_in_flight(fleet: FleetState) -> float:
 
 
 def _plan(spec: InferenceServiceSpec, fleet: FleetState, total: int, reason: str, message: str,
-          naive_spot: bool, counts: _Counts | None = None) -> Plan:
+          naive_spot: bool, counts: _Counts | None = None, last: Plan | None = None) -> Plan:
     """Every pod serves (a plain Deployment); when a class shrinks, its ReplicaSet picks the pods
-    that go, and they leave as a deleted pod does: out of the Endpoints, finishing what they run."""
+    that go, and they leave as a deleted pod does: out of the Endpoints, finishing what they run.
+    `last` (the caller's previous plan) is returned itself when this one would equal it."""
     total = max(spec.replicas.min, min(spec.replicas.max, total))
     od, spot = _split(spec, total, naive_spot)
     c = _count(fleet, counts)
@@ -183,6 +184,9 @@ def _plan(spec: InferenceServiceSpec, fleet: FleetState, total: int, reason: str
     shrinking = {cls: n for cls, n, kept in ((ON_DEMAND, od, c.kept_od), (SPOT, spot, c.kept_spot)) if kept > n}
     if shrinking:  # only a shrinking class has victims (and only its pods are ranked)
         retire = replicaset_retirements(fleet.replicas, shrinking)
+    if (last is not None and last.serving == total and last.on_demand == od and last.spot == spot
+            and last.retire == retire and last.reason == reason and last.message == message):
+        return last  # the same decision as the last tick's (most of the KPA's 2 s ticks)
     return Plan(serving=total, standby=0, on_demand=od, spot=spot, reason=reason, message=message, retire=retire)
 
 
@@ -399,6 +403,7 @@ class KpaLike:
     _tv: tuple[tuple[object, ...], float] | None = field(default=None, repr=False)
     fleet_counts: FleetCounts | None = None  # set by the simulator: SimFleet.counts
     _counts: _Counts | None = field(default=None, repr=False)
+    _last: Plan | None = field(default=None, repr=False)
 
     def annotation(self, spec: InferenceServiceSpec) -> float:
         """autoscaling.knative.dev/target as the user writes it."""
@@ -453,8 +458,11 @@ class KpaLike:
         if self._delay is not None:  # scale-down-delay: the highest count of the delay window
             want = self._delay.add(now, want)
         mode = "Panic" if self.panic_since is not None else "Concurrency"
-        return _plan(spec, fleet, want, mode, f"concurrency {stable:.1f}/{panic:.1f} per {tv:.1f}: {want}",
-                     self.naive_spot, c), memory
+        # The message names the target, not the windows' readings (those change every tick, and a
+        # plan equal to the last one is the last one: no new Plan on most ticks).
+        self._last = _plan(spec, fleet, want, mode, f"{want} pods at {tv:.1f} in flight each", self.naive_spot, c,
+                           self._last)
+        return self._last, memory
 
 
 @dataclass(slots=True)
