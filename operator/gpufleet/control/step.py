@@ -7,12 +7,16 @@ simulated time. Nothing here knows where the ports' data comes from.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from operator import attrgetter
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.control import schedule
 from gpufleet.control.ports import FleetPort, ForecastPort, MetricsPort, Policy
 from gpufleet.core.schedule import Window
 from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
+
+
+_NAME = attrgetter("name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +52,13 @@ def revalidate(plan: Plan, fresh: FleetState) -> Plan:
     """Drop promotions/retirements of replicas that vanished or changed state since the decision."""
     if not plan.promote and not plan.retire:
         return plan  # nothing named (most ticks): the plan stands as decided
-    by_name = {r.name: r for r in fresh.replicas}
-    promote = tuple(n for n in plan.promote if n in by_name and by_name[n].state.value == "standby")
-    retire = tuple(n for n in plan.retire if n in by_name)
+    # (The pods' names in C; a pass for the standbys only when the plan promotes.)
+    names = set(map(_NAME, fresh.replicas))
+    retire = tuple(n for n in plan.retire if n in names)
+    promote = plan.promote
+    if promote:
+        standby = {r.name for r in fresh.replicas if r.state.value == "standby"}
+        promote = tuple(n for n in promote if n in standby)
     if promote == plan.promote and retire == plan.retire:
         return plan  # nothing dropped: no copy of the plan
     return replace(plan, promote=promote, retire=retire)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, countOf
 from typing import NamedTuple
 
 from gpufleet.core.fleet import FleetView
@@ -373,12 +373,14 @@ def _scan(replicas: Iterable[Replica], leaving: set[str]) -> _Scan:
                 standby[r.name] = r
     # The kept serving pods stay too, counted per class in C: most pods are among them, and most
     # fleets have one class (a Counter costs ~3x this on the simulator's 2 s ticks).
-    classes = list(map(_CLASS_OF, kept))
-    if classes and classes.count(classes[0]) == len(classes):
-        staying[classes[0]] = staying.get(classes[0], 0) + len(classes)
-    else:
-        for c in set(classes):
-            staying[c] = staying.get(c, 0) + classes.count(c)
+    if kept:
+        first = kept[0].capacity_class
+        if countOf(map(_CLASS_OF, kept), first) == len(kept):
+            staying[first] = staying.get(first, 0) + len(kept)
+        else:
+            classes = list(map(_CLASS_OF, kept))
+            for c in set(classes):
+                staying[c] = staying.get(c, 0) + classes.count(c)
     return scan
 
 

@@ -25,7 +25,7 @@ Files cited as `*.csv` are in ../shared/traces/coldstart/, the calibration in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,15 +40,22 @@ class Stage:
     median_s: float = 0.0
     p90_s: float | None = None
     floor_s: float = 0.0
+    # The lognormal's parameters, computed once (a start draws three stages): None without a draw.
+    _params: tuple[float, float] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.p90_s is not None and self.median_s > 0:
+            object.__setattr__(self, "_params", (math.log(self.median_s), self.sigma))
 
     @property
     def sigma(self) -> float:
         return 0.0 if self.p90_s is None or self.median_s <= 0 else math.log(self.p90_s / self.median_s) / Z90
 
     def sample(self, rng: np.random.Generator) -> float:
-        if self.p90_s is None or self.median_s <= 0:
+        params = self._params
+        if params is None:
             return self.median_s
-        return max(self.floor_s, float(rng.lognormal(math.log(self.median_s), self.sigma)))
+        return max(self.floor_s, float(rng.lognormal(*params)))
 
     def sample_many(self, rng: np.random.Generator, n: int) -> np.ndarray:
         if self.p90_s is None or self.median_s <= 0:

@@ -358,8 +358,14 @@ def simulate(
         mean_in = (a_in / a) if a > 0 else (wq / qn if qn > 1e-9 else mean_in_g)
         free = n * B - d
         demand = wq + a_in
-        slot_cap = max(free, 0.0) * mean_in + (d * 0.5 * mean_in if d > 0 else 0.0)
-        proc = min(demand, cap, slot_cap) if n > 0 else 0.0
+        # (min and max spelled out in this loop, with their exact results: a builtin's call per
+        # second and per line cost more than the arithmetic.)
+        slot_cap = (0.0 if 0.0 > free else free) * mean_in + (d * 0.5 * mean_in if d > 0 else 0.0)
+        if n > 0:  # = min(demand, cap, slot_cap)
+            proc = cap if cap < demand else demand
+            proc = slot_cap if slot_cap < proc else proc
+        else:
+            proc = 0.0
         u = proc / cap if cap > 0 else 0.0  # share of the second spent in prompt-carrying iterations
         # Sub-second queueing is a steady-state effect of the recent utilisation (EWMA), not of one
         # second's count (whose excess the fluid queue already carries).
@@ -373,7 +379,7 @@ def simulate(
             cum_a += a_in
             if wq <= 1e-9 and demand <= cap and a_in <= slot_cap:
                 # No backlog and the second's load fits: only sub-second (M/G/c) queueing.
-                k = book_key(n, min(rho_s, 0.98), ca2, 0.0)
+                k = book_key(n, 0.98 if 0.98 < rho_s else rho_s, ca2, 0.0)
                 book_counts[k] = counts_get(k, 0.0) + a
                 share_ok, p95_m[t], wmean = state_get(k) or state_of(k)
                 adm_m[t] = a
@@ -417,9 +423,11 @@ def simulate(
         # Decode: iterations this second (prompt-carrying ones are longer).
         if n > 0 and d > 0:
             n_iter = u / tchunk + (1.0 - u) / itl
-            produced = min(r_tok, d * n_iter)
+            produced = d * n_iter
+            produced = produced if produced < r_tok else r_tok
             mean_rem = r_tok / d if d > 0 else mean_out_g
-            done = min(d, produced / max(mean_rem, 1.0))
+            done = produced / (1.0 if 1.0 > mean_rem else mean_rem)
+            done = done if done < d else d
             r_tok -= produced
             d -= done
             served += done

@@ -370,8 +370,9 @@ class SimFleet:
         """What a rollout reads of `plan` on this fleet: its sizes and named moves, without the
         retired pods that are gone (a name that matches no pod plays no part in a rollout, so the
         decision after a scale-down, naming no victim once it is gone, is the same plan)."""
+        retire = plan.retire
         return (plan.on_demand, plan.spot, plan.serving, plan.promote,
-                tuple(n for n in plan.retire if n in self.replicas))
+                tuple(n for n in retire if n in self.replicas) if retire else ())
 
     def _clock_changes(self) -> float:
         """The first time the same plan could move a pod on this fleet without it changing: a
