@@ -13,12 +13,13 @@ from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.control import schedule
 from gpufleet.control.ports import FleetPort, ForecastPort, MetricsPort, Policy
 from gpufleet.core.schedule import Window
-from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory
+from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory, quick_init
 
 
 _NAME = attrgetter("name")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StepResult:
     plan: Plan

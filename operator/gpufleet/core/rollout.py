@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 from gpufleet.core.fleet import FleetView
 from gpufleet.core.split import notice_drain_due
-from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Plan, Replica, ReplicaState, quick_init
 
 # pod-deletion-cost marks (controller.kubernetes.io/pod-deletion-cost): a draining pod is kept
 # while it finishes; a released or discarded one is deleted first when its Deployment shrinks.
@@ -48,6 +48,7 @@ GO_FIRST_COST = -1000
 TTR_SAMPLES = 20
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Release:
     name: str
@@ -56,6 +57,7 @@ class Release:
     evict: bool = False  # evict the pod itself first (a not-Ready pod of its class would go instead)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Rollout:
     promote: tuple[str, ...] = ()  # standby -> in the Service

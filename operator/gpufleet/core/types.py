@@ -12,12 +12,45 @@ of its ticks (tests/unit/test_slots.py keeps every such dataclass slotted).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from gpufleet.core.classes import Availability
+
+_V = TypeVar("_V")
+
+
+def quick_init(cls: type[_V]) -> type[_V]:
+    """Give a frozen, slotted dataclass an __init__ that sets each field through its slot's own
+    descriptor: the instance the generated __init__ builds (that one goes through object.__setattr__
+    per field, which frozen requires of it), in about half the time. For the values built on every
+    decision and rollout: the simulator builds ~10^5 of each per simulated day. Same signature,
+    defaults and default factories; a class with __post_init__ or init=False fields is refused."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if "__slots__" not in vars(cls) or hasattr(cls, "__post_init__") or any(not f.init or f.kw_only for f in fields):
+        raise TypeError(f"quick_init: {cls.__qualname__} is not a plain slotted dataclass")
+    env: dict[str, Any] = {"_MISSING": dataclasses.MISSING}
+    params, body = [], []
+    for i, f in enumerate(fields):
+        env[f"_set{i}"] = vars(cls)[f.name].__set__
+        if f.default is not dataclasses.MISSING:
+            env[f"_default{i}"] = f.default
+            params.append(f"{f.name}=_default{i}")
+        elif f.default_factory is not dataclasses.MISSING:
+            env[f"_factory{i}"] = f.default_factory
+            params.append(f"{f.name}=_MISSING")
+            body.append(f" if {f.name} is _MISSING: {f.name} = _factory{i}()")
+        else:
+            params.append(f.name)
+        body.append(f" _set{i}(self, {f.name})")
+    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n", env)  # as dataclasses does
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
 
 
 class ReplicaState(str, Enum):
@@ -32,6 +65,7 @@ SPOT = "spot"
 CAPACITY_CLASSES = (ON_DEMAND, SPOT)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Replica:
     name: str
@@ -46,6 +80,7 @@ class Replica:
     deletion_cost: int | None = None  # its pod-deletion-cost mark, if any (core.rollout)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class FleetState:
     replicas: tuple[Replica, ...] = ()
@@ -64,6 +99,7 @@ class FleetState:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Observation:
     """Service-wide signals; None means missing (no data, NaN, or the source is down)."""
@@ -173,6 +209,7 @@ class BudgetCheck:
     message: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Plan:
     serving: int  # healthy replicas that should be in the Service
