@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from gpufleet.core.rollout import time_to_ready
 from gpufleet.core.split import DRAIN_S
 from gpufleet.core.types import ON_DEMAND, Plan, ReplicaState
 from gpufleet.sim.fleet import SimFleet
@@ -171,3 +172,15 @@ def test_a_consolidated_node_changes_billing_not_the_fleet_state(busy_later: boo
         assert after is not before and {p.in_flight for p in after.replicas} == {None}
     else:
         assert after is before and {p.in_flight for p in after.replicas} == {0.0}
+
+
+def test_the_time_to_ready_follows_every_start_seen() -> None:
+    # The fleet keeps its time_to_ready() between starts; a pod turning Ready is a start.
+    f = SimFleet(cold=ColdStart(median_s=48.0, p90_s=79.0), rng=np.random.default_rng(3), interval_s=INTERVAL)
+    f.bootstrap(2)
+    before = f.time_to_ready()[ON_DEMAND]
+    f.apply(plan(3, 3), now=0.0)
+    drive(f, 0, 400, plan(3, 3))
+    assert len(f.starts[ON_DEMAND]) == 3 and f.n_serving == 3
+    after = f.state(now=400.0).time_to_ready_s[ON_DEMAND]
+    assert after == time_to_ready(f.starts[ON_DEMAND]) != before

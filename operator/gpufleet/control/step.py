@@ -7,16 +7,12 @@ simulated time. Nothing here knows where the ports' data comes from.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from operator import attrgetter
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.control import schedule
 from gpufleet.control.ports import FleetPort, ForecastPort, MetricsPort, Policy
 from gpufleet.core.schedule import Window
 from gpufleet.core.types import FleetState, ForecastSummary, Observation, Plan, PolicyMemory, quick_init
-
-
-_NAME = attrgetter("name")
 
 
 @quick_init
@@ -53,8 +49,8 @@ def revalidate(plan: Plan, fresh: FleetState) -> Plan:
     """Drop promotions/retirements of replicas that vanished or changed state since the decision."""
     if not plan.promote and not plan.retire:
         return plan  # nothing named (most ticks): the plan stands as decided
-    # (The pods' names in C; a pass for the standbys only when the plan promotes.)
-    names = set(map(_NAME, fresh.replicas))
+    # (A pass for the standbys only when the plan promotes.)
+    names = {r.name for r in fresh.replicas}
     retire = tuple(n for n in plan.retire if n in names)
     promote = plan.promote
     if promote:

@@ -211,7 +211,7 @@ class SimFleet:
         self.preemptions = 0
         self._last_apply: tuple[tuple[object, ...], int] | None = None
         self._quiet_until = math.inf  # the last rollout holds until then on an unchanged fleet
-        self._ttr: tuple[tuple[int, ...], dict[str, float]] | None = None
+        self._ttr: dict[str, float] | None = None  # time_to_ready() until the next start
         self.next_due = 0.0  # the engine calls advance() only from this time on
 
     def _due(self, t: float) -> None:
@@ -229,7 +229,7 @@ class SimFleet:
             r.state, r.ready_at = _SERVING, now
             if r.node is not None:
                 r.node.warm_at = now  # found up, with the image
-            self.starts[capacity_class].append(0.0 if self.instant else self.cold.sample(self.rng))
+            self._started(capacity_class, 0.0 if self.instant else self.cold.sample(self.rng))
             self.n_serving += 1
         self.size[capacity_class] = serving
         self._ready_heap.clear()
@@ -348,11 +348,14 @@ class SimFleet:
 
     def time_to_ready(self) -> dict[str, float]:
         """Creation-to-Ready seconds per class: the core's estimator over the starts seen."""
-        key = tuple(map(len, self.starts.values()))  # (starts keeps the classes in self.names' order)
-        if self._ttr is None or self._ttr[0] != key:
+        if self._ttr is None:  # (a start seen since: _started)
             out = {c: time_to_ready(xs) for c, xs in self.starts.items()}
-            self._ttr = (key, {c: v for c, v in out.items() if v is not None})
-        return self._ttr[1]
+            self._ttr = {c: v for c, v in out.items() if v is not None}
+        return self._ttr
+
+    def _started(self, capacity_class: str, seconds: float) -> None:
+        self.starts[capacity_class].append(seconds)
+        self._ttr = None
 
     def apply(self, plan: Plan, *, now: float) -> None:
         """Carry out the core's rollout of `plan` on the pods as they are now."""
@@ -603,7 +606,7 @@ class SimFleet:
             r = self.replicas.get(name)
             if r is None or r.state != _STARTING or r.ready_at != t:
                 continue
-            self.starts[r.cls].append(t - r.created_at)
+            self._started(r.cls, t - r.created_at)
             self._set_state(r, _STANDBY)
             ready = True
         if self.spot is None and not self._has_stock_outs:
