@@ -40,16 +40,13 @@ class Stage:
     median_s: float = 0.0
     p90_s: float | None = None
     floor_s: float = 0.0
-    # The lognormal's parameters, computed once (a start draws three stages): None without a draw.
+    # The lognormal's (mu, sigma), computed once (a start draws three stages): None without a draw.
     _params: tuple[float, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.p90_s is not None and self.median_s > 0:
-            object.__setattr__(self, "_params", (math.log(self.median_s), self.sigma))
-
-    @property
-    def sigma(self) -> float:
-        return 0.0 if self.p90_s is None or self.median_s <= 0 else math.log(self.p90_s / self.median_s) / Z90
+            mu = math.log(self.median_s)
+            object.__setattr__(self, "_params", (mu, math.log(self.p90_s / self.median_s) / Z90))
 
     def sample(self, rng: np.random.Generator) -> float:
         params = self._params
@@ -58,9 +55,9 @@ class Stage:
         return max(self.floor_s, float(rng.lognormal(*params)))
 
     def sample_many(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        if self.p90_s is None or self.median_s <= 0:
+        if self._params is None:
             return np.full(n, self.median_s)
-        return np.maximum(self.floor_s, rng.lognormal(math.log(self.median_s), self.sigma, n))
+        return np.maximum(self.floor_s, rng.lognormal(*self._params, n))
 
 
 @dataclass(frozen=True, slots=True)

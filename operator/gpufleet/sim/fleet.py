@@ -128,12 +128,6 @@ class SimReplica:
         return snap
 
 
-def _idle(p: Replica) -> Replica:
-    """`p` with nothing in flight (dataclasses.replace, without its per-call pass over the fields)."""
-    return Replica(p.name, p.capacity_class, p.state, p.created_at, p.ready_at, 0.0, p.interrupted,
-                   p.draining_since, p.reclaim_at, p.deletion_cost)
-
-
 _SIM_DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(SimReplica) if f.default is not dataclasses.MISSING)
 
 
@@ -304,7 +298,7 @@ class SimFleet:
             pods_now = list(snaps.values())
             self._pool_empty_at_build = self.in_flight_per_serving <= 0
             if self._pool_empty_at_build:  # the pool is empty: every serving pod is idle
-                pods_now = [_idle(p) if p.state == _SERVING else p for p in pods_now]
+                pods_now = [dataclasses.replace(p, in_flight=0.0) if p.state == _SERVING else p for p in pods_now]
             self._pods_at = (self.version, pods_now)
         fs = FleetState(replicas=tuple(self._pods_at[1]), spot_unavailable=spot_unavailable,
                         time_to_ready_s=self.time_to_ready(), pending_by_class=pending)
