@@ -1,7 +1,7 @@
 """The decision core's, the control step's, the forecaster's and the simulator's dataclasses keep
 slots (the why: core/types.py). A dataclass without them still works, only slower on Python 3.12
-and 3.13, so nothing else would notice one added without them. And core.types.quick_init builds
-the values it is given to exactly as the __init__ dataclasses generates would."""
+and 3.13, so nothing else would notice one added without them. And the __init__ core.types.quick_init
+gives a class builds what the __init__ dataclasses generates would."""
 
 from __future__ import annotations
 
