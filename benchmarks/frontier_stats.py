@@ -44,12 +44,12 @@ def t_interval(values: Sequence[float], level: float = LEVEL, *,
     n = len(xs)
     if n == 0:
         return {"mean": None, "lo": None, "hi": None, "n": 0}
-    mean = sum(xs) / n
+    mean = math.fsum(xs) / n  # fsum: the same mean whatever order the runs finished in
     if n == 1:
         return {"mean": mean, "lo": mean, "hi": mean, "n": 1}
     from scipy.stats import t as student_t  # type: ignore[import-untyped]
 
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
     half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     lo, hi = mean - half, mean + half
     if clip is not None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -63,6 +65,14 @@ def frontiers(g_scale: float = 1.0, g_att: float = 0.9999) -> dict[str, Any]:
 
 
 LB = {"0": 50.0, "1": 50.5, "2": 51.0}
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1e4, allow_nan=False), min_size=2, max_size=6), st.randoms())
+def test_t_interval_does_not_depend_on_the_order_of_the_runs(xs: list[float], rnd: Any) -> None:
+    """A resumed suite stores runs in the order they finished; results.json must not follow it."""
+    shuffled = list(xs)
+    rnd.shuffle(shuffled)
+    assert S.t_interval(shuffled) == S.t_interval(xs)
 
 
 def test_verdict_is_computed_from_the_data() -> None:
