@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(HOME)/.cache/gpufleet/bin:$(PATH)
 
-.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-gputypes bench-quick bench-forecast bench-scale bench-scale-quick clean image image-report bench-quota bench-run-time
+.PHONY: help run test unit integration venv deps bins cluster-up cluster-down crds check-crds lint fuzz chaos bench bench-frontier bench-scenarios bench-spot bench-spot-multizone bench-gputypes bench-quick bench-forecast bench-scale bench-scale-quick clean image image-report bench-quota bench-run-time
 
 help:
 	@echo "make run          local cluster + operator + demo InferenceService (watch with kubectl)"
@@ -114,7 +114,9 @@ run: venv deps bins
 GRID ?= full
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 SPOT_ZONES ?= aws-02-15-2023/us-west-2a,aws-02-15-2023/us-west-2b,aws-02-15-2023/us-east-2a
-bench: bench-frontier bench-scenarios bench-spot bench-run-time
+# One spot class over a region's zones (a '+' joins the zones of one class).
+SPOT_REGIONS ?= aws-02-15-2023/us-west-2a+aws-02-15-2023/us-west-2b+aws-02-15-2023/us-west-2c,aws-02-15-2023/us-east-1a+aws-02-15-2023/us-east-1c+aws-02-15-2023/us-east-1d+aws-02-15-2023/us-east-1f
+bench: bench-frontier bench-scenarios bench-spot bench-spot-multizone bench-run-time
 
 bench-frontier: venv
 	$(PY) benchmarks/frontier.py --grid $(GRID) --workers $(WORKERS) --out reports/bench --readme README.md $(BENCH_ARGS)
@@ -129,6 +131,9 @@ bench-scenarios: venv
 
 bench-spot: venv
 	$(PY) benchmarks/sim_bench.py --spot-zones $(SPOT_ZONES) --out reports/bench/spot
+
+bench-spot-multizone: venv
+	$(PY) benchmarks/sim_bench.py --spot-zones $(SPOT_REGIONS) --out reports/bench/spot-multizone
 
 # GPU types and MIG slices (issue 18): the cheapest class mix vs single types, a stock-out (reports/gputypes).
 bench-gputypes: venv
