@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.fleet import FleetView, is_healthy
-from gpufleet.core.policy import GpufleetPolicy
-from gpufleet.core.split import DRAIN_S, interrupted_by_class, notice_drain_due, spot_reclaimed
+from gpufleet.core.split import DRAIN_S, interrupted_by_class, notice_drain_due
 from gpufleet.core.types import (
     ON_DEMAND,
     SPOT,
@@ -22,7 +21,6 @@ from gpufleet.core.types import (
     Replica,
     ReplicaState,
 )
-from tests.builders import NOW, make_spec, obs
 from tests.strategies import SETTINGS, decide, fleets, forecasts, memories, observations, specs
 
 
@@ -39,12 +37,8 @@ def test_notice_drain_due() -> None:
 
 @st.composite
 def noticed_fleets(draw: st.DrawFn) -> FleetState:
-    """Any fleet, plus at least one spot replica on a node with a notice; in half of them the
-    notice reaches every spot replica (one zone, or every zone, reclaimed)."""
+    """Any fleet, plus at least one spot replica on a node with a notice."""
     fleet = draw(fleets())
-    if draw(st.booleans()):
-        fleet = replace(fleet, replicas=tuple(replace(r, interrupted=True) if r.capacity_class == SPOT else r
-                                              for r in fleet.replicas))
     extra = tuple(
         Replica(name=f"noticed{i}", capacity_class=SPOT,
                 state=draw(st.sampled_from([ReplicaState.serving, ReplicaState.standby, ReplicaState.starting])),
@@ -67,10 +61,8 @@ def test_a_notice_replaces_on_on_demand_and_promotes_standbys_first(
     view = FleetView.of(fleet)
     noticed = interrupted_by_class(fleet)
     od, spot = plan.on_demand - noticed[ON_DEMAND], plan.spot - noticed[SPOT]
-    # No new spot capacity while a reclaim notice takes every Ready spot pod: at most the healthy
-    # Ready spot stays (a notice that leaves some is one zone's: test_one_zone_reclaimed_...).
-    if spot_reclaimed(fleet.replicas):
-        assert spot <= view.ready_by_class[SPOT]
+    # No new spot capacity while a reclaim notice is out: at most the healthy Ready spot stays.
+    assert spot <= view.ready_by_class[SPOT]
     # The interrupted replicas are not counted on: healthy replicas wanted cover serving + standby
     # (the rest starts on on-demand now), and the interrupted ones stay in their Deployment until
     # drained or reclaimed, first in line to retire.
@@ -83,35 +75,3 @@ def test_a_notice_replaces_on_on_demand_and_promotes_standbys_first(
     standbys = [r for r in fleet.replicas
                 if r.state == ReplicaState.standby and is_healthy(r) and r.name not in set(plan.retire)]
     assert len(plan.promote) == min(short, len(standbys))
-
-
-ZONES_SPEC = make_spec(replicas={"min": 1, "max": 8}, warmPool={"size": 0, "max": 0}, forecast={"enabled": False},
-                       scaling={"targetRpsPerReplica": 100},
-                       capacity={"onDemand": {"base": 1}, "spot": {"enabled": True, "maxFraction": 0.75}})
-
-
-def spot_fleet(noticed: int) -> FleetState:
-    """One on-demand and three spot replicas serving; the first `noticed` spot ones have a notice."""
-    od = Replica("od0", ON_DEMAND, ReplicaState.serving, 0.0, 60.0, 0.0)
-    spot = tuple(Replica(f"sp{i}", SPOT, ReplicaState.serving, 0.0, 60.0, 0.0, interrupted=i < noticed,
-                         reclaim_at=NOW + 100 if i < noticed else None) for i in range(3))
-    return FleetState(replicas=(od, *spot))
-
-
-def test_one_zone_reclaimed_keeps_the_replacements_on_spot_and_every_zone_sends_them_on_demand() -> None:
-    def plan_for(noticed: int) -> tuple[int, int]:
-        fleet = spot_fleet(noticed)
-        plan, _ = GpufleetPolicy().decide(spec=ZONES_SPEC, observation=obs(request_rate=400), forecast=None,
-                                          fleet=fleet, memory=PolicyMemory(last_serving=4), now=NOW)
-        assert plan.serving == 4, plan.message
-        left = interrupted_by_class(fleet)
-        return plan.on_demand - left[ON_DEMAND], plan.spot - left[SPOT]
-
-    assert not spot_reclaimed(spot_fleet(1).replicas) and spot_reclaimed(spot_fleet(3).replicas)
-    assert plan_for(0) == (1, 3)
-    # One of three spot pods noticed (its zone reclaimed, two others still Ready elsewhere): its
-    # replacement is a spot pod, for the provisioner to place where spot is left.
-    assert plan_for(1) == (1, 3)
-    # Every spot pod noticed: spot is gone; the replacements start on on-demand.
-    od, spot = plan_for(3)
-    assert spot == 0 and od == 4
