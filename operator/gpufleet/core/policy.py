@@ -314,12 +314,12 @@ class GpufleetPolicy:
         )
         backoff = spot_backoff(
             spec,
-            # A reclaim notice that leaves no Ready spot pod un-noticed means the spot pool is
-            # gone: replacements go on-demand, until no spot pod is left on a noticed node
-            # (draining ones too: else spot "returned" onto the draining pods themselves and their
-            # Deployment never let them go). One zone of several reclaimed is not (split.spot_reclaimed).
+            # A reclaim notice means the spot pool is shrinking: replacements go on-demand, until
+            # no spot pod is left on a noticed node (draining ones too: else spot "returned" onto
+            # the draining pods themselves and their Deployment never let them go).
             # (view.noticed: the pods are scanned only when one has a notice.)
-            raw_unavailable=fleet.spot_unavailable or (view.noticed and split.spot_reclaimed(fleet.replicas)),
+            raw_unavailable=fleet.spot_unavailable or (view.noticed and any(
+                r.interrupted and r.capacity_class == SPOT for r in fleet.replicas)),
             retry_at=memory.spot_retry_at,
             backoff_s=memory.spot_backoff_s,
             outage_at=memory.spot_outage_at,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from gpufleet.api.models import InferenceServiceSpec
 from gpufleet.core.fleet import FleetView
-from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, Replica, ReplicaState
+from gpufleet.core.types import ON_DEMAND, SPOT, FleetState, ReplicaState
 
 _EPS = 1e-9
 
@@ -114,24 +114,6 @@ def interrupted_by_class(fleet: FleetState) -> dict[str, int]:
         if r.interrupted and r.state != ReplicaState.draining:
             out[r.capacity_class] = out.get(r.capacity_class, 0) + 1
     return out
-
-
-def spot_reclaimed(replicas: tuple[Replica, ...]) -> bool:
-    """Whether the reclaim notices on spot pods take spot away from the class: some spot pod has a
-    notice and no spot pod that was Ready is left without one. A notice that leaves Ready spot pods
-    on other nodes reclaims a zone of the class, not the class (as a zone's reclaim does on a node
-    pool over several zones): the replacements stay spot, and the provisioner places them where
-    spot is left (Karpenter marks an interrupted offering unavailable for a while); where none can
-    be had they go Pending, and `pendingTimeoutSeconds` sends them on-demand. With one zone every
-    placed spot pod gets the notice at once, so this is the whole class's reclaim."""
-    noticed = False
-    for r in replicas:
-        if r.capacity_class == SPOT:
-            if r.interrupted:
-                noticed = True
-            elif r.ready_at is not None:
-                return False
-    return noticed
 
 
 def notice_drain_due(reclaim_at: float | None, now: float, interval_s: float = 0.0) -> bool:
