@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,14 +28,6 @@ from typing import Any
 TRACE = "m-mid/d1-14"
 SEED = 1
 LIMIT_S = 60.0  # the bound on one 14-day run
-
-
-def git_rev() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def cpu_model() -> str:
@@ -114,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['policy']:<16} {json.dumps(r['knobs']):<42} {r['cold']:<8} {r['sim_days']:.0f} days: "
               f"{r['wall_s']:6.1f} s ({r['cpu_s']:.1f} s CPU)  {'ok' if r['within_limit'] else 'OVER'} 60 s")
+    from frontier import git_rev  # on the path since planned_runs
+
     worst = {p: max(r["wall_s"] for r in rows if r["policy"] == p) for p in dict.fromkeys(r["policy"] for r in rows)}
     report = {"command": "python benchmarks/run_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "started": started, "rev": os.environ.get("GPUFLEET_REV") or git_rev(), "wall_s": round(time.time() - started, 1), "workers": min(args.workers, len(chosen)),
+              "started": started, "rev": git_rev(), "wall_s": round(time.time() - started, 1), "workers": min(args.workers, len(chosen)),
               "cores": os.cpu_count(), "machine": cpu_model(),
               "python": platform.python_version(), "limit_s": LIMIT_S, "worst_s": worst, "runs": rows,
               "all_within_limit": all(r["within_limit"] for r in rows)}
