@@ -188,8 +188,10 @@ def suites(args: argparse.Namespace) -> list[Suite]:
         for i, group in enumerate(args.spot_zones.split(",")):
             paths = [zone_path(z) for z in group.split("+")]
             path = "+".join(paths)
+            pols = (tuple(args.policy.split(",")) if args.policy  # any variant, e.g. gpufleet+pool6
+                    else SPOT_ZONE_POLICIES if i == 0 else SPOT_ZONE_ONLY)
             out.append(Suite("spot-" + "+".join(os.path.basename(p).removesuffix(".json") for p in paths),
-                             lambda d=days, p=path: spot_sc(d, p), SPOT_ZONE_POLICIES if i == 0 else SPOT_ZONE_ONLY))
+                             lambda d=days, p=path: spot_sc(d, p), pols))
     elif args.quick:
         out += [Suite("azure-x1", lambda: req("azure", 1)), Suite("mooncake-x1", lambda: req("mooncake", 1)),
                 Suite("step", lambda: step(900, 900)), Suite("servegen-m-small-0.5d", lambda: sg("m-small", 0.5)),
