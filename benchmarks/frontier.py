@@ -247,8 +247,8 @@ class Store:
 
 
 def git_rev() -> str:
-    if os.environ.get("GPUFLEET_REV"):  # a copy of the tree without .git (a lent machine)
-        return os.environ["GPUFLEET_REV"]
+    if rev := os.environ.get("GPUFLEET_REV"):  # a copy of the tree without a usable .git (a lent machine)
+        return rev
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()

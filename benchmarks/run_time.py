@@ -25,6 +25,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # frontier, beside this file, when imported
+
+from frontier import CLAIRVOYANT, GRIDS, LOWER_BOUND, NONE, candidates, execute, git_rev, run_params  # noqa: E402
+
 TRACE = "m-mid/d1-14"
 SEED = 1
 LIMIT_S = 60.0  # the issue's bound on one 14-day run
@@ -40,9 +44,6 @@ def cpu_model() -> str:
 def planned_runs(runs_path: Path) -> list[dict[str, Any]]:
     """Every policy at every knob value of the full grid, at the cold setting of its slowest m-mid
     run there (seconds per simulated day)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from frontier import CLAIRVOYANT, GRIDS, LOWER_BOUND, NONE, candidates
-
     slowest: dict[str, tuple[float, str]] = {}
     for line in runs_path.read_text().splitlines():
         row = json.loads(line)
@@ -67,9 +68,6 @@ def run_one(params: dict[str, Any]) -> dict[str, Any]:
     simulation; the 60 s bound is on this), the simulation's alone, and CPU seconds."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from frontier import execute, run_params
-
     run = run_params("timing", params["cold"], TRACE, params["policy"], params["knobs"], SEED)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -105,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['policy']:<16} {json.dumps(r['knobs']):<42} {r['cold']:<8} {r['sim_days']:.0f} days: "
               f"{r['wall_s']:6.1f} s ({r['cpu_s']:.1f} s CPU)  {'ok' if r['within_limit'] else 'OVER'} 60 s")
-    from frontier import git_rev  # on the path since planned_runs
-
     worst = {p: max(r["wall_s"] for r in rows if r["policy"] == p) for p in dict.fromkeys(r["policy"] for r in rows)}
     report = {"command": "python benchmarks/run_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "started": started, "rev": git_rev(), "wall_s": round(time.time() - started, 1), "workers": min(args.workers, len(chosen)),
