@@ -463,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trace", help="azure | mooncake | servegen:m-small@0.1 | servegen-agg:m-mid@0.1 | csv:PATH | step:20x5")
     ap.add_argument("--load", type=float, default=1.0, help="replay --trace at N x load")
-    ap.add_argument("--policy", help="comma list (default: all); " + ",".join(POLICIES) + ",hpa+spot,gpufleet-od")
+    ap.add_argument("--policy", help="comma list (default: all); " + ",".join(POLICIES) + ",hpa+spot,gpufleet-od; "
+                    "with --trace or --spot-zones exactly these, any variant (gpufleet+pool6, ...)")
     ap.add_argument("--spot-trace", help="SkyPilot JSON, path or relative to ../shared/traces/spot")
     ap.add_argument("--spot-zones", help="comma list of spot traces (e.g. aws-02-15-2023/us-west-2b, "
                     "gcp-04-30-2023/us-east1-b_c3-88.json): one spot scenario per zone and a summary table; "
